@@ -1,0 +1,7 @@
+"""``python -m coordshard_operator`` is the ``coordshard`` command."""
+
+import sys
+
+from coordshard_operator.cli import main
+
+sys.exit(main())

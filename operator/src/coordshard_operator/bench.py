@@ -1,0 +1,60 @@
+"""``coordshard bench [SUITE...]``: run benchmark suites and print their tables.
+
+Each suite is a module in ``coordshard_operator.benchmarks`` exposing
+``run(args) -> Table``. With no suite named, all of them run in turn.
+Numbers are printed, never asserted: targets live in docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from coordshard_operator.benchmarks import SUITES, Table
+
+__all__ = ["add_parser"]
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="run benchmarks and print tables",
+        description="Run benchmark suites: " + ", ".join(SUITES) + ". With none named, all.",
+    )
+    p.add_argument(
+        "suites",
+        nargs="*",
+        metavar="SUITE",
+        help=f"one or more of: {', '.join(SUITES)} (default: all)",
+    )
+    p.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="also write each table as JSON (and plots, where a suite has them) here",
+    )
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    unknown = [s for s in args.suites if s not in SUITES]
+    if unknown:
+        sys.stderr.write(
+            f"coordshard bench: error: unknown suite {unknown[0]!r}; "
+            f"choose from {', '.join(SUITES)}\n"
+        )
+        return 2
+    for name in args.suites or list(SUITES):
+        module = importlib.import_module(SUITES[name])
+        table: Table = module.run(args)
+        sys.stdout.write(f"\n## {name}\n\n{table.markdown()}\n")
+        sys.stdout.flush()
+        if args.out:
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / f"{name}.json").write_text(json.dumps(table.as_json(), indent=2) + "\n")
+    return 0

@@ -1,0 +1,37 @@
+"""Benchmark suites. Each module here has ``run(args) -> Table``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["SUITES", "Table"]
+
+SUITES: dict[str, str] = {
+    "plan": "coordshard_operator.benchmarks.plan",
+}
+"""Suite name → module path (imported only when the suite runs)."""
+
+
+@dataclass
+class Table:
+    """A result table: printed as Markdown, saved as JSON."""
+
+    columns: list[str]
+    rows: list[list[Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def markdown(self) -> str:
+        def cell(v: Any) -> str:
+            return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+        lines = [
+            "| " + " | ".join(self.columns) + " |",
+            "|" + "|".join("---" for _ in self.columns) + "|",
+        ]
+        lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in self.rows]
+        lines += [f"\n{n}" for n in self.notes]
+        return "\n".join(lines)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"columns": self.columns, "rows": self.rows, "notes": self.notes}

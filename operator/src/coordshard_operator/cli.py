@@ -1,0 +1,43 @@
+"""The ``coordshard`` command: one entry point, one subcommand per job.
+
+Each subcommand lives in the module that owns the job; this file only wires
+argparse. Subcommands that belong to the service (``worker``) run it as a
+separate process, because the operator and service packages never import
+each other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from coordshard_operator import bench, plancmd
+
+__all__ = ["main"]
+
+EXIT_USAGE = 2
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="coordshard",
+        description="Same key, same worker: sharded NATS JetStream consumers, rebalanced.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    plancmd.add_parser(sub)
+    bench.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    run: Command = args.run
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,146 @@
+"""``coordshard plan``: run the planner on the command line.
+
+For people: a table of the assignment and the moves. For machines
+(``--json``): ``{"assignment", "moves", "unassigned", "steps"}``; the
+``assignment`` object can be fed back as ``--previous`` to plan the next event.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from coordshard_operator.balancing import InvalidAssignmentError
+from coordshard_operator.planning import Plan, plan
+
+__all__ = ["add_parser", "load_previous", "plan_to_json", "render_plan"]
+
+EXIT_USAGE = 2
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "plan",
+        help="assign shards to members and print the moves",
+        description="Assign N shards to the given live members, keeping what the "
+        "previous assignment gives them where balance allows.",
+    )
+    p.add_argument("--shards", type=int, required=True, metavar="N", help="shard count (>= 1)")
+    p.add_argument("--members", required=True, help="comma-separated live member names, e.g. a,b,c")
+    p.add_argument(
+        "--previous",
+        type=Path,
+        metavar="FILE",
+        help='JSON: {"member": [shards...]} or the output of --json',
+    )
+    p.add_argument("--json", action="store_true", help="print JSON for machines")
+    p.set_defaults(run=run)
+
+
+class PlanInputError(ValueError):
+    """The command line or the --previous file is unusable."""
+
+
+def load_previous(path: Path) -> dict[str, list[int]]:
+    """Read a previous assignment: a bare mapping or ``{"assignment": mapping}``."""
+    try:
+        data = json.loads(path.read_text())
+    except OSError as e:
+        raise PlanInputError(f"cannot read {path}: {e.strerror}") from e
+    except json.JSONDecodeError as e:
+        raise PlanInputError(f"{path} is not JSON: {e.msg} at line {e.lineno}") from e
+    if isinstance(data, dict) and isinstance(data.get("assignment"), dict):
+        data = data["assignment"]
+    if not isinstance(data, dict) or not all(
+        isinstance(k, str)
+        and isinstance(v, list)
+        and all(isinstance(s, int) and not isinstance(s, bool) for s in v)
+        for k, v in data.items()
+    ):
+        raise PlanInputError(f"{path} must map member names to lists of shard numbers")
+    return data
+
+
+def parse_members(text: str) -> list[str]:
+    members = [m.strip() for m in text.split(",")]
+    if any(not m for m in members):
+        raise PlanInputError(f"--members {text!r} has an empty name")
+    return members
+
+
+def plan_to_json(result: Plan) -> dict[str, Any]:
+    b = result.balance
+    return {
+        "assignment": {m: list(s) for m, s in b.assignment.items()},
+        "moves": [
+            {"shard": mv.shard, "from": mv.source, "to": mv.target, "reason": mv.reason}
+            for mv in b.moves
+        ],
+        "unassigned": list(b.unassigned),
+        "steps": [
+            {
+                "action": st.action,
+                "member": st.member,
+                "shards": list(st.shards),
+                "changed": list(st.changed),
+            }
+            for st in result.steps
+        ],
+    }
+
+
+def _ranges(shards: tuple[int, ...]) -> str:
+    """Compact ``0-3,7,9-10`` form of a sorted shard list."""
+    if not shards:
+        return "-"
+    out: list[str] = []
+    start = prev = shards[0]
+    for s in (*shards[1:], None):
+        if s is not None and s == prev + 1:
+            prev = s
+            continue
+        out.append(str(start) if start == prev else f"{start}-{prev}")
+        if s is not None:
+            start = prev = s
+    return ",".join(out)
+
+
+def render_plan(result: Plan) -> str:
+    b = result.balance
+    width = max([6, *(len(m) for m in b.assignment)])
+    lines = [f"{'MEMBER':<{width}}  COUNT  SHARDS"]
+    for m, shards in b.assignment.items():
+        lines.append(f"{m:<{width}}  {len(shards):>5}  {_ranges(shards)}")
+    if b.unassigned:
+        lines.append(f"unassigned: {_ranges(b.unassigned)}")
+    lines.append("")
+    if not b.moves:
+        lines.append("moves: none")
+    else:
+        lines.append(f"moves: {len(b.moves)}")
+        lines.append(f"{'SHARD':>5}  {'FROM':<{width}}  {'TO':<{width}}  REASON")
+        for mv in b.moves:
+            lines.append(
+                f"{mv.shard:>5}  {mv.source or '-':<{width}}  {mv.target:<{width}}  {mv.reason}"
+            )
+    if b.ignored_pins:
+        lines.append(f"ignored pins (member not live): {_ranges(b.ignored_pins)}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        members = parse_members(args.members)
+        previous = load_previous(args.previous) if args.previous else {}
+        result = plan(shards=args.shards, members=members, previous=previous)
+    except (PlanInputError, InvalidAssignmentError) as e:
+        sys.stderr.write(f"coordshard plan: error: {e}\n")
+        return EXIT_USAGE
+    if args.json:
+        sys.stdout.write(json.dumps(plan_to_json(result), indent=2) + "\n")
+    else:
+        sys.stdout.write(render_plan(result) + "\n")
+    return 0

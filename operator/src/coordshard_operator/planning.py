@@ -1,0 +1,100 @@
+"""Turn "assignment in force → balanced assignment" into ordered handoff steps.
+
+Pure, like ``balancing``. The order is the safety rule JetStream's work-queue
+retention enforces anyway (it refuses two consumers with overlapping
+filters): every shard is taken away from its old owner *before* it is given
+to a new one. So the steps are, in this order:
+
+1. ``fence``  — a member that is gone: its consumer is deleted (the only hard
+   fence against a zombie that still runs);
+2. ``narrow`` — a live member that loses shards: its filter shrinks;
+3. ``grow``   — a member that gains shards (a new member included): its
+   filter grows, after the rewind that picks up the leftovers.
+
+Within each group members go in name order. A converged system plans no step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from coordshard_operator.balancing import (
+    AssignmentLike,
+    Balance,
+    MemberId,
+    ShardId,
+    assign_shards,
+)
+
+__all__ = ["HandoffStep", "Plan", "StepAction", "plan", "plan_handoff"]
+
+StepAction = Literal["fence", "narrow", "grow"]
+_ORDER: dict[StepAction, int] = {"fence": 0, "narrow": 1, "grow": 2}
+
+
+@dataclass(frozen=True, slots=True)
+class HandoffStep:
+    """One change to one member's consumer."""
+
+    action: StepAction
+    member: MemberId
+    shards: tuple[ShardId, ...]
+    """The member's whole shard set once the step is done (empty for ``fence``)."""
+    changed: tuple[ShardId, ...]
+    """The shards this step takes away (fence, narrow) or gives (grow)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The balanced assignment and the ordered steps that reach it."""
+
+    balance: Balance
+    steps: tuple[HandoffStep, ...]
+
+    @property
+    def converged(self) -> bool:
+        """True when nothing has to change."""
+        return not self.steps
+
+
+def plan_handoff(
+    previous: AssignmentLike, new: Mapping[MemberId, tuple[ShardId, ...]]
+) -> tuple[HandoffStep, ...]:
+    """The steps from ``previous`` to ``new``: all revocations before any grant.
+
+    ``previous`` may name members absent from ``new`` (they are fenced, even when
+    they owned nothing: their consumer still has to go).
+    """
+    prev = {MemberId(m): frozenset(ShardId(s) for s in owned) for m, owned in previous.items()}
+    steps: list[HandoffStep] = []
+    for m, owned in prev.items():
+        if m not in new:
+            steps.append(HandoffStep("fence", m, (), tuple(sorted(owned))))
+    for m, shards in new.items():
+        before = prev.get(m, frozenset())
+        after = frozenset(shards)
+        lost = before - after
+        gained = after - before
+        if lost:
+            steps.append(
+                HandoffStep("narrow", m, tuple(sorted(before & after)), tuple(sorted(lost)))
+            )
+        if gained:
+            steps.append(HandoffStep("grow", m, tuple(sorted(after)), tuple(sorted(gained))))
+    steps.sort(key=lambda st: (_ORDER[st.action], st.member))
+    return tuple(steps)
+
+
+def plan(
+    *,
+    shards: int,
+    members: Iterable[str],
+    previous: AssignmentLike | None = None,
+    pins: Mapping[int, str] | None = None,
+) -> Plan:
+    """Balance the shards over the live members and order the handoff steps."""
+    previous = previous or {}
+    balance = assign_shards(shards=shards, members=members, previous=previous, pins=pins)
+    return Plan(balance=balance, steps=plan_handoff(previous, balance.assignment))

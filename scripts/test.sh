@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The whole test suite: lint, types, import layering, then pytest.
+# This is the README's test command and what CI runs. Extra args go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export PATH="$PWD/.venv/bin:$PATH"
+echo "== ruff" >&2
+ruff check .
+echo "== mypy" >&2
+mypy
+echo "== import-linter" >&2
+lint-imports
+echo "== pytest" >&2
+pytest "$@"

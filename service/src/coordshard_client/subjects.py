@@ -1,0 +1,172 @@
+"""The subject grammar and the shard function: the one place that owns both.
+
+Commands travel on ``<prefix>.<shard>.<system_id>.<op>``. The shard is
+``shard_of(system_id, shards)``: FNV-1a 32-bit over the UTF-8 bytes of the
+system id, modulo the shard count. That is byte for byte what nats-server
+computes for the subject-mapping function ``{{partition(N, k)}}``, so a stream
+can do the same mapping server-side with a ``subject_transform`` and the two
+always agree (a test checks this against a real server).
+
+The shard count is part of the contract: changing it re-maps almost every key
+and only affects messages published afterwards. Treat it as fixed for the
+lifetime of a stream.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Final
+
+__all__ = [
+    "DEFAULT_PREFIX",
+    "MAX_SHARDS",
+    "CommandSubject",
+    "InvalidSubjectError",
+    "command_subject",
+    "parse_subject",
+    "shard_filter",
+    "shard_of",
+    "validate_token",
+]
+
+DEFAULT_PREFIX: Final = "coordinate.cmd"
+MAX_SHARDS: Final = 4096
+MAX_TOKEN_BYTES: Final = 128
+"""System ids and ops are single NATS tokens of at most this many UTF-8 bytes."""
+
+_FNV_OFFSET: Final = 0x811C9DC5
+_FNV_PRIME: Final = 0x01000193
+_MASK32: Final = 0xFFFFFFFF
+
+# A NATS subject token may not be empty and may not hold '.', the wildcards
+# '*' and '>', whitespace or control characters.
+_BAD_TOKEN_CHARS: Final = re.compile(r"[.*>\s\x00-\x1f\x7f]")
+_OP_RE: Final = re.compile(r"^[a-z][a-z0-9-]*$")
+_PREFIX_RE: Final = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
+
+
+class InvalidSubjectError(ValueError):
+    """A subject, token or prefix breaks the grammar; the message says which rule."""
+
+    def __init__(self, message: str, *, value: str) -> None:
+        super().__init__(message)
+        self.value = value
+
+
+def fnv1a_32(data: bytes) -> int:
+    """FNV-1a, 32 bit: the hash behind nats-server's ``partition()``."""
+    h = _FNV_OFFSET
+    for byte in data:
+        h = ((h ^ byte) * _FNV_PRIME) & _MASK32
+    return h
+
+
+def validate_token(value: str, *, what: str = "system id") -> str:
+    """Return ``value`` if it is a valid single NATS subject token, else raise."""
+    if not isinstance(value, str) or not value:
+        raise InvalidSubjectError(f"{what} must be a non-empty string", value=str(value))
+    if _BAD_TOKEN_CHARS.search(value):
+        raise InvalidSubjectError(
+            f"{what} {value!r} is not a single NATS token: "
+            "it may not contain '.', '*', '>', whitespace or control characters",
+            value=value,
+        )
+    if len(value.encode()) > MAX_TOKEN_BYTES:
+        raise InvalidSubjectError(
+            f"{what} {value[:20]!r}... is longer than {MAX_TOKEN_BYTES} bytes", value=value
+        )
+    return value
+
+
+def validate_prefix(prefix: str) -> str:
+    """Return ``prefix`` if it is one or more plain tokens joined by dots, else raise."""
+    if not _PREFIX_RE.match(prefix):
+        raise InvalidSubjectError(
+            f"subject prefix {prefix!r} must be dot-separated tokens of [A-Za-z0-9_-]",
+            value=prefix,
+        )
+    return prefix
+
+
+def _check_shards(shards: int) -> None:
+    if not 1 <= shards <= MAX_SHARDS:
+        raise ValueError(f"shard count must be between 1 and {MAX_SHARDS}, got {shards}")
+
+
+def shard_of(system_id: str, shards: int) -> int:
+    """The shard that owns ``system_id`` among ``shards`` shards.
+
+    Args:
+        system_id: the key; must be a valid single NATS token.
+        shards: the shard count N (1..4096), fixed for the stream's lifetime.
+
+    Returns:
+        ``fnv1a_32(system_id.encode()) % shards``, the value nats-server's
+        ``{{partition(shards, k)}}`` gives for a subject whose token k is the id.
+
+    Raises:
+        InvalidSubjectError: the id is not a valid token.
+        ValueError: the shard count is out of range.
+    """
+    validate_token(system_id)
+    _check_shards(shards)
+    return fnv1a_32(system_id.encode()) % shards
+
+
+@dataclass(frozen=True, slots=True)
+class CommandSubject:
+    """A parsed command subject."""
+
+    prefix: str
+    shard: int
+    system_id: str
+    op: str
+
+    def __str__(self) -> str:
+        return f"{self.prefix}.{self.shard}.{self.system_id}.{self.op}"
+
+
+def command_subject(
+    *, system_id: str, op: str, shards: int, prefix: str = DEFAULT_PREFIX
+) -> CommandSubject:
+    """Build the subject a command for ``system_id`` is published on."""
+    validate_prefix(prefix)
+    validate_token(op, what="op")
+    if not _OP_RE.match(op):
+        raise InvalidSubjectError(f"op {op!r} must be lower-case kebab-case", value=op)
+    return CommandSubject(prefix, shard_of(system_id, shards), system_id, op)
+
+
+def parse_subject(subject: str, *, prefix: str = DEFAULT_PREFIX) -> CommandSubject:
+    """Parse ``<prefix>.<shard>.<system_id>.<op>``; raise InvalidSubjectError otherwise.
+
+    The shard token is checked to be a canonical non-negative integer; whether it
+    matches the system id is for the caller to check (it needs the shard count).
+    """
+    head = prefix + "."
+    if not subject.startswith(head):
+        raise InvalidSubjectError(
+            f"subject {subject!r} does not start with {head!r}", value=subject
+        )
+    parts = subject[len(head) :].split(".")
+    if len(parts) != 3:
+        raise InvalidSubjectError(
+            f"subject {subject!r} must be {prefix}.<shard>.<system_id>.<op>", value=subject
+        )
+    shard_token, system_id, op = parts
+    if not shard_token.isdigit() or (shard_token != "0" and shard_token.startswith("0")):
+        raise InvalidSubjectError(
+            f"subject {subject!r}: shard {shard_token!r} is not a canonical integer",
+            value=subject,
+        )
+    validate_token(system_id)
+    validate_token(op, what="op")
+    return CommandSubject(prefix, int(shard_token), system_id, op)
+
+
+def shard_filter(shard: int, *, prefix: str = DEFAULT_PREFIX) -> str:
+    """The consumer filter subject that selects every command of one shard."""
+    if shard < 0:
+        raise ValueError(f"shard must be >= 0, got {shard}")
+    return f"{prefix}.{shard}.>"

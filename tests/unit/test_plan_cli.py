@@ -1,0 +1,103 @@
+"""`coordshard plan` on the command line: the table, the JSON, and bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from coordshard_operator.cli import main
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    try:
+        code = main(list(argv))
+    except SystemExit as e:
+        code = int(e.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_json_output_has_the_documented_keys(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "plan", "--shards", "8", "--members", "a,b,c", "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert set(data) >= {"assignment", "moves", "unassigned"}
+    assert sorted(s for shards in data["assignment"].values() for s in shards) == list(range(8))
+    assert all(mv["from"] is None and mv["reason"] == "unassigned" for mv in data["moves"])
+
+
+def test_json_output_feeds_back_as_previous(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    _, out, _ = run(capsys, "plan", "--shards", "12", "--members", "a,b,c", "--json")
+    prev = tmp_path / "prev.json"
+    prev.write_text(out)
+    code, out, _ = run(
+        capsys, "plan", "--shards", "12", "--members", "a,b", "--previous", str(prev), "--json"
+    )
+    assert code == 0
+    moves = json.loads(out)["moves"]
+    assert len(moves) == 4 and all(mv["from"] == "c" for mv in moves)
+
+
+def test_table_output_for_people(capsys: pytest.CaptureFixture[str]) -> None:
+    example = Path(__file__).parents[2] / "docs/examples/plan/previous.json"
+    code, out, _ = run(
+        capsys,
+        "plan",
+        "--shards",
+        "16",
+        "--members",
+        "pod-a,pod-b,pod-c",
+        "--previous",
+        str(example),
+    )
+    assert code == 0
+    assert "MEMBER" in out and "moves: 4" in out and "member-lost" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        pytest.param(["--shards", "0", "--members", "a"], "shard count", id="n-below-1"),
+        pytest.param(["--shards", "4", "--members", "a,b,a"], "listed twice", id="duplicate"),
+        pytest.param(["--shards", "4", "--members", "a,,b"], "empty name", id="empty-name"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    code, out, err = run(capsys, "plan", *argv)
+    assert code == 2
+    assert out == ""
+    assert message in err and err.count("\n") == 1
+
+
+def test_previous_with_shard_out_of_range(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    prev = tmp_path / "prev.json"
+    prev.write_text(json.dumps({"a": [0, 9]}))
+    code, _, err = run(capsys, "plan", "--shards", "4", "--members", "a", "--previous", str(prev))
+    assert code == 2 and "outside 0..3" in err
+
+
+@pytest.mark.parametrize("content", ["not json", '{"a": "x"}', "[1, 2]"])
+def test_unusable_previous_file(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, content: str
+) -> None:
+    prev = tmp_path / "prev.json"
+    prev.write_text(content)
+    code, _, err = run(capsys, "plan", "--shards", "4", "--members", "a", "--previous", str(prev))
+    assert code == 2 and err.startswith("coordshard plan: error:")
+
+
+def test_every_subcommand_has_help(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "--help")
+    assert code == 0
+    for cmd in ("plan", "bench"):
+        assert cmd in out
+        code, sub_out, _ = run(capsys, cmd, "--help")
+        assert code == 0 and "usage:" in sub_out

@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from coordshard_client.subjects import (
+    InvalidSubjectError,
+    command_subject,
+    fnv1a_32,
+    parse_subject,
+    shard_filter,
+    shard_of,
+    validate_token,
+)
+
+tokens = st.text(
+    alphabet=st.characters(
+        blacklist_categories=["Cc", "Cs", "Zs", "Zl", "Zp"],
+        blacklist_characters=".*>\t\n\r\x0b\x0c\x85",
+    ),
+    min_size=1,
+    max_size=30,
+).filter(lambda t: len(t.encode()) <= 128)
+
+
+@pytest.mark.parametrize(
+    ("system_id", "shards", "expected"),
+    [
+        pytest.param("sys-1", 16, 0, id="sys-1"),
+        pytest.param("sys-2", 16, 9, id="sys-2"),
+        pytest.param("a", 16, 12, id="a"),
+        pytest.param("anything", 1, 0, id="one-shard"),
+    ],
+)
+def test_shard_of_known_vectors(system_id: str, shards: int, expected: int) -> None:
+    assert shard_of(system_id, shards) == expected
+
+
+def test_fnv1a_reference_values() -> None:
+    # Published FNV-1a 32-bit test vectors.
+    assert fnv1a_32(b"") == 0x811C9DC5
+    assert fnv1a_32(b"a") == 0xE40C292C
+    assert fnv1a_32(b"foobar") == 0xBF9CF968
+
+
+@pytest.mark.parametrize("bad", ["", "a.b", "a*", ">", "a b", "tab\there", "x" * 129])
+def test_invalid_system_ids_are_refused(bad: str) -> None:
+    with pytest.raises(InvalidSubjectError):
+        shard_of(bad, 16)
+
+
+@pytest.mark.parametrize("shards", [0, -1, 4097])
+def test_shard_count_out_of_range_is_refused(shards: int) -> None:
+    with pytest.raises(ValueError, match="shard count"):
+        shard_of("sys-1", shards)
+
+
+@given(system_id=tokens, shards=st.integers(1, 4096), op=st.sampled_from(["create-point", "move"]))
+def test_subject_round_trip(system_id: str, shards: int, op: str) -> None:
+    built = command_subject(system_id=system_id, op=op, shards=shards)
+    parsed = parse_subject(str(built))
+    assert parsed == built
+    assert 0 <= parsed.shard < shards
+    assert validate_token(system_id) == system_id
+
+
+@pytest.mark.parametrize(
+    "subject",
+    [
+        "other.1.sys.op",
+        "coordinate.cmd.1.sys",
+        "coordinate.cmd.01.sys.op",
+        "coordinate.cmd.x.sys.op",
+        "coordinate.cmd.1.sys.op.extra",
+    ],
+)
+def test_parse_rejects_malformed_subjects(subject: str) -> None:
+    with pytest.raises(InvalidSubjectError):
+        parse_subject(subject)
+
+
+def test_custom_prefix_and_filter() -> None:
+    built = command_subject(system_id="sys-2", op="get-system", shards=16, prefix="acme.geo")
+    assert str(built) == "acme.geo.9.sys-2.get-system"
+    assert parse_subject(str(built), prefix="acme.geo") == built
+    assert shard_filter(9, prefix="acme.geo") == "acme.geo.9.>"
+    with pytest.raises(InvalidSubjectError):
+        command_subject(system_id="s", op="x", shards=4, prefix="bad..prefix")
