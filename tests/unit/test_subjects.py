@@ -87,3 +87,15 @@ def test_custom_prefix_and_filter() -> None:
     assert shard_filter(9, prefix="acme.geo") == "acme.geo.9.>"
     with pytest.raises(InvalidSubjectError):
         command_subject(system_id="s", op="x", shards=4, prefix="bad..prefix")
+
+
+def test_consumer_names_are_per_incarnation_and_nats_safe() -> None:
+    from coordshard_client.naming import consumer_name
+
+    a1 = consumer_name(group="coordinate", member="worker-0", incarnation="uid-1")
+    a2 = consumer_name(group="coordinate", member="worker-0", incarnation="uid-2")
+    assert a1 != a2 and a1.startswith("coordinate_worker-0_")
+    odd = consumer_name(group="g", member="pod.with*odd>chars " + "x" * 200, incarnation="u")
+    assert len(odd) <= 96 and all(c.isalnum() or c in "_-" for c in odd)
+    with pytest.raises(ValueError):
+        consumer_name(group="bad.group", member="m", incarnation="u")
