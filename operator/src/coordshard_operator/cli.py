@@ -12,7 +12,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from coordshard_operator import bench, plancmd
+from coordshard_operator import bench, operatorcmd, plancmd
 
 __all__ = ["main"]
 
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     plancmd.add_parser(sub)
     bench.add_parser(sub)
+    operatorcmd.add_parser(sub)
     return parser
 
 

@@ -63,3 +63,8 @@ REASON_RECONCILE_FAILED: Final = "ReconcileFailed"
 EVENT_MEMBERS_CHANGED: Final = "MembersChanged"
 EVENT_SHARDS_MOVED: Final = REASON_SHARDS_MOVED
 EVENT_POD_NOT_READY_PAST_GRACE: Final = "PodNotReadyPastGrace"
+
+LABEL_WORKER: Final = f"{GROUP}/worker"
+"""Present on every worker pod; the operator watches only such pods (server-side)."""
+ANNOTATION_PREFIX: Final = GROUP
+"""kopf keeps its handler progress in ``coordshard.io/*`` annotations of the CR."""

@@ -258,6 +258,12 @@ class ApiServer:
         self.requests: list[Request] = []
         self._runner: web.AppRunner | None = None
         self.url = ""
+        for ns in ("default", "kube-system"):
+            self.add_namespace(ns)
+
+    def add_namespace(self, name: str) -> Obj:
+        """Create a Namespace (kopf with ``-n`` watches only namespaces that exist)."""
+        return self.create(self.find_type("", "namespaces"), None, {"metadata": {"name": name}})
 
     # --- lifecycle -----------------------------------------------------------
 

@@ -1,0 +1,227 @@
+"""The kopf handlers: thin adapters from kopf to ``reconcile``.
+
+* ``configure`` (startup) reads the settings once, tunes kopf (watch
+  timeouts as integers, server-side pod label selector, annotation storage
+  under ``coordshard.io``, our finalizer) and fills ``memo``;
+* ``login`` captures the credentials so the daemon can write status;
+* ``pod_event`` (``kopf.on.event``: no finalizers or annotations on pods)
+  records pods and wakes the daemons of their namespace;
+* ``rebalance`` (a daemon per CR) runs parse -> observe -> plan -> apply ->
+  report on every wake-up (debounced), at the grace deadline of a NotReady
+  pod and at the periodic resync;
+* ``release`` (on delete; kopf holds our finalizer until it succeeds)
+  deletes the group's consumers. The stream and its data stay.
+
+Errors are translated here and only here: an invalid spec is reported in
+status (the daemon keeps running, so a fixed spec is picked up), a
+TransientError is reported and retried after its delay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from coordshard_operator import conditions, crd, spec
+from coordshard_operator.errors import CoordshardError, InvalidSpecError, TransientError
+from coordshard_operator.kubeapi import StatusWriter
+from coordshard_operator.reconcile import reconcile
+from coordshard_operator.runtime import Runtime
+from coordshard_operator.settings import OperatorSettings
+
+__all__ = ["configure", "login", "pod_event", "rebalance", "release"]
+
+CR = (crd.GROUP, crd.VERSION, crd.PLURAL)
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    opts = OperatorSettings()
+    settings.watching.server_timeout = opts.watch_server_timeout
+    settings.watching.client_timeout = opts.watch_client_timeout
+    settings.watching.label_selectors["pods"] = crd.LABEL_WORKER
+    settings.persistence.finalizer = crd.FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+        prefix=crd.ANNOTATION_PREFIX
+    )
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=crd.ANNOTATION_PREFIX
+    )
+    settings.posting.level = logging.WARNING
+    runtime = Runtime(settings=opts)
+    if opts.metrics_port:
+        runtime.metrics.serve(opts.metrics_port)
+    memo.runtime = runtime
+
+
+@kopf.on.cleanup()
+async def shutdown(memo: kopf.Memo, **_: Any) -> None:
+    runtime: Runtime | None = memo.get("runtime")
+    if runtime is not None:
+        await runtime.close()
+    writer: StatusWriter | None = memo.get("status_writer")
+    if writer is not None:
+        await writer.close()
+
+
+@kopf.on.login()
+def login(memo: kopf.Memo, **kwargs: Any) -> kopf.ConnectionInfo | None:
+    server = OperatorSettings().kube_server
+    info: kopf.ConnectionInfo | None
+    if server:
+        info = kopf.ConnectionInfo(server=server, default_namespace="default")
+    else:
+        info = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+    memo.connection_info = info
+    return info
+
+
+@kopf.on.probe(id="pods")
+def pods_seen(memo: kopf.Memo, **_: Any) -> int:
+    runtime: Runtime = memo.runtime
+    return len(runtime.pods)
+
+
+@kopf.on.event("pods", labels={crd.LABEL_WORKER: kopf.PRESENT})
+def pod_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    runtime: Runtime = memo.runtime
+    runtime.pod_event(event.get("type"), dict(event["object"]))
+
+
+def _writer(memo: kopf.Memo) -> StatusWriter:
+    writer: StatusWriter | None = memo.get("status_writer")
+    if writer is None:
+        writer = memo.status_writer = StatusWriter(memo.connection_info)
+    return writer
+
+
+@kopf.daemon(*CR, cancellation_timeout=5)
+async def rebalance(
+    *,
+    body: kopf.Body,
+    name: str,
+    namespace: str | None,
+    stopped: kopf.DaemonStopped,
+    memo: kopf.Memo,
+    logger: kopf.Logger,
+    **_: Any,
+) -> None:
+    runtime: Runtime = memo.runtime
+    opts = runtime.settings
+    namespace = namespace or "default"
+    wake = runtime.waker(namespace, name)
+    previous: dict[str, Any] = dict(body.get("status") or {})
+    labels = {"namespace": namespace, "name": name}
+    try:
+        while not stopped:
+            wake.clear()
+            now = datetime.now(UTC)
+            delay = opts.resync_seconds
+            try:
+                desired = spec.parse(body)
+                engine = await runtime.engine(desired)
+                outcome = await reconcile(
+                    desired=desired,
+                    pods=runtime.pods_in(namespace),
+                    engine=engine,
+                    previous=previous,
+                    now=now,
+                )
+            except InvalidSpecError as e:
+                status = _failed(previous, body, now, invalid=str(e))
+                if status != previous:
+                    kopf.warn(body, reason=crd.REASON_INVALID_SPEC, message=str(e))
+            except (TransientError, CoordshardError) as e:
+                logger.warning("reconcile failed: %s", e)
+                runtime.metrics.reconcile_errors.labels(**labels).inc()
+                status = _failed(previous, body, now, error=str(e))
+                delay = min(delay, getattr(e, "delay", 1.0))
+            else:
+                status = outcome.status
+                for notice in outcome.notices:
+                    kopf.event(body, type=notice.type, reason=notice.reason, message=notice.message)
+                if outcome.report is not None and outcome.moved:
+                    runtime.metrics.rebalance_duration.labels(**labels).observe(
+                        outcome.report.duration_s
+                    )
+                    runtime.metrics.moved_shards.labels(**labels).inc(outcome.moved)
+                    logger.info("epoch %d: %d shards moved", outcome.epoch, outcome.moved)
+                    delay = 0.0  # look again at once: confirms convergence, clears Progressing
+                runtime.metrics.unassigned_shards.labels(**labels).set(outcome.unassigned)
+                runtime.metrics.epoch.labels(**labels).set(outcome.epoch)
+                if outcome.recheck_at is not None:
+                    delay = min(delay, max(0.0, (outcome.recheck_at - now).total_seconds()))
+            if status != previous:
+                try:
+                    if not await _writer(memo).patch_status(
+                        namespace=namespace, name=name, status=status, previous=previous
+                    ):
+                        return
+                    previous = status
+                except TransientError as e:
+                    logger.warning("%s", e)
+                    delay = min(delay, 1.0)
+            await _sleep(wake, delay, stopped, debounce=opts.debounce_seconds)
+    finally:
+        runtime.forget(namespace, name)
+
+
+async def _sleep(
+    wake: asyncio.Event, delay: float, stopped: kopf.DaemonStopped, *, debounce: float
+) -> None:
+    """Until woken (plus the debounce window), ``delay`` passes, or the daemon stops."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + delay
+    while not stopped and (left := deadline - loop.time()) > 0:
+        try:
+            await asyncio.wait_for(wake.wait(), min(left, 1.0))
+        except TimeoutError:
+            continue
+        if debounce:
+            await asyncio.sleep(debounce)  # collect a burst of pod events into one reconcile
+        return
+
+
+def _failed(
+    previous: dict[str, Any],
+    body: kopf.Body,
+    now: datetime,
+    *,
+    invalid: str | None = None,
+    error: str | None = None,
+) -> dict[str, Any]:
+    """``previous`` with conditions saying why nothing was applied."""
+    generation = int(body.get("metadata", {}).get("generation") or 0)
+    summary = conditions.Summary(
+        generation=generation,
+        shards=int(previous.get("shards") or 0),
+        members=int(previous.get("memberCount") or 0),
+        unassigned=0,
+        invalid=invalid,
+        error=error,
+    )
+    return {
+        **previous,
+        "conditions": conditions.merge_conditions(
+            conditions.report(summary), previous.get("conditions"), generation=generation, now=now
+        ),
+    }
+
+
+@kopf.on.delete(*CR)
+async def release(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    runtime: Runtime = memo.runtime
+    try:
+        desired = spec.parse(body)
+    except InvalidSpecError:
+        return  # never applied: nothing to release
+    try:
+        engine = await runtime.engine(desired)
+        await engine.remove_group()
+    except TransientError as e:
+        raise kopf.TemporaryError(str(e), delay=e.delay) from e
+    logger.info("removed the consumers of group %s; stream %s kept", desired.group, desired.stream)

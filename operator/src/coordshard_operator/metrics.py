@@ -1,0 +1,48 @@
+"""Prometheus metrics of the operator, in a registry of their own.
+
+Names follow ``coordshard_<subsystem>_<name>_<unit>``. The registry lives in
+``memo`` (made at startup), not in module globals, so tests can run several
+operators in one process.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+__all__ = ["OperatorMetrics"]
+
+
+class OperatorMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        labels = ["namespace", "name"]
+        self.rebalance_duration = Histogram(
+            "coordshard_rebalance_duration_seconds",
+            "Time to apply one changed assignment to JetStream.",
+            labels,
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self.moved_shards = Counter(
+            "coordshard_rebalance_moved_shards_total",
+            "Shards moved.",
+            labels,
+            registry=self.registry,
+        )
+        self.unassigned_shards = Gauge(
+            "coordshard_unassigned_shards",
+            "Shards with no owner.",
+            labels,
+            registry=self.registry,
+        )
+        self.epoch = Gauge("coordshard_epoch", "Assignment epoch.", labels, registry=self.registry)
+        self.reconcile_errors = Counter(
+            "coordshard_reconcile_errors_total",
+            "Failed reconciles.",
+            labels,
+            registry=self.registry,
+        )
+
+    def serve(self, port: int) -> None:
+        """Serve ``/metrics`` on ``port`` (a daemon thread)."""
+        start_http_server(port, registry=self.registry)
