@@ -9,12 +9,8 @@ are all delivered to the shards' new owner.
 
 from __future__ import annotations
 
-import asyncio
-import os
-import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,121 +18,16 @@ import nats
 import pytest
 from nats.aio.client import Client
 
-from coordshard_client.naming import consumer_name
 from coordshard_client.subjects import shard_filter
 from coordshard_operator import crd
 from coordshard_operator.natsserver import NatsServer
-from coordshard_operator.testing.apiserver import ApiServer, ResourceType
+from coordshard_operator.testing.apiserver import ApiServer
+from coordshard_operator.testing.cluster import Cluster, OperatorProcess, parse_ranges, wait_until
 
 pytestmark = pytest.mark.integration
 
 NS = "ns"
 STREAM = "COORDINATE"
-
-
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-class Cluster:
-    """The double plus helpers that play the kubelet's part."""
-
-    def __init__(self, api: ApiServer) -> None:
-        self.api = api
-        self.pods: ResourceType = api.find_type("", "pods")
-        self.crs: ResourceType = api.find_type(crd.GROUP, crd.PLURAL)
-        api.add_namespace(NS)
-
-    def add_pod(self, name: str, *, ready: bool = True) -> dict[str, Any]:
-        body = {
-            "metadata": {"name": name, "labels": {"app": "w", crd.LABEL_WORKER: "true"}},
-            "spec": {},
-            "status": {
-                "phase": "Running",
-                "conditions": [
-                    {"type": "Ready", "status": str(ready), "lastTransitionTime": _now()}
-                ],
-            },
-        }
-        return self.api.create(self.pods, NS, body)
-
-    def set_ready(self, name: str, ready: bool) -> None:
-        cond = {"type": "Ready", "status": str(ready), "lastTransitionTime": _now()}
-        self.api.patch(self.pods, NS, name, {"status": {"conditions": [cond]}}, status=True)
-
-    def delete_pod(self, name: str) -> None:
-        self.api.delete(self.pods, NS, name)
-
-    def add_cr(self, name: str = "orders", *, shards: int = 8, grace: int = 0) -> None:
-        body = {
-            "metadata": {"name": name},
-            "spec": {
-                "shards": shards,
-                "selector": {"matchLabels": {"app": "w"}},
-                "failover": {"gracePeriodSeconds": grace},
-            },
-        }
-        self.api.create(self.crs, NS, body)
-
-    def status(self, name: str = "orders") -> dict[str, Any]:
-        status: dict[str, Any] = self.api.get(self.crs, NS, name).get("status") or {}
-        return status
-
-    def condition(self, type_: str, name: str = "orders") -> str | None:
-        for c in self.status(name).get("conditions") or []:
-            if c["type"] == type_:
-                return str(c["status"])
-        return None
-
-    def events(self, reason: str) -> list[str]:
-        return [
-            e["message"]
-            for e in self.api.list(self.api.find_type("", "events"), NS)
-            if e.get("reason") == reason
-        ]
-
-    def consumer(self, pod: str, group: str = "orders") -> str:
-        uid = self.api.get(self.pods, NS, pod)["metadata"]["uid"]
-        return consumer_name(group=group, member=pod, incarnation=uid)
-
-
-async def until(check: Callable[[], Any], *, timeout: float = 15, what: str = "") -> Any:
-    """Poll ``check`` until it returns something truthy (a deadline, not a sleep)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = check()
-        if isinstance(result, Awaitable):
-            result = await result
-        if result:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what or check}")
-        await asyncio.sleep(0.05)
-
-
-def start_operator(api: ApiServer, nats_url: str, log: Path) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "COORDSHARD_KUBE_SERVER": api.url,
-        "COORDSHARD_NATS_SERVERS": nats_url,
-        "COORDSHARD_RESYNC_SECONDS": "5",
-    }
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "coordshard_operator", "operator", "--standalone", "-n", NS],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-
-
-def stop_operator(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 @pytest.fixture
@@ -147,18 +38,19 @@ def cluster(apiserver: ApiServer) -> Cluster:
 @pytest.fixture
 def operator(
     apiserver: ApiServer, nats_server: NatsServer, tmp_path: Path
-) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
-    procs: list[subprocess.Popen[bytes]] = []
+) -> Iterator[Callable[..., OperatorProcess]]:
+    procs: list[OperatorProcess] = []
 
-    def start() -> subprocess.Popen[bytes]:
-        proc = start_operator(apiserver, nats_server.url, tmp_path / "operator.log")
+    def start(**kw: Any) -> OperatorProcess:
+        proc = OperatorProcess(
+            api_url=apiserver.url, nats_url=nats_server.url, log=tmp_path / "operator.log", **kw
+        )
         procs.append(proc)
         return proc
 
     yield start
     for proc in procs:
-        if proc.poll() is None:
-            stop_operator(proc)
+        proc.stop()
     log = tmp_path / "operator.log"
     if log.exists():  # shown by pytest only when the test failed
         sys.stdout.write(log.read_text()[-6000:])
@@ -182,16 +74,11 @@ async def filters(nc: Client) -> dict[str, list[str]]:
 
 
 def expected_filters(ranges: str) -> list[str]:
-    shards: list[int] = []
-    for part in ranges.split(","):
-        lo, _, hi = part.partition("-")
-        shards += range(int(lo), int(hi or lo) + 1)
-    return sorted(shard_filter(s) for s in shards)
+    return sorted(shard_filter(s) for s in parse_ranges(ranges))
 
 
 def assigned(cluster: Cluster, name: str = "orders") -> dict[str, str]:
-    assignment: dict[str, str] = cluster.status(name).get("assignment") or {}
-    return assignment
+    return cluster.assignment(name)
 
 
 async def test_ready_pods_get_consumers_with_the_planned_filters(
@@ -201,8 +88,8 @@ async def test_ready_pods_get_consumers_with_the_planned_filters(
     cluster.add_pod("w-0")
     cluster.add_pod("w-1")
     cluster.add_cr(shards=8)
-    await until(lambda: len(assigned(cluster)) == 2, what="both pods assigned")
-    await until(lambda: cluster.condition(crd.CONDITION_READY) == "True", what="Ready")
+    await wait_until(lambda: len(assigned(cluster)) == 2, what="both pods assigned")
+    await wait_until(lambda: cluster.condition(crd.CONDITION_READY) == "True", what="Ready")
     status = cluster.status()
     assert status["observedGeneration"] == 1 and status["shards"] == 8
     assert status["memberCount"] == 2 and status["unassignedShards"] == ""
@@ -221,7 +108,7 @@ async def test_a_deleted_pods_shards_move_and_nothing_published_is_lost(
     cluster.add_pod("w-0")
     cluster.add_pod("w-1")
     cluster.add_cr(shards=4)
-    await until(lambda: len(assigned(cluster)) == 2, what="both pods assigned")
+    await wait_until(lambda: len(assigned(cluster)) == 2, what="both pods assigned")
     js = client.jetstream()
     for shard in range(4):
         await js.publish(f"coordinate.cmd.{shard}.sys.before", b"x")
@@ -230,7 +117,7 @@ async def test_a_deleted_pods_shards_move_and_nothing_published_is_lost(
     cluster.delete_pod("w-1")
     for shard in range(4):
         await js.publish(f"coordinate.cmd.{shard}.sys.during", b"x")
-    await until(lambda: list(assigned(cluster)) == ["w-0"], what="w-0 owns everything")
+    await wait_until(lambda: list(assigned(cluster)) == ["w-0"], what="w-0 owns everything")
     status = cluster.status()
     assert status["assignment"] == {"w-0": "0-3"} and status["epoch"] > epoch
     assert status["lastRebalance"]["shardsMoved"] == 2
@@ -257,19 +144,19 @@ async def test_not_ready_within_grace_keeps_shards_and_past_grace_moves_them(
     cluster.add_pod("w-0")
     cluster.add_pod("w-1")
     cluster.add_cr(shards=4, grace=3)
-    await until(lambda: len(assigned(cluster)) == 2, what="both pods assigned")
+    await wait_until(lambda: len(assigned(cluster)) == 2, what="both pods assigned")
     before = assigned(cluster)
     cluster.set_ready("w-1", False)
-    await until(
+    await wait_until(
         lambda: any(m["pod"] == "w-1" and not m["ready"] for m in cluster.status()["members"]),
         what="w-1 seen NotReady",
     )
     assert assigned(cluster) == before  # within the grace period nothing moves
     assert cluster.condition(crd.CONDITION_READY) == "True"
-    await until(lambda: list(assigned(cluster)) == ["w-0"], what="shards moved past grace")
+    await wait_until(lambda: list(assigned(cluster)) == ["w-0"], what="shards moved past grace")
     # The pod comes back Ready: a member again, and it gets shards back.
     cluster.set_ready("w-1", True)
-    await until(lambda: len(assigned(cluster)) == 2, what="w-1 back")
+    await wait_until(lambda: len(assigned(cluster)) == 2, what="w-1 back")
 
 
 async def test_scale_up_and_all_pods_gone_then_back(
@@ -278,19 +165,19 @@ async def test_scale_up_and_all_pods_gone_then_back(
     operator()
     cluster.add_pod("w-0")
     cluster.add_cr(shards=6)
-    await until(lambda: assigned(cluster) == {"w-0": "0-5"}, what="w-0 owns all")
+    await wait_until(lambda: assigned(cluster) == {"w-0": "0-5"}, what="w-0 owns all")
     cluster.add_pod("w-1")
     cluster.add_pod("w-2")
-    await until(lambda: len(assigned(cluster)) == 3, what="three members")
+    await wait_until(lambda: len(assigned(cluster)) == 3, what="three members")
     assert sorted(m["shards"] for m in cluster.status()["members"]) == [2, 2, 2]
     for pod in ("w-0", "w-1", "w-2"):
         cluster.delete_pod(pod)
-    await until(lambda: cluster.condition(crd.CONDITION_DEGRADED) == "True", what="Degraded")
+    await wait_until(lambda: cluster.condition(crd.CONDITION_DEGRADED) == "True", what="Degraded")
     status = cluster.status()
     assert status["unassignedShards"] == "0-5" and status["assignment"] == {}
     assert await filters(client) == {}
     cluster.add_pod("w-0")
-    await until(lambda: cluster.condition(crd.CONDITION_READY) == "True", what="recovered")
+    await wait_until(lambda: cluster.condition(crd.CONDITION_READY) == "True", what="recovered")
 
 
 async def test_deleting_the_cr_removes_consumers_but_keeps_the_stream(
@@ -299,11 +186,11 @@ async def test_deleting_the_cr_removes_consumers_but_keeps_the_stream(
     operator()
     cluster.add_pod("w-0")
     cluster.add_cr(shards=2)
-    await until(lambda: assigned(cluster), what="assigned")
+    await wait_until(lambda: assigned(cluster), what="assigned")
     await client.jetstream().publish("coordinate.cmd.0.sys.op", b"x")
     assert crd.FINALIZER in cluster.api.get(cluster.crs, NS, "orders")["metadata"]["finalizers"]
     cluster.api.delete(cluster.crs, NS, "orders")
-    await until(lambda: not cluster.api.list(cluster.crs, NS), what="CR gone")
+    await wait_until(lambda: not cluster.api.list(cluster.crs, NS), what="CR gone")
     assert await filters(client) == {}
     info = await client.jetstream().stream_info(STREAM)
     assert info.state.messages == 1
@@ -330,8 +217,8 @@ async def test_two_crs_with_different_selectors_are_independent(
             },
         },
     )
-    await until(lambda: assigned(cluster, "orders") == {"w-0": "0-1"}, what="orders")
-    await until(lambda: assigned(cluster, "billing") == {"x-0": "0-2"}, what="billing")
+    await wait_until(lambda: assigned(cluster, "orders") == {"w-0": "0-1"}, what="orders")
+    await wait_until(lambda: assigned(cluster, "billing") == {"x-0": "0-2"}, what="billing")
     assert other["metadata"]["uid"]
 
 
@@ -342,13 +229,14 @@ async def test_operator_restarted_after_a_crash_finishes_the_job(
     cluster.add_pod("w-0")
     cluster.add_pod("w-1")
     cluster.add_cr(shards=4)
-    await until(lambda: len(assigned(cluster)) == 2, what="both pods assigned")
+    await wait_until(lambda: len(assigned(cluster)) == 2, what="both pods assigned")
     proc.kill()
-    proc.wait()
     cluster.delete_pod("w-1")  # no operator watches this
     cluster.add_pod("w-2")
     operator()
-    await until(lambda: sorted(assigned(cluster)) == ["w-0", "w-2"], what="level-based catch-up")
+    await wait_until(
+        lambda: sorted(assigned(cluster)) == ["w-0", "w-2"], what="level-based catch-up"
+    )
     assert set(await filters(client)) == {cluster.consumer("w-0"), cluster.consumer("w-2")}
 
 
@@ -364,10 +252,10 @@ async def test_the_chart_grants_exactly_what_the_operator_uses(
     cluster.add_pod("w-0")
     cluster.add_pod("w-1")
     cluster.add_cr(shards=4)
-    await until(lambda: len(assigned(cluster)) == 2, what="both pods assigned")
+    await wait_until(lambda: len(assigned(cluster)) == 2, what="both pods assigned")
     cluster.delete_pod("w-1")
-    await until(lambda: cluster.events("ShardsMoved"), what="an Event")
+    await wait_until(lambda: cluster.events("ShardsMoved"), what="an Event")
     cluster.api.delete(cluster.crs, NS, "orders")
-    await until(lambda: not cluster.api.list(cluster.crs, NS), what="CR gone")
+    await wait_until(lambda: not cluster.api.list(cluster.crs, NS), what="CR gone")
     used = {(r.verb, r.group, r.resource) for r in cluster.api.requests}
     assert used == chart_rbac

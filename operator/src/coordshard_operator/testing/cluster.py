@@ -1,0 +1,188 @@
+"""A pretend cluster around the API-server double: the kubelet's part, and the operator process.
+
+``Cluster`` creates pods and CoordinateShards in the double and flips pods
+Ready or NotReady, as a kubelet would; ``OperatorProcess`` runs the real
+``coordshard operator`` against the double as a subprocess (stopped by its
+PID). Shared by the tests and by ``coordshard bench operator``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from coordshard_client.naming import consumer_name
+from coordshard_operator import crd
+from coordshard_operator.testing.apiserver import ApiServer, ResourceType
+
+__all__ = ["Cluster", "OperatorProcess", "parse_ranges", "wait_until"]
+
+
+async def wait_until(check: Callable[[], Any], *, timeout: float = 15, what: str = "") -> Any:
+    """Poll ``check`` (sync or async) until it is truthy; AssertionError past ``timeout``.
+
+    A deadline on a condition, not a sleep standing in for synchronisation.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        result = check()
+        if isinstance(result, Awaitable):
+            result = await result
+        if result:
+            return result
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or check}")
+        await asyncio.sleep(0.02)
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Cluster:
+    """Pods and CRs of one namespace in the double."""
+
+    def __init__(self, api: ApiServer, *, namespace: str = "ns") -> None:
+        self.api = api
+        self.namespace = namespace
+        self.pods: ResourceType = api.find_type("", "pods")
+        self.crs: ResourceType = api.find_type(crd.GROUP, crd.PLURAL)
+        api.add_namespace(namespace)
+
+    def add_pod(self, name: str, *, app: str = "w", ready: bool = True) -> dict[str, Any]:
+        body = {
+            "metadata": {"name": name, "labels": {"app": app, crd.LABEL_WORKER: "true"}},
+            "spec": {},
+            "status": {
+                "phase": "Running",
+                "conditions": [
+                    {"type": "Ready", "status": str(ready), "lastTransitionTime": _now()}
+                ],
+            },
+        }
+        return self.api.create(self.pods, self.namespace, body)
+
+    def set_ready(self, name: str, ready: bool) -> None:
+        cond = {"type": "Ready", "status": str(ready), "lastTransitionTime": _now()}
+        self.api.patch(
+            self.pods, self.namespace, name, {"status": {"conditions": [cond]}}, status=True
+        )
+
+    def delete_pod(self, name: str) -> None:
+        self.api.delete(self.pods, self.namespace, name)
+
+    def add_cr(
+        self, name: str = "orders", *, shards: int = 8, grace: int = 0, app: str = "w", **spec: Any
+    ) -> dict[str, Any]:
+        body = {
+            "metadata": {"name": name},
+            "spec": {
+                "shards": shards,
+                "selector": {"matchLabels": {"app": app}},
+                "failover": {"gracePeriodSeconds": grace},
+                **spec,
+            },
+        }
+        return self.api.create(self.crs, self.namespace, body)
+
+    def status(self, name: str = "orders") -> dict[str, Any]:
+        status: dict[str, Any] = self.api.get(self.crs, self.namespace, name).get("status") or {}
+        return status
+
+    def assignment(self, name: str = "orders") -> dict[str, str]:
+        """Pod -> shard ranges, from the CR's status."""
+        assignment: dict[str, str] = self.status(name).get("assignment") or {}
+        return assignment
+
+    def condition(self, type_: str, name: str = "orders") -> str | None:
+        for c in self.status(name).get("conditions") or []:
+            if c["type"] == type_:
+                return str(c["status"])
+        return None
+
+    def events(self, reason: str) -> list[str]:
+        return [
+            e["message"]
+            for e in self.api.list(self.api.find_type("", "events"), self.namespace)
+            if e.get("reason") == reason
+        ]
+
+    def consumer(self, pod: str, group: str = "orders") -> str:
+        """The consumer name of ``pod``'s current incarnation in ``group``."""
+        uid = self.api.get(self.pods, self.namespace, pod)["metadata"]["uid"]
+        return consumer_name(group=group, member=pod, incarnation=uid)
+
+
+def parse_ranges(ranges: str) -> list[int]:
+    """``"0-2,5"`` -> ``[0, 1, 2, 5]`` (the status' compact form)."""
+    shards: list[int] = []
+    for part in filter(None, ranges.split(",")):
+        lo, _, hi = part.partition("-")
+        shards += range(int(lo), int(hi or lo) + 1)
+    return shards
+
+
+class OperatorProcess:
+    """``coordshard operator`` against the double, as a subprocess."""
+
+    def __init__(
+        self,
+        *,
+        api_url: str,
+        nats_url: str,
+        log: Path,
+        namespaces: tuple[str, ...] = ("ns",),
+        args: tuple[str, ...] = ("--standalone",),
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        full_env = {
+            **os.environ,
+            "COORDSHARD_KUBE_SERVER": api_url,
+            "COORDSHARD_NATS_SERVERS": nats_url,
+            "COORDSHARD_RESYNC_SECONDS": "5",
+            **(env or {}),
+        }
+        ns_args = [f"--namespace={ns}" for ns in namespaces]
+        with log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "coordshard_operator", "operator", *args, *ns_args],
+                env=full_env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, no cleanup."""
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self, *, timeout: float = 10) -> None:
+        """SIGTERM, then SIGKILL past ``timeout``."""
+        if not self.running():
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def rss_bytes(self) -> int:
+        """Resident set size now (Linux /proc)."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError(f"no VmRSS for pid {self.pid}")
