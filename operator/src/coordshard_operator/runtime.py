@@ -18,7 +18,7 @@ import nats
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
 
-from coordshard_operator.errors import NatsUnavailableError
+from coordshard_operator.errors import InvalidSpecError, NatsUnavailableError
 from coordshard_operator.handoff import Engine, GroupConfig
 from coordshard_operator.metrics import OperatorMetrics
 from coordshard_operator.observe import PodState, pod_state
@@ -41,6 +41,8 @@ class Runtime:
     wakers: dict[CrKey, asyncio.Event] = field(default_factory=dict)
     connections: dict[tuple[str, ...], Client] = field(default_factory=dict)
     engines: dict[tuple[Any, ...], Engine] = field(default_factory=dict)
+    streams: dict[tuple[tuple[str, ...], str], CrKey] = field(default_factory=dict)
+    """(NATS servers, stream) -> the CR that owns it: a work-queue stream takes one group."""
 
     # --- pods ----------------------------------------------------------------
 
@@ -64,6 +66,20 @@ class Runtime:
 
     def forget(self, namespace: str, name: str) -> None:
         self.wakers.pop((namespace, name), None)
+        for key, owner in list(self.streams.items()):
+            if owner == (namespace, name):
+                del self.streams[key]
+
+    def claim_stream(self, spec: Spec) -> None:
+        """Refuse a second CR on a stream another CR uses (their filters would overlap)."""
+        key = (spec.nats_servers, spec.stream)
+        owner = self.streams.setdefault(key, (spec.namespace, spec.name))
+        if owner != (spec.namespace, spec.name):
+            raise InvalidSpecError(
+                f"stream {spec.stream} is used by CoordinateShards {owner[0]}/{owner[1]}; "
+                "give each CoordinateShards its own stream",
+                field="stream",
+            )
 
     # --- NATS ----------------------------------------------------------------
 
@@ -83,6 +99,7 @@ class Runtime:
 
     async def engine(self, spec: Spec) -> Engine:
         """The engine of ``spec``'s group, its stream ensured (made once per config)."""
+        self.claim_stream(spec)
         config = GroupConfig(
             stream=spec.stream,
             subject_prefix=spec.subject_prefix,

@@ -220,6 +220,14 @@ async def test_two_crs_with_different_selectors_are_independent(
     await wait_until(lambda: assigned(cluster, "orders") == {"w-0": "0-1"}, what="orders")
     await wait_until(lambda: assigned(cluster, "billing") == {"x-0": "0-2"}, what="billing")
     assert other["metadata"]["uid"]
+    # A third CR on a stream already in use is refused (work-queue filters would overlap).
+    cluster.add_cr("clash", shards=2, app="x")
+    await wait_until(
+        lambda: cluster.condition(crd.CONDITION_READY, "clash") == "False", what="refused"
+    )
+    reasons = {c["type"]: c["reason"] for c in cluster.status("clash")["conditions"]}
+    assert reasons[crd.CONDITION_READY] == crd.REASON_INVALID_SPEC
+    assert assigned(cluster, "orders") == {"w-0": "0-1"}
 
 
 async def test_operator_restarted_after_a_crash_finishes_the_job(
