@@ -29,7 +29,7 @@ import nats
 import yaml
 from nats.aio.client import Client
 from nats.errors import TimeoutError as NatsTimeoutError
-from nats.js.errors import NotFoundError
+from nats.js.errors import NotFoundError, ServiceUnavailableError
 
 from coordshard_operator.benchmarks import Table
 from coordshard_operator.natsserver import start_server
@@ -71,14 +71,14 @@ class Worker:
             try:
                 sub = await js.pull_subscribe_bind(self.consumer, stream=STREAM)
                 break
-            except NotFoundError:
+            except (NotFoundError, ServiceUnavailableError):  # no stream or consumer yet
                 await asyncio.sleep(0.005)
         while True:
             try:
-                batch = await sub.fetch(64, timeout=0.2)
+                batch = await sub.fetch(64, timeout=0.05)
             except (NatsTimeoutError, TimeoutError):
                 continue
-            except NotFoundError:
+            except (NotFoundError, ServiceUnavailableError):  # mid-handoff
                 await asyncio.sleep(0.005)
                 continue
             now = time.monotonic()
