@@ -12,7 +12,6 @@ import statistics
 import sys
 import time
 
-from coordshard_operator.balancing import MemberId
 from coordshard_operator.benchmarks import Table
 from coordshard_operator.planning import plan
 
@@ -27,7 +26,7 @@ def _percentile(values: list[float], q: float) -> float:
 
 def _time_event(shards: int, members: int, event: str, trials: int) -> tuple[list[float], int, int]:
     """Time ``trials`` plans of one event; return samples, moves made, the optimum."""
-    names = [MemberId(f"pod-{i}") for i in range(members)]
+    names = [f"pod-{i}" for i in range(members)]
     base = plan(shards=shards, members=names).balance.assignment
     owners = [m for m in names if base[m]]  # a crash of a member without shards is trivial
     samples = []
@@ -38,7 +37,7 @@ def _time_event(shards: int, members: int, event: str, trials: int) -> tuple[lis
             live = [m for m in names if m != victim]
             best = len(base[victim])
         else:
-            live = [*names, MemberId(f"pod-new-{t}")]
+            live = [*names, f"pod-new-{t}"]
             best = shards // (members + 1)
         start = time.perf_counter()
         result = plan(shards=shards, members=live, previous=base)
