@@ -12,7 +12,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from coordshard_operator import bench, plancmd
+from coordshard_operator import bench, plancmd, workercmd
 
 __all__ = ["main"]
 
@@ -29,10 +29,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     plancmd.add_parser(sub)
     bench.add_parser(sub)
+    workercmd.add_parser(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["worker"]:
+        # Everything after "worker" belongs to the worker, including --help.
+        return workercmd.exec_worker(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     run: Command = args.run
