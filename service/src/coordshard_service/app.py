@@ -64,6 +64,7 @@ async def run(
             host=settings.http_host,
             port=settings.http_port,
             metrics=metrics,
+            connected=lambda: nc.is_connected and not stop.is_set(),
             bound=lambda: worker.bound,
             db_ok=store.ping,
         )

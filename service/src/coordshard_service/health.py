@@ -1,8 +1,12 @@
 """``/healthz``, ``/readyz`` and ``/metrics`` over aiohttp.
 
-Readiness is what the operator watches: ready only while the worker is bound
-to its consumer and the database answers. Liveness only says the event loop
-runs.
+Readiness is what the rebalancer watches to decide membership: ready while
+the worker is connected to NATS, not shutting down, and the database answers.
+It deliberately does NOT require the worker's consumer to exist: the engine
+creates a consumer only for a member that has shards, and a pod becomes a
+member only once it is ready, so "ready = bound" would never let a new pod
+in. ``bound`` is reported alongside for people. Liveness only says the event
+loop runs.
 """
 
 from __future__ import annotations
@@ -30,12 +34,14 @@ class HealthServer:
         host: str,
         port: int,
         metrics: Metrics,
-        bound: Callable[[], bool],
+        connected: Callable[[], bool],
         db_ok: Callable[[], bool],
+        bound: Callable[[], bool] = lambda: False,
     ) -> None:
         self.host = host
         self.port = port
         self._metrics = metrics
+        self._connected = connected
         self._bound = bound
         self._db_ok = db_ok
         self._runner: web.AppRunner | None = None
@@ -65,10 +71,11 @@ class HealthServer:
         return web.json_response({"status": "ok"})
 
     async def _readyz(self, _request: web.Request) -> web.Response:
-        bound = self._bound()
+        connected = self._connected()
         db = await asyncio.to_thread(self._db_ok)
-        status = 200 if bound and db else 503
-        return web.json_response({"bound": bound, "database": db}, status=status)
+        status = 200 if connected and db else 503
+        body = {"connected": connected, "database": db, "bound": self._bound()}
+        return web.json_response(body, status=status)
 
     async def _metrics_view(self, _request: web.Request) -> web.Response:
         body = generate_latest(self._metrics.registry)
