@@ -134,3 +134,66 @@ async def test_rebalancer_crash_mid_handoff_then_restart(tmp_path: Path) -> None
         await more_successes(load, 150)
         summary = await system.finish()
     assert_clean(summary)
+
+
+async def test_kill9_of_a_cluster_node_with_an_r3_stream(tmp_path: Path) -> None:
+    options = SystemOptions(workers=3, shards=12, systems=36, cluster=3, command_timeout_s=3.0)
+    async with LocalSystem(options, tmp_path) as system:
+        assert system.nc is not None
+        load = system.start_load(rate=RATE)
+        await more_successes(load, 100)
+        info = await system.nc.jetstream().stream_info("COORDINATE")
+        assert info.cluster is not None and info.config.num_replicas == 3
+        leader = next(s for s in system.servers if s.name == info.cluster.leader)
+        leader.kill()
+        # The stream elects a new leader (~5 s); commands wait and are retried meanwhile.
+        await more_successes(load, 300)
+        summary = await system.finish()
+    assert_clean(summary)
+
+
+async def test_burst_of_malformed_messages_is_answered_and_dead_lettered(tmp_path: Path) -> None:
+    from coordshard_client.messages import HEADER_REPLY, Outcome
+    from coordshard_client.subjects import shard_of
+    from coordshard_service.store import Store
+
+    async with LocalSystem(SystemOptions(workers=3, shards=12, systems=36), tmp_path) as system:
+        assert system.nc is not None
+        nc = system.nc
+        load = system.start_load(rate=RATE)
+        await more_successes(load, 100)
+        replies: list[Outcome] = []
+        inbox = nc.new_inbox()
+
+        async def collect(msg: Any) -> None:
+            replies.append(Outcome.model_validate_json(msg.data))
+
+        await nc.subscribe(inbox, cb=collect)
+        shard = shard_of("junk", 12)
+        bad = [
+            (f"coordinate.cmd.{shard}.junk.create-system", b"{not json"),
+            (f"coordinate.cmd.{shard}.junk.create-system", b'{"v": 1, "command": {"op": "x"}}'),
+            (f"coordinate.cmd.{shard}.junk.create-system", b'{"v": 1, "command": {}}'),
+            (f"coordinate.cmd.{shard}.junk.frobnicate", b'{"v": 1}'),
+            (
+                f"coordinate.cmd.{(shard + 1) % 12}.junk.get-system",
+                b'{"v": 1, "command": {"op": "get-system", "system_id": "junk"}}',
+            ),
+            (f"coordinate.cmd.{shard}.junk.create-system", b"x" * 70_000),
+        ]
+        js = nc.jetstream()
+        for _ in range(5):
+            for subject, data in bad:
+                await js.publish(subject, data, headers={HEADER_REPLY: inbox})
+        await until(lambda: len(replies) == 5 * len(bad), what="an error reply per bad message")
+        assert all(not r.ok and r.error is not None for r in replies)
+        await more_successes(load, 100)
+        summary = await system.finish()
+        store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+        try:
+            letters = store.dead_letters()
+        finally:
+            store.dispose()
+    assert len(letters) == 5 * len(bad)
+    assert all(letter.reason for letter in letters)
+    assert_clean(summary)
