@@ -12,16 +12,11 @@ import statistics
 import sys
 import time
 
-from coordshard_operator.benchmarks import Table
+from coordshard_operator.benchmarks import Table, percentile
 from coordshard_operator.planning import plan
 
 SHARDS = (64, 1024, 4096)
 MEMBERS = (3, 32, 512)
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def _time_event(shards: int, members: int, event: str, trials: int) -> tuple[list[float], int, int]:
@@ -62,7 +57,7 @@ def run(args: argparse.Namespace) -> Table:
                         event,
                         trials,
                         statistics.median(samples),
-                        _percentile(samples, 0.99),
+                        percentile(samples, 0.99),
                         moves,
                         optimum,
                     ]
