@@ -43,6 +43,21 @@ async def more_successes(load: LoadGenerator, count: int) -> None:
 
 
 def assert_clean(summary: dict[str, Any]) -> None:
+    # One line per run, shown with `pytest -s`: the counts docs/reliability.md quotes.
+    keys = (
+        "published",
+        "succeeded",
+        "failed",
+        "unknown",
+        "retries",
+        "lost",
+        "duplicate_effects",
+        "stale_reads",
+        "points_checked",
+        "kills",
+        "rebalances",
+    )
+    print("\nchaos summary:", json.dumps({k: summary[k] for k in keys}))
     assert summary["lost"] == 0, json.dumps(summary, indent=2)
     assert summary["duplicate_effects"] == 0, json.dumps(summary, indent=2)
     assert summary["stale_reads"] == 0, json.dumps(summary, indent=2)

@@ -30,6 +30,8 @@ __all__ = ["ExpectedPoint", "Ledger", "LoadGenerator"]
 
 T = TypeVar("T")
 
+RETRY_BACKOFF_S = 0.05
+"""First pause before retrying a command NATS refused outright; doubles up to 1 s."""
 BOUND = 1_000_000.0
 """Systems are boxes of ±BOUND; moves stay well inside, except deliberate ones."""
 
@@ -127,15 +129,27 @@ class LoadGenerator:
         led.published += 1
         led.in_flight += 1
         start = time.monotonic()
+        backoff = RETRY_BACKOFF_S
         try:
             while True:
                 try:
                     result = await fn(idempotency_key=key, **kwargs)
-                except (sdk_errors.CoordinateTimeoutError, sdk_errors.CoordinateUnavailableError):
+                except sdk_errors.CoordinateTimeoutError:
+                    # The wait itself was the back-off: retry at once, same key.
                     if time.monotonic() > deadline:
                         led.unknown += 1
                         return None
                     led.retries += 1
+                    continue
+                except sdk_errors.CoordinateUnavailableError:
+                    # Refused at once (no responders, a stream without a leader):
+                    # back off exponentially instead of spinning.
+                    if time.monotonic() > deadline:
+                        led.unknown += 1
+                        return None
+                    led.retries += 1
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 1.0)
                     continue
                 except sdk_errors.CoordinateError as e:
                     led.failed[type(e).__name__] += 1
