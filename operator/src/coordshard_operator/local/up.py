@@ -50,6 +50,7 @@ class UpOptions:
     duration_s: float = 0.0
     json: bool = False
     nats_url: str | None = None
+    cluster: int = 1
     database_url: str | None = None
     data_dir: Path | None = None
     systems: int = 64
@@ -108,6 +109,13 @@ def add_parser(sub: Any) -> None:
         "--nats", metavar="URL", help="use this NATS server or cluster (comma-separated)"
     )
     p.add_argument(
+        "--cluster",
+        type=int,
+        choices=[1, 3],
+        default=1,
+        help="embedded nats-server nodes: 1, or 3 with an R3 stream (default 1)",
+    )
+    p.add_argument(
         "--db",
         metavar="URL",
         help="SQLAlchemy URL of the shared store (default: SQLite in the data dir)",
@@ -139,6 +147,7 @@ def _run_command(args: argparse.Namespace) -> int:
         duration_s=args.duration,
         json=args.json,
         nats_url=args.nats,
+        cluster=args.cluster,
         database_url=args.db,
         data_dir=args.data_dir,
         systems=args.systems,
@@ -174,6 +183,7 @@ async def run_up(options: UpOptions) -> dict[str, Any]:
         shards=options.shards,
         grace_s=options.grace_s,
         nats_url=options.nats_url,
+        cluster=options.cluster,
         database_url=options.database_url,
         systems=options.systems,
         seed=options.seed,
