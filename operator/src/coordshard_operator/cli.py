@@ -12,7 +12,8 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from coordshard_operator import bench, operatorcmd, plancmd
+from coordshard_operator import bench, operatorcmd, plancmd, workercmd
+from coordshard_operator.local import up
 
 __all__ = ["main"]
 
@@ -27,13 +28,19 @@ def build_parser() -> argparse.ArgumentParser:
         description="Same key, same worker: sharded NATS JetStream consumers, rebalanced.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    up.add_parser(sub)
     plancmd.add_parser(sub)
     bench.add_parser(sub)
+    workercmd.add_parser(sub)
     operatorcmd.add_parser(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["worker"]:
+        # Everything after "worker" belongs to the worker, including --help.
+        return workercmd.exec_worker(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     run: Command = args.run

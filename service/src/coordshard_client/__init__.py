@@ -1,9 +1,30 @@
 """coordshard_client: the wire contract (subjects, messages) and the typed SDK.
 
 Imported by the gateway, the workers and the operator alike; it depends on
-neither app package.
+neither app package. ``__all__`` is the public surface (a test guards it);
+the wire models live in ``coordshard_client.messages``.
 """
 
+from coordshard_client.errors import (
+    CoordinateConflictError,
+    CoordinateError,
+    CoordinateNotFoundError,
+    CoordinateTimeoutError,
+    CoordinateUnavailableError,
+    CoordinateValidationError,
+    OutOfBoundsError,
+)
+from coordshard_client.messages import (
+    Bounds,
+    Deleted,
+    MoveTo,
+    Outcome,
+    Point,
+    PointPage,
+    System,
+    Translate,
+)
+from coordshard_client.publisher import DEFAULT_SHARDS, CoordinateClient
 from coordshard_client.subjects import (
     DEFAULT_PREFIX,
     CommandSubject,
@@ -16,8 +37,25 @@ from coordshard_client.subjects import (
 
 __all__ = [
     "DEFAULT_PREFIX",
+    "DEFAULT_SHARDS",
+    "Bounds",
     "CommandSubject",
+    "CoordinateClient",
+    "CoordinateConflictError",
+    "CoordinateError",
+    "CoordinateNotFoundError",
+    "CoordinateTimeoutError",
+    "CoordinateUnavailableError",
+    "CoordinateValidationError",
+    "Deleted",
     "InvalidSubjectError",
+    "MoveTo",
+    "OutOfBoundsError",
+    "Outcome",
+    "Point",
+    "PointPage",
+    "System",
+    "Translate",
     "command_subject",
     "parse_subject",
     "shard_filter",

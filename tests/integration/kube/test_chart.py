@@ -68,7 +68,8 @@ def test_worker_pods_carry_the_downward_api_and_probes(render_chart: Render) -> 
         e["name"]: e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
         for e in container["env"]
     }
-    assert env["POD_NAME"] == "metadata.name" and env["POD_UID"] == "metadata.uid"
+    assert env["COORDSHARD_POD_NAME"] == "metadata.name"
+    assert env["COORDSHARD_POD_UID"] == "metadata.uid"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["lifecycle"]["preStop"]
 

@@ -1,0 +1,75 @@
+"""The SDK's exceptions: one class per condition a caller can act on.
+
+::
+
+    CoordinateError
+    ├── CoordinateValidationError (ValueError)   the request is malformed; fix it, don't retry
+    ├── CoordinateNotFoundError (LookupError)    the system or point does not exist
+    ├── CoordinateConflictError                  the state forbids it (exists, version mismatch)
+    │   └── OutOfBoundsError                     a move would leave the system's bounds
+    └── CoordinateUnavailableError               transient: retry with the same idempotency key
+        └── CoordinateTimeoutError (TimeoutError)  no outcome in time; it may still be applied
+
+Every error raised after a publish carries the ``idempotency_key`` to retry with.
+"""
+
+from __future__ import annotations
+
+from coordshard_client.messages import ErrorCode, ErrorInfo
+
+__all__ = [
+    "CoordinateConflictError",
+    "CoordinateError",
+    "CoordinateNotFoundError",
+    "CoordinateTimeoutError",
+    "CoordinateUnavailableError",
+    "CoordinateValidationError",
+    "OutOfBoundsError",
+    "error_from_outcome",
+]
+
+
+class CoordinateError(Exception):
+    """Base of every SDK error."""
+
+    def __init__(self, message: str, *, idempotency_key: str | None = None) -> None:
+        super().__init__(message)
+        self.idempotency_key = idempotency_key
+
+
+class CoordinateValidationError(CoordinateError, ValueError):
+    """The command is invalid (client-side or as judged by the worker); do not retry as is."""
+
+
+class CoordinateNotFoundError(CoordinateError, LookupError):
+    """The system or point does not exist."""
+
+
+class CoordinateConflictError(CoordinateError):
+    """The current state forbids the command (already exists, version mismatch)."""
+
+
+class OutOfBoundsError(CoordinateConflictError):
+    """A create or move would put a point outside its system's bounds; nothing was applied."""
+
+
+class CoordinateUnavailableError(CoordinateError):
+    """NATS or the workers could not be reached; retrying with the same key is safe."""
+
+
+class CoordinateTimeoutError(CoordinateUnavailableError, TimeoutError):
+    """No outcome arrived in time. The command may still be applied: retry with the same key."""
+
+
+_BY_CODE: dict[ErrorCode, type[CoordinateError]] = {
+    ErrorCode.VALIDATION: CoordinateValidationError,
+    ErrorCode.NOT_FOUND: CoordinateNotFoundError,
+    ErrorCode.CONFLICT: CoordinateConflictError,
+    ErrorCode.OUT_OF_BOUNDS: OutOfBoundsError,
+    ErrorCode.UNAVAILABLE: CoordinateUnavailableError,
+}
+
+
+def error_from_outcome(error: ErrorInfo, *, idempotency_key: str) -> CoordinateError:
+    """The exception for a refused outcome."""
+    return _BY_CODE[error.code](error.message, idempotency_key=idempotency_key)

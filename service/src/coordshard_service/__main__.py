@@ -1,0 +1,77 @@
+"""``python -m coordshard_service``: run one worker.
+
+Every setting is a ``--flag`` or a ``COORDSHARD_*`` environment variable
+(flags win). Logging is configured here, once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from coordshard_service import app
+from coordshard_service.errors import ServiceError
+from coordshard_service.settings import ServiceSettings
+
+__all__ = ["main"]
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps(
+            {
+                "ts": self.formatTime(record),
+                "level": record.levelname,
+                "logger": record.name,
+                "msg": record.getMessage(),
+            }
+        )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="coordshard worker",
+        description="Run one Coordinate Service worker. Each flag is also an "
+        "environment variable COORDSHARD_<NAME> (e.g. COORDSHARD_POD_NAME).",
+    )
+    for name, info in ServiceSettings.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        if info.annotation is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+        else:
+            parser.add_argument(flag, default=None, help=info.description)
+    return parser
+
+
+def settings_from(argv: Sequence[str] | None) -> ServiceSettings:
+    """Settings from the environment, overridden by flags that were given."""
+    args = build_parser().parse_args(argv)
+    given: dict[str, Any] = {k: v for k, v in vars(args).items() if v is not None}
+    return ServiceSettings(**given)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    settings = settings_from(argv)
+    handler = logging.StreamHandler(sys.stderr)
+    if settings.log_json:
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
+        )
+    logging.basicConfig(level=settings.log_level.upper(), handlers=[handler])
+    try:
+        asyncio.run(app.run(settings))
+    except ServiceError as e:
+        logging.getLogger("coordshard_service").error("worker failed: %s", e)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

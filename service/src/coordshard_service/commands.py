@@ -1,0 +1,300 @@
+"""Apply a batch of decoded commands: one function per op, one transaction per batch.
+
+The batch thread runs ``apply_batch``: it locks the marks of every shard in
+the batch, then walks the messages in stream order (which is each shard's
+order), and for each one either replays the stored outcome (same idempotency
+key, or a stream sequence at or below the shard's mark) or runs the op and
+stores its outcome with the new mark. The state changes, outcomes, marks and
+dead letters of the batch commit together, before anything is replied or
+acked, so a crash at any point leaves either nothing or everything, and a
+redelivery finds its outcome.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from coordshard_client.messages import (
+    COMMAND_OPS,
+    Command,
+    CreatePoint,
+    CreateSystem,
+    Deleted,
+    DeletePoint,
+    DeleteSystem,
+    ErrorCode,
+    ErrorInfo,
+    GetPoint,
+    GetSystem,
+    ListPoints,
+    MovePoint,
+    Outcome,
+    Point,
+    PointPage,
+    System,
+)
+from coordshard_client.subjects import shard_of
+from coordshard_service import domain
+from coordshard_service.cache import Cache
+from coordshard_service.errors import BadMessageError
+from coordshard_service.metrics import Metrics
+from coordshard_service.store import DeadLetter, Store, StoreTx
+
+__all__ = ["Incoming", "apply_batch"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """One fetched message, decoded at the boundary: a command, or why it is bad."""
+
+    stream_seq: int
+    subject: str
+    shard: int
+    key: str
+    reply: str | None
+    command: Command | None
+    bad: BadMessageError | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    data: bytes = b""
+    redelivered: bool = False
+
+
+@dataclass
+class _View:
+    """Reads through (this batch's writes) → cache → store; writes go to the store."""
+
+    tx: StoreTx
+    cache: Cache
+    shards: int
+    systems: dict[str, System | None] = field(default_factory=dict)
+    points: dict[tuple[str, str], Point | None] = field(default_factory=dict)
+
+    def system(self, system_id: str) -> System | None:
+        if system_id in self.systems:
+            return self.systems[system_id]
+        found = self.cache.system(system_id)
+        if found is None:
+            found = self.tx.system(system_id)
+            if found is not None:
+                self.cache.put_system(found, shard=shard_of(system_id, self.shards))
+        return found
+
+    def point(self, system_id: str, point_id: str) -> Point | None:
+        if (system_id, point_id) in self.points:
+            return self.points[(system_id, point_id)]
+        if system_id in self.systems and self.systems[system_id] is None:
+            return None
+        found = self.cache.point(system_id, point_id)
+        if found is None:
+            found = self.tx.point(system_id, point_id)
+            if found is not None:
+                self.cache.put_point(found, shard=shard_of(system_id, self.shards))
+        return found
+
+    def commit_to_cache(self) -> None:
+        """After the commit: make the cache show this batch's writes."""
+        for system_id, system in self.systems.items():
+            if system is None:
+                self.cache.forget(system_id)
+            else:
+                self.cache.put_system(system, shard=shard_of(system_id, self.shards))
+        for (system_id, point_id), point in self.points.items():
+            if point is None:
+                self.cache.forget(system_id, point_id)
+            else:
+                self.cache.put_point(point, shard=shard_of(system_id, self.shards))
+
+
+def _ok(result: Any) -> Outcome:
+    return Outcome(ok=True, result=result)
+
+
+def _refused(error: ErrorInfo) -> Outcome:
+    return Outcome(ok=False, error=error)
+
+
+def _missing(kind: str, ident: str) -> Outcome:
+    return _refused(domain.refusal(ErrorCode.NOT_FOUND, f"{kind} {ident!r} does not exist"))
+
+
+def _create_system(view: _View, command: CreateSystem) -> Outcome:
+    made = domain.create_system(view.system(command.system_id), command)
+    if isinstance(made, ErrorInfo):
+        return _refused(made)
+    view.tx.put_system(made, shard=shard_of(made.system_id, view.shards))
+    view.systems[made.system_id] = made
+    return _ok(made)
+
+
+def _delete_system(view: _View, command: DeleteSystem) -> Outcome:
+    if view.system(command.system_id) is None:
+        return _missing("system", command.system_id)
+    count = view.tx.delete_system(command.system_id)
+    view.systems[command.system_id] = None
+    view.points = {k: v for k, v in view.points.items() if k[0] != command.system_id}
+    return _ok(Deleted(system_id=command.system_id, points_deleted=count))
+
+
+def _create_point(view: _View, command: CreatePoint) -> Outcome:
+    system = view.system(command.system_id)
+    existing = view.point(command.system_id, command.point_id) if system else None
+    made = domain.create_point(system, existing, command)
+    if isinstance(made, ErrorInfo):
+        return _refused(made)
+    view.tx.put_point(made)
+    view.points[(made.system_id, made.point_id)] = made
+    return _ok(made)
+
+
+def _move_point(view: _View, command: MovePoint) -> Outcome:
+    system = view.system(command.system_id)
+    point = view.point(command.system_id, command.point_id) if system else None
+    moved = domain.move_point(system, point, command)
+    if isinstance(moved, ErrorInfo):
+        return _refused(moved)
+    view.tx.put_point(moved)
+    view.points[(moved.system_id, moved.point_id)] = moved
+    return _ok(moved)
+
+
+def _delete_point(view: _View, command: DeletePoint) -> Outcome:
+    if view.point(command.system_id, command.point_id) is None:
+        return _missing("point", command.point_id)
+    view.tx.delete_point(command.system_id, command.point_id)
+    view.points[(command.system_id, command.point_id)] = None
+    return _ok(Deleted(system_id=command.system_id, point_id=command.point_id))
+
+
+def _get_system(view: _View, command: GetSystem) -> Outcome:
+    system = view.system(command.system_id)
+    if system is None:
+        return _missing("system", command.system_id)
+    return _ok(system)
+
+
+def _get_point(view: _View, command: GetPoint) -> Outcome:
+    point = view.point(command.system_id, command.point_id)
+    if point is None:
+        return _missing("point", command.point_id)
+    return _ok(point)
+
+
+def _list_points(view: _View, command: ListPoints) -> Outcome:
+    if view.system(command.system_id) is None:
+        return _missing("system", command.system_id)
+    found = view.tx.list_points(command.system_id, after=command.after, limit=command.limit + 1)
+    page = found[: command.limit]
+    more = len(found) > command.limit
+    return _ok(
+        PointPage(
+            system_id=command.system_id,
+            points=tuple(page),
+            next_after=page[-1].point_id if more and page else None,
+        )
+    )
+
+
+_OPS: dict[str, Callable[[_View, Any], Outcome]] = {
+    "create-system": _create_system,
+    "delete-system": _delete_system,
+    "create-point": _create_point,
+    "move-point": _move_point,
+    "delete-point": _delete_point,
+    "get-system": _get_system,
+    "get-point": _get_point,
+    "list-points": _list_points,
+}
+
+
+def _bad_outcome(item: Incoming) -> Outcome:
+    assert item.bad is not None
+    return Outcome(
+        ok=False,
+        error=ErrorInfo(code=item.bad.code, message=item.bad.reason),
+        stream_seq=item.stream_seq,
+    )
+
+
+def apply_batch(
+    store: Store,
+    cache: Cache,
+    items: Sequence[Incoming],
+    *,
+    shards: int,
+    consumer: str,
+    metrics: Metrics,
+) -> list[Outcome]:
+    """Apply ``items`` in order in one transaction; return one outcome per item.
+
+    Raises:
+        StoreUnavailableError: nothing was committed; the caller naks the batch.
+    """
+    results: list[Outcome] = []
+    with store.transaction() as tx:
+        marks = tx.lock_marks(sorted({i.shard for i in items if i.command is not None}))
+        for shard, mark in marks.items():
+            cache.validate(shard, mark)
+        view = _View(tx, cache, shards)
+        try:
+            for item in items:
+                results.append(_apply_one(view, item, marks, consumer=consumer, metrics=metrics))
+        except BaseException:
+            cache.clear()  # it may hold reads of writes that are now rolled back
+            raise
+        for shard, mark in marks.items():
+            tx.set_mark(shard, mark)
+    view.commit_to_cache()
+    for shard, mark in marks.items():
+        cache.advance(shard, mark)
+    return results
+
+
+def _apply_one(
+    view: _View, item: Incoming, marks: dict[int, int], *, consumer: str, metrics: Metrics
+) -> Outcome:
+    if item.command is None:
+        assert item.bad is not None
+        view.tx.dead_letter(
+            DeadLetter(
+                stream_seq=item.stream_seq,
+                subject=item.subject,
+                reason=item.bad.reason,
+                headers=item.headers,
+                data=item.data,
+                consumer=consumer,
+            )
+        )
+        return _bad_outcome(item)
+    command = item.command
+    if command.op not in COMMAND_OPS:
+        return _OPS[command.op](view, command).model_copy(update={"stream_seq": item.stream_seq})
+    stored = view.tx.outcome_by_key(item.key)
+    if stored is None and item.stream_seq <= marks[item.shard]:
+        stored = view.tx.outcome_by_seq(item.shard, item.stream_seq)
+        if stored is None:
+            # Applied before, outcome since pruned: applying again would double it.
+            metrics.dedupe_hits.inc()
+            return Outcome(
+                ok=False,
+                error=ErrorInfo(
+                    code=ErrorCode.CONFLICT,
+                    message=f"stream sequence {item.stream_seq} was applied already; "
+                    "its outcome is no longer stored",
+                ),
+                stream_seq=item.stream_seq,
+                replayed=True,
+            )
+    if stored is not None:
+        metrics.dedupe_hits.inc()
+        return Outcome.model_validate_json(stored).model_copy(update={"replayed": True})
+    outcome = _OPS[command.op](view, command).model_copy(update={"stream_seq": item.stream_seq})
+    view.tx.save_outcome(
+        key=item.key, shard=item.shard, seq=item.stream_seq, outcome=outcome.model_dump_json()
+    )
+    marks[item.shard] = max(marks[item.shard], item.stream_seq)
+    return outcome

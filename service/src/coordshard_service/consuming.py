@@ -1,0 +1,328 @@
+"""The pull loop: bind to our consumer, fetch, apply, reply, ack — and notice fencing.
+
+The worker never creates consumers; the rebalancer does, and rewrites their
+``filter_subjects`` when shards move. So the worker waits until its consumer
+exists, learns its shards from the consumer's filters, and re-reads them on
+every empty fetch and at least once a second while busy, dropping the cache
+entries of shards it no longer owns.
+
+Settling lives in one function, ``settle``: reply if the caller gave a reply
+subject, then ``ack_sync`` (or ``term`` for a bad message, which was already
+kept as a dead letter in the batch transaction). An ack that fails, or a
+consumer that vanished, means we may have been fenced: stop, drop the cache,
+and wait for our consumer again. Nothing is lost: whatever we committed but
+did not ack is redelivered to the new owner and answered from its stored
+outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerInfo
+from pydantic import ValidationError
+
+from coordshard_client.messages import (
+    HEADER_KEY,
+    HEADER_REPLY,
+    Envelope,
+    ErrorCode,
+    Outcome,
+)
+from coordshard_client.subjects import InvalidSubjectError, parse_subject, shard_of
+from coordshard_service.cache import Cache
+from coordshard_service.commands import Incoming, apply_batch
+from coordshard_service.errors import (
+    BadMessageError,
+    FencedError,
+    StoreUnavailableError,
+)
+from coordshard_service.metrics import Metrics
+from coordshard_service.settings import ServiceSettings
+from coordshard_service.store import Store
+
+__all__ = ["Worker", "decode", "owned_shards"]
+
+logger = logging.getLogger(__name__)
+
+REFRESH_SECONDS = 1.0
+"""Longest a busy worker goes without re-reading its consumer's filters."""
+NAK_DELAY = 1.0
+"""Seconds before a batch the store refused is redelivered."""
+
+
+def owned_shards(info: ConsumerInfo, *, prefix: str) -> set[int]:
+    """The shards a consumer's filters name (``<prefix>.<shard>.>``)."""
+    config = info.config
+    filters = list(config.filter_subjects or [])
+    if config.filter_subject:
+        filters.append(config.filter_subject)
+    head = prefix + "."
+    shards: set[int] = set()
+    for f in filters:
+        token = f[len(head) :].split(".", 1)[0] if f.startswith(head) else ""
+        if token.isdigit():
+            shards.add(int(token))
+    return shards
+
+
+def _reason(error: ValidationError) -> tuple[str, ErrorCode]:
+    kinds = {e["type"] for e in error.errors()}
+    if "json_invalid" in kinds or "json_type" in kinds:
+        return "malformed JSON", ErrorCode.VALIDATION
+    if "union_tag_invalid" in kinds:
+        return "unknown op", ErrorCode.VALIDATION
+    first = error.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    return f"schema-invalid: {where}: {first['msg']}", ErrorCode.VALIDATION
+
+
+def decode(msg: Msg, *, prefix: str, shards: int, max_payload: int) -> Incoming:
+    """Turn a fetched message into an ``Incoming``: a valid command, or the reason it is bad."""
+    headers = dict(msg.headers or {})
+    meta = msg.metadata
+    seq = meta.sequence.stream
+    reply = headers.get(HEADER_REPLY)
+    key = headers.get(HEADER_KEY) or headers.get("Nats-Msg-Id") or f"seq-{seq}"
+
+    def bad(reason: str, shard: int = -1, code: ErrorCode = ErrorCode.VALIDATION) -> Incoming:
+        return Incoming(
+            stream_seq=seq,
+            subject=msg.subject,
+            shard=shard,
+            key=key,
+            reply=reply,
+            command=None,
+            bad=BadMessageError(reason, code=code),
+            headers=headers,
+            data=msg.data,
+            redelivered=meta.num_delivered > 1,
+        )
+
+    try:
+        subject = parse_subject(msg.subject, prefix=prefix)
+    except InvalidSubjectError as e:
+        return bad(f"bad subject: {e}")
+    if len(msg.data) > max_payload:
+        return bad(f"oversize payload: {len(msg.data)} bytes > {max_payload}", subject.shard)
+    try:
+        envelope = Envelope.model_validate_json(msg.data)
+    except ValidationError as e:
+        reason, code = _reason(e)
+        return bad(reason, subject.shard, code)
+    command = envelope.command
+    if command.op != subject.op or command.system_id != subject.system_id:
+        return bad(
+            f"subject says {subject.op} {subject.system_id}, "
+            f"payload says {command.op} {command.system_id}",
+            subject.shard,
+        )
+    expected = shard_of(subject.system_id, shards)
+    if subject.shard != expected:
+        return bad(
+            f"wrong shard: system {subject.system_id!r} belongs to shard {expected} "
+            f"of {shards}, not {subject.shard}",
+            subject.shard,
+        )
+    return Incoming(
+        stream_seq=seq,
+        subject=msg.subject,
+        shard=subject.shard,
+        key=key,
+        reply=reply,
+        command=command,
+        redelivered=meta.num_delivered > 1,
+    )
+
+
+class Worker:
+    """One member of the group: binds to its consumer and serves its shards."""
+
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        *,
+        nc: Client,
+        store: Store,
+        cache: Cache,
+        metrics: Metrics,
+    ) -> None:
+        self.settings = settings
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream()
+        self.store = store
+        self.cache = cache
+        self.metrics = metrics
+        self.consumer = settings.consumer
+        self.shards: set[int] = set()
+        self.bound = False
+        self._psub: JetStreamContext.PullSubscription | None = None
+        self._refreshed = 0.0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until ``stop`` is set; the batch in hand is finished and acked first."""
+        while not stop.is_set():
+            if not await self._bind(stop):
+                break
+            try:
+                await self._serve(stop)
+            except FencedError as e:
+                self.metrics.fenced.inc()
+                logger.warning("possibly fenced, re-reading consumer: %s", e)
+                await self._unbind()
+        await self._unbind()
+
+    async def _bind(self, stop: asyncio.Event) -> bool:
+        """Wait for our consumer to exist and bind to it; False if stopped first."""
+        logged = False
+        while not stop.is_set():
+            try:
+                info = await self.js.consumer_info(self.settings.stream, self.consumer)
+            except nats.js.errors.NotFoundError:
+                if not logged:
+                    logger.info(
+                        "waiting for consumer %s on stream %s", self.consumer, self.settings.stream
+                    )
+                    logged = True
+            except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as e:
+                logger.warning("reading consumer %s: %r", self.consumer, e)
+            else:
+                self._psub = await self.js.pull_subscribe_bind(
+                    durable=self.consumer, stream=self.settings.stream
+                )
+                self._adopt(info)
+                self.bound = True
+                logger.info("bound to consumer %s, shards %s", self.consumer, sorted(self.shards))
+                return True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.settings.bind_poll)
+        return False
+
+    async def _unbind(self) -> None:
+        self.bound = False
+        self.cache.clear()
+        self.shards = set()
+        self.metrics.owned_shards.set(0)
+        if self._psub is not None:
+            psub, self._psub = self._psub, None
+            try:
+                await psub.unsubscribe()
+            except (nats.errors.Error, nats.js.errors.Error) as e:
+                logger.debug("unsubscribing: %r", e)
+
+    def _adopt(self, info: ConsumerInfo) -> None:
+        shards = owned_shards(info, prefix=self.settings.prefix)
+        if shards != self.shards:
+            dropped = self.cache.retain(shards)
+            logger.info(
+                "consumer %s now owns shards %s (cache dropped %s)",
+                self.consumer,
+                sorted(shards),
+                dropped,
+            )
+            self.shards = shards
+            self.metrics.owned_shards.set(len(shards))
+        self._refreshed = time.monotonic()
+
+    async def _refresh(self) -> None:
+        """Re-read our consumer; FencedError if it is gone."""
+        try:
+            info = await self.js.consumer_info(self.settings.stream, self.consumer)
+        except nats.js.errors.NotFoundError as e:
+            raise FencedError("consumer deleted", consumer=self.consumer) from e
+        except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as e:
+            logger.warning("re-reading consumer %s: %r", self.consumer, e)
+            return
+        self._adopt(info)
+
+    async def _serve(self, stop: asyncio.Event) -> None:
+        assert self._psub is not None
+        while not stop.is_set():
+            try:
+                msgs = await self._psub.fetch(
+                    self.settings.batch_size, timeout=self.settings.fetch_timeout
+                )
+            except nats.js.errors.ServiceUnavailableError as e:
+                raise FencedError(f"fetch refused: {e!r}", consumer=self.consumer) from e
+            except TimeoutError:
+                # nats-py raises both its own and the builtin TimeoutError here, the
+                # latter e.g. while a cluster elects a stream leader.
+                msgs = []
+            except nats.errors.Error as e:
+                # A reconnect in progress; the client retries by itself.
+                logger.warning("fetch failed, retrying: %r", e)
+                msgs = []
+            if not msgs:
+                await self._refresh()
+                continue
+            await self._handle(msgs)
+            if time.monotonic() - self._refreshed > REFRESH_SECONDS:
+                await self._refresh()
+
+    async def _handle(self, msgs: Sequence[Msg]) -> None:
+        started = time.perf_counter()
+        s = self.settings
+        items = [
+            decode(m, prefix=s.prefix, shards=s.shards, max_payload=s.max_payload) for m in msgs
+        ]
+        try:
+            outcomes = await asyncio.to_thread(
+                apply_batch,
+                self.store,
+                self.cache,
+                items,
+                shards=s.shards,
+                consumer=self.consumer,
+                metrics=self.metrics,
+            )
+        except StoreUnavailableError as e:
+            logger.error("store refused a batch of %d, will be redelivered: %s", len(msgs), e)
+            await asyncio.gather(*(m.nak(delay=NAK_DELAY) for m in msgs), return_exceptions=True)
+            return
+        results = await asyncio.gather(
+            *(self.settle(m, i, o) for m, i, o in zip(msgs, items, outcomes, strict=True)),
+            return_exceptions=True,
+        )
+        elapsed = time.perf_counter() - started
+        for _ in msgs:
+            self.metrics.latency.observe(elapsed)
+        self.metrics.observe_cache(
+            hits=self.cache.hits, misses=self.cache.misses, entries=len(self.cache)
+        )
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            raise FencedError(
+                f"{len(failed)} of {len(msgs)} acks failed, first: {failed[0]!r}",
+                consumer=self.consumer,
+            )
+
+    async def settle(self, msg: Msg, item: Incoming, outcome: Outcome) -> None:
+        """Reply (if asked), then ack — or log, reply and term a bad message."""
+        if item.reply:
+            await self.nc.publish(item.reply, outcome.model_dump_json(exclude_none=True).encode())
+        if item.redelivered:
+            self.metrics.redeliveries.inc()
+        if item.bad is not None:
+            logger.error(
+                "dead-lettered stream_seq=%d subject=%s: %s",
+                item.stream_seq,
+                item.subject,
+                item.bad.reason,
+            )
+            self.metrics.dead_letters.inc()
+            self.metrics.commands.labels(op="?", outcome="bad").inc()
+            await msg.term()
+            return
+        assert item.command is not None
+        label = "ok" if outcome.ok or outcome.error is None else outcome.error.code.value
+        self.metrics.commands.labels(op=item.command.op, outcome=label).inc()
+        await msg.ack_sync()

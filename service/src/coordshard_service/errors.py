@@ -1,0 +1,60 @@
+"""The worker's exceptions.
+
+::
+
+    ServiceError
+    ├── BadMessageError (ValueError)     the message can never be processed: dead-letter + term
+    ├── FencedError                      our consumer is gone or an ack failed: rebind
+    └── TransientError
+        ├── NatsUnavailableError         NATS did not answer
+        └── StoreUnavailableError        the database did not answer
+
+Domain refusals (unknown system, out of bounds) are not exceptions here: they
+are outcomes, answered and acked like any other.
+"""
+
+from __future__ import annotations
+
+from coordshard_client.messages import ErrorCode
+
+__all__ = [
+    "BadMessageError",
+    "FencedError",
+    "NatsUnavailableError",
+    "ServiceError",
+    "StoreUnavailableError",
+    "TransientError",
+]
+
+
+class ServiceError(Exception):
+    """Base of the worker's errors."""
+
+
+class BadMessageError(ServiceError, ValueError):
+    """A message that no retry can fix; carries the reason and the code the caller gets."""
+
+    def __init__(self, reason: str, *, code: ErrorCode = ErrorCode.VALIDATION) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
+
+
+class FencedError(ServiceError):
+    """Our consumer was deleted or no longer takes our acks: stop and re-read the assignment."""
+
+    def __init__(self, message: str, *, consumer: str) -> None:
+        super().__init__(message)
+        self.consumer = consumer
+
+
+class TransientError(ServiceError):
+    """Worth retrying later."""
+
+
+class NatsUnavailableError(TransientError):
+    """NATS did not answer."""
+
+
+class StoreUnavailableError(TransientError):
+    """The database did not answer."""

@@ -1,0 +1,76 @@
+"""The worker's Prometheus metrics, in a registry of their own.
+
+A registry per ``Metrics`` (not the global default) lets tests run several
+workers in one process; ``/metrics`` serves it.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["Metrics"]
+
+
+class Metrics:
+    """Counters and gauges named ``coordshard_worker_<name>_<unit>``."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.commands = Counter(
+            "coordshard_worker_commands",
+            "Messages settled, by op and outcome (ok, refused code, or bad).",
+            ["op", "outcome"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "coordshard_worker_processing_seconds",
+            "Seconds from fetch to ack of a batch, per message.",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=self.registry,
+        )
+        self.redeliveries = Counter(
+            "coordshard_worker_redeliveries",
+            "Messages delivered more than once.",
+            registry=self.registry,
+        )
+        self.dedupe_hits = Counter(
+            "coordshard_worker_dedupe_hits",
+            "Commands answered with a stored outcome instead of being applied again.",
+            registry=self.registry,
+        )
+        self.dead_letters = Counter(
+            "coordshard_worker_dead_letters",
+            "Messages kept for inspection and terminated.",
+            registry=self.registry,
+        )
+        self.cache_hits = Gauge(
+            "coordshard_worker_cache_hits", "Cache lookups that hit.", registry=self.registry
+        )
+        self.cache_misses = Gauge(
+            "coordshard_worker_cache_misses", "Cache lookups that missed.", registry=self.registry
+        )
+        self.cache_hit_ratio = Gauge(
+            "coordshard_worker_cache_hit_ratio",
+            "Hits / lookups since start.",
+            registry=self.registry,
+        )
+        self.cache_entries = Gauge(
+            "coordshard_worker_cache_entries", "Systems + points cached.", registry=self.registry
+        )
+        self.owned_shards = Gauge(
+            "coordshard_worker_owned_shards",
+            "Shards named by this worker's consumer filter.",
+            registry=self.registry,
+        )
+        self.fenced = Counter(
+            "coordshard_worker_fenced",
+            "Times the worker found itself possibly fenced and re-read its consumer.",
+            registry=self.registry,
+        )
+
+    def observe_cache(self, *, hits: int, misses: int, entries: int) -> None:
+        self.cache_hits.set(hits)
+        self.cache_misses.set(misses)
+        self.cache_entries.set(entries)
+        total = hits + misses
+        self.cache_hit_ratio.set(hits / total if total else 0.0)

@@ -1,0 +1,73 @@
+"""The worker's configuration: flags and ``COORDSHARD_*`` environment variables.
+
+Read once in ``__main__`` and passed down; there is no global settings object.
+In Kubernetes the pod name and UID come from the downward API
+(``COORDSHARD_POD_NAME``, ``COORDSHARD_POD_UID``); together with the group
+they name the durable consumer the rebalancer creates for this pod.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from coordshard_client import DEFAULT_PREFIX
+from coordshard_client.messages import MAX_PAYLOAD_BYTES
+from coordshard_client.naming import DEFAULT_GROUP, DEFAULT_STREAM, consumer_name
+from coordshard_client.publisher import DEFAULT_SHARDS
+
+__all__ = ["ServiceSettings"]
+
+
+class ServiceSettings(BaseSettings):
+    """Everything a worker needs to know; each field is also ``--kebab-case`` on the CLI."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="COORDSHARD_", frozen=True, extra="ignore", use_attribute_docstrings=True
+    )
+
+    nats_url: str = "nats://127.0.0.1:4222"
+    """Comma-separated NATS server URLs."""
+    stream: str = DEFAULT_STREAM
+    """The WorkQueue stream holding the commands."""
+    group: str = DEFAULT_GROUP
+    """The consumer group; part of the consumer name."""
+    prefix: str = DEFAULT_PREFIX
+    """The command subject prefix."""
+    shards: int = Field(default=DEFAULT_SHARDS, ge=1, le=4096)
+    """The shard count N; must equal the one clients and the rebalancer use."""
+    pod_name: str = "worker-0"
+    """This member's name (downward API ``metadata.name``)."""
+    pod_uid: str = "local"
+    """This incarnation's id (downward API ``metadata.uid``); a restart changes it."""
+    database_url: str = "sqlite:///coordshard.db"
+    """SQLAlchemy URL of the store, shared by all workers of a group (SQLite WAL or PostgreSQL)."""
+    batch_size: int = Field(default=256, ge=1, le=10_000)
+    """Messages per fetch."""
+    fetch_timeout: float = Field(default=0.5, gt=0)
+    """Seconds a fetch waits for messages; also bounds how fast SIGTERM is noticed."""
+    bind_poll: float = Field(default=0.2, gt=0)
+    """Seconds between looks for our consumer while it does not exist yet."""
+    max_payload: int = Field(default=MAX_PAYLOAD_BYTES, ge=256)
+    """Largest accepted payload in bytes; bigger messages are dead-lettered."""
+    cache_size: int = Field(default=200_000, ge=0)
+    """Most systems + points held in the per-pod LRU cache (0 disables it)."""
+    http_host: str = "0.0.0.0"
+    """Address of the /healthz, /readyz and /metrics server."""
+    http_port: int = Field(default=8080, ge=0, le=65535)
+    """Port of the HTTP server; 0 picks a free one (logged), -1 is not allowed."""
+    http_enabled: bool = True
+    """Serve /healthz, /readyz and /metrics."""
+    log_level: str = "INFO"
+    """Python logging level name."""
+    log_json: bool = False
+    """Log one JSON object per line instead of key=value text."""
+
+    @property
+    def consumer(self) -> str:
+        """The durable consumer this worker binds to."""
+        return consumer_name(group=self.group, member=self.pod_name, incarnation=self.pod_uid)
+
+    @property
+    def servers(self) -> list[str]:
+        return [u.strip() for u in self.nats_url.split(",") if u.strip()]

@@ -1,0 +1,339 @@
+"""The durable state: systems, points, dedupe records and dead letters.
+
+The only module that imports SQLAlchemy; rows never leave it (callers get the
+wire models). One ``Store`` is shared by every worker of a group, because a
+shard's state must follow the shard: SQLite (WAL, one file on one machine) is
+the embedded default, PostgreSQL (by URL) serves pods on many machines.
+
+Dedupe lives here too, in the same transaction as the state change:
+``shard_marks`` holds each shard's highest applied stream sequence (locked
+first, so two workers never apply the same shard at once), and ``outcomes``
+maps an idempotency key to the outcome it produced.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from coordshard_client.messages import Bounds, Point, System
+from coordshard_service.errors import StoreUnavailableError
+
+__all__ = ["DeadLetter", "Store", "StoreTx", "metadata"]
+
+metadata = sa.MetaData()
+
+systems = sa.Table(
+    "systems",
+    metadata,
+    sa.Column("system_id", sa.String(128), primary_key=True),
+    sa.Column("shard", sa.Integer, nullable=False, index=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("dimension", sa.Integer, nullable=False),
+    sa.Column("units", sa.String(32), nullable=False),
+    sa.Column("bounds", sa.Text, nullable=True),
+)
+
+points = sa.Table(
+    "points",
+    metadata,
+    sa.Column("system_id", sa.String(128), primary_key=True),
+    sa.Column("point_id", sa.String(128), primary_key=True),
+    sa.Column("coordinates", sa.Text, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+)
+
+shard_marks = sa.Table(
+    "shard_marks",
+    metadata,
+    sa.Column("shard", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("high_seq", sa.BigInteger, nullable=False),
+)
+
+outcomes = sa.Table(
+    "outcomes",
+    metadata,
+    sa.Column("key", sa.String(200), primary_key=True),
+    sa.Column("shard", sa.Integer, nullable=False),
+    sa.Column("stream_seq", sa.BigInteger, nullable=False),
+    sa.Column("outcome", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Index("ix_outcomes_shard_seq", "shard", "stream_seq"),
+)
+
+dead_letters = sa.Table(
+    "dead_letters",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("stream_seq", sa.BigInteger, nullable=False, index=True),
+    sa.Column("subject", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("headers", sa.Text, nullable=False),
+    sa.Column("data", sa.LargeBinary, nullable=False),
+    sa.Column("consumer", sa.String(200), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+
+class DeadLetter:
+    """A message kept for inspection because it could never be processed."""
+
+    __slots__ = ("consumer", "data", "headers", "reason", "stream_seq", "subject")
+
+    def __init__(
+        self,
+        *,
+        stream_seq: int,
+        subject: str,
+        reason: str,
+        headers: dict[str, str],
+        data: bytes,
+        consumer: str,
+    ) -> None:
+        self.stream_seq = stream_seq
+        self.subject = subject
+        self.reason = reason
+        self.headers = headers
+        self.data = data
+        self.consumer = consumer
+
+
+def _sqlite_pragmas(engine: Engine) -> None:
+    """WAL, and BEGIN IMMEDIATE so a writer takes the lock up front (no upgrade deadlocks)."""
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class Store:
+    """A connection pool to the shared database."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        try:
+            if url.startswith("sqlite"):
+                self.engine = sa.create_engine(url, connect_args={"timeout": 30})
+                _sqlite_pragmas(self.engine)
+            else:
+                self.engine = sa.create_engine(url, pool_pre_ping=True)
+        except (SQLAlchemyError, ImportError) as e:
+            raise StoreUnavailableError(f"opening store {self._safe_url()}: {e}") from e
+
+    def _safe_url(self) -> str:
+        return sa.make_url(self.url).render_as_string(hide_password=True)
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest version (Alembic migrations shipped in the package)."""
+        from coordshard_service.migrations import upgrade
+
+        try:
+            upgrade(self.engine)
+        except SQLAlchemyError as e:
+            raise StoreUnavailableError(f"migrating {self._safe_url()}: {e}") from e
+
+    def ping(self) -> bool:
+        """Whether the database answers a trivial query."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+            return True
+        except SQLAlchemyError:
+            return False
+
+    @contextmanager
+    def transaction(self) -> Iterator[StoreTx]:
+        """One transaction; commits on success, rolls back on any exception."""
+        try:
+            with self.engine.begin() as conn:
+                yield StoreTx(conn)
+        except SQLAlchemyError as e:
+            raise StoreUnavailableError(f"transaction on {self._safe_url()}: {e}") from e
+
+    def dead_letters(self) -> list[DeadLetter]:
+        """Every kept message, oldest first (for inspection and tests)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(dead_letters).order_by(dead_letters.c.id)).all()
+        return [
+            DeadLetter(
+                stream_seq=r.stream_seq,
+                subject=r.subject,
+                reason=r.reason,
+                headers=json.loads(r.headers),
+                data=r.data,
+                consumer=r.consumer,
+            )
+            for r in rows
+        ]
+
+    def prune_outcomes(self, *, older_than: float) -> int:
+        """Forget outcomes stored more than ``older_than`` seconds ago; return how many."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                sa.delete(outcomes).where(outcomes.c.created_at < time.time() - older_than)
+            )
+        return int(result.rowcount)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _system(row: Any) -> System:
+    return System(
+        system_id=row.system_id,
+        name=row.name,
+        dimension=row.dimension,
+        units=row.units,
+        bounds=Bounds.model_validate_json(row.bounds) if row.bounds else None,
+    )
+
+
+def _point(row: Any) -> Point:
+    return Point(
+        system_id=row.system_id,
+        point_id=row.point_id,
+        coordinates=tuple(json.loads(row.coordinates)),
+        version=row.version,
+    )
+
+
+class StoreTx:
+    """Reads and writes inside one open transaction."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def lock_marks(self, shards: Sequence[int]) -> dict[int, int]:
+        """Lock the shards' marks (in order) and return each high-water sequence (0 if new)."""
+        marks: dict[int, int] = {}
+        for shard in sorted(shards):
+            row = self._conn.execute(
+                sa.select(shard_marks.c.high_seq)
+                .where(shard_marks.c.shard == shard)
+                .with_for_update()
+            ).first()
+            if row is None:
+                self._conn.execute(sa.insert(shard_marks).values(shard=shard, high_seq=0))
+                marks[shard] = 0
+            else:
+                marks[shard] = int(row.high_seq)
+        return marks
+
+    def set_mark(self, shard: int, seq: int) -> None:
+        self._conn.execute(
+            sa.update(shard_marks).where(shard_marks.c.shard == shard).values(high_seq=seq)
+        )
+
+    def outcome_by_key(self, key: str) -> str | None:
+        row = self._conn.execute(sa.select(outcomes.c.outcome).where(outcomes.c.key == key)).first()
+        return None if row is None else str(row.outcome)
+
+    def outcome_by_seq(self, shard: int, seq: int) -> str | None:
+        row = self._conn.execute(
+            sa.select(outcomes.c.outcome).where(
+                outcomes.c.shard == shard, outcomes.c.stream_seq == seq
+            )
+        ).first()
+        return None if row is None else str(row.outcome)
+
+    def save_outcome(self, *, key: str, shard: int, seq: int, outcome: str) -> None:
+        self._conn.execute(
+            sa.insert(outcomes).values(
+                key=key, shard=shard, stream_seq=seq, outcome=outcome, created_at=time.time()
+            )
+        )
+
+    def system(self, system_id: str) -> System | None:
+        row = self._conn.execute(sa.select(systems).where(systems.c.system_id == system_id)).first()
+        return None if row is None else _system(row)
+
+    def put_system(self, system: System, *, shard: int) -> None:
+        self._conn.execute(
+            sa.insert(systems).values(
+                system_id=system.system_id,
+                shard=shard,
+                name=system.name,
+                dimension=system.dimension,
+                units=system.units,
+                bounds=system.bounds.model_dump_json() if system.bounds else None,
+            )
+        )
+
+    def delete_system(self, system_id: str) -> int:
+        """Delete a system and its points; return how many points went."""
+        gone = self._conn.execute(sa.delete(points).where(points.c.system_id == system_id))
+        self._conn.execute(sa.delete(systems).where(systems.c.system_id == system_id))
+        return int(gone.rowcount)
+
+    def point(self, system_id: str, point_id: str) -> Point | None:
+        row = self._conn.execute(
+            sa.select(points).where(points.c.system_id == system_id, points.c.point_id == point_id)
+        ).first()
+        return None if row is None else _point(row)
+
+    def put_point(self, point: Point) -> None:
+        """Insert version 1, or update the row to the new version."""
+        values = {"coordinates": json.dumps(list(point.coordinates)), "version": point.version}
+        if point.version == 1:
+            self._conn.execute(
+                sa.insert(points).values(
+                    system_id=point.system_id, point_id=point.point_id, **values
+                )
+            )
+        else:
+            self._conn.execute(
+                sa.update(points)
+                .where(points.c.system_id == point.system_id, points.c.point_id == point.point_id)
+                .values(**values)
+            )
+
+    def delete_point(self, system_id: str, point_id: str) -> None:
+        self._conn.execute(
+            sa.delete(points).where(points.c.system_id == system_id, points.c.point_id == point_id)
+        )
+
+    def list_points(self, system_id: str, *, after: str | None, limit: int) -> list[Point]:
+        query = sa.select(points).where(points.c.system_id == system_id)
+        if after is not None:
+            query = query.where(points.c.point_id > after)
+        rows = self._conn.execute(query.order_by(points.c.point_id).limit(limit)).all()
+        return [_point(r) for r in rows]
+
+    def dead_letter(self, letter: DeadLetter) -> None:
+        """Keep a message for inspection (once per stream sequence and subject)."""
+        seen = self._conn.execute(
+            sa.select(dead_letters.c.id).where(
+                dead_letters.c.stream_seq == letter.stream_seq,
+                dead_letters.c.subject == letter.subject,
+            )
+        ).first()
+        if seen is not None:
+            return
+        self._conn.execute(
+            sa.insert(dead_letters).values(
+                stream_seq=letter.stream_seq,
+                subject=letter.subject,
+                reason=letter.reason,
+                headers=json.dumps(letter.headers),
+                data=letter.data,
+                consumer=letter.consumer,
+                created_at=time.time(),
+            )
+        )

@@ -1,0 +1,192 @@
+"""Fixtures for the Coordinate Service tests: a store per database, a stream and
+consumers provisioned the way the rebalancing engine does, and workers run
+in-process (fast) or as subprocesses (for kill -9).
+
+``Provisioner`` stands in for the engine: a WorkQueue stream over
+``<prefix>.>`` and one durable pull consumer per worker incarnation, explicit
+ack, ``filter_subjects`` = the shards it owns. Workers never create consumers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+import pytest
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StreamConfig
+
+from coordshard_client import CoordinateClient, shard_filter
+from coordshard_client.naming import consumer_name
+from coordshard_operator.natsserver import NatsServer
+from coordshard_service import app
+from coordshard_service.consuming import Worker
+from coordshard_service.settings import ServiceSettings
+
+PREFIX = "coordinate.cmd"
+SHARDS = 8
+GROUP = "coordinate"
+PG_ADMIN = os.environ.get("COORDSHARD_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _postgres_reachable() -> str | None:
+    try:
+        with psycopg.connect(PG_ADMIN, connect_timeout=2):
+            return None
+    except psycopg.Error as e:
+        return f"PostgreSQL not reachable at {PG_ADMIN}: {e}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database: a SQLite file, or a throwaway PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+        return
+    reason = _postgres_reachable()
+    if reason:
+        pytest.skip(reason)
+    name = "cs_" + uuid.uuid4().hex[:12]
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+    yield f"{base}/{name}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@dataclass
+class Provisioner:
+    """Does what the engine does for these tests: the stream and per-worker consumers."""
+
+    js: JetStreamContext
+    stream: str
+    consumers: dict[str, str] = field(default_factory=dict)
+
+    async def create_stream(self) -> None:
+        await self.js.add_stream(
+            StreamConfig(
+                name=self.stream,
+                subjects=[PREFIX + ".>"],
+                retention=RetentionPolicy.WORK_QUEUE,
+                duplicate_window=120.0,
+            )
+        )
+
+    async def assign(self, *, member: str, incarnation: str, shards: list[int]) -> str:
+        """Create or rewrite a member's consumer to own exactly ``shards``."""
+        name = consumer_name(group=GROUP, member=member, incarnation=incarnation)
+        await self.js.add_consumer(
+            self.stream,
+            ConsumerConfig(
+                durable_name=name,
+                ack_policy=AckPolicy.EXPLICIT,
+                deliver_policy=DeliverPolicy.ALL,
+                filter_subjects=[shard_filter(s, prefix=PREFIX) for s in shards] or None,
+                ack_wait=30.0,
+                max_ack_pending=10_000,
+            ),
+        )
+        self.consumers[member] = name
+        return name
+
+    async def delete(self, name: str) -> None:
+        await self.js.delete_consumer(self.stream, name)
+
+
+@pytest.fixture
+async def provisioner(js: JetStreamContext, stream_name: str) -> Provisioner:
+    p = Provisioner(js, stream_name)
+    await p.create_stream()
+    return p
+
+
+def worker_settings(
+    server: NatsServer,
+    *,
+    stream: str,
+    database_url: str,
+    member: str,
+    incarnation: str,
+    **extra: object,
+) -> ServiceSettings:
+    return ServiceSettings(
+        nats_url=server.url,
+        stream=stream,
+        group=GROUP,
+        prefix=PREFIX,
+        shards=SHARDS,
+        pod_name=member,
+        pod_uid=incarnation,
+        database_url=database_url,
+        http_enabled=False,
+        fetch_timeout=0.2,
+        bind_poll=0.05,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+@dataclass
+class RunningWorker:
+    worker: Worker
+    stop: asyncio.Event
+    task: asyncio.Task[None]
+
+    async def shutdown(self) -> None:
+        self.stop.set()
+        await asyncio.wait_for(self.task, 10)
+
+
+async def start_worker(settings: ServiceSettings) -> RunningWorker:
+    """Run a worker in this event loop; returns once it is wired (maybe not yet bound)."""
+    stop = asyncio.Event()
+    started: asyncio.Future[Worker] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(app.run(settings, stop=stop, handle_signals=False, started=started))
+    done, _ = await asyncio.wait({task, started}, timeout=20, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        task.result()
+    return RunningWorker(started.result(), stop, task)
+
+
+async def wait_until(predicate: object, *, timeout: float = 10.0) -> None:
+    """Poll a condition with a deadline."""
+    assert callable(predicate)
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def one_worker(
+    nats_server: NatsServer, provisioner: Provisioner, database_url: str
+) -> AsyncIterator[RunningWorker]:
+    """One worker owning every shard, bound and ready."""
+    await provisioner.assign(member="w1", incarnation="i1", shards=list(range(SHARDS)))
+    running = await start_worker(
+        worker_settings(
+            nats_server,
+            stream=provisioner.stream,
+            database_url=database_url,
+            member="w1",
+            incarnation="i1",
+        )
+    )
+    await wait_until(lambda: running.worker.bound)
+    yield running
+    await running.shutdown()
+
+
+@pytest.fixture
+async def client(nc: Client, provisioner: Provisioner) -> AsyncIterator[CoordinateClient]:
+    async with CoordinateClient(
+        nc, shards=SHARDS, prefix=PREFIX, stream=provisioner.stream, timeout=10
+    ) as c:
+        yield c

@@ -1,0 +1,103 @@
+"""Every command and query end to end through the SDK, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+
+from coordshard_client import CoordinateClient
+from coordshard_client.errors import (
+    CoordinateConflictError,
+    CoordinateNotFoundError,
+    CoordinateValidationError,
+    OutOfBoundsError,
+)
+from coordshard_client.messages import Bounds, MoveTo, Translate
+
+pytestmark = pytest.mark.integration
+
+
+async def test_every_command_and_query_round_trips(
+    one_worker: object, client: CoordinateClient
+) -> None:
+    system = await client.create_system(
+        system_id="sys-1",
+        name="Lab",
+        dimension=2,
+        units="mm",
+        bounds=Bounds(low=(0, 0), high=(100, 100)),
+    )
+    assert system.system_id == "sys-1" and system.dimension == 2
+    assert await client.get_system(system_id="sys-1") == system
+
+    p = await client.create_point(system_id="sys-1", point_id="p1", coordinates=(1, 2))
+    assert p.version == 1 and p.coordinates == (1.0, 2.0)
+    moved = await client.move_point(
+        system_id="sys-1",
+        point_id="p1",
+        moves=[Translate(delta=(10, 10)), MoveTo(position=(50, 50)), Translate(delta=(1, -1))],
+    )
+    assert moved.coordinates == (51.0, 49.0) and moved.version == 2
+    assert await client.get_point(system_id="sys-1", point_id="p1") == moved
+
+    for i in range(5):
+        await client.create_point(system_id="sys-1", point_id=f"q{i}", coordinates=(i, i))
+    first = await client.list_points(system_id="sys-1", limit=4)
+    assert [p.point_id for p in first.points] == ["p1", "q0", "q1", "q2"]
+    rest = await client.list_points(system_id="sys-1", after=first.next_after, limit=4)
+    assert [p.point_id for p in rest.points] == ["q3", "q4"] and rest.next_after is None
+
+    deleted = await client.delete_point(system_id="sys-1", point_id="q0")
+    assert deleted.point_id == "q0"
+    with pytest.raises(CoordinateNotFoundError):
+        await client.get_point(system_id="sys-1", point_id="q0")
+
+    gone = await client.delete_system(system_id="sys-1")
+    assert gone.points_deleted == 5
+    with pytest.raises(CoordinateNotFoundError):
+        await client.get_system(system_id="sys-1")
+    with pytest.raises(CoordinateNotFoundError):
+        await client.get_point(system_id="sys-1", point_id="p1")
+
+
+async def test_refusals_are_typed_and_change_nothing(
+    one_worker: object, client: CoordinateClient
+) -> None:
+    await client.create_system(
+        system_id="box", name="Box", dimension=3, bounds=Bounds(low=(0, 0, 0), high=(1, 1, 1))
+    )
+    with pytest.raises(CoordinateConflictError):
+        await client.create_system(system_id="box", name="Again", dimension=3)
+    with pytest.raises(OutOfBoundsError):
+        await client.create_point(system_id="box", point_id="far", coordinates=(2, 0, 0))
+    with pytest.raises(CoordinateNotFoundError):
+        await client.create_point(system_id="nowhere", point_id="p", coordinates=(0, 0))
+    with pytest.raises(CoordinateValidationError):
+        await client.create_point(system_id="box", point_id="flat", coordinates=(0, 0))
+    await client.create_point(system_id="box", point_id="p", coordinates=(0.5, 0.5, 0.5))
+    with pytest.raises(OutOfBoundsError):
+        await client.move_point(
+            system_id="box",
+            point_id="p",
+            moves=[Translate(delta=(0.1, 0, 0)), Translate(delta=(1, 0, 0))],
+        )
+    with pytest.raises(CoordinateConflictError):
+        await client.move_point(
+            system_id="box", point_id="p", moves=[MoveTo(position=(0, 0, 0))], expected_version=7
+        )
+    unchanged = await client.get_point(system_id="box", point_id="p")
+    assert unchanged.coordinates == (0.5, 0.5, 0.5) and unchanged.version == 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "what"),
+    [
+        pytest.param({"system_id": "a.b", "name": "x", "dimension": 2}, "dot", id="dotted-id"),
+        pytest.param({"system_id": "ok", "name": "x", "dimension": 4}, "dim", id="dimension-4"),
+        pytest.param({"system_id": "ok", "name": "", "dimension": 2}, "name", id="empty-name"),
+    ],
+)
+async def test_client_side_validation_raises_before_publishing(
+    client: CoordinateClient, kwargs: dict[str, object], what: str
+) -> None:
+    with pytest.raises(CoordinateValidationError):
+        await client.create_system(**kwargs)  # type: ignore[arg-type]
