@@ -9,6 +9,9 @@ are all delivered to the shards' new owner.
 
 from __future__ import annotations
 
+import asyncio
+import os
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -18,11 +21,13 @@ import nats
 import pytest
 from nats.aio.client import Client
 
+from coordshard_client import CoordinateClient
 from coordshard_client.subjects import shard_filter
 from coordshard_operator import crd
 from coordshard_operator.natsserver import NatsServer
 from coordshard_operator.testing.apiserver import ApiServer
 from coordshard_operator.testing.cluster import Cluster, OperatorProcess, parse_ranges, wait_until
+from coordshard_operator.workercmd import worker_argv
 
 pytestmark = pytest.mark.integration
 
@@ -267,3 +272,63 @@ async def test_the_chart_grants_exactly_what_the_operator_uses(
     await wait_until(lambda: not cluster.api.list(cluster.crs, NS), what="CR gone")
     used = {(r.verb, r.group, r.resource) for r in cluster.api.requests}
     assert used == chart_rbac
+
+
+def start_worker(cluster: Cluster, pod: str, *, nats_url: str, db: str, log: Path) -> Any:
+    """A real ``coordshard worker`` process playing ``pod``'s container."""
+    uid = cluster.api.get(cluster.pods, NS, pod)["metadata"]["uid"]
+    env = {
+        **os.environ,
+        "COORDSHARD_NATS_URL": nats_url,
+        "COORDSHARD_GROUP": "orders",
+        "COORDSHARD_SHARDS": "8",
+        "COORDSHARD_POD_NAME": pod,
+        "COORDSHARD_POD_UID": uid,
+        "COORDSHARD_DATABASE_URL": db,
+        "COORDSHARD_HTTP_ENABLED": "false",
+        "COORDSHARD_FETCH_TIMEOUT": "0.1",
+        "COORDSHARD_BIND_POLL": "0.05",
+    }
+    with log.open("ab") as out:
+        return subprocess.Popen(worker_argv([]), env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+async def test_real_workers_lose_nothing_when_a_pod_crashes(
+    cluster: Cluster,
+    operator: Callable[..., OperatorProcess],
+    nats_server: NatsServer,
+    tmp_path: Path,
+) -> None:
+    operator()
+    db = f"sqlite:///{tmp_path / 'store.db'}"
+    cluster.add_cr(shards=8)
+    workers = {}
+    for pod in ("w-0", "w-1"):
+        cluster.add_pod(pod)
+        workers[pod] = start_worker(
+            cluster, pod, nats_url=nats_server.url, db=db, log=tmp_path / f"{pod}.log"
+        )
+    try:
+        await wait_until(lambda: len(assigned(cluster)) == 2, what="both pods assigned")
+        async with CoordinateClient.connect(
+            servers=[nats_server.url], shards=8, timeout=20
+        ) as client:
+            before = [f"sys-{i}" for i in range(16)]
+            for sid in before:
+                await client.create_system(system_id=sid, name=sid, dimension=2)
+            workers["w-1"].kill()  # the container dies, then the pod goes
+            workers["w-1"].wait()
+            cluster.delete_pod("w-1")
+            during = [f"late-{i}" for i in range(16)]
+            await asyncio.gather(
+                *(client.create_system(system_id=s, name=s, dimension=2) for s in during)
+            )
+            await wait_until(lambda: list(assigned(cluster)) == ["w-0"], what="w-0 owns all")
+            for sid in before + during:
+                assert (await client.get_system(system_id=sid)).system_id == sid
+        assert any("from w-1 to w-0" in m for m in cluster.events("ShardsMoved"))
+    finally:
+        for proc in workers.values():
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(10)
