@@ -51,6 +51,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=crd.ANNOTATION_PREFIX
     )
+    settings.peering.lifetime = opts.peering_lifetime
     settings.posting.level = logging.WARNING
     runtime = Runtime(settings=opts)
     if opts.metrics_port:

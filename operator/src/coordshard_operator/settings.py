@@ -29,5 +29,8 @@ class OperatorSettings(BaseSettings):
     """Server-side watch timeout (integer seconds, kopf sends it as text); default 60."""
     watch_client_timeout: int = 90
     """Client-side watch timeout (integer seconds); default 90."""
+    peering_lifetime: int = 60
+    """Seconds a silent peer counts as alive (kopf peering; a standby takes over after it,
+    integer); default 60."""
     metrics_port: int = 0
     """Port of the Prometheus /metrics endpoint; 0 = none; default 0."""

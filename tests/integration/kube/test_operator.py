@@ -47,9 +47,8 @@ def operator(
     procs: list[OperatorProcess] = []
 
     def start(**kw: Any) -> OperatorProcess:
-        proc = OperatorProcess(
-            api_url=apiserver.url, nats_url=nats_server.url, log=tmp_path / "operator.log", **kw
-        )
+        kw.setdefault("log", tmp_path / "operator.log")
+        proc = OperatorProcess(api_url=apiserver.url, nats_url=nats_server.url, **kw)
         procs.append(proc)
         return proc
 
@@ -332,3 +331,65 @@ async def test_real_workers_lose_nothing_when_a_pod_crashes(
             if proc.poll() is None:
                 proc.terminate()
                 proc.wait(10)
+
+
+KOPF_PEERING_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "kopfpeerings.kopf.dev"},
+    "spec": {
+        "group": "kopf.dev",
+        "scope": "Namespaced",
+        "names": {"kind": "KopfPeering", "plural": "kopfpeerings", "singular": "kopfpeering"},
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "properties": {
+                            "status": {
+                                "type": "object",
+                                "x-kubernetes-preserve-unknown-fields": True,
+                            },
+                        },
+                    }
+                },
+            }
+        ],
+    },
+}
+
+
+async def test_a_standby_operator_takes_over_when_the_active_one_dies(
+    cluster: Cluster, operator: Callable[..., OperatorProcess], tmp_path: Path
+) -> None:
+    api = cluster.api
+    api.create(
+        api.find_type("apiextensions.k8s.io", "customresourcedefinitions"), None, KOPF_PEERING_CRD
+    )
+    api.create(api.find_type("kopf.dev", "kopfpeerings"), NS, {"metadata": {"name": "coordshard"}})
+    fast = {"COORDSHARD_PEERING_LIFETIME": "4"}
+    active = operator(args=("--priority=100",), env=fast, log=tmp_path / "active.log")
+    cluster.add_pod("w-0")
+    cluster.add_pod("w-1")
+    cluster.add_cr(shards=4)
+    await wait_until(lambda: len(assigned(cluster)) == 2, what="active operator assigned")
+    operator(args=("--priority=50",), env=fast, log=tmp_path / "standby.log")
+    standby_log = tmp_path / "standby.log"
+    peers = api.find_type("kopf.dev", "kopfpeerings")
+    await wait_until(
+        lambda: len(api.get(peers, NS, "coordshard").get("status") or {}) == 2,
+        what="both operators in the peering object",
+    )
+    cluster.add_pod("w-2")
+    await wait_until(lambda: len(assigned(cluster)) == 3, what="active handled the join")
+    assert "shards moved" not in standby_log.read_text()
+    active.kill()
+    cluster.delete_pod("w-1")
+    await wait_until(
+        lambda: sorted(assigned(cluster)) == ["w-0", "w-2"], timeout=30, what="standby took over"
+    )
+    assert "shards moved" in standby_log.read_text()
