@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import nats
 import pytest
 from nats.aio.client import Client
@@ -24,7 +26,8 @@ from nats.aio.client import Client
 from coordshard_client import CoordinateClient
 from coordshard_client.subjects import shard_filter
 from coordshard_operator import crd
-from coordshard_operator.natsserver import NatsServer
+from coordshard_operator.jetstream import JetStreamApi
+from coordshard_operator.natsserver import NatsServer, free_port
 from coordshard_operator.testing.apiserver import ApiServer
 from coordshard_operator.testing.cluster import Cluster, OperatorProcess, parse_ranges, wait_until
 from coordshard_operator.workercmd import worker_argv
@@ -54,7 +57,7 @@ def operator(
 
     yield start
     for proc in procs:
-        proc.stop()
+        proc.stop(timeout=3)  # a peered kopf can take longer to leave; not what is tested
     log = tmp_path / "operator.log"
     if log.exists():  # shown by pytest only when the test failed
         sys.stdout.write(log.read_text()[-6000:])
@@ -86,9 +89,13 @@ def assigned(cluster: Cluster, name: str = "orders") -> dict[str, str]:
 
 
 async def test_ready_pods_get_consumers_with_the_planned_filters(
-    cluster: Cluster, operator: Callable[[], Any], client: Client
+    cluster: Cluster, operator: Callable[..., OperatorProcess], client: Client
 ) -> None:
-    operator()
+    metrics, health = free_port(), free_port()
+    operator(
+        args=("--standalone", f"--liveness=http://127.0.0.1:{health}/healthz"),
+        env={"COORDSHARD_METRICS_PORT": str(metrics)},
+    )
     cluster.add_pod("w-0")
     cluster.add_pod("w-1")
     cluster.add_cr(shards=8)
@@ -103,6 +110,16 @@ async def test_ready_pods_get_consumers_with_the_planned_filters(
         for pod, ranges in status["assignment"].items()
     }
     assert cluster.events("MembersChanged")
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"http://127.0.0.1:{health}/healthz") as r:
+            assert r.status == 200
+        async with http.get(f"http://127.0.0.1:{metrics}/metrics") as r:
+            text = await r.text()
+    moved = re.search(
+        r'coordshard_rebalance_moved_shards_total\{name="orders",namespace="ns"\} (\S+)', text
+    )
+    assert moved is not None and float(moved.group(1)) >= 8  # 8 at first, more if w-1 came late
+    assert 'coordshard_unassigned_shards{name="orders",namespace="ns"} 0.0' in text
 
 
 async def test_a_deleted_pods_shards_move_and_nothing_published_is_lost(
@@ -235,7 +252,7 @@ async def test_two_crs_with_different_selectors_are_independent(
 
 
 async def test_operator_restarted_after_a_crash_finishes_the_job(
-    cluster: Cluster, operator: Callable[[], Any], client: Client
+    cluster: Cluster, operator: Callable[..., OperatorProcess], client: Client
 ) -> None:
     proc = operator()
     cluster.add_pod("w-0")
@@ -243,13 +260,19 @@ async def test_operator_restarted_after_a_crash_finishes_the_job(
     cluster.add_cr(shards=4)
     await wait_until(lambda: len(assigned(cluster)) == 2, what="both pods assigned")
     proc.kill()
-    cluster.delete_pod("w-1")  # no operator watches this
+    # What a crash mid-hand-off leaves: a paused consumer (the engine pauses before it
+    # narrows or grows), a pod lost and one joined while nobody watched.
+    api = JetStreamApi(client.jetstream())
+    await api.pause_consumer(STREAM, cluster.consumer("w-0"), for_s=60)
+    cluster.delete_pod("w-1")
     cluster.add_pod("w-2")
     operator()
     await wait_until(
         lambda: sorted(assigned(cluster)) == ["w-0", "w-2"], what="level-based catch-up"
     )
     assert set(await filters(client)) == {cluster.consumer("w-0"), cluster.consumer("w-2")}
+    info = await api.consumer_info(STREAM, cluster.consumer("w-0"))
+    assert info is not None and not info.paused
 
 
 async def test_the_chart_grants_exactly_what_the_operator_uses(
