@@ -9,6 +9,7 @@
 * ``rebalance`` (a daemon per CR) runs parse -> observe -> plan -> apply ->
   report on every wake-up (debounced), at the grace deadline of a NotReady
   pod and at the periodic resync;
+* ``spec_changed`` wakes the daemon when the spec is edited;
 * ``release`` (on delete; kopf holds our finalizer until it succeeds)
   deletes the group's consumers. The stream and its data stay.
 
@@ -33,7 +34,7 @@ from coordshard_operator.reconcile import reconcile
 from coordshard_operator.runtime import Runtime
 from coordshard_operator.settings import OperatorSettings
 
-__all__ = ["configure", "login", "pod_event", "rebalance", "release"]
+__all__ = ["configure", "login", "pod_event", "rebalance", "release", "spec_changed"]
 
 CR = (crd.GROUP, crd.VERSION, crd.PLURAL)
 
@@ -225,4 +226,12 @@ async def release(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: An
         await engine.remove_group()
     except TransientError as e:
         raise kopf.TemporaryError(str(e), delay=e.delay) from e
+    runtime.forget(desired.namespace, desired.name)  # frees the stream for another CR
     logger.info("removed the consumers of group %s; stream %s kept", desired.group, desired.stream)
+
+
+@kopf.on.update(*CR, field="spec")
+def spec_changed(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
+    """Wake the CR's daemon at once (pins, grace period...); the daemon does the work."""
+    runtime: Runtime = memo.runtime
+    runtime.waker(namespace or "default", name).set()

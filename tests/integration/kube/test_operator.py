@@ -110,6 +110,8 @@ async def test_ready_pods_get_consumers_with_the_planned_filters(
         for pod, ranges in status["assignment"].items()
     }
     assert cluster.events("MembersChanged")
+    pod_reads = [r for r in cluster.api.requests if r.resource == "pods"]
+    assert pod_reads and all(r.label_selector == crd.LABEL_WORKER for r in pod_reads)
     async with aiohttp.ClientSession() as http:
         async with http.get(f"http://127.0.0.1:{health}/healthz") as r:
             assert r.status == 200
@@ -180,6 +182,20 @@ async def test_not_ready_within_grace_keeps_shards_and_past_grace_moves_them(
     await wait_until(lambda: len(assigned(cluster)) == 2, what="w-1 back")
 
 
+async def test_a_spec_edit_is_applied_at_once(
+    cluster: Cluster, operator: Callable[..., OperatorProcess]
+) -> None:
+    operator(env={"COORDSHARD_RESYNC_SECONDS": "600"})  # only the edit can wake it
+    cluster.add_pod("w-0")
+    cluster.add_pod("w-1")
+    cluster.add_cr(shards=4)
+    await wait_until(lambda: len(assigned(cluster)) == 2, what="both pods assigned")
+    owner_of_0 = next(p for p, r in assigned(cluster).items() if 0 in parse_ranges(r))
+    other = "w-1" if owner_of_0 == "w-0" else "w-0"
+    cluster.api.patch(cluster.crs, NS, "orders", {"spec": {"pins": {"0": other}}})
+    await wait_until(lambda: 0 in parse_ranges(assigned(cluster).get(other, "")), what="pinned")
+
+
 async def test_scale_up_and_all_pods_gone_then_back(
     cluster: Cluster, operator: Callable[[], Any], client: Client
 ) -> None:
@@ -215,6 +231,9 @@ async def test_deleting_the_cr_removes_consumers_but_keeps_the_stream(
     assert await filters(client) == {}
     info = await client.jetstream().stream_info(STREAM)
     assert info.state.messages == 1
+    # The stream is free again for another CoordinateShards.
+    cluster.add_cr("successor", shards=2)
+    await wait_until(lambda: assigned(cluster, "successor") == {"w-0": "0-1"}, what="successor")
 
 
 async def test_two_crs_with_different_selectors_are_independent(

@@ -99,7 +99,7 @@ class Request:
     """``pods``, ``coordinateshards/status``..."""
     namespace: str | None
     name: str | None
-    code: int = 200
+    label_selector: str | None = None
 
 
 _SEL = re.compile(
@@ -566,10 +566,16 @@ class ApiServer:
             return web.json_response(e.status(), status=e.code)
 
     def _log(
-        self, verb: str, t: ResourceType, sub: str | None, ns: str | None, name: str | None
+        self,
+        verb: str,
+        t: ResourceType,
+        sub: str | None,
+        ns: str | None,
+        name: str | None,
+        selector: str | None = None,
     ) -> None:
         resource = f"{t.plural}/{sub}" if sub else t.plural
-        self.requests.append(Request(verb, t.group, resource, ns, name))
+        self.requests.append(Request(verb, t.group, resource, ns, name, selector))
 
     async def _route(self, request: web.Request) -> web.StreamResponse:
         parts = [p for p in request.path.split("/") if p]
@@ -597,9 +603,9 @@ class ApiServer:
         if name is None and method == "GET":
             selector = Selector.parse(request.query.get("labelSelector"))
             if request.query.get("watch") in ("true", "1"):
-                self._log("watch", t, None, ns, None)
+                self._log("watch", t, None, ns, None, request.query.get("labelSelector"))
                 return await self._watch(request, t, ns, selector)
-            self._log("list", t, None, ns, None)
+            self._log("list", t, None, ns, None, request.query.get("labelSelector"))
             items = self.list(t, ns, selector)
             return web.json_response(
                 {
