@@ -33,6 +33,20 @@ PodKey = tuple[str, str]
 CrKey = tuple[str, str]
 
 
+def _refuse_secrets(spec: Spec) -> None:
+    """Secret-based NATS credentials are in the CRD but not read yet: say so, do not
+    connect without them (that would fail later with a less useful error)."""
+    for field_name, ref in (
+        ("nats.credentialsSecretRef", spec.credentials),
+        ("nats.nkeySecretRef", spec.nkey),
+        ("nats.tlsSecretRef", spec.tls_secret),
+    ):
+        if ref is not None:
+            raise InvalidSpecError(
+                "is not supported by this operator version yet", field=field_name
+            )
+
+
 @dataclass
 class Runtime:
     settings: OperatorSettings
@@ -99,6 +113,7 @@ class Runtime:
 
     async def engine(self, spec: Spec) -> Engine:
         """The engine of ``spec``'s group, its stream ensured (made once per config)."""
+        _refuse_secrets(spec)
         self.claim_stream(spec)
         config = GroupConfig(
             stream=spec.stream,

@@ -28,7 +28,7 @@ from coordshard_client.subjects import shard_filter
 from coordshard_operator import crd
 from coordshard_operator.jetstream import JetStreamApi
 from coordshard_operator.natsserver import NatsServer, free_port
-from coordshard_operator.testing.apiserver import ApiServer
+from coordshard_operator.testing.apiserver import ApiError, ApiServer
 from coordshard_operator.testing.cluster import Cluster, OperatorProcess, parse_ranges, wait_until
 from coordshard_operator.workercmd import worker_argv
 
@@ -194,6 +194,24 @@ async def test_a_spec_edit_is_applied_at_once(
     other = "w-1" if owner_of_0 == "w-0" else "w-0"
     cluster.api.patch(cluster.crs, NS, "orders", {"spec": {"pins": {"0": other}}})
     await wait_until(lambda: 0 in parse_ranges(assigned(cluster).get(other, "")), what="pinned")
+
+
+async def test_invalid_crs_are_refused_by_the_server_or_reported(
+    cluster: Cluster, operator: Callable[..., OperatorProcess]
+) -> None:
+    operator()
+    with pytest.raises(ApiError) as refused:
+        cluster.add_cr("bad", shards=0)
+    assert refused.value.code == 422
+    cluster.add_pod("w-0")
+    cluster.add_cr("orders", shards=2, nats={"credentialsSecretRef": {"name": "creds"}})
+    await wait_until(lambda: cluster.condition(crd.CONDITION_READY) == "False", what="refused")
+    reasons = {c["type"]: c["reason"] for c in cluster.status()["conditions"]}
+    assert reasons[crd.CONDITION_DEGRADED] == crd.REASON_INVALID_SPEC
+    assert any("credentialsSecretRef" in m for m in cluster.events(crd.REASON_INVALID_SPEC))
+    with pytest.raises(ApiError) as immutable:
+        cluster.api.patch(cluster.crs, NS, "orders", {"spec": {"shards": 3}})
+    assert immutable.value.code == 422
 
 
 async def test_scale_up_and_all_pods_gone_then_back(
