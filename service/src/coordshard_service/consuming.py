@@ -22,6 +22,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
+from typing import Literal
 
 import nats.errors
 import nats.js.errors
@@ -50,9 +51,12 @@ from coordshard_service.metrics import Metrics
 from coordshard_service.settings import ServiceSettings
 from coordshard_service.store import Store
 
-__all__ = ["Worker", "decode", "owned_shards"]
+__all__ = ["Worker", "WorkerState", "decode", "owned_shards"]
 
 logger = logging.getLogger(__name__)
+
+WorkerState = Literal["starting", "waiting", "bound", "stopped"]
+"""waiting: no consumer of ours exists (no shards yet, or fenced); bound: serving it."""
 
 REFRESH_SECONDS = 1.0
 """Longest a busy worker goes without re-reading its consumer's filters."""
@@ -164,9 +168,23 @@ class Worker:
         self.metrics = metrics
         self.consumer = settings.consumer
         self.shards: set[int] = set()
-        self.bound = False
+        self.state: WorkerState = "starting"
         self._psub: JetStreamContext.PullSubscription | None = None
         self._refreshed = 0.0
+
+    @property
+    def bound(self) -> bool:
+        """Bound to our consumer and serving its shards."""
+        return self.state == "bound"
+
+    def status(self) -> dict[str, object]:
+        """What /readyz reports."""
+        return {
+            "state": self.state,
+            "consumer": self.consumer,
+            "shards": sorted(self.shards),
+            "nats": self.nc.is_connected,
+        }
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set; the batch in hand is finished and acked first."""
@@ -180,10 +198,12 @@ class Worker:
                 logger.warning("possibly fenced, re-reading consumer: %s", e)
                 await self._unbind()
         await self._unbind()
+        self.state = "stopped"
 
     async def _bind(self, stop: asyncio.Event) -> bool:
         """Wait for our consumer to exist and bind to it; False if stopped first."""
         logged = False
+        self.state = "waiting"
         while not stop.is_set():
             try:
                 info = await self.js.consumer_info(self.settings.stream, self.consumer)
@@ -200,7 +220,7 @@ class Worker:
                     durable=self.consumer, stream=self.settings.stream
                 )
                 self._adopt(info)
-                self.bound = True
+                self.state = "bound"
                 logger.info("bound to consumer %s, shards %s", self.consumer, sorted(self.shards))
                 return True
             with contextlib.suppress(TimeoutError):
@@ -208,7 +228,7 @@ class Worker:
         return False
 
     async def _unbind(self) -> None:
-        self.bound = False
+        self.state = "waiting"
         self.cache.clear()
         self.shards = set()
         self.metrics.owned_shards.set(0)
@@ -251,7 +271,7 @@ class Worker:
                 msgs = await self._psub.fetch(
                     self.settings.batch_size, timeout=self.settings.fetch_timeout
                 )
-            except nats.errors.TimeoutError:
+            except (nats.errors.TimeoutError, TimeoutError):
                 msgs = []
             except nats.js.errors.ServiceUnavailableError as e:
                 raise FencedError(f"fetch refused: {e!r}", consumer=self.consumer) from e

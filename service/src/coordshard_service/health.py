@@ -1,8 +1,11 @@
 """``/healthz``, ``/readyz`` and ``/metrics`` over aiohttp.
 
-Readiness is what the operator watches: ready only while the worker is bound
-to its consumer and the database answers. Liveness only says the event loop
-runs.
+Readiness is what the operator watches: ready while the database answers,
+NATS is connected and the worker is bound to its consumer *or waiting to be
+given one*. A worker with no shards has no consumer (the engine deletes
+consumers of members without shards), so requiring a consumer for readiness
+would keep a new pod from ever being given shards. ``/readyz`` reports the
+state and the shards in its body. Liveness only says the event loop runs.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ __all__ = ["HealthServer"]
 
 logger = logging.getLogger(__name__)
 
+READY_STATES = ("waiting", "bound")
+
 
 class HealthServer:
     """A small HTTP server; ``port`` holds the bound port after ``start``."""
@@ -30,13 +35,13 @@ class HealthServer:
         host: str,
         port: int,
         metrics: Metrics,
-        bound: Callable[[], bool],
+        status: Callable[[], dict[str, object]],
         db_ok: Callable[[], bool],
     ) -> None:
         self.host = host
         self.port = port
         self._metrics = metrics
-        self._bound = bound
+        self._status = status
         self._db_ok = db_ok
         self._runner: web.AppRunner | None = None
 
@@ -65,10 +70,10 @@ class HealthServer:
         return web.json_response({"status": "ok"})
 
     async def _readyz(self, _request: web.Request) -> web.Response:
-        bound = self._bound()
-        db = await asyncio.to_thread(self._db_ok)
-        status = 200 if bound and db else 503
-        return web.json_response({"bound": bound, "database": db}, status=status)
+        body = dict(self._status())
+        body["database"] = await asyncio.to_thread(self._db_ok)
+        ready = body["database"] and body.get("nats") and body.get("state") in READY_STATES
+        return web.json_response(body, status=200 if ready else 503)
 
     async def _metrics_view(self, _request: web.Request) -> web.Response:
         body = generate_latest(self._metrics.registry)

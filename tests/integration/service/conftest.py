@@ -27,6 +27,7 @@ from coordshard_client.naming import consumer_name
 from coordshard_operator.natsserver import NatsServer
 from coordshard_service import app
 from coordshard_service.consuming import Worker
+from coordshard_service.health import HealthServer
 from coordshard_service.settings import ServiceSettings
 
 PREFIX = "coordinate.cmd"
@@ -135,6 +136,7 @@ def worker_settings(
 @dataclass
 class RunningWorker:
     worker: Worker
+    health: HealthServer | None
     stop: asyncio.Event
     task: asyncio.Task[None]
 
@@ -146,12 +148,32 @@ class RunningWorker:
 async def start_worker(settings: ServiceSettings) -> RunningWorker:
     """Run a worker in this event loop; returns once it is wired (maybe not yet bound)."""
     stop = asyncio.Event()
-    started: asyncio.Future[Worker] = asyncio.get_running_loop().create_future()
+    started: asyncio.Future[app.Services] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(app.run(settings, stop=stop, handle_signals=False, started=started))
     done, _ = await asyncio.wait({task, started}, timeout=20, return_when=asyncio.FIRST_COMPLETED)
     if task in done:
         task.result()
-    return RunningWorker(started.result(), stop, task)
+    services = started.result()
+    return RunningWorker(services.worker, services.health, stop, task)
+
+
+async def start_member(
+    server: NatsServer,
+    provisioner: Provisioner,
+    *,
+    database_url: str,
+    member: str,
+    incarnation: str = "1",
+) -> RunningWorker:
+    """Start an in-process worker for ``member`` on the provisioner's stream."""
+    settings = worker_settings(
+        server,
+        stream=provisioner.stream,
+        database_url=database_url,
+        member=member,
+        incarnation=incarnation,
+    )
+    return await start_worker(settings)
 
 
 async def wait_until(predicate: object, *, timeout: float = 10.0) -> None:
@@ -170,14 +192,8 @@ async def one_worker(
 ) -> AsyncIterator[RunningWorker]:
     """One worker owning every shard, bound and ready."""
     await provisioner.assign(member="w1", incarnation="i1", shards=list(range(SHARDS)))
-    running = await start_worker(
-        worker_settings(
-            nats_server,
-            stream=provisioner.stream,
-            database_url=database_url,
-            member="w1",
-            incarnation="i1",
-        )
+    running = await start_member(
+        nats_server, provisioner, database_url=database_url, member="w1", incarnation="i1"
     )
     await wait_until(lambda: running.worker.bound)
     yield running
