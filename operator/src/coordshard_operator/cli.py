@@ -12,7 +12,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from coordshard_operator import bench, plancmd, workercmd
+from coordshard_operator import asyncapicmd, bench, plancmd, workercmd
 
 __all__ = ["main"]
 
@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     plancmd.add_parser(sub)
     bench.add_parser(sub)
     workercmd.add_parser(sub)
+    asyncapicmd.add_parser(sub)
     return parser
 
 
