@@ -33,12 +33,13 @@ def test_marks_start_at_zero_and_commit_with_the_transaction(database_url: str) 
         with store.transaction() as tx:
             assert tx.lock_marks([3, 1]) == {1: 0, 3: 0}
             tx.set_mark(3, 42)
-            tx.save_outcome(key="k", shard=3, seq=42, outcome="{}")
+            tx.save_outcomes([("k", 3, 42, "{}")])
         with pytest.raises(RuntimeError), store.transaction() as tx:
             tx.set_mark(3, 99)
             raise RuntimeError("roll back")
         with store.transaction() as tx:
             assert tx.lock_marks([3]) == {3: 42}
-            assert tx.outcome_by_key("k") == "{}" and tx.outcome_by_seq(3, 42) == "{}"
+            assert tx.outcomes_by_keys(["k", "nope"]) == {"k": "{}"}
+            assert tx.outcome_by_seq(3, 42) == "{}"
     finally:
         store.dispose()
