@@ -7,8 +7,10 @@ every empty fetch and at least once a second while busy, dropping the cache
 entries of shards it no longer owns.
 
 Settling lives in one function, ``settle``: reply if the caller gave a reply
-subject, then ``ack_sync`` (or ``term`` for a bad message, which was already
-kept as a dead letter in the batch transaction). An ack that fails, or a
+subject, then ack (or ``term`` for a bad message, which was already kept as a
+dead letter in the batch transaction). The batch's last ack is ``ack_sync``:
+the server applies a consumer's acks in order, so that one confirmation
+covers the batch, at one round trip instead of one per message. An ack that fails, or a
 consumer that vanished, means we may have been fenced: stop, drop the cache,
 and wait for our consumer again. Nothing is lost: whatever we committed but
 did not ack is redelivered to the new owner and answered from its stored
@@ -302,25 +304,27 @@ class Worker:
             logger.error("store refused a batch of %d, will be redelivered: %s", len(msgs), e)
             await asyncio.gather(*(m.nak(delay=NAK_DELAY) for m in msgs), return_exceptions=True)
             return
-        results = await asyncio.gather(
-            *(self.settle(m, i, o) for m, i, o in zip(msgs, items, outcomes, strict=True)),
-            return_exceptions=True,
-        )
+        # Settle in order; the last good message is acked with ack_sync. JetStream
+        # applies a consumer's acks in arrival order, so its confirmation covers the
+        # plain acks before it on this connection, and its failure (consumer gone,
+        # connection lost) is the fencing signal for the whole batch.
+        last_good = max((n for n, i in enumerate(items) if i.bad is None), default=-1)
+        try:
+            for n, (m, i, o) in enumerate(zip(msgs, items, outcomes, strict=True)):
+                await self.settle(m, i, o, sync=n == last_good)
+        except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as e:
+            raise FencedError(
+                f"settling a batch of {len(msgs)} failed: {e!r}", consumer=self.consumer
+            ) from e
         elapsed = time.perf_counter() - started
         for _ in msgs:
             self.metrics.latency.observe(elapsed)
         self.metrics.observe_cache(
             hits=self.cache.hits, misses=self.cache.misses, entries=len(self.cache)
         )
-        failed = [r for r in results if isinstance(r, BaseException)]
-        if failed:
-            raise FencedError(
-                f"{len(failed)} of {len(msgs)} acks failed, first: {failed[0]!r}",
-                consumer=self.consumer,
-            )
 
-    async def settle(self, msg: Msg, item: Incoming, outcome: Outcome) -> None:
-        """Reply (if asked), then ack — or log, reply and term a bad message."""
+    async def settle(self, msg: Msg, item: Incoming, outcome: Outcome, *, sync: bool) -> None:
+        """Reply (if asked), then ack (``ack_sync`` if ``sync``) — or log and term a bad one."""
         if item.reply:
             await self.nc.publish(item.reply, outcome.model_dump_json(exclude_none=True).encode())
         if item.redelivered:
@@ -339,4 +343,7 @@ class Worker:
         assert item.command is not None
         label = "ok" if outcome.ok or outcome.error is None else outcome.error.code.value
         self.metrics.commands.labels(op=item.command.op, outcome=label).inc()
-        await msg.ack_sync()
+        if sync:
+            await msg.ack_sync()
+        else:
+            await msg.ack()
