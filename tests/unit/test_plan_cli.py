@@ -101,3 +101,18 @@ def test_every_subcommand_has_help(capsys: pytest.CaptureFixture[str]) -> None:
         assert cmd in out
         code, sub_out, _ = run(capsys, cmd, "--help")
         assert code == 0 and "usage:" in sub_out
+
+
+def test_bench_plan_prints_a_table(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, out, _ = run(capsys, "bench", "plan", "--quick", "--out", str(tmp_path))
+    assert code == 0
+    assert "| shards | members | event |" in out
+    saved = json.loads((tmp_path / "plan.json").read_text())
+    assert len(saved["rows"]) == 18
+    # Every row moved exactly the optimum.
+    assert all(row[-2] == row[-1] for row in saved["rows"])
+
+
+def test_bench_refuses_an_unknown_suite(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "bench", "nope")
+    assert code == 2 and "unknown suite" in err

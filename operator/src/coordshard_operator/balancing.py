@@ -26,25 +26,23 @@ import hashlib
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal, NewType
+from typing import Literal
 
 __all__ = [
     "Assignment",
     "AssignmentLike",
     "Balance",
     "InvalidAssignmentError",
-    "MemberId",
     "Move",
     "MoveReason",
-    "ShardId",
     "assign_shards",
 ]
 
-ShardId = NewType("ShardId", int)
-MemberId = NewType("MemberId", str)
-Assignment = Mapping[MemberId, tuple[ShardId, ...]]
-AssignmentLike = Mapping[str, Iterable[int]] | Mapping[MemberId, Iterable[ShardId]]
-"""What callers may pass as a previous assignment: plain or typed keys."""
+Assignment = dict[str, tuple[int, ...]]
+"""Member id → its shards, ascending. Plain types on purpose: dict keys are invariant, and
+every caller (engine, operator, local mode) passes assignments around."""
+AssignmentLike = Mapping[str, Iterable[int]]
+"""What callers may pass as a previous assignment."""
 
 MoveReason = Literal["member-lost", "unassigned", "rebalance", "pinned"]
 
@@ -57,9 +55,9 @@ class InvalidAssignmentError(ValueError):
 class Move:
     """One shard changing owner. ``source`` is None when nobody owned it."""
 
-    shard: ShardId
-    source: MemberId | None
-    target: MemberId
+    shard: int
+    source: str | None
+    target: str
     reason: MoveReason
 
 
@@ -67,13 +65,13 @@ class Move:
 class Balance:
     """The planner's answer."""
 
-    assignment: dict[MemberId, tuple[ShardId, ...]]
+    assignment: Assignment
     """Every live member, with its shards in ascending order (possibly empty)."""
     moves: tuple[Move, ...]
     """Shards whose owner changes, in shard order."""
-    unassigned: tuple[ShardId, ...] = ()
+    unassigned: tuple[int, ...] = ()
     """Shards without a live owner: all of them when no member is live, else none."""
-    ignored_pins: tuple[ShardId, ...] = field(default=())
+    ignored_pins: tuple[int, ...] = field(default=())
     """Pinned shards whose pinned member is not live."""
 
 
@@ -90,7 +88,7 @@ def _shard_rank(shard: int, member: str) -> int:
 
 
 def _validate(
-    shards: int, members: list[MemberId], previous: Assignment, pins: Mapping[ShardId, MemberId]
+    shards: int, members: list[str], previous: Assignment, pins: Mapping[int, str]
 ) -> None:
     if shards < 1:
         raise InvalidAssignmentError(f"shard count must be >= 1, got {shards}")
@@ -120,10 +118,10 @@ def _validate(
 
 def _targets(
     shards: int,
-    members: list[MemberId],
-    load: Mapping[MemberId, int],
-    pinned: Mapping[MemberId, int],
-) -> dict[MemberId, int]:
+    members: list[str],
+    load: Mapping[str, int],
+    pinned: Mapping[str, int],
+) -> dict[str, int]:
     """Water-fill ``shards`` over ``members``: each gets at least its pinned count."""
     n = len(members)
     level = shards // n
@@ -165,21 +163,20 @@ def assign_shards(
         InvalidAssignmentError: N < 1, duplicate members, or a previous
             assignment or pin outside 0..N-1 or giving one shard twice.
     """
-    live = sorted(MemberId(m) for m in members)
-    prev: dict[MemberId, tuple[ShardId, ...]] = {
-        MemberId(m): tuple(sorted(ShardId(s) for s in owned))
-        for m, owned in (previous or {}).items()
+    live = sorted(m for m in members)
+    prev: dict[str, tuple[int, ...]] = {
+        m: tuple(sorted(s for s in owned)) for m, owned in (previous or {}).items()
     }
-    pin_map = {ShardId(s): MemberId(m) for s, m in (pins or {}).items()}
+    pin_map = {s: m for s, m in (pins or {}).items()}
     _validate(shards, live, prev, pin_map)
 
-    old_owner: dict[ShardId, MemberId] = {s: m for m, owned in prev.items() for s in owned}
+    old_owner: dict[int, str] = {s: m for m, owned in prev.items() for s in owned}
     live_set = set(live)
     if not live:
         return Balance(
             assignment={},
             moves=(),
-            unassigned=tuple(ShardId(s) for s in range(shards)),
+            unassigned=tuple(s for s in range(shards)),
             ignored_pins=tuple(sorted(pin_map)),
         )
 
@@ -187,7 +184,7 @@ def assign_shards(
     active_pins = {s: m for s, m in pin_map.items() if m in live_set}
 
     # Rules 1 and 2: what each live member holds before balancing.
-    holding: dict[MemberId, set[ShardId]] = {m: set() for m in live}
+    holding: dict[str, set[int]] = {m: set() for m in live}
     for s, m in old_owner.items():
         if m in live_set and s not in active_pins:
             holding[m].add(s)
@@ -209,7 +206,7 @@ def assign_shards(
 
     # Rule 5: hand every ownerless shard to an under-target member.
     owned_now = {s for held in holding.values() for s in held}
-    orphans = [ShardId(s) for s in range(shards) if ShardId(s) not in owned_now]
+    orphans = [s for s in range(shards) if s not in owned_now]
     takers = deque(
         sorted(
             (m for m in live if len(holding[m]) < target[m]),
@@ -222,7 +219,7 @@ def assign_shards(
         if len(holding[m]) < target[m]:
             takers.append(m)
 
-    assignment = {m: tuple(sorted(holding[m])) for m in live}
+    assignment: Assignment = {m: tuple(sorted(holding[m])) for m in live}
     moves = []
     for m, held in assignment.items():
         for s in held:

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from coordshard_operator import asyncapicmd, bench, plancmd, workercmd
+from coordshard_operator.local import up
 
 __all__ = ["main"]
 
@@ -27,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Same key, same worker: sharded NATS JetStream consumers, rebalanced.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    up.add_parser(sub)
     plancmd.add_parser(sub)
     bench.add_parser(sub)
     workercmd.add_parser(sub)

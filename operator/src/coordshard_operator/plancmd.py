@@ -16,7 +16,7 @@ from typing import Any
 from coordshard_operator.balancing import InvalidAssignmentError
 from coordshard_operator.planning import Plan, plan
 
-__all__ = ["add_parser", "load_previous", "plan_to_json", "render_plan"]
+__all__ = ["add_parser", "load_previous", "plan_to_json", "render_plan", "shard_ranges"]
 
 EXIT_USAGE = 2
 
@@ -92,7 +92,7 @@ def plan_to_json(result: Plan) -> dict[str, Any]:
     }
 
 
-def _ranges(shards: tuple[int, ...]) -> str:
+def shard_ranges(shards: tuple[int, ...]) -> str:
     """Compact ``0-3,7,9-10`` form of a sorted shard list."""
     if not shards:
         return "-"
@@ -113,9 +113,9 @@ def render_plan(result: Plan) -> str:
     width = max([6, *(len(m) for m in b.assignment)])
     lines = [f"{'MEMBER':<{width}}  COUNT  SHARDS"]
     for m, shards in b.assignment.items():
-        lines.append(f"{m:<{width}}  {len(shards):>5}  {_ranges(shards)}")
+        lines.append(f"{m:<{width}}  {len(shards):>5}  {shard_ranges(shards)}")
     if b.unassigned:
-        lines.append(f"unassigned: {_ranges(b.unassigned)}")
+        lines.append(f"unassigned: {shard_ranges(b.unassigned)}")
     lines.append("")
     if not b.moves:
         lines.append("moves: none")
@@ -127,7 +127,7 @@ def render_plan(result: Plan) -> str:
                 f"{mv.shard:>5}  {mv.source or '-':<{width}}  {mv.target:<{width}}  {mv.reason}"
             )
     if b.ignored_pins:
-        lines.append(f"ignored pins (member not live): {_ranges(b.ignored_pins)}")
+        lines.append(f"ignored pins (member not live): {shard_ranges(b.ignored_pins)}")
     return "\n".join(lines)
 
 

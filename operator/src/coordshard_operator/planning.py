@@ -23,8 +23,6 @@ from typing import Literal
 from coordshard_operator.balancing import (
     AssignmentLike,
     Balance,
-    MemberId,
-    ShardId,
     assign_shards,
 )
 
@@ -39,10 +37,10 @@ class HandoffStep:
     """One change to one member's consumer."""
 
     action: StepAction
-    member: MemberId
-    shards: tuple[ShardId, ...]
+    member: str
+    shards: tuple[int, ...]
     """The member's whole shard set once the step is done (empty for ``fence``)."""
-    changed: tuple[ShardId, ...]
+    changed: tuple[int, ...]
     """The shards this step takes away (fence, narrow) or gives (grow)."""
 
 
@@ -60,14 +58,14 @@ class Plan:
 
 
 def plan_handoff(
-    previous: AssignmentLike, new: Mapping[MemberId, tuple[ShardId, ...]]
+    previous: AssignmentLike, new: Mapping[str, tuple[int, ...]]
 ) -> tuple[HandoffStep, ...]:
     """The steps from ``previous`` to ``new``: all revocations before any grant.
 
     ``previous`` may name members absent from ``new`` (they are fenced, even when
     they owned nothing: their consumer still has to go).
     """
-    prev = {MemberId(m): frozenset(ShardId(s) for s in owned) for m, owned in previous.items()}
+    prev = {m: frozenset(s for s in owned) for m, owned in previous.items()}
     steps: list[HandoffStep] = []
     for m, owned in prev.items():
         if m not in new:

@@ -73,7 +73,7 @@ async def run(
             host=settings.http_host,
             port=settings.http_port,
             metrics=metrics,
-            status=worker.status,
+            status=lambda: {**worker.status(), "nats": nc.is_connected and not stop.is_set()},
             db_ok=store.ping,
         )
         await health.start()

@@ -273,10 +273,16 @@ class Worker:
                 msgs = await self._psub.fetch(
                     self.settings.batch_size, timeout=self.settings.fetch_timeout
                 )
-            except (nats.errors.TimeoutError, TimeoutError):
-                msgs = []
             except nats.js.errors.ServiceUnavailableError as e:
                 raise FencedError(f"fetch refused: {e!r}", consumer=self.consumer) from e
+            except TimeoutError:
+                # nats-py raises both its own and the builtin TimeoutError here, the
+                # latter e.g. while a cluster elects a stream leader.
+                msgs = []
+            except nats.errors.Error as e:
+                # A reconnect in progress; the client retries by itself.
+                logger.warning("fetch failed, retrying: %r", e)
+                msgs = []
             if not msgs:
                 await self._refresh()
                 continue

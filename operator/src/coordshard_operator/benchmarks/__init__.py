@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["SUITES", "Table"]
+__all__ = ["SUITES", "Table", "percentile"]
 
 SUITES: dict[str, str] = {
     "plan": "coordshard_operator.benchmarks.plan",
     "throughput": "coordshard_operator.benchmarks.throughput",
+    "local": "coordshard_operator.benchmarks.local",
 }
 """Suite name → module path (imported only when the suite runs)."""
 
@@ -21,6 +22,8 @@ class Table:
     columns: list[str]
     rows: list[list[Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    samples: dict[str, list[float]] = field(default_factory=dict)
+    """Raw measurements behind the rows, saved with --out for plots."""
 
     def markdown(self) -> str:
         def cell(v: Any) -> str:
@@ -35,4 +38,17 @@ class Table:
         return "\n".join(lines)
 
     def as_json(self) -> dict[str, Any]:
-        return {"columns": self.columns, "rows": self.rows, "notes": self.notes}
+        return {
+            "columns": self.columns,
+            "rows": self.rows,
+            "notes": self.notes,
+            "samples": self.samples,
+        }
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q`` quantile (0..1) by nearest rank; 0.0 for no values."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]

@@ -1,0 +1,104 @@
+"""Rebalance latency in local mode: kill -9 a worker, time until each of its shards answers.
+
+One local system (embedded nats-server, worker processes, the local
+rebalancer, grace 0). Each trial picks a worker, notes its shards, kills it
+with SIGKILL, and at once sends a query for a system on every one of those
+shards; the query is retried until it answers. The latency of a shard is from
+the kill to its first successful outcome, so it includes noticing the death
+(the process-exit watcher), planning, the engine's handoff and the new
+owner's first fetch. Then the worker is restarted (a new incarnation, which
+takes shards back by the planner's rules) before the next trial.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from coordshard_client.errors import CoordinateError, CoordinateTimeoutError
+from coordshard_client.publisher import CoordinateClient
+from coordshard_client.subjects import shard_of
+from coordshard_operator.benchmarks import Table, percentile
+from coordshard_operator.local.system import LocalSystem, SystemOptions
+
+SHARDS = 16
+WORKERS = 3
+
+
+def _ids_per_shard(shards: int) -> dict[int, str]:
+    """One system id per shard."""
+    out: dict[int, str] = {}
+    i = 0
+    while len(out) < shards:
+        sid = f"bench-{i}"
+        out.setdefault(shard_of(sid, shards), sid)
+        i += 1
+    return out
+
+
+async def _first_answer(client: CoordinateClient, system_id: str, killed_at: float) -> float:
+    """Milliseconds from ``killed_at`` until a query for ``system_id`` answers."""
+    while True:
+        try:
+            await client.get_system(system_id=system_id, timeout=2.0)
+            return (time.monotonic() - killed_at) * 1000
+        except CoordinateTimeoutError:
+            continue
+        except CoordinateError:
+            return (time.monotonic() - killed_at) * 1000  # a refusal is an answer too
+
+
+async def measure(trials: int, data_dir: Path) -> tuple[list[float], list[float], list[int]]:
+    """Per-shard latencies, per-kill worst latencies, shards moved per kill."""
+    ids = _ids_per_shard(SHARDS)
+    rng = random.Random(7)
+    shard_ms: list[float] = []
+    kill_ms: list[float] = []
+    moved: list[int] = []
+    options = SystemOptions(workers=WORKERS, shards=SHARDS)
+    async with LocalSystem(options, data_dir) as system:
+        assert system.client is not None and system.group is not None
+        client = system.client
+        for sid in ids.values():
+            await client.create_system(system_id=sid, name=sid, dimension=2)
+        for trial in range(trials):
+            await system.wait_converged()
+            victim = system.workers[rng.choice(sorted(system.workers))]
+            shards = system.group.assignment.get(victim.member, ())
+            if not shards:
+                continue
+            killed_at = time.monotonic()
+            system.kill(victim.name)
+            answers = await asyncio.gather(
+                *(_first_answer(client, ids[s], killed_at) for s in shards)
+            )
+            shard_ms.extend(answers)
+            kill_ms.append(max(answers))
+            moved.append(len(shards))
+            await victim.start()
+            if (trial + 1) % 10 == 0:
+                sys.stderr.write(f"local: {trial + 1}/{trials} kills\n")
+    return shard_ms, kill_ms, moved
+
+
+def run(args: argparse.Namespace) -> Table:
+    trials = 10 if args.quick else 60
+    with tempfile.TemporaryDirectory(prefix="coordshard-bench-") as tmp:
+        shard_ms, kill_ms, moved = asyncio.run(measure(trials, Path(tmp)))
+    table = Table(["measure", "samples", "median ms", "p99 ms", "max ms"])
+    for name, values in (("kill -> shard answers", shard_ms), ("kill -> all shards", kill_ms)):
+        table.rows.append(
+            [name, len(values), statistics.median(values), percentile(values, 0.99), max(values)]
+        )
+    table.notes.append(
+        f"{len(kill_ms)} kills of 1 of {WORKERS} workers, {SHARDS} shards, grace 0; "
+        f"{statistics.mean(moved):.1f} shards moved per kill. Target: p99 <= 500 ms."
+    )
+    table.samples = {"shard_ms": shard_ms, "kill_ms": kill_ms}
+    return table

@@ -1,0 +1,459 @@
+"""The rebalancer engine: the only code that creates, rewrites and deletes consumers.
+
+It turns a desired assignment (consumer name → shards, from ``planning.plan``)
+into JetStream consumer state without losing a message. Both membership
+sources (the kopf operator and local mode) use it the same way::
+
+    engine = Engine(js, GroupConfig(stream="COORDINATE", shards=64, replicas=3))
+    await engine.ensure_stream()
+    observed = await engine.observe()                 # what NATS holds: the assignment in force
+    plan = planning.plan(shards=64, members=list(live), previous=observed.assignment)
+    report = await engine.reconcile(plan.balance.assignment, members=live, epoch=n)
+
+``live`` maps consumer name → ``MemberInfo`` for every member that is alive
+now. A consumer of the group whose name is not in ``live`` belongs to a dead
+member and is fenced (deleted) first.
+
+Why the protocol is what it is (docs/handoff.md has the long form; the
+measurements are in the JetStream notes):
+
+- One durable pull consumer per member incarnation, ``filter_subjects`` = its
+  shards. The stream is a work queue, so the server itself refuses two
+  consumers with overlapping filters: every revocation must land before the
+  matching grant.
+- Growing a filter does not deliver the messages already in the stream on the
+  new subjects (and on R3 the server may delete them). So a consumer is
+  *reset to the stream's first sequence before its filter grows*, while it is
+  paused and drained.
+- Deleting a consumer is the only fence against a zombie: its pulls and acks
+  stop counting at once. Dead members are fenced before anything else.
+- A member with no shards has **no consumer** (an empty filter list means
+  "every subject"). Workers wait for their consumer to appear; they never
+  create one.
+
+``reconcile`` is level-based: it reads the consumers that exist and does only
+the difference, so a second call with the same input changes nothing, and a
+run that died between any two steps is finished by the next call. Pauses are
+given a deadline (``GroupConfig.pause_s``) so a consumer paused by a crashed
+engine resumes by itself. One engine per group at a time: two concurrent
+reconciles of the same group are not supported (the operator runs one leader).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerInfo
+
+from coordshard_client.naming import DEFAULT_GROUP, DEFAULT_STREAM, consumer_name, validate_name
+from coordshard_client.subjects import DEFAULT_PREFIX, MAX_SHARDS, shard_filter, validate_prefix
+from coordshard_operator.errors import ConfigError
+from coordshard_operator.jetstream import (
+    JetStreamApi,
+    RetryPolicy,
+    consumer_config,
+    stream_config,
+)
+
+__all__ = [
+    "META_EPOCH",
+    "META_GROUP",
+    "META_INCARNATION",
+    "META_MEMBER",
+    "ConsumerState",
+    "Engine",
+    "Fenced",
+    "GroupConfig",
+    "MemberInfo",
+    "Observed",
+    "Report",
+    "Undrained",
+]
+
+logger = logging.getLogger(__name__)
+
+META_GROUP = "coordshard.group"
+META_MEMBER = "coordshard.member"
+META_INCARNATION = "coordshard.incarnation"
+META_EPOCH = "coordshard.epoch"
+
+Checkpoint = Callable[[str], Awaitable[None]]
+"""Called with a step name after every protocol step (tests inject crashes here)."""
+
+
+@dataclass(frozen=True, slots=True)
+class GroupConfig:
+    """One consumer group over one command stream."""
+
+    stream: str = DEFAULT_STREAM
+    """Stream name; default ``COORDINATE``."""
+    subject_prefix: str = DEFAULT_PREFIX
+    """Commands are on ``<prefix>.<shard>.<system_id>.<op>``; default ``coordinate.cmd``."""
+    group: str = DEFAULT_GROUP
+    """Group name, the first part of every consumer name; default ``coordinate``."""
+    shards: int = 32
+    """Shard count N, fixed for the stream's lifetime; default 32."""
+    replicas: int = 1
+    """Stream replicas, 1 or 3; default 1. Consumers inherit it."""
+    ack_wait_s: float = 30.0
+    """Seconds before an unacked delivery is redelivered; default 30."""
+    max_ack_pending: int = 1000
+    """Most unacked deliveries per consumer; default 1000."""
+    duplicate_window_s: float = 120.0
+    """Stream duplicate window for ``Nats-Msg-Id`` publisher retries, seconds; default 120."""
+    drain_timeout_s: float = 2.0
+    """How long a paused consumer may take to reach zero in-flight acks, seconds; default 2.
+    Past it the handoff goes on and the report counts the possible duplicates."""
+    pause_s: float = 30.0
+    """Deadline of every pause, seconds; default 30. Bounds how long a consumer stays
+    paused if the engine dies mid-handoff and nothing reconciles again."""
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    """Retries of transient JetStream failures."""
+
+    def __post_init__(self) -> None:
+        try:
+            validate_name(self.stream, what="stream")
+            validate_name(self.group, what="group")
+            validate_prefix(self.subject_prefix)
+        except ValueError as e:
+            raise ConfigError(str(e)) from e
+        if not 1 <= self.shards <= MAX_SHARDS:
+            raise ConfigError(f"shards must be 1..{MAX_SHARDS}, got {self.shards}")
+        if self.replicas not in (1, 3, 5):
+            raise ConfigError(f"replicas must be 1, 3 or 5, got {self.replicas}")
+        if self.drain_timeout_s <= 0 or self.pause_s <= self.drain_timeout_s:
+            raise ConfigError("need 0 < drain_timeout_s < pause_s")
+
+
+@dataclass(frozen=True, slots=True)
+class MemberInfo:
+    """A live member incarnation; ``consumer`` is the planner's member id."""
+
+    consumer: str
+    member: str
+    incarnation: str
+
+    @classmethod
+    def of(cls, *, group: str, member: str, incarnation: str) -> MemberInfo:
+        """The member with its consumer name derived as workers derive it."""
+        name = consumer_name(group=group, member=member, incarnation=incarnation)
+        return cls(consumer=name, member=member, incarnation=incarnation)
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerState:
+    """One of the group's consumers as NATS reports it."""
+
+    name: str
+    shards: tuple[int, ...]
+    member: str
+    incarnation: str
+    epoch: int
+    num_ack_pending: int
+    num_pending: int
+    ack_floor_seq: int
+    delivered_seq: int
+    paused: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    """The group's consumers and the stream's sequence range."""
+
+    consumers: Mapping[str, ConsumerState]
+    first_seq: int
+    last_seq: int
+
+    @property
+    def assignment(self) -> dict[str, tuple[int, ...]]:
+        """Consumer name → shards: the assignment in force (``plan``'s ``previous``)."""
+        return {name: c.shards for name, c in sorted(self.consumers.items())}
+
+
+@dataclass(frozen=True, slots=True)
+class Fenced:
+    """A dead member's consumer, deleted before its shards went elsewhere."""
+
+    consumer: str
+    shards: tuple[int, ...]
+    in_flight: int
+    """Deliveries it had not acked: the most duplicates its shards' new owners can see."""
+    duplicate_range: tuple[int, int] | None
+    """Stream sequences (first, last) that may be processed twice, or None."""
+
+
+@dataclass(frozen=True, slots=True)
+class Undrained:
+    """A paused consumer that still had in-flight deliveries when its drain bound ran out."""
+
+    consumer: str
+    num_ack_pending: int
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """What one reconcile did. Empty (``changed`` false) when already converged."""
+
+    epoch: int
+    fenced: tuple[Fenced, ...] = ()
+    narrowed: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    """Live consumer → shards taken from it (emptied ones are also in ``removed``)."""
+    grown: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    """Consumer → shards given to it (created consumers included)."""
+    created: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    """Live consumers deleted because their member has no shards left."""
+    undrained: tuple[Undrained, ...] = ()
+    resumed: tuple[str, ...] = ()
+    consumer_updates: int = 0
+    """Consumer-changing JetStream requests sent (0 when converged)."""
+    duration_s: float = 0.0
+
+    @property
+    def moved_shards(self) -> tuple[int, ...]:
+        return tuple(sorted({s for shards in self.grown.values() for s in shards}))
+
+    @property
+    def changed(self) -> bool:
+        return self.consumer_updates > 0
+
+
+def _shards_of(filters: list[str], prefix: str) -> tuple[int, ...] | None:
+    pattern = re.compile(re.escape(prefix) + r"\.(0|[1-9][0-9]*)\.>")
+    shards = []
+    for f in filters:
+        m = pattern.fullmatch(f)
+        if m is None:
+            return None
+        shards.append(int(m.group(1)))
+    return tuple(sorted(shards))
+
+
+class Engine:
+    """Applies assignments of one group to JetStream with the safe handoff protocol."""
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        config: GroupConfig,
+        *,
+        checkpoint: Checkpoint | None = None,
+    ) -> None:
+        self.config = config
+        self.api = JetStreamApi(js, retry=config.retry)
+        self._checkpoint = checkpoint
+
+    async def _step(self, name: str) -> None:
+        if self._checkpoint is not None:
+            await self._checkpoint(name)
+
+    async def ensure_stream(self) -> None:
+        """Create the stream if missing; an incompatible one raises StreamMismatchError."""
+        c = self.config
+        await self.api.ensure_stream(
+            stream_config(
+                name=c.stream,
+                subject_prefix=c.subject_prefix,
+                replicas=c.replicas,
+                duplicate_window_s=c.duplicate_window_s,
+            )
+        )
+
+    def _state(self, info: ConsumerInfo) -> ConsumerState | None:
+        cfg = info.config
+        meta = cfg.metadata or {}
+        if meta.get(META_GROUP) != self.config.group:
+            return None
+        filters = cfg.filter_subjects or ([cfg.filter_subject] if cfg.filter_subject else [])
+        shards = _shards_of(filters, self.config.subject_prefix)
+        if shards is None:
+            logger.warning("consumer %s has filters we did not write: %s", info.name, filters)
+            return None
+        return ConsumerState(
+            name=info.name,
+            shards=shards,
+            member=meta.get(META_MEMBER, ""),
+            incarnation=meta.get(META_INCARNATION, ""),
+            epoch=int(meta.get(META_EPOCH, "0")),
+            num_ack_pending=info.num_ack_pending or 0,
+            num_pending=info.num_pending or 0,
+            ack_floor_seq=info.ack_floor.stream_seq if info.ack_floor else 0,
+            delivered_seq=info.delivered.stream_seq if info.delivered else 0,
+            paused=bool(info.paused),
+        )
+
+    async def observe(self) -> Observed:
+        """The group's consumers (by metadata) and the stream's sequence range."""
+        infos = await self.api.consumers(self.config.stream)
+        stream = await self.api.stream_info(self.config.stream)
+        states = (self._state(i) for i in infos)
+        return Observed(
+            consumers={s.name: s for s in states if s is not None},
+            first_seq=stream.state.first_seq,
+            last_seq=stream.state.last_seq,
+        )
+
+    def _validate(
+        self, desired: Mapping[str, tuple[int, ...]], members: Mapping[str, MemberInfo]
+    ) -> dict[str, frozenset[int]]:
+        owner: dict[int, str] = {}
+        want: dict[str, frozenset[int]] = {}
+        for name, shards in desired.items():
+            if name not in members:
+                raise ConfigError(f"desired assignment names {name}, which is not a live member")
+            for s in shards:
+                if not 0 <= s < self.config.shards:
+                    raise ConfigError(f"shard {s} of {name} is outside 0..{self.config.shards - 1}")
+                if s in owner:
+                    raise ConfigError(f"shard {s} is assigned to both {owner[s]} and {name}")
+                owner[s] = name
+            if shards:
+                want[name] = frozenset(shards)
+        for name, info in members.items():
+            if info.consumer != name:
+                raise ConfigError(f"members key {name} differs from its consumer {info.consumer}")
+        return want
+
+    async def _put(self, name: str, shards: frozenset[int], member: MemberInfo, epoch: int) -> None:
+        c = self.config
+        await self.api.put_consumer(
+            c.stream,
+            consumer_config(
+                name=name,
+                filter_subjects=[shard_filter(s, prefix=c.subject_prefix) for s in sorted(shards)],
+                ack_wait_s=c.ack_wait_s,
+                max_ack_pending=c.max_ack_pending,
+                metadata={
+                    META_GROUP: c.group,
+                    META_MEMBER: member.member,
+                    META_INCARNATION: member.incarnation,
+                    META_EPOCH: str(epoch),
+                },
+            ),
+        )
+
+    async def _drain(self, name: str) -> Undrained | None:
+        """Wait (bounded) until a paused consumer has no delivery left unacked."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.drain_timeout_s
+        while True:
+            info = await self.api.consumer_info(self.config.stream, name)
+            pending = 0 if info is None else info.num_ack_pending or 0
+            if pending == 0:
+                return None
+            if loop.time() > deadline:
+                logger.warning("consumer %s still has %d in flight; going on", name, pending)
+                return Undrained(name, pending)
+            await asyncio.sleep(0.005)  # polling a condition with a deadline
+
+    async def reconcile(
+        self,
+        desired: Mapping[str, tuple[int, ...]],
+        *,
+        members: Mapping[str, MemberInfo],
+        epoch: int,
+    ) -> Report:
+        """Make the group's consumers match ``desired``; only the difference is done.
+
+        Order: fence dead members → pause and drain losers and gainers → narrow
+        losers (delete those left with nothing) → reset then grow gainers, create
+        new ones → resume everything of the group that is paused.
+        """
+        started = time.perf_counter()
+        before = self.api.mutations
+        stream = self.config.stream
+        want = self._validate(desired, members)
+        observed = await self.observe()
+        actual = {n: frozenset(c.shards) for n, c in observed.consumers.items()}
+
+        fenced: list[Fenced] = []
+        for name in sorted(n for n in actual if n not in members):
+            c = observed.consumers[name]
+            dup = (
+                (c.ack_floor_seq + 1, c.delivered_seq)
+                if c.delivered_seq > c.ack_floor_seq
+                else None
+            )
+            await self.api.delete_consumer(stream, name)
+            fenced.append(Fenced(name, c.shards, c.num_ack_pending, dup))
+            logger.info("fenced %s (shards %s, %d in flight)", name, c.shards, c.num_ack_pending)
+            await self._step(f"fenced {name}")
+        live = {n: s for n, s in actual.items() if n in members}
+
+        losers = sorted(n for n, s in live.items() if s - want.get(n, frozenset()))
+        gainers = sorted(n for n, s in want.items() if s - live.get(n, frozenset()))
+        rewound = [n for n in gainers if n in live]
+        to_pause = sorted({*losers, *rewound})
+        await asyncio.gather(
+            *(self.api.pause_consumer(stream, n, for_s=self.config.pause_s) for n in to_pause)
+        )
+        if to_pause:
+            await self._step("paused")
+        drained = await asyncio.gather(*(self._drain(n) for n in to_pause))
+        undrained = tuple(u for u in drained if u is not None)
+
+        narrowed: dict[str, tuple[int, ...]] = {}
+        removed: list[str] = []
+        for name in losers:
+            keep = live[name] & want.get(name, frozenset())
+            narrowed[name] = tuple(sorted(live[name] - keep))
+            if keep:
+                await self._put(name, keep, members[name], epoch)
+            else:
+                await self.api.delete_consumer(stream, name)
+                removed.append(name)
+            await self._step(f"narrowed {name}")
+
+        grown: dict[str, tuple[int, ...]] = {}
+        created: list[str] = []
+        if rewound:
+            # Read now: every message still in the stream is at or after this.
+            first_seq = (await self.api.stream_info(stream)).state.first_seq
+        for name in gainers:
+            grown[name] = tuple(sorted(want[name] - live.get(name, frozenset())))
+            if name in live:
+                await self.api.reset_consumer(stream, name, seq=first_seq)
+                await self._step(f"reset {name}")
+            else:
+                created.append(name)
+            await self._put(name, want[name], members[name], epoch)
+            await self._step(f"grown {name}")
+
+        # Resume what we paused and what a run that died before its end left paused.
+        left_paused = {n for n, c in observed.consumers.items() if c.paused and n in members}
+        resume = sorted(({*to_pause} | left_paused) - set(removed))
+        await asyncio.gather(*(self.api.resume_consumer(stream, n) for n in resume))
+
+        report = Report(
+            epoch=epoch,
+            fenced=tuple(fenced),
+            narrowed=narrowed,
+            grown=grown,
+            created=tuple(created),
+            removed=tuple(removed),
+            undrained=undrained,
+            resumed=tuple(resume),
+            consumer_updates=self.api.mutations - before,
+            duration_s=time.perf_counter() - started,
+        )
+        if report.changed:
+            logger.info(
+                "epoch %d: fenced %s, moved shards %s in %.1f ms",
+                epoch,
+                [f.consumer for f in fenced],
+                list(report.moved_shards),
+                report.duration_s * 1000,
+            )
+        return report
+
+    async def remove_group(self) -> None:
+        """Delete every consumer of the group; the stream and its messages stay."""
+        observed = await self.observe()
+        for name in sorted(observed.consumers):
+            await self.api.delete_consumer(self.config.stream, name)

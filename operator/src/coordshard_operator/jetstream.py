@@ -1,0 +1,289 @@
+"""The boundary to JetStream: every request the engine makes goes through here.
+
+It owns three things: the command stream's shape (``stream_config`` and the
+compatibility check), retries with backoff for conditions that pass by
+themselves (a cluster electing a leader takes ~5 s; a client reconnecting),
+and the mapping of nats-py errors onto ``coordshard_operator.errors``, done
+once, here. It also counts the requests that change consumers, so a caller
+(and a test) can see that a converged reconcile changed nothing.
+
+Every consumer operation used here is idempotent (create-or-update, delete,
+reset to an explicit sequence, pause, resume), so retrying after a timeout
+whose request may have landed is safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
+
+import nats.errors
+import nats.js.errors
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    ConsumerInfo,
+    DeliverPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+    StreamInfo,
+)
+
+from coordshard_operator.errors import (
+    JetStreamApiError,
+    JetStreamUnavailableError,
+    NatsUnavailableError,
+    StreamMismatchError,
+    StreamMissingError,
+    TransientError,
+)
+
+__all__ = ["JetStreamApi", "RetryPolicy"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+STREAM_NOT_FOUND = 10059
+CONSUMER_NOT_FOUND = 10014
+# 503s and these codes mean "no leader / not ready yet": wait and retry.
+_RETRY_ERR_CODES = frozenset({10008, 10023})  # cluster not ready, insufficient resources
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How long to keep retrying requests that fail for a transient reason."""
+
+    deadline_s: float = 20.0
+    """Give up (raise the TransientError) after this many seconds; default 20."""
+    first_delay_s: float = 0.05
+    """First backoff delay in seconds, doubled each retry; default 0.05."""
+    max_delay_s: float = 1.0
+    """Longest backoff delay in seconds; default 1."""
+    request_timeout_s: float = 2.0
+    """Timeout of one JetStream API request in seconds; default 2."""
+
+
+def _map_error(e: Exception, *, what: str, consumer: str | None) -> Exception:
+    """The project error for a nats-py error, or ``e`` itself if it is not one."""
+    if isinstance(e, nats.js.errors.APIError):
+        if isinstance(e, nats.js.errors.ServiceUnavailableError) or e.err_code in _RETRY_ERR_CODES:
+            return JetStreamUnavailableError(f"{what}: JetStream unavailable: {e}")
+        return JetStreamApiError(
+            f"{what}: {e.description} (code {e.code}, err_code {e.err_code})",
+            code=e.code,
+            err_code=e.err_code,
+            consumer=consumer,
+        )
+    if isinstance(e, nats.errors.NoRespondersError):
+        return JetStreamUnavailableError(f"{what}: no JetStream responders (disabled or electing)")
+    if isinstance(e, nats.errors.TimeoutError | asyncio.TimeoutError):
+        return NatsUnavailableError(f"{what}: request timed out")
+    if isinstance(e, nats.errors.Error):
+        return NatsUnavailableError(f"{what}: {e}")
+    return e
+
+
+def rfc3339(moment: datetime) -> str:
+    """``moment`` as the RFC 3339 UTC timestamp JetStream expects."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class JetStreamApi:
+    """JetStream requests with retries, error mapping and a count of consumer changes."""
+
+    def __init__(self, js: JetStreamContext, *, retry: RetryPolicy | None = None) -> None:
+        self._js = js
+        self.retry = retry or RetryPolicy()
+        self.mutations = 0
+        """Consumer create/update/delete/reset/pause/resume requests sent so far."""
+
+    async def _call(
+        self, what: str, op: Callable[[], Awaitable[T]], *, consumer: str | None = None
+    ) -> T:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.retry.deadline_s
+        delay = self.retry.first_delay_s
+        while True:
+            try:
+                return await op()
+            except Exception as e:
+                mapped = _map_error(e, what=what, consumer=consumer)
+                if mapped is e:
+                    raise
+                if not isinstance(mapped, TransientError) or loop.time() + delay > deadline:
+                    raise mapped from e
+                logger.info("retrying %s in %.2fs: %s", what, delay, mapped)
+                await asyncio.sleep(delay)  # backoff, not synchronisation
+                delay = min(delay * 2, self.retry.max_delay_s)
+
+    # -- stream ---------------------------------------------------------------
+
+    async def stream_info(self, stream: str) -> StreamInfo:
+        async def op() -> StreamInfo:
+            return await self._js.stream_info(stream)
+
+        try:
+            return await self._call(f"stream info {stream}", op)
+        except JetStreamApiError as e:
+            if e.err_code == STREAM_NOT_FOUND:
+                raise StreamMissingError(f"stream {stream} does not exist", stream=stream) from e
+            raise
+
+    async def ensure_stream(self, config: StreamConfig) -> StreamInfo:
+        """Create the stream if missing; check an existing one, never change it."""
+        assert config.name is not None
+        try:
+            info = await self.stream_info(config.name)
+        except StreamMissingError:
+
+            async def op() -> StreamInfo:
+                return await self._js.add_stream(config)
+
+            return await self._call(f"create stream {config.name}", op)
+        check_stream(info.config, config)
+        return info
+
+    # -- consumers ------------------------------------------------------------
+
+    async def consumers(self, stream: str) -> list[ConsumerInfo]:
+        async def op() -> list[ConsumerInfo]:
+            found: list[ConsumerInfo] = []
+            while True:
+                page: list[ConsumerInfo] = await self._js.consumers_info(stream, offset=len(found))
+                found.extend(page)
+                if len(page) < 256:
+                    return found
+
+        try:
+            return await self._call(f"list consumers of {stream}", op)
+        except JetStreamApiError as e:
+            if e.err_code == STREAM_NOT_FOUND:
+                raise StreamMissingError(f"stream {stream} does not exist", stream=stream) from e
+            raise
+
+    async def consumer_info(self, stream: str, name: str) -> ConsumerInfo | None:
+        """The consumer's info, or None if it does not exist."""
+
+        async def op() -> ConsumerInfo:
+            info: ConsumerInfo = await self._js.consumer_info(
+                stream, name, timeout=self.retry.request_timeout_s
+            )
+            return info
+
+        try:
+            return await self._call(f"consumer info {name}", op, consumer=name)
+        except JetStreamApiError as e:
+            if e.err_code == CONSUMER_NOT_FOUND:
+                return None
+            raise
+
+    async def put_consumer(self, stream: str, config: ConsumerConfig) -> ConsumerInfo:
+        """Create the durable consumer, or update it when it exists (same durable name)."""
+        self.mutations += 1
+
+        async def op() -> ConsumerInfo:
+            return await self._js.add_consumer(stream, config, timeout=self.retry.request_timeout_s)
+
+        return await self._call(
+            f"put consumer {config.durable_name}", op, consumer=config.durable_name
+        )
+
+    async def delete_consumer(self, stream: str, name: str) -> None:
+        """Delete the consumer; a consumer that is already gone counts as deleted."""
+        self.mutations += 1
+
+        async def op() -> None:
+            await self._js.delete_consumer(stream, name)
+
+        try:
+            await self._call(f"delete consumer {name}", op, consumer=name)
+        except JetStreamApiError as e:
+            if e.err_code != CONSUMER_NOT_FOUND:
+                raise
+
+    async def pause_consumer(self, stream: str, name: str, *, for_s: float) -> None:
+        """Pause deliveries for ``for_s`` seconds (so a crashed caller's pause runs out)."""
+        self.mutations += 1
+        until = rfc3339(datetime.now(UTC) + timedelta(seconds=for_s))
+
+        async def op() -> None:
+            await self._js.pause_consumer(stream, name, until, timeout=self.retry.request_timeout_s)
+
+        await self._call(f"pause consumer {name}", op, consumer=name)
+
+    async def resume_consumer(self, stream: str, name: str) -> None:
+        self.mutations += 1
+
+        async def op() -> None:
+            await self._js.resume_consumer(stream, name, timeout=self.retry.request_timeout_s)
+
+        await self._call(f"resume consumer {name}", op, consumer=name)
+
+    async def reset_consumer(self, stream: str, name: str, *, seq: int) -> None:
+        """Rewind the consumer so it redelivers everything its filter matches from ``seq``."""
+        self.mutations += 1
+
+        async def op() -> None:
+            await self._js.reset_consumer(
+                stream, name, seq=seq, timeout=self.retry.request_timeout_s
+            )
+
+        await self._call(f"reset consumer {name} to {seq}", op, consumer=name)
+
+
+def stream_config(
+    *, name: str, subject_prefix: str, replicas: int, duplicate_window_s: float
+) -> StreamConfig:
+    """The command stream: work-queue retention over ``<prefix>.>``, file storage."""
+    return StreamConfig(
+        name=name,
+        subjects=[f"{subject_prefix}.>"],
+        retention=RetentionPolicy.WORK_QUEUE,
+        storage=StorageType.FILE,
+        num_replicas=replicas,
+        duplicate_window=duplicate_window_s,
+    )
+
+
+def check_stream(actual: StreamConfig, wanted: StreamConfig) -> None:
+    """Raise StreamMismatchError unless ``actual`` can serve as ``wanted``."""
+    name = wanted.name or ""
+    problems: list[str] = []
+    if actual.retention != RetentionPolicy.WORK_QUEUE:
+        problems.append(f"retention is {actual.retention}, not workqueue")
+    if not set(wanted.subjects or []) <= set(actual.subjects or []):
+        problems.append(f"subjects {actual.subjects} do not include {wanted.subjects}")
+    if problems:
+        raise StreamMismatchError(
+            f"stream {name} exists but is incompatible ({'; '.join(problems)}); "
+            "it is left unchanged: fix or remove it by hand",
+            stream=name,
+        )
+
+
+def consumer_config(
+    *,
+    name: str,
+    filter_subjects: list[str],
+    ack_wait_s: float,
+    max_ack_pending: int,
+    metadata: dict[str, str],
+) -> ConsumerConfig:
+    """A member's durable pull consumer: explicit ack, deliver all (work-queue rules)."""
+    return ConsumerConfig(
+        durable_name=name,
+        name=name,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=ack_wait_s,
+        max_ack_pending=max_ack_pending,
+        filter_subjects=filter_subjects,
+        metadata=metadata,
+    )

@@ -1,0 +1,331 @@
+"""``coordshard up``: the whole system on one machine, and its unattended verdict.
+
+Starts an embedded nats-server (or uses ``--nats``), the command stream, N
+worker processes sharing one store, and the local rebalancer; optionally drives
+load through the SDK and kills a random worker every ``--chaos`` seconds
+(restarting it after ``--restart-delay``, as Kubernetes would). While it runs a
+live view shows who owns what; ``--duration S --json`` runs unattended and
+prints one JSON summary. The exit code is 1 if the independent check finds a
+lost or twice-applied command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from coordshard_operator.local.load import Ledger, LoadGenerator
+from coordshard_operator.local.membership import is_member
+from coordshard_operator.local.system import LocalSystem, SystemOptions
+from coordshard_operator.local.view import Snapshot, WorkerRow, render
+from coordshard_operator.local.workers import WorkerProcess
+
+__all__ = ["UpOptions", "add_parser", "run_up"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class UpOptions:
+    """Everything ``coordshard up`` takes; see ``add_parser`` for units and defaults."""
+
+    workers: int = 3
+    shards: int = 16
+    load: float = 0.0
+    chaos_s: float = 0.0
+    restart_delay_s: float = 2.0
+    grace_s: float = 0.0
+    duration_s: float = 0.0
+    json: bool = False
+    nats_url: str | None = None
+    cluster: int = 1
+    database_url: str | None = None
+    data_dir: Path | None = None
+    systems: int = 64
+    seed: int = 1
+    view: bool = True
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "up",
+        help="run the whole system locally: nats-server, workers, rebalancer, load",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--workers", type=int, default=3, help="worker processes (default 3)")
+    p.add_argument("--shards", type=int, default=16, help="shard count N (default 16)")
+    p.add_argument(
+        "--load",
+        type=float,
+        default=0.0,
+        metavar="RATE",
+        help="commands per second through the SDK (default 0: no load)",
+    )
+    p.add_argument(
+        "--chaos",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="kill -9 a random worker this often (default 0: never)",
+    )
+    p.add_argument(
+        "--restart-delay",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="restart a killed worker after this long (default 2)",
+    )
+    p.add_argument(
+        "--grace",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="how long a dead or unready worker keeps its shards (default 0)",
+    )
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="stop after this long (default 0: until Ctrl-C)",
+    )
+    p.add_argument(
+        "--json", action="store_true", help="no live view; print one JSON summary at the end"
+    )
+    p.add_argument(
+        "--nats", metavar="URL", help="use this NATS server or cluster (comma-separated)"
+    )
+    p.add_argument(
+        "--cluster",
+        type=int,
+        choices=[1, 3],
+        default=1,
+        help="embedded nats-server nodes: 1, or 3 with an R3 stream (default 1)",
+    )
+    p.add_argument(
+        "--db",
+        metavar="URL",
+        help="SQLAlchemy URL of the shared store (default: SQLite in the data dir)",
+    )
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        metavar="DIR",
+        help="keep nats-server data, the store and logs here (default: a temp dir)",
+    )
+    p.add_argument(
+        "--systems", type=int, default=64, help="coordinate systems the load uses (default 64)"
+    )
+    p.add_argument("--seed", type=int, default=1, help="seed for load and chaos (default 1)")
+    p.set_defaults(run=_run_command)
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    if args.workers < 1 or args.shards < 1:
+        sys.stderr.write("coordshard up: error: --workers and --shards must be >= 1\n")
+        return 2
+    options = UpOptions(
+        workers=args.workers,
+        shards=args.shards,
+        load=args.load,
+        chaos_s=args.chaos,
+        restart_delay_s=args.restart_delay,
+        grace_s=args.grace,
+        duration_s=args.duration,
+        json=args.json,
+        nats_url=args.nats,
+        cluster=args.cluster,
+        database_url=args.db,
+        data_dir=args.data_dir,
+        systems=args.systems,
+        seed=args.seed,
+        view=not args.json and sys.stdout.isatty(),
+    )
+    logging.basicConfig(
+        level=logging.WARNING if options.view or options.json else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        summary = asyncio.run(run_up(options))
+    except KeyboardInterrupt:
+        return 130
+    if options.json:
+        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+    else:
+        sys.stdout.write(_summary_text(summary) + "\n")
+    return 0 if summary["ok"] else 1
+
+
+async def run_up(options: UpOptions) -> dict[str, Any]:
+    """Run local mode until the duration ends or SIGINT/SIGTERM; return the summary."""
+    temp = options.data_dir is None
+    data_dir = options.data_dir or Path(tempfile.mkdtemp(prefix="coordshard-up-"))
+    interrupted = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, interrupted.set)
+    shape = SystemOptions(
+        workers=options.workers,
+        shards=options.shards,
+        grace_s=options.grace_s,
+        nats_url=options.nats_url,
+        cluster=options.cluster,
+        database_url=options.database_url,
+        systems=options.systems,
+        seed=options.seed,
+    )
+    try:
+        async with LocalSystem(shape, data_dir) as system:
+            generator = system.start_load(rate=options.load) if options.load > 0 else None
+            side: list[asyncio.Task[None]] = []
+            if options.chaos_s > 0:
+                side.append(asyncio.create_task(_chaos(system, options, interrupted)))
+            if options.view:
+                side.append(asyncio.create_task(_view(system, generator, interrupted)))
+            else:
+                every = 10.0 if options.json else 5.0
+                side.append(asyncio.create_task(_progress(system, generator, interrupted, every)))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(interrupted.wait(), options.duration_s or None)
+            for task in side:
+                task.cancel()
+            await asyncio.gather(*side, return_exceptions=True)
+            sys.stderr.write("stopping load, restarting dead workers, checking the store...\n")
+            return await system.finish()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        if temp:
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+
+async def _chaos(system: LocalSystem, options: UpOptions, stop: asyncio.Event) -> None:
+    """kill -9 a random running worker every ``chaos_s``; restart it after a delay."""
+    rng = random.Random(options.seed)
+    restarts: list[asyncio.Task[None]] = []
+
+    async def restart(w: WorkerProcess) -> None:
+        await asyncio.sleep(options.restart_delay_s)  # the "kubelet" back-off, by design
+        await w.start()
+
+    try:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), options.chaos_s)
+            if stop.is_set():
+                return
+            running = sorted(
+                (w for w in system.workers.values() if w.running), key=lambda w: w.name
+            )
+            if len(running) < 2:
+                continue  # keep at least one worker alive
+            victim = rng.choice(running)
+            logger.info("chaos: kill -9 %s pid=%s", victim.name, victim.pid)
+            system.kill(victim.name)
+            restarts.append(asyncio.create_task(restart(victim)))
+    finally:
+        for t in restarts:
+            t.cancel()
+
+
+def _snapshot(system: LocalSystem, generator: LoadGenerator | None) -> Snapshot:
+    group = system.group
+    assert group is not None
+    started = system.started
+    now = time.monotonic()
+    led = generator.ledger if generator else Ledger()
+    window = [lat for end, lat in led.recent if now - end <= 5.0]
+    del led.recent[: max(0, len(led.recent) - 20_000)]
+    ordered = sorted(window)
+    rows = []
+    for w in group.workers.values():
+        st = w.state
+        if not w.running:
+            label = "dead"
+        elif not st.was_ready:
+            label = "starting"
+        elif not st.ready:
+            label = "not-ready"
+        else:
+            label = "ready"
+        if label != "dead" and not is_member(st, now=now, grace=group.grace):
+            label = label if label != "ready" else "joining"
+        rows.append(WorkerRow(w.name, w.pid, label, group.assignment.get(w.member, ())))
+    return Snapshot(
+        elapsed_s=now - started,
+        workers=rows,
+        unassigned=group.shards - sum(len(s) for s in group.assignment.values()),
+        rate_per_s=len(window) / 5.0,
+        p50_ms=ordered[len(ordered) // 2] if ordered else 0.0,
+        p99_ms=ordered[int(len(ordered) * 0.99)] if ordered else 0.0,
+        in_flight=led.in_flight,
+        published=led.published,
+        succeeded=led.succeeded,
+        failed=sum(led.failed.values()),
+        unknown=led.unknown,
+        stale_reads=led.stale_reads,
+        rebalances=group.rebalances,
+        epoch=group.epoch,
+    )
+
+
+async def _view(system: LocalSystem, generator: LoadGenerator | None, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        screen = render(_snapshot(system, generator))
+        sys.stdout.write("\x1b[H\x1b[2J" + screen + "\n\n(Ctrl-C to stop)\n")
+        sys.stdout.flush()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.5)
+
+
+async def _progress(
+    system: LocalSystem, generator: LoadGenerator | None, stop: asyncio.Event, every: float
+) -> None:
+    """Without a terminal: one progress line on stderr every few seconds."""
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every)
+        s = _snapshot(system, generator)
+        group = system.group
+        assert group is not None
+        sys.stderr.write(
+            f"up {s.elapsed_s:5.0f}s epoch={s.epoch} live={len(group.live)} "
+            f"rate={s.rate_per_s:.0f}/s p99={s.p99_ms:.0f}ms ok={s.succeeded} "
+            f"unknown={s.unknown} rebalances={len(s.rebalances)}\n"
+        )
+
+
+def _summary_text(summary: dict[str, Any]) -> str:
+    verdict = "OK: nothing lost, nothing applied twice" if summary["ok"] else "FAILED"
+    lines = [
+        "",
+        f"coordshard up: {verdict}",
+        f"  {summary['workers']} workers, {summary['shards']} shards, "
+        f"{summary['duration_s']} s, {summary['kills']} kills, "
+        f"{summary['rebalances']} rebalances",
+        f"  commands: {summary['published']} published, {summary['succeeded']} succeeded, "
+        f"{sum(summary['failed'].values())} refused {summary['failed'] or ''}, "
+        f"{summary['unknown']} unknown",
+        f"  throughput {summary['throughput_per_s']}/s, latency p50 "
+        f"{summary['latency_ms']['p50']} ms, p99 {summary['latency_ms']['p99']} ms",
+        f"  rebalance ms p50 {summary['rebalance_ms']['p50']}, p99 "
+        f"{summary['rebalance_ms']['p99']}, max {summary['rebalance_ms']['max']}",
+        f"  check: {summary['points_checked']} points, lost {summary['lost']}, "
+        f"duplicate effects {summary['duplicate_effects']}, stale reads {summary['stale_reads']}",
+    ]
+    lines += [f"  ! {p}" for p in summary["problems"]]
+    return "\n".join(lines)

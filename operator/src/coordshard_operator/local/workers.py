@@ -1,0 +1,184 @@
+"""Worker processes for local mode: start, probe, kill, restart.
+
+Each worker is ``python -m coordshard_service`` with its configuration in
+``COORDSHARD_*`` variables, exactly as a pod gets it from its manifest and the
+downward API. A restart is a new *incarnation* (a fresh id, so a fresh
+consumer), as a restarted pod gets a new UID. Readiness is read from the
+worker's own ``/readyz``, as the kubelet does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+from coordshard_client.naming import consumer_name
+from coordshard_operator.local.membership import WorkerState
+from coordshard_operator.natsserver import free_port
+
+__all__ = ["WorkerProcess", "WorkerSpec"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSpec:
+    """What every worker of a local group shares."""
+
+    nats_url: str
+    database_url: str
+    group: str
+    stream: str
+    prefix: str
+    shards: int
+    log_dir: Path
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+
+
+class WorkerProcess:
+    """One named worker slot; each ``start()`` is a new incarnation."""
+
+    def __init__(self, name: str, spec: WorkerSpec, *, wake: asyncio.Event) -> None:
+        self.name = name
+        self.spec = spec
+        self.generation = 0
+        self.incarnation = ""
+        self.port = 0
+        self.process: asyncio.subprocess.Process | None = None
+        self.state = WorkerState(member="")
+        self.wake = wake
+        """Set whenever the state changes; the rebalancer clears it after reading."""
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def member(self) -> str:
+        return self.state.member
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.returncode is None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def _set(self, state: WorkerState) -> None:
+        if state != self.state:
+            self.state = state
+            self.wake.set()
+
+    async def start(self) -> None:
+        """Start a new incarnation of this worker."""
+        self.generation += 1
+        self.incarnation = f"{self.generation}-{uuid.uuid4().hex[:8]}"
+        self.port = free_port()
+        s = self.spec
+        env = {
+            **os.environ,
+            "COORDSHARD_NATS_URL": s.nats_url,
+            "COORDSHARD_DATABASE_URL": s.database_url,
+            "COORDSHARD_GROUP": s.group,
+            "COORDSHARD_STREAM": s.stream,
+            "COORDSHARD_PREFIX": s.prefix,
+            "COORDSHARD_SHARDS": str(s.shards),
+            "COORDSHARD_POD_NAME": self.name,
+            "COORDSHARD_POD_UID": self.incarnation,
+            "COORDSHARD_HTTP_HOST": "127.0.0.1",
+            "COORDSHARD_HTTP_PORT": str(self.port),
+            **s.extra_env,
+        }
+        s.log_dir.mkdir(parents=True, exist_ok=True)
+        log = s.log_dir / f"{self.name}.log"
+        with log.open("ab") as out:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "coordshard_service",
+                env=env,
+                stdout=out,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )
+        member = consumer_name(group=s.group, member=self.name, incarnation=self.incarnation)
+        self._set(WorkerState(member=member))
+        logger.info("started worker %s pid=%s consumer=%s", self.name, self.pid, member)
+        self._tasks = [
+            asyncio.create_task(self._watch_exit(self.process)),
+            asyncio.create_task(self._probe(self.process, self.port)),
+        ]
+
+    async def _watch_exit(self, process: asyncio.subprocess.Process) -> None:
+        code = await process.wait()
+        if process is self.process:
+            logger.info("worker %s pid=%s exited with %s", self.name, process.pid, code)
+            self._set(
+                WorkerState(
+                    member=self.state.member,
+                    exited_at=time.monotonic(),
+                    was_ready=self.state.was_ready,
+                )
+            )
+
+    async def _probe(self, process: asyncio.subprocess.Process, port: int) -> None:
+        """Poll /readyz every 100 ms, as a kubelet readiness probe does."""
+        url = f"http://127.0.0.1:{port}/readyz"
+        timeout = aiohttp.ClientTimeout(total=0.5)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            while process.returncode is None:
+                try:
+                    async with session.get(url) as resp:
+                        ready = resp.status == 200
+                except (aiohttp.ClientError, TimeoutError):
+                    ready = False
+                if process is not self.process or process.returncode is not None:
+                    return
+                st = self.state
+                if ready:
+                    self._set(WorkerState(member=st.member, ready=True, was_ready=True))
+                elif st.ready or (st.was_ready and st.not_ready_since is None):
+                    self._set(
+                        WorkerState(
+                            member=st.member,
+                            was_ready=st.was_ready,
+                            not_ready_since=time.monotonic(),
+                        )
+                    )
+                await asyncio.sleep(0.1)  # the probe period
+
+    def signal(self, sig: int) -> None:
+        """Send ``sig`` (SIGKILL, SIGSTOP, SIGCONT, ...) to the running incarnation."""
+        if self.process is not None and self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.process.pid, sig)
+
+    def kill(self) -> None:
+        """kill -9, as a crash does."""
+        self.signal(signal.SIGKILL)
+
+    async def stop(self, *, grace: float = 10.0) -> None:
+        """SIGTERM (SIGCONT first, in case it is stopped), then SIGKILL after ``grace``."""
+        process = self.process
+        if process is None:
+            return
+        if process.returncode is None:
+            self.signal(signal.SIGCONT)
+            self.signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), grace)
+            except TimeoutError:
+                self.kill()
+                await process.wait()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
