@@ -173,6 +173,7 @@ class Worker:
         self.state: WorkerState = "starting"
         self._psub: JetStreamContext.PullSubscription | None = None
         self._refreshed = 0.0
+        self._pruned = time.monotonic()
 
     @property
     def bound(self) -> bool:
@@ -269,6 +270,7 @@ class Worker:
     async def _serve(self, stop: asyncio.Event) -> None:
         assert self._psub is not None
         while not stop.is_set():
+            await self._prune()
             try:
                 msgs = await self._psub.fetch(
                     self.settings.batch_size, timeout=self.settings.fetch_timeout
@@ -289,6 +291,22 @@ class Worker:
             await self._handle(msgs)
             if time.monotonic() - self._refreshed > REFRESH_SECONDS:
                 await self._refresh()
+
+    async def _prune(self) -> None:
+        """Forget stored outcomes past their retention, every ``prune_interval``."""
+        now = time.monotonic()
+        if now - self._pruned < self.settings.prune_interval:
+            return
+        self._pruned = now
+        try:
+            gone = await asyncio.to_thread(
+                self.store.prune_outcomes, older_than=self.settings.outcome_retention
+            )
+        except StoreUnavailableError as e:
+            logger.warning("pruning outcomes: %s", e)
+            return
+        if gone:
+            logger.info("pruned %d stored outcomes", gone)
 
     async def _handle(self, msgs: Sequence[Msg]) -> None:
         started = time.perf_counter()

@@ -186,10 +186,13 @@ class Store:
 
     def prune_outcomes(self, *, older_than: float) -> int:
         """Forget outcomes stored more than ``older_than`` seconds ago; return how many."""
-        with self.engine.begin() as conn:
-            result = conn.execute(
-                sa.delete(outcomes).where(outcomes.c.created_at < time.time() - older_than)
-            )
+        try:
+            with self.engine.begin() as conn:
+                result = conn.execute(
+                    sa.delete(outcomes).where(outcomes.c.created_at < time.time() - older_than)
+                )
+        except SQLAlchemyError as e:
+            raise StoreUnavailableError(f"pruning outcomes on {self._safe_url()}: {e}") from e
         return int(result.rowcount)
 
     def dispose(self) -> None:

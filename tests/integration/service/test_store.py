@@ -43,3 +43,18 @@ def test_marks_start_at_zero_and_commit_with_the_transaction(database_url: str) 
             assert tx.outcome_by_seq(3, 42) == "{}"
     finally:
         store.dispose()
+
+
+def test_prune_forgets_only_outcomes_past_retention(database_url: str) -> None:
+    store = Store(database_url)
+    try:
+        store.migrate()
+        with store.transaction() as tx:
+            tx.lock_marks([0])
+            tx.save_outcomes([("old", 0, 1, "{}"), ("older", 0, 2, "{}")])
+        assert store.prune_outcomes(older_than=3600) == 0
+        assert store.prune_outcomes(older_than=-1) == 2
+        with store.transaction() as tx:
+            assert tx.outcomes_by_keys(["old", "older"]) == {}
+    finally:
+        store.dispose()
