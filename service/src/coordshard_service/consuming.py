@@ -219,13 +219,19 @@ class Worker:
             except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as e:
                 logger.warning("reading consumer %s: %r", self.consumer, e)
             else:
-                self._psub = await self.js.pull_subscribe_bind(
-                    durable=self.consumer, stream=self.settings.stream
-                )
-                self._adopt(info)
-                self.state = "bound"
-                logger.info("bound to consumer %s, shards %s", self.consumer, sorted(self.shards))
-                return True
+                try:
+                    self._psub = await self.js.pull_subscribe_bind(
+                        durable=self.consumer, stream=self.settings.stream
+                    )
+                except (nats.errors.Error, nats.js.errors.Error) as e:
+                    logger.warning("binding to consumer %s: %r", self.consumer, e)
+                else:
+                    self._adopt(info)
+                    self.state = "bound"
+                    logger.info(
+                        "bound to consumer %s, shards %s", self.consumer, sorted(self.shards)
+                    )
+                    return True
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.settings.bind_poll)
         return False
