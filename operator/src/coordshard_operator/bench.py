@@ -38,6 +38,12 @@ def add_parser(sub: Any) -> None:
         metavar="DIR",
         help="also write each table as JSON (and plots, where a suite has them) here",
     )
+    p.add_argument(
+        "--plots",
+        type=Path,
+        metavar="DIR",
+        help="draw PNG plots of the results into DIR (needs matplotlib, the dev extra)",
+    )
     p.set_defaults(run=run)
 
 
@@ -57,4 +63,9 @@ def run(args: argparse.Namespace) -> int:
         if args.out:
             args.out.mkdir(parents=True, exist_ok=True)
             (args.out / f"{name}.json").write_text(json.dumps(table.as_json(), indent=2) + "\n")
+        if args.plots:
+            from coordshard_operator.benchmarks.plots import plot
+
+            for path in plot(name, table.as_json(), args.plots):
+                sys.stderr.write(f"bench: wrote {path}\n")
     return 0

@@ -22,7 +22,7 @@ import signal
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,22 +39,15 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class UpOptions:
-    """Everything ``coordshard up`` takes; see ``add_parser`` for units and defaults."""
+    """What ``coordshard up`` does on top of a local system; units in ``add_parser``."""
 
-    workers: int = 3
-    shards: int = 16
+    system: SystemOptions = field(default_factory=SystemOptions)
     load: float = 0.0
     chaos_s: float = 0.0
     restart_delay_s: float = 2.0
-    grace_s: float = 0.0
     duration_s: float = 0.0
     json: bool = False
-    nats_url: str | None = None
-    cluster: int = 1
-    database_url: str | None = None
     data_dir: Path | None = None
-    systems: int = 64
-    seed: int = 1
     view: bool = True
 
 
@@ -138,20 +131,22 @@ def _run_command(args: argparse.Namespace) -> int:
         sys.stderr.write("coordshard up: error: --workers and --shards must be >= 1\n")
         return 2
     options = UpOptions(
-        workers=args.workers,
-        shards=args.shards,
+        system=SystemOptions(
+            workers=args.workers,
+            shards=args.shards,
+            grace_s=args.grace,
+            nats_url=args.nats,
+            cluster=args.cluster,
+            database_url=args.db,
+            systems=args.systems,
+            seed=args.seed,
+        ),
         load=args.load,
         chaos_s=args.chaos,
         restart_delay_s=args.restart_delay,
-        grace_s=args.grace,
         duration_s=args.duration,
         json=args.json,
-        nats_url=args.nats,
-        cluster=args.cluster,
-        database_url=args.db,
         data_dir=args.data_dir,
-        systems=args.systems,
-        seed=args.seed,
         view=not args.json and sys.stdout.isatty(),
     )
     logging.basicConfig(
@@ -178,18 +173,8 @@ async def run_up(options: UpOptions) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, interrupted.set)
-    shape = SystemOptions(
-        workers=options.workers,
-        shards=options.shards,
-        grace_s=options.grace_s,
-        nats_url=options.nats_url,
-        cluster=options.cluster,
-        database_url=options.database_url,
-        systems=options.systems,
-        seed=options.seed,
-    )
     try:
-        async with LocalSystem(shape, data_dir) as system:
+        async with LocalSystem(options.system, data_dir) as system:
             generator = system.start_load(rate=options.load) if options.load > 0 else None
             side: list[asyncio.Task[None]] = []
             if options.chaos_s > 0:
@@ -215,7 +200,7 @@ async def run_up(options: UpOptions) -> dict[str, Any]:
 
 async def _chaos(system: LocalSystem, options: UpOptions, stop: asyncio.Event) -> None:
     """kill -9 a random running worker every ``chaos_s``; restart it after a delay."""
-    rng = random.Random(options.seed)
+    rng = random.Random(options.system.seed)
     restarts: list[asyncio.Task[None]] = []
 
     async def restart(w: WorkerProcess) -> None:

@@ -1,0 +1,122 @@
+"""PNG plots of benchmark results, for docs/benchmarks.md.
+
+matplotlib is imported only here and only when plots are asked for
+(``coordshard bench --plots DIR``); it comes with the ``dev`` extra.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+__all__ = ["plot"]
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as e:  # pragma: no cover - depends on the install
+        raise SystemExit("plots need matplotlib: pip install 'coordshard[dev]'") from e
+    return plt
+
+
+def _plan(data: dict[str, Any], out: Path) -> list[Path]:
+    plt = _pyplot()
+    rows = data["rows"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for members in sorted({r[1] for r in rows}):
+        for event, style in (("crash", "-o"), ("join", "--s")):
+            pts = sorted((r[0], r[4]) for r in rows if r[1] == members and r[2] == event)
+            left.plot(
+                [p[0] for p in pts], [p[1] for p in pts], style, label=f"{members} members, {event}"
+            )
+    left.set_xscale("log", base=2)
+    left.set_xlabel("shards N")
+    left.set_ylabel("median ms per plan()")
+    left.axhline(20, color="grey", lw=0.8, ls=":")
+    left.text(64, 20.5, "target 20 ms", color="grey", fontsize=8)
+    left.set_title("planner time")
+    left.legend(fontsize=7)
+    labels = [f"N={r[0]}\nn={r[1]}\n{r[2]}" for r in rows]
+    x = range(len(rows))
+    right.bar([i - 0.2 for i in x], [r[7] for r in rows], width=0.4, label="optimum")
+    right.bar([i + 0.2 for i in x], [r[6] for r in rows], width=0.4, label="moved")
+    right.set_yscale("symlog")
+    right.set_xticks(list(x), labels, fontsize=5)
+    right.set_ylabel("shards")
+    right.set_title("shards moved vs the optimum")
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    path = out / "bench-plan.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]
+
+
+def _latency_figure(
+    series: dict[str, list[float]], *, title: str, target: float, path: Path
+) -> list[Path]:
+    plt = _pyplot()
+    fig, (hist, cdf) = plt.subplots(1, 2, figsize=(11, 4))
+    for label, values in series.items():
+        if not values:
+            continue
+        hist.hist(values, bins=30, alpha=0.6, label=label)
+        ordered = sorted(values)
+        cdf.plot(ordered, [(i + 1) / len(ordered) for i in range(len(ordered))], label=label)
+    for ax in (hist, cdf):
+        ax.axvline(target, color="grey", lw=0.8, ls=":")
+        ax.set_xlabel("ms")
+        ax.legend(fontsize=8)
+    hist.set_ylabel("count")
+    cdf.set_ylabel("fraction ≤ x")
+    cdf.axhline(0.99, color="grey", lw=0.6, ls=":")
+    fig.suptitle(f"{title} (dotted: target {target:g} ms)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]
+
+
+def _local(data: dict[str, Any], out: Path) -> list[Path]:
+    s = data.get("samples", {})
+    return _latency_figure(
+        {
+            "kill → each former shard answers": s.get("shard_ms", []),
+            "kill → all former shards answer": s.get("kill_ms", []),
+        },
+        title="local mode failover latency, kill -9, grace 0",
+        target=500,
+        path=out / "bench-local.png",
+    )
+
+
+def _generic(name: str) -> Callable[[dict[str, Any], Path], list[Path]]:
+    def draw(data: dict[str, Any], out: Path) -> list[Path]:
+        samples = data.get("samples") or {}
+        if not samples:
+            return []
+        return _latency_figure(
+            samples,
+            title=name,
+            target=float(data.get("target_ms", 0) or 0),
+            path=out / f"bench-{name}.png",
+        )
+
+    return draw
+
+
+_DRAW: dict[str, Callable[[dict[str, Any], Path], list[Path]]] = {
+    "plan": _plan,
+    "local": _local,
+}
+
+
+def plot(name: str, data: dict[str, Any], out: Path) -> list[Path]:
+    """Draw the plots of suite ``name`` into ``out``; the paths written."""
+    out.mkdir(parents=True, exist_ok=True)
+    return _DRAW.get(name, _generic(name))(data, out)
