@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -143,6 +145,21 @@ class RunningWorker:
     async def shutdown(self) -> None:
         self.stop.set()
         await asyncio.wait_for(self.task, 10)
+
+
+def spawn_worker(
+    server: NatsServer, *, stream: str, database_url: str, member: str, log: Path
+) -> subprocess.Popen[bytes]:
+    """A worker as a subprocess (``python -m coordshard_service``), for kill -9."""
+    args = [
+        sys.executable, "-m", "coordshard_service",
+        "--nats-url", server.url, "--stream", stream, "--prefix", PREFIX,
+        "--shards", str(SHARDS), "--pod-name", member, "--pod-uid", "1",
+        "--database-url", database_url, "--no-http-enabled",
+        "--fetch-timeout", "0.2", "--bind-poll", "0.05", "--batch-size", "64",
+    ]  # fmt: skip
+    with log.open("wb") as sink:
+        return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=sink)
 
 
 async def start_worker(settings: ServiceSettings) -> RunningWorker:

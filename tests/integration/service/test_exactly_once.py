@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -27,6 +25,7 @@ from .conftest import (
     SHARDS,
     Provisioner,
     RunningWorker,
+    spawn_worker,
     start_member,
     wait_until,
 )
@@ -65,20 +64,6 @@ async def test_a_query_after_an_outcome_sees_its_effect(
         assert seen == moved and seen.version == i + 1
 
 
-def _spawn_worker(
-    server: NatsServer, *, stream: str, database_url: str, member: str, log: Path
-) -> subprocess.Popen[bytes]:
-    args = [
-        sys.executable, "-m", "coordshard_service",
-        "--nats-url", server.url, "--stream", stream, "--prefix", PREFIX,
-        "--shards", str(SHARDS), "--pod-name", member, "--pod-uid", "1",
-        "--database-url", database_url, "--no-http-enabled",
-        "--fetch-timeout", "0.2", "--bind-poll", "0.05", "--batch-size", "64",
-    ]  # fmt: skip
-    with log.open("wb") as sink:
-        return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=sink)
-
-
 async def test_kill_9_mid_stream_then_handoff_applies_every_command_exactly_once(
     nats_server: NatsServer,
     nc: Client,
@@ -87,7 +72,7 @@ async def test_kill_9_mid_stream_then_handoff_applies_every_command_exactly_once
 ) -> None:
     database_url = f"sqlite:///{tmp_path / 'shared.db'}"
     dead = await provisioner.assign(member="a", incarnation="1", shards=list(range(SHARDS)))
-    proc = _spawn_worker(
+    proc = spawn_worker(
         nats_server,
         stream=provisioner.stream,
         database_url=database_url,
@@ -145,7 +130,7 @@ async def test_sigterm_finishes_in_flight_work_and_exits_zero(
 ) -> None:
     database_url = f"sqlite:///{tmp_path / 'store.db'}"
     await provisioner.assign(member="t", incarnation="1", shards=list(range(SHARDS)))
-    proc = _spawn_worker(
+    proc = spawn_worker(
         nats_server,
         stream=provisioner.stream,
         database_url=database_url,
