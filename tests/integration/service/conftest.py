@@ -24,7 +24,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StreamConfig
 
-from coordshard_client import CoordinateClient, shard_filter
+from coordshard_client import CoordinateClient, Translate, shard_filter
 from coordshard_client.naming import consumer_name
 from coordshard_operator.natsserver import NatsServer
 from coordshard_service import app
@@ -191,6 +191,45 @@ async def start_member(
         incarnation=incarnation,
     )
     return await start_worker(settings)
+
+
+@dataclass
+class MoveLoad:
+    """Many single-step moves in flight over a set of points, and the check that
+    each one was applied exactly once."""
+
+    client: CoordinateClient
+    points: list[tuple[str, str]]
+    moves: list[tuple[str, str]] = field(default_factory=list)
+    tasks: list[asyncio.Task[object]] = field(default_factory=list)
+
+    @classmethod
+    async def seed(cls, client: CoordinateClient, *, systems: int, per_system: int) -> MoveLoad:
+        points = [(f"sys-{i}", f"p{j}") for i in range(systems) for j in range(per_system)]
+        for i in range(systems):
+            await client.create_system(system_id=f"sys-{i}", name="load", dimension=2)
+        for system_id, point_id in points:
+            await client.create_point(system_id=system_id, point_id=point_id, coordinates=(0, 0))
+        return cls(client, points)
+
+    def launch(self, n: int) -> None:
+        self.moves = [self.points[k % len(self.points)] for k in range(n)]
+        self.tasks = [
+            asyncio.create_task(
+                self.client.move_point(system_id=s, point_id=p, moves=[Translate(delta=(1, 0))])
+            )
+            for s, p in self.moves
+        ]
+
+    def done(self) -> int:
+        return sum(t.done() for t in self.tasks)
+
+    async def check_applied_once(self) -> None:
+        await asyncio.gather(*self.tasks)
+        for system_id, point_id in self.points:
+            count = self.moves.count((system_id, point_id))
+            point = await self.client.get_point(system_id=system_id, point_id=point_id)
+            assert (point.coordinates, point.version) == ((float(count), 0.0), 1 + count)
 
 
 async def wait_until(predicate: object, *, timeout: float = 10.0) -> None:

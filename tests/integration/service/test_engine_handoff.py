@@ -8,7 +8,6 @@ traffic, and must answer each of them exactly once.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 from pathlib import Path
@@ -16,12 +15,21 @@ from pathlib import Path
 import pytest
 from nats.aio.client import Client
 
-from coordshard_client import CoordinateClient, Translate
+from coordshard_client import CoordinateClient
 from coordshard_operator.handoff import Engine, GroupConfig, MemberInfo
 from coordshard_operator.natsserver import NatsServer
 from coordshard_operator.rebalance import rebalance
 
-from .conftest import GROUP, PREFIX, SHARDS, Provisioner, spawn_worker, start_member, wait_until
+from .conftest import (
+    GROUP,
+    PREFIX,
+    SHARDS,
+    MoveLoad,
+    Provisioner,
+    spawn_worker,
+    start_member,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -47,32 +55,17 @@ async def test_engine_crash_handoff_to_a_live_worker_applies_every_command_once(
         async with CoordinateClient(
             nc, shards=SHARDS, prefix=PREFIX, stream=stream_name, timeout=60
         ) as client:
-            systems = [f"sys-{i}" for i in range(8)]
-            points = [(s, f"p{j}") for s in systems for j in range(4)]
-            for s in systems:
-                await client.create_system(system_id=s, name=s, dimension=2)
-            for s, p in points:
-                await client.create_point(system_id=s, point_id=p, coordinates=(0, 0))
-            moves = [points[n % len(points)] for n in range(800)]
-            tasks = [
-                asyncio.create_task(
-                    client.move_point(system_id=s, point_id=p, moves=[Translate(delta=(1, 0))])
-                )
-                for s, p in moves
-            ]
-            await wait_until(lambda: sum(t.done() for t in tasks) >= 100, timeout=30)
+            load = await MoveLoad.seed(client, systems=8, per_system=4)
+            load.launch(800)
+            await wait_until(lambda: load.done() >= 100, timeout=30)
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(10)
-            assert not all(t.done() for t in tasks), "everything finished before the kill"
+            assert load.done() < 800, "everything finished before the kill"
 
             done = await rebalance(engine, shards=SHARDS, members={b.consumer: b}, epoch=2)
             assert done.changed
             await wait_until(lambda: survivor.worker.shards == set(range(SHARDS)), timeout=10)
-            await asyncio.gather(*tasks)
-            for s, p in points:
-                count = moves.count((s, p))
-                point = await client.get_point(system_id=s, point_id=p)
-                assert (point.coordinates, point.version) == ((float(count), 0.0), 1 + count)
+            await load.check_applied_once()
     finally:
         if proc.poll() is None:
             proc.kill()

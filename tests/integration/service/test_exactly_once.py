@@ -23,6 +23,7 @@ from coordshard_service.store import Store
 from .conftest import (
     PREFIX,
     SHARDS,
+    MoveLoad,
     Provisioner,
     RunningWorker,
     spawn_worker,
@@ -84,25 +85,12 @@ async def test_kill_9_mid_stream_then_handoff_applies_every_command_exactly_once
         async with CoordinateClient(
             nc, shards=SHARDS, prefix=PREFIX, stream=provisioner.stream, timeout=60
         ) as client:
-            points = [(f"sys-{i}", f"p{j}") for i in range(4) for j in range(4)]
-            for i in range(4):
-                await client.create_system(system_id=f"sys-{i}", name="k", dimension=2)
-            for system_id, point_id in points:
-                await client.create_point(
-                    system_id=system_id, point_id=point_id, coordinates=(0, 0)
-                )
-
-            moves = [points[n % len(points)] for n in range(600)]
-            tasks = [
-                asyncio.create_task(
-                    client.move_point(system_id=s, point_id=p, moves=[Translate(delta=(1, 0))])
-                )
-                for s, p in moves
-            ]
-            await wait_until(lambda: sum(t.done() for t in tasks) >= 60, timeout=30)
+            load = await MoveLoad.seed(client, systems=4, per_system=4)
+            load.launch(600)
+            await wait_until(lambda: load.done() >= 60, timeout=30)
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(10)
-            assert not all(t.done() for t in tasks), "worker finished before the kill"
+            assert load.done() < 600, "worker finished before the kill"
 
             # The engine's crash handoff: fence the dead consumer, give its shards to a survivor.
             await provisioner.delete(dead)
@@ -110,13 +98,7 @@ async def test_kill_9_mid_stream_then_handoff_applies_every_command_exactly_once
             b = await start_member(
                 nats_server, provisioner, database_url=database_url, member="b", incarnation="1"
             )
-            results = await asyncio.gather(*tasks)
-            assert len(results) == len(moves)
-            for system_id, point_id in points:
-                count = moves.count((system_id, point_id))
-                point = await client.get_point(system_id=system_id, point_id=point_id)
-                assert point.coordinates == (float(count), 0.0)
-                assert point.version == 1 + count
+            await load.check_applied_once()
     finally:
         if proc.poll() is None:
             proc.kill()
