@@ -12,7 +12,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from coordshard_operator import bench, operatorcmd, plancmd, workercmd
+from coordshard_operator import asyncapicmd, bench, operatorcmd, plancmd, workercmd
 from coordshard_operator.local import up
 
 __all__ = ["main"]
@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     plancmd.add_parser(sub)
     bench.add_parser(sub)
     workercmd.add_parser(sub)
+    asyncapicmd.add_parser(sub)
     operatorcmd.add_parser(sub)
     return parser
 

@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from coordshard_operator import conditions, observe, planning, spec
-from coordshard_operator.handoff import Engine, MemberInfo, Observed, Report
+from coordshard_operator import conditions, observe, spec
+from coordshard_operator.handoff import Engine, MemberInfo, Report
+from coordshard_operator.rebalance import rebalance
 
 __all__ = ["Notice", "Outcome", "reconcile"]
 
@@ -121,31 +122,29 @@ async def reconcile(
         now=now,
     )
     group = desired.group
-    in_force: Observed = await engine.observe()
+    # Held pods keep a consumer they have; one without gets none (so no new shards).
+    holding = (await engine.observe()).consumers
     live = {p.member_id(group): p for p in seen.members}
-    live |= {p.member_id(group): p for p in seen.held if p.member_id(group) in in_force.consumers}
+    live |= {p.member_id(group): p for p in seen.held if p.member_id(group) in holding}
     ready_ids = {p.member_id(group) for p in seen.members}
-    plan = planning.plan(
+    epoch = int(previous.get("epoch") or 0)
+    started = time.perf_counter()
+    done = await rebalance(
+        engine,
         shards=desired.shards,
-        members=sorted(live),
-        previous=in_force.assignment,
+        members={
+            mid: MemberInfo(consumer=mid, member=p.name, incarnation=p.uid)
+            for mid, p in live.items()
+        },
+        epoch=epoch + 1,
         pins=_pins(desired, {k: v for k, v in live.items() if k in ready_ids}),
     )
-    target: dict[str, tuple[int, ...]] = {str(m): s for m, s in plan.balance.assignment.items()}
-    epoch = int(previous.get("epoch") or 0)
-    stalled = any(c.paused for c in in_force.consumers.values())
-    report: Report | None = None
-    started = time.perf_counter()
-    if not plan.converged or stalled:
+    report = done.report
+    if report is not None:
         epoch += 1
-        report = await engine.reconcile(
-            target,
-            members={
-                mid: MemberInfo(consumer=mid, member=p.name, incarnation=p.uid)
-                for mid, p in live.items()
-            },
-            epoch=epoch,
-        )
+    in_force = done.observed
+    plan = done.plan
+    target: dict[str, tuple[int, ...]] = {str(m): s for m, s in plan.balance.assignment.items()}
     pod_of = {name: c.member for name, c in in_force.consumers.items()}
     pod_of |= {mid: p.name for mid, p in live.items()}
     moves = _moves(in_force.assignment, target, pod_of)

@@ -28,6 +28,7 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 from pydantic import BaseModel, ValidationError
 
 from coordshard_client.errors import (
@@ -102,6 +103,7 @@ class CoordinateClient:
         self._counter = itertools.count()
         self._waiting: dict[str, asyncio.Future[Outcome]] = {}
         self._sub: Any = None
+        self._js: JetStreamContext | None = None
 
     @classmethod
     def connect(
@@ -137,6 +139,7 @@ class CoordinateClient:
                 )
             except (OSError, nats.errors.Error) as e:
                 raise CoordinateUnavailableError(f"connecting to NATS: {e}") from e
+        self._js = self._nc.jetstream()
         self._inbox = self._nc.new_inbox()
         self._sub = await self._nc.subscribe(self._inbox + ".*", cb=self._on_reply)
 
@@ -332,11 +335,10 @@ class CoordinateClient:
         try:
             async with asyncio.timeout(wait):
                 headers = {"Nats-Msg-Id": key, HEADER_KEY: key, HEADER_REPLY: reply}
-                ack = await self._publish(str(subject), payload, headers, key=key, wait=wait)
-                if ack:
+                if await self._publish(str(subject), payload, headers, key=key):
                     # Seen before: ask for the stored outcome behind the original.
                     headers["Nats-Msg-Id"] = f"{key}~replay~{uuid.uuid4().hex}"
-                    await self._publish(str(subject), payload, headers, key=key, wait=wait)
+                    await self._publish(str(subject), payload, headers, key=key)
                 outcome = await future
         except TimeoutError as e:
             raise CoordinateTimeoutError(
@@ -352,16 +354,19 @@ class CoordinateClient:
         return outcome
 
     async def _publish(
-        self, subject: str, payload: bytes, headers: dict[str, str], *, key: str, wait: float
+        self, subject: str, payload: bytes, headers: dict[str, str], *, key: str
     ) -> bool:
-        """Publish to the stream; return True if the stream saw this Nats-Msg-Id before."""
-        assert self._nc is not None
+        """Publish to the stream; return True if the stream saw this Nats-Msg-Id before.
+
+        ``publish_async`` shares one reply subscription across all publishes;
+        the caller's ``asyncio.timeout`` bounds the wait for the stream's ack.
+        """
+        assert self._js is not None
         try:
-            ack = await self._nc.jetstream().publish(
-                subject, payload, headers=headers, stream=self.stream, timeout=wait
+            future = await self._js.publish_async(
+                subject, payload, headers=dict(headers), stream=self.stream
             )
-        except nats.errors.TimeoutError as e:
-            raise TimeoutError from e
+            ack = await future
         except (nats.errors.Error, nats.js.errors.Error) as e:
             raise CoordinateUnavailableError(
                 f"publishing to {subject}: {e!r}", idempotency_key=key

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from dataclasses import dataclass
 
 import nats
 import nats.errors
@@ -21,9 +22,17 @@ from coordshard_service.metrics import Metrics
 from coordshard_service.settings import ServiceSettings
 from coordshard_service.store import Store
 
-__all__ = ["run"]
+__all__ = ["Services", "run"]
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Services:
+    """The running parts, handed to whoever embeds the worker (tests, local mode)."""
+
+    worker: Worker
+    health: HealthServer | None
 
 
 async def run(
@@ -31,11 +40,11 @@ async def run(
     *,
     stop: asyncio.Event | None = None,
     handle_signals: bool = True,
-    started: asyncio.Future[Worker] | None = None,
+    started: asyncio.Future[Services] | None = None,
 ) -> None:
     """Run one worker until SIGTERM/SIGINT (or ``stop``); in-flight work is acked first.
 
-    ``started`` (if given) receives the worker once it is wired, which lets an
+    ``started`` (if given) receives the parts once they are wired, which lets an
     embedding program (or a test) watch ``worker.bound`` and its metrics.
     """
     stop = stop or asyncio.Event()
@@ -64,8 +73,7 @@ async def run(
             host=settings.http_host,
             port=settings.http_port,
             metrics=metrics,
-            connected=lambda: nc.is_connected and not stop.is_set(),
-            bound=lambda: worker.bound,
+            status=lambda: {**worker.status(), "nats": nc.is_connected and not stop.is_set()},
             db_ok=store.ping,
         )
         await health.start()
@@ -77,7 +85,7 @@ async def run(
         settings.shards,
     )
     if started is not None:
-        started.set_result(worker)
+        started.set_result(Services(worker, health))
     try:
         await worker.run(stop)
     finally:

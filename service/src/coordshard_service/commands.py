@@ -73,6 +73,24 @@ class _View:
     shards: int
     systems: dict[str, System | None] = field(default_factory=dict)
     points: dict[tuple[str, str], Point | None] = field(default_factory=dict)
+    dirty: dict[tuple[str, str], Point | None] = field(default_factory=dict)
+    """Point writes not yet sent to the store (sent in bulk by ``flush``)."""
+    outcomes: dict[str, str] = field(default_factory=dict)
+    """Stored outcomes by idempotency key: prefetched, plus this batch's."""
+    new_outcomes: list[tuple[str, int, int, str]] = field(default_factory=list)
+
+    def write_point(self, key: tuple[str, str], point: Point | None) -> None:
+        self.points[key] = point
+        self.dirty[key] = point
+
+    def flush(self) -> None:
+        """Send pending point writes and outcomes to the store (still uncommitted)."""
+        upserts = [p for p in self.dirty.values() if p is not None]
+        deletes = [k for k, p in self.dirty.items() if p is None]
+        self.tx.write_points(upserts, deletes)
+        self.tx.save_outcomes(self.new_outcomes)
+        self.dirty.clear()
+        self.new_outcomes.clear()
 
     def system(self, system_id: str) -> System | None:
         if system_id in self.systems:
@@ -134,6 +152,7 @@ def _create_system(view: _View, command: CreateSystem) -> Outcome:
 def _delete_system(view: _View, command: DeleteSystem) -> Outcome:
     if view.system(command.system_id) is None:
         return _missing("system", command.system_id)
+    view.flush()
     count = view.tx.delete_system(command.system_id)
     view.systems[command.system_id] = None
     view.points = {k: v for k, v in view.points.items() if k[0] != command.system_id}
@@ -146,8 +165,7 @@ def _create_point(view: _View, command: CreatePoint) -> Outcome:
     made = domain.create_point(system, existing, command)
     if isinstance(made, ErrorInfo):
         return _refused(made)
-    view.tx.put_point(made)
-    view.points[(made.system_id, made.point_id)] = made
+    view.write_point((made.system_id, made.point_id), made)
     return _ok(made)
 
 
@@ -157,16 +175,14 @@ def _move_point(view: _View, command: MovePoint) -> Outcome:
     moved = domain.move_point(system, point, command)
     if isinstance(moved, ErrorInfo):
         return _refused(moved)
-    view.tx.put_point(moved)
-    view.points[(moved.system_id, moved.point_id)] = moved
+    view.write_point((moved.system_id, moved.point_id), moved)
     return _ok(moved)
 
 
 def _delete_point(view: _View, command: DeletePoint) -> Outcome:
     if view.point(command.system_id, command.point_id) is None:
         return _missing("point", command.point_id)
-    view.tx.delete_point(command.system_id, command.point_id)
-    view.points[(command.system_id, command.point_id)] = None
+    view.write_point((command.system_id, command.point_id), None)
     return _ok(Deleted(system_id=command.system_id, point_id=command.point_id))
 
 
@@ -187,6 +203,7 @@ def _get_point(view: _View, command: GetPoint) -> Outcome:
 def _list_points(view: _View, command: ListPoints) -> Outcome:
     if view.system(command.system_id) is None:
         return _missing("system", command.system_id)
+    view.flush()
     found = view.tx.list_points(command.system_id, after=command.after, limit=command.limit + 1)
     page = found[: command.limit]
     more = len(found) > command.limit
@@ -240,9 +257,12 @@ def apply_batch(
         for shard, mark in marks.items():
             cache.validate(shard, mark)
         view = _View(tx, cache, shards)
+        keys = [i.key for i in items if i.command is not None and i.command.op in COMMAND_OPS]
+        view.outcomes = tx.outcomes_by_keys(keys)
         try:
             for item in items:
                 results.append(_apply_one(view, item, marks, consumer=consumer, metrics=metrics))
+            view.flush()
         except BaseException:
             cache.clear()  # it may hold reads of writes that are now rolled back
             raise
@@ -273,7 +293,7 @@ def _apply_one(
     command = item.command
     if command.op not in COMMAND_OPS:
         return _OPS[command.op](view, command).model_copy(update={"stream_seq": item.stream_seq})
-    stored = view.tx.outcome_by_key(item.key)
+    stored = view.outcomes.get(item.key)
     if stored is None and item.stream_seq <= marks[item.shard]:
         stored = view.tx.outcome_by_seq(item.shard, item.stream_seq)
         if stored is None:
@@ -293,8 +313,8 @@ def _apply_one(
         metrics.dedupe_hits.inc()
         return Outcome.model_validate_json(stored).model_copy(update={"replayed": True})
     outcome = _OPS[command.op](view, command).model_copy(update={"stream_seq": item.stream_seq})
-    view.tx.save_outcome(
-        key=item.key, shard=item.shard, seq=item.stream_seq, outcome=outcome.model_dump_json()
-    )
+    stored_json = outcome.model_dump_json()
+    view.outcomes[item.key] = stored_json
+    view.new_outcomes.append((item.key, item.shard, item.stream_seq, stored_json))
     marks[item.shard] = max(marks[item.shard], item.stream_seq)
     return outcome

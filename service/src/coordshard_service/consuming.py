@@ -7,8 +7,10 @@ every empty fetch and at least once a second while busy, dropping the cache
 entries of shards it no longer owns.
 
 Settling lives in one function, ``settle``: reply if the caller gave a reply
-subject, then ``ack_sync`` (or ``term`` for a bad message, which was already
-kept as a dead letter in the batch transaction). An ack that fails, or a
+subject, then ack (or ``term`` for a bad message, which was already kept as a
+dead letter in the batch transaction). The batch's last ack is ``ack_sync``:
+the server applies a consumer's acks in order, so that one confirmation
+covers the batch, at one round trip instead of one per message. An ack that fails, or a
 consumer that vanished, means we may have been fenced: stop, drop the cache,
 and wait for our consumer again. Nothing is lost: whatever we committed but
 did not ack is redelivered to the new owner and answered from its stored
@@ -22,6 +24,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
+from typing import Literal
 
 import nats.errors
 import nats.js.errors
@@ -50,9 +53,12 @@ from coordshard_service.metrics import Metrics
 from coordshard_service.settings import ServiceSettings
 from coordshard_service.store import Store
 
-__all__ = ["Worker", "decode", "owned_shards"]
+__all__ = ["Worker", "WorkerState", "decode", "owned_shards"]
 
 logger = logging.getLogger(__name__)
+
+WorkerState = Literal["starting", "waiting", "bound", "stopped"]
+"""waiting: no consumer of ours exists (no shards yet, or fenced); bound: serving it."""
 
 REFRESH_SECONDS = 1.0
 """Longest a busy worker goes without re-reading its consumer's filters."""
@@ -164,9 +170,24 @@ class Worker:
         self.metrics = metrics
         self.consumer = settings.consumer
         self.shards: set[int] = set()
-        self.bound = False
+        self.state: WorkerState = "starting"
         self._psub: JetStreamContext.PullSubscription | None = None
         self._refreshed = 0.0
+        self._pruned = time.monotonic()
+
+    @property
+    def bound(self) -> bool:
+        """Bound to our consumer and serving its shards."""
+        return self.state == "bound"
+
+    def status(self) -> dict[str, object]:
+        """What /readyz reports."""
+        return {
+            "state": self.state,
+            "consumer": self.consumer,
+            "shards": sorted(self.shards),
+            "nats": self.nc.is_connected,
+        }
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set; the batch in hand is finished and acked first."""
@@ -180,10 +201,12 @@ class Worker:
                 logger.warning("possibly fenced, re-reading consumer: %s", e)
                 await self._unbind()
         await self._unbind()
+        self.state = "stopped"
 
     async def _bind(self, stop: asyncio.Event) -> bool:
         """Wait for our consumer to exist and bind to it; False if stopped first."""
         logged = False
+        self.state = "waiting"
         while not stop.is_set():
             try:
                 info = await self.js.consumer_info(self.settings.stream, self.consumer)
@@ -196,19 +219,25 @@ class Worker:
             except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as e:
                 logger.warning("reading consumer %s: %r", self.consumer, e)
             else:
-                self._psub = await self.js.pull_subscribe_bind(
-                    durable=self.consumer, stream=self.settings.stream
-                )
-                self._adopt(info)
-                self.bound = True
-                logger.info("bound to consumer %s, shards %s", self.consumer, sorted(self.shards))
-                return True
+                try:
+                    self._psub = await self.js.pull_subscribe_bind(
+                        durable=self.consumer, stream=self.settings.stream
+                    )
+                except (nats.errors.Error, nats.js.errors.Error) as e:
+                    logger.warning("binding to consumer %s: %r", self.consumer, e)
+                else:
+                    self._adopt(info)
+                    self.state = "bound"
+                    logger.info(
+                        "bound to consumer %s, shards %s", self.consumer, sorted(self.shards)
+                    )
+                    return True
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.settings.bind_poll)
         return False
 
     async def _unbind(self) -> None:
-        self.bound = False
+        self.state = "waiting"
         self.cache.clear()
         self.shards = set()
         self.metrics.owned_shards.set(0)
@@ -247,6 +276,7 @@ class Worker:
     async def _serve(self, stop: asyncio.Event) -> None:
         assert self._psub is not None
         while not stop.is_set():
+            await self._prune()
             try:
                 msgs = await self._psub.fetch(
                     self.settings.batch_size, timeout=self.settings.fetch_timeout
@@ -268,6 +298,22 @@ class Worker:
             if time.monotonic() - self._refreshed > REFRESH_SECONDS:
                 await self._refresh()
 
+    async def _prune(self) -> None:
+        """Forget stored outcomes past their retention, every ``prune_interval``."""
+        now = time.monotonic()
+        if now - self._pruned < self.settings.prune_interval:
+            return
+        self._pruned = now
+        try:
+            gone = await asyncio.to_thread(
+                self.store.prune_outcomes, older_than=self.settings.outcome_retention
+            )
+        except StoreUnavailableError as e:
+            logger.warning("pruning outcomes: %s", e)
+            return
+        if gone:
+            logger.info("pruned %d stored outcomes", gone)
+
     async def _handle(self, msgs: Sequence[Msg]) -> None:
         started = time.perf_counter()
         s = self.settings
@@ -288,25 +334,27 @@ class Worker:
             logger.error("store refused a batch of %d, will be redelivered: %s", len(msgs), e)
             await asyncio.gather(*(m.nak(delay=NAK_DELAY) for m in msgs), return_exceptions=True)
             return
-        results = await asyncio.gather(
-            *(self.settle(m, i, o) for m, i, o in zip(msgs, items, outcomes, strict=True)),
-            return_exceptions=True,
-        )
+        # Settle in order; the last good message is acked with ack_sync. JetStream
+        # applies a consumer's acks in arrival order, so its confirmation covers the
+        # plain acks before it on this connection, and its failure (consumer gone,
+        # connection lost) is the fencing signal for the whole batch.
+        last_good = max((n for n, i in enumerate(items) if i.bad is None), default=-1)
+        try:
+            for n, (m, i, o) in enumerate(zip(msgs, items, outcomes, strict=True)):
+                await self.settle(m, i, o, sync=n == last_good)
+        except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as e:
+            raise FencedError(
+                f"settling a batch of {len(msgs)} failed: {e!r}", consumer=self.consumer
+            ) from e
         elapsed = time.perf_counter() - started
         for _ in msgs:
             self.metrics.latency.observe(elapsed)
         self.metrics.observe_cache(
             hits=self.cache.hits, misses=self.cache.misses, entries=len(self.cache)
         )
-        failed = [r for r in results if isinstance(r, BaseException)]
-        if failed:
-            raise FencedError(
-                f"{len(failed)} of {len(msgs)} acks failed, first: {failed[0]!r}",
-                consumer=self.consumer,
-            )
 
-    async def settle(self, msg: Msg, item: Incoming, outcome: Outcome) -> None:
-        """Reply (if asked), then ack — or log, reply and term a bad message."""
+    async def settle(self, msg: Msg, item: Incoming, outcome: Outcome, *, sync: bool) -> None:
+        """Reply (if asked), then ack (``ack_sync`` if ``sync``) — or log and term a bad one."""
         if item.reply:
             await self.nc.publish(item.reply, outcome.model_dump_json(exclude_none=True).encode())
         if item.redelivered:
@@ -325,4 +373,7 @@ class Worker:
         assert item.command is not None
         label = "ok" if outcome.ok or outcome.error is None else outcome.error.code.value
         self.metrics.commands.labels(op=item.command.op, outcome=label).inc()
-        await msg.ack_sync()
+        if sync:
+            await msg.ack_sync()
+        else:
+            await msg.ack()

@@ -1,12 +1,11 @@
 """``/healthz``, ``/readyz`` and ``/metrics`` over aiohttp.
 
-Readiness is what the rebalancer watches to decide membership: ready while
-the worker is connected to NATS, not shutting down, and the database answers.
-It deliberately does NOT require the worker's consumer to exist: the engine
-creates a consumer only for a member that has shards, and a pod becomes a
-member only once it is ready, so "ready = bound" would never let a new pod
-in. ``bound`` is reported alongside for people. Liveness only says the event
-loop runs.
+Readiness is what the operator watches: ready while the database answers,
+NATS is connected and the worker is bound to its consumer *or waiting to be
+given one*. A worker with no shards has no consumer (the engine deletes
+consumers of members without shards), so requiring a consumer for readiness
+would keep a new pod from ever being given shards. ``/readyz`` reports the
+state and the shards in its body. Liveness only says the event loop runs.
 """
 
 from __future__ import annotations
@@ -24,6 +23,8 @@ __all__ = ["HealthServer"]
 
 logger = logging.getLogger(__name__)
 
+READY_STATES = ("waiting", "bound")
+
 
 class HealthServer:
     """A small HTTP server; ``port`` holds the bound port after ``start``."""
@@ -34,15 +35,13 @@ class HealthServer:
         host: str,
         port: int,
         metrics: Metrics,
-        connected: Callable[[], bool],
+        status: Callable[[], dict[str, object]],
         db_ok: Callable[[], bool],
-        bound: Callable[[], bool] = lambda: False,
     ) -> None:
         self.host = host
         self.port = port
         self._metrics = metrics
-        self._connected = connected
-        self._bound = bound
+        self._status = status
         self._db_ok = db_ok
         self._runner: web.AppRunner | None = None
 
@@ -71,11 +70,10 @@ class HealthServer:
         return web.json_response({"status": "ok"})
 
     async def _readyz(self, _request: web.Request) -> web.Response:
-        connected = self._connected()
-        db = await asyncio.to_thread(self._db_ok)
-        status = 200 if connected and db else 503
-        body = {"connected": connected, "database": db, "bound": self._bound()}
-        return web.json_response(body, status=status)
+        body = dict(self._status())
+        body["database"] = await asyncio.to_thread(self._db_ok)
+        ready = body["database"] and body.get("nats") and body.get("state") in READY_STATES
+        return web.json_response(body, status=200 if ready else 503)
 
     async def _metrics_view(self, _request: web.Request) -> web.Response:
         body = generate_latest(self._metrics.registry)

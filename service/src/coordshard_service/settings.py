@@ -52,6 +52,12 @@ class ServiceSettings(BaseSettings):
     """Largest accepted payload in bytes; bigger messages are dead-lettered."""
     cache_size: int = Field(default=200_000, ge=0)
     """Most systems + points held in the per-pod LRU cache (0 disables it)."""
+    outcome_retention: float = Field(default=86_400.0, gt=0)
+    """Seconds a command's stored outcome is kept for retries and redeliveries (default a day).
+
+    Must exceed the longest a client may retry and the stream's duplicate window."""
+    prune_interval: float = Field(default=300.0, gt=0)
+    """Seconds between deletions of outcomes older than ``outcome_retention``."""
     http_host: str = "0.0.0.0"
     """Address of the /healthz, /readyz and /metrics server."""
     http_port: int = Field(default=8080, ge=0, le=65535)

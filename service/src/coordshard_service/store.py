@@ -21,6 +21,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -185,10 +186,13 @@ class Store:
 
     def prune_outcomes(self, *, older_than: float) -> int:
         """Forget outcomes stored more than ``older_than`` seconds ago; return how many."""
-        with self.engine.begin() as conn:
-            result = conn.execute(
-                sa.delete(outcomes).where(outcomes.c.created_at < time.time() - older_than)
-            )
+        try:
+            with self.engine.begin() as conn:
+                result = conn.execute(
+                    sa.delete(outcomes).where(outcomes.c.created_at < time.time() - older_than)
+                )
+        except SQLAlchemyError as e:
+            raise StoreUnavailableError(f"pruning outcomes on {self._safe_url()}: {e}") from e
         return int(result.rowcount)
 
     def dispose(self) -> None:
@@ -214,11 +218,73 @@ def _point(row: Any) -> Point:
     )
 
 
+_KEYS_PER_QUERY = 500
+"""Largest IN list sent in one query."""
+
+
+def _upsert_points(dialect: str) -> Any:
+    """INSERT ... ON CONFLICT (system_id, point_id) DO UPDATE, for executemany."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(points)
+    return stmt.on_conflict_do_update(
+        index_elements=[points.c.system_id, points.c.point_id],
+        set_={"coordinates": stmt.excluded.coordinates, "version": stmt.excluded.version},
+    )
+
+
+_DELETE_POINT = sa.delete(points).where(
+    points.c.system_id == sa.bindparam("d_system"), points.c.point_id == sa.bindparam("d_point")
+)
+
+
 class StoreTx:
     """Reads and writes inside one open transaction."""
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
+        self._upsert = _upsert_points(conn.dialect.name)
+
+    def outcomes_by_keys(self, keys: Sequence[str]) -> dict[str, str]:
+        """Stored outcomes of whichever of ``keys`` have one (one query per 500 keys)."""
+        found: dict[str, str] = {}
+        unique = sorted(set(keys))
+        for i in range(0, len(unique), _KEYS_PER_QUERY):
+            chunk = unique[i : i + _KEYS_PER_QUERY]
+            rows = self._conn.execute(
+                sa.select(outcomes.c.key, outcomes.c.outcome).where(outcomes.c.key.in_(chunk))
+            )
+            found.update({str(r.key): str(r.outcome) for r in rows})
+        return found
+
+    def save_outcomes(self, rows: Sequence[tuple[str, int, int, str]]) -> None:
+        """Store (key, shard, stream_seq, outcome JSON) rows in one executemany."""
+        if rows:
+            now = time.time()
+            self._conn.execute(
+                sa.insert(outcomes),
+                [
+                    {"key": k, "shard": sh, "stream_seq": seq, "outcome": o, "created_at": now}
+                    for k, sh, seq, o in rows
+                ],
+            )
+
+    def write_points(self, upserts: Sequence[Point], deletes: Sequence[tuple[str, str]]) -> None:
+        """Apply a batch's final point states: upsert the living, delete the gone."""
+        if deletes:
+            self._conn.execute(_DELETE_POINT, [{"d_system": s, "d_point": p} for s, p in deletes])
+        if upserts:
+            self._conn.execute(
+                self._upsert,
+                [
+                    {
+                        "system_id": p.system_id,
+                        "point_id": p.point_id,
+                        "coordinates": json.dumps(list(p.coordinates)),
+                        "version": p.version,
+                    }
+                    for p in upserts
+                ],
+            )
 
     def lock_marks(self, shards: Sequence[int]) -> dict[int, int]:
         """Lock the shards' marks (in order) and return each high-water sequence (0 if new)."""
@@ -241,10 +307,6 @@ class StoreTx:
             sa.update(shard_marks).where(shard_marks.c.shard == shard).values(high_seq=seq)
         )
 
-    def outcome_by_key(self, key: str) -> str | None:
-        row = self._conn.execute(sa.select(outcomes.c.outcome).where(outcomes.c.key == key)).first()
-        return None if row is None else str(row.outcome)
-
     def outcome_by_seq(self, shard: int, seq: int) -> str | None:
         row = self._conn.execute(
             sa.select(outcomes.c.outcome).where(
@@ -252,13 +314,6 @@ class StoreTx:
             )
         ).first()
         return None if row is None else str(row.outcome)
-
-    def save_outcome(self, *, key: str, shard: int, seq: int, outcome: str) -> None:
-        self._conn.execute(
-            sa.insert(outcomes).values(
-                key=key, shard=shard, stream_seq=seq, outcome=outcome, created_at=time.time()
-            )
-        )
 
     def system(self, system_id: str) -> System | None:
         row = self._conn.execute(sa.select(systems).where(systems.c.system_id == system_id)).first()
@@ -287,27 +342,6 @@ class StoreTx:
             sa.select(points).where(points.c.system_id == system_id, points.c.point_id == point_id)
         ).first()
         return None if row is None else _point(row)
-
-    def put_point(self, point: Point) -> None:
-        """Insert version 1, or update the row to the new version."""
-        values = {"coordinates": json.dumps(list(point.coordinates)), "version": point.version}
-        if point.version == 1:
-            self._conn.execute(
-                sa.insert(points).values(
-                    system_id=point.system_id, point_id=point.point_id, **values
-                )
-            )
-        else:
-            self._conn.execute(
-                sa.update(points)
-                .where(points.c.system_id == point.system_id, points.c.point_id == point.point_id)
-                .values(**values)
-            )
-
-    def delete_point(self, system_id: str, point_id: str) -> None:
-        self._conn.execute(
-            sa.delete(points).where(points.c.system_id == system_id, points.c.point_id == point_id)
-        )
 
     def list_points(self, system_id: str, *, after: str | None, limit: int) -> list[Point]:
         query = sa.select(points).where(points.c.system_id == system_id)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -22,11 +24,12 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StreamConfig
 
-from coordshard_client import CoordinateClient, shard_filter
+from coordshard_client import CoordinateClient, Translate, shard_filter
 from coordshard_client.naming import consumer_name
 from coordshard_operator.natsserver import NatsServer
 from coordshard_service import app
 from coordshard_service.consuming import Worker
+from coordshard_service.health import HealthServer
 from coordshard_service.settings import ServiceSettings
 
 PREFIX = "coordinate.cmd"
@@ -135,6 +138,7 @@ def worker_settings(
 @dataclass
 class RunningWorker:
     worker: Worker
+    health: HealthServer | None
     stop: asyncio.Event
     task: asyncio.Task[None]
 
@@ -143,15 +147,89 @@ class RunningWorker:
         await asyncio.wait_for(self.task, 10)
 
 
+def spawn_worker(
+    server: NatsServer, *, stream: str, database_url: str, member: str, log: Path
+) -> subprocess.Popen[bytes]:
+    """A worker as a subprocess (``python -m coordshard_service``), for kill -9."""
+    args = [
+        sys.executable, "-m", "coordshard_service",
+        "--nats-url", server.url, "--stream", stream, "--prefix", PREFIX,
+        "--shards", str(SHARDS), "--pod-name", member, "--pod-uid", "1",
+        "--database-url", database_url, "--no-http-enabled",
+        "--fetch-timeout", "0.2", "--bind-poll", "0.05", "--batch-size", "64",
+    ]  # fmt: skip
+    with log.open("wb") as sink:
+        return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=sink)
+
+
 async def start_worker(settings: ServiceSettings) -> RunningWorker:
     """Run a worker in this event loop; returns once it is wired (maybe not yet bound)."""
     stop = asyncio.Event()
-    started: asyncio.Future[Worker] = asyncio.get_running_loop().create_future()
+    started: asyncio.Future[app.Services] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(app.run(settings, stop=stop, handle_signals=False, started=started))
     done, _ = await asyncio.wait({task, started}, timeout=20, return_when=asyncio.FIRST_COMPLETED)
     if task in done:
         task.result()
-    return RunningWorker(started.result(), stop, task)
+    services = started.result()
+    return RunningWorker(services.worker, services.health, stop, task)
+
+
+async def start_member(
+    server: NatsServer,
+    provisioner: Provisioner,
+    *,
+    database_url: str,
+    member: str,
+    incarnation: str = "1",
+) -> RunningWorker:
+    """Start an in-process worker for ``member`` on the provisioner's stream."""
+    settings = worker_settings(
+        server,
+        stream=provisioner.stream,
+        database_url=database_url,
+        member=member,
+        incarnation=incarnation,
+    )
+    return await start_worker(settings)
+
+
+@dataclass
+class MoveLoad:
+    """Many single-step moves in flight over a set of points, and the check that
+    each one was applied exactly once."""
+
+    client: CoordinateClient
+    points: list[tuple[str, str]]
+    moves: list[tuple[str, str]] = field(default_factory=list)
+    tasks: list[asyncio.Task[object]] = field(default_factory=list)
+
+    @classmethod
+    async def seed(cls, client: CoordinateClient, *, systems: int, per_system: int) -> MoveLoad:
+        points = [(f"sys-{i}", f"p{j}") for i in range(systems) for j in range(per_system)]
+        for i in range(systems):
+            await client.create_system(system_id=f"sys-{i}", name="load", dimension=2)
+        for system_id, point_id in points:
+            await client.create_point(system_id=system_id, point_id=point_id, coordinates=(0, 0))
+        return cls(client, points)
+
+    def launch(self, n: int) -> None:
+        self.moves = [self.points[k % len(self.points)] for k in range(n)]
+        self.tasks = [
+            asyncio.create_task(
+                self.client.move_point(system_id=s, point_id=p, moves=[Translate(delta=(1, 0))])
+            )
+            for s, p in self.moves
+        ]
+
+    def done(self) -> int:
+        return sum(t.done() for t in self.tasks)
+
+    async def check_applied_once(self) -> None:
+        await asyncio.gather(*self.tasks)
+        for system_id, point_id in self.points:
+            count = self.moves.count((system_id, point_id))
+            point = await self.client.get_point(system_id=system_id, point_id=point_id)
+            assert (point.coordinates, point.version) == ((float(count), 0.0), 1 + count)
 
 
 async def wait_until(predicate: object, *, timeout: float = 10.0) -> None:
@@ -170,14 +248,8 @@ async def one_worker(
 ) -> AsyncIterator[RunningWorker]:
     """One worker owning every shard, bound and ready."""
     await provisioner.assign(member="w1", incarnation="i1", shards=list(range(SHARDS)))
-    running = await start_worker(
-        worker_settings(
-            nats_server,
-            stream=provisioner.stream,
-            database_url=database_url,
-            member="w1",
-            incarnation="i1",
-        )
+    running = await start_member(
+        nats_server, provisioner, database_url=database_url, member="w1", incarnation="i1"
     )
     await wait_until(lambda: running.worker.bound)
     yield running

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import pytest
+from nats.aio.client import Client
 
 from coordshard_client import CoordinateClient
 from coordshard_client.errors import (
     CoordinateConflictError,
     CoordinateNotFoundError,
+    CoordinateTimeoutError,
+    CoordinateUnavailableError,
     CoordinateValidationError,
     OutOfBoundsError,
 )
 from coordshard_client.messages import Bounds, MoveTo, Translate
+from coordshard_operator.natsserver import NatsServer
+
+from .conftest import SHARDS, Provisioner, start_member
 
 pytestmark = pytest.mark.integration
 
@@ -101,3 +107,28 @@ async def test_client_side_validation_raises_before_publishing(
 ) -> None:
     with pytest.raises(CoordinateValidationError):
         await client.create_system(**kwargs)  # type: ignore[arg-type]
+
+
+async def test_a_timed_out_call_retried_with_its_key_is_applied_once(
+    nats_server: NatsServer, provisioner: Provisioner, client: CoordinateClient, database_url: str
+) -> None:
+    await provisioner.assign(member="late", incarnation="1", shards=list(range(SHARDS)))
+    with pytest.raises(CoordinateTimeoutError) as caught:
+        await client.create_system(system_id="slow", name="s", dimension=2, timeout=0.3)
+    key = caught.value.idempotency_key
+    assert key
+    worker = await start_member(nats_server, provisioner, database_url=database_url, member="late")
+    try:
+        made = await client.create_system(
+            system_id="slow", name="s", dimension=2, idempotency_key=key
+        )
+        assert made.system_id == "slow"
+        assert worker.worker.metrics.dedupe_hits._value.get() == 1
+    finally:
+        await worker.shutdown()
+
+
+async def test_no_stream_for_the_subject_is_unavailable(nc: Client) -> None:
+    async with CoordinateClient(nc, prefix="nobody.listens", timeout=2) as lonely:
+        with pytest.raises(CoordinateUnavailableError):
+            await lonely.get_system(system_id="x")

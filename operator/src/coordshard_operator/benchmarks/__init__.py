@@ -9,6 +9,7 @@ __all__ = ["SUITES", "Table", "percentile"]
 
 SUITES: dict[str, str] = {
     "plan": "coordshard_operator.benchmarks.plan",
+    "throughput": "coordshard_operator.benchmarks.throughput",
     "local": "coordshard_operator.benchmarks.local",
     "operator": "coordshard_operator.benchmarks.operator",
 }

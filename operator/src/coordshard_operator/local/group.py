@@ -18,7 +18,7 @@ from coordshard_operator.errors import CoordshardError
 from coordshard_operator.handoff import Engine, MemberInfo
 from coordshard_operator.local.membership import members, next_change
 from coordshard_operator.local.workers import WorkerProcess
-from coordshard_operator.planning import plan
+from coordshard_operator.rebalance import rebalance
 
 __all__ = ["LocalGroup", "Rebalance"]
 
@@ -81,18 +81,14 @@ class LocalGroup:
         started = time.monotonic()
         states = [w.state for w in self.workers.values() if w.member]
         live = members(states, now=started, grace=self.grace)
-        observed = await self.engine.observe()
-        result = plan(shards=self.shards, members=live, previous=observed.assignment)
-        before = set(observed.assignment)
         self.live = live
-        if result.converged and before <= set(live):
-            self.assignment = dict(result.balance.assignment)
-            return None
-        report = await self.engine.reconcile(
-            result.balance.assignment, members=self._member_infos(live), epoch=self.epoch + 1
+        done = await rebalance(
+            self.engine, shards=self.shards, members=self._member_infos(live), epoch=self.epoch + 1
         )
-        self.assignment = dict(result.balance.assignment)
-        if not report.changed:
+        before = set(done.observed.assignment)
+        self.assignment = dict(done.plan.balance.assignment)
+        report = done.report
+        if report is None or not report.changed:
             return None
         self.epoch += 1
         names = {w.member: w.name for w in self.workers.values()}

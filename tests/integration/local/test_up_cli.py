@@ -1,0 +1,127 @@
+"""`coordshard up` as a user runs it: a subprocess, a JSON verdict, a clean exit."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def test_up_with_load_and_chaos_prints_a_clean_json_summary() -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "coordshard_operator",
+            "up",
+            "--workers",
+            "2",
+            "--shards",
+            "8",
+            "--load",
+            "80",
+            "--chaos",
+            "3",
+            "--restart-delay",
+            "1",
+            "--duration",
+            "7",
+            "--json",
+            "--systems",
+            "16",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout)
+    for key in (
+        "published",
+        "succeeded",
+        "failed",
+        "unknown",
+        "lost",
+        "duplicate_effects",
+        "rebalances",
+        "rebalance_ms",
+        "throughput_per_s",
+    ):
+        assert key in summary
+    assert summary["lost"] == 0 and summary["duplicate_effects"] == 0
+    assert summary["kills"] >= 1 and summary["rebalances"] >= 3
+    assert summary["succeeded"] > 100
+    assert set(summary["rebalance_ms"]) == {"p50", "p99", "max"}
+
+
+def test_up_refuses_nonsense_with_exit_2() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "coordshard_operator", "up", "--workers", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2 and "must be >= 1" in proc.stderr
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    """PIDs whose environment mentions ``text`` (our worker processes and nats-server)."""
+
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if (
+                text.encode() in (proc / "environ").read_bytes()
+                or text.encode() in (proc / "cmdline").read_bytes()
+            ):
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_ctrl_c_stops_everything_and_leaves_no_process(tmp_path: Path) -> None:
+    import signal
+
+    data = str(tmp_path)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "coordshard_operator",
+            "up",
+            "--workers",
+            "2",
+            "--shards",
+            "4",
+            "--data-dir",
+            data,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    try:
+        # Wait for the first progress line: everything is up by then.
+        for line in proc.stderr:
+            if line.startswith("up "):
+                break
+        children = [p for p in _processes_mentioning(data) if p != proc.pid]
+        assert len(children) >= 3, "two workers and a nats-server"
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0
+    assert "nothing lost" in out
+    assert [p for p in _processes_mentioning(data) if p != proc.pid] == []

@@ -1,0 +1,115 @@
+"""The cache across a shard moving away and back, and the HTTP probes."""
+
+from __future__ import annotations
+
+import aiohttp
+import pytest
+
+from coordshard_client import CoordinateClient, Translate, shard_of
+from coordshard_operator.natsserver import NatsServer
+
+from .conftest import (
+    SHARDS,
+    Provisioner,
+    RunningWorker,
+    start_member,
+    start_worker,
+    wait_until,
+    worker_settings,
+)
+
+pytestmark = pytest.mark.integration
+
+
+async def test_cache_drops_a_shard_that_leaves_and_is_fresh_when_it_returns(
+    nats_server: NatsServer,
+    provisioner: Provisioner,
+    client: CoordinateClient,
+    database_url: str,
+) -> None:
+    moving = shard_of("roamer", SHARDS)
+    others = [s for s in range(SHARDS) if s != moving]
+    everything = list(range(SHARDS))
+    await provisioner.assign(member="a", incarnation="1", shards=everything)
+    # b has no shards yet, so (as the engine does) it has no consumer: it waits for one.
+    workers: list[RunningWorker] = []
+    for member in ("a", "b"):
+        workers.append(
+            await start_member(nats_server, provisioner, database_url=database_url, member=member)
+        )
+    a, b = workers
+    try:
+        await wait_until(lambda: a.worker.bound)
+        await client.create_system(system_id="roamer", name="r", dimension=2)
+        await client.create_point(system_id="roamer", point_id="p", coordinates=(0, 0))
+        await client.get_point(system_id="roamer", point_id="p")
+        assert moving in a.worker.cache.shards()
+
+        # Move the shard to b: narrow a first (WorkQueue filters must not overlap), then grow b.
+        await provisioner.assign(member="a", incarnation="1", shards=others)
+        await provisioner.assign(member="b", incarnation="1", shards=[moving])
+        await wait_until(lambda: moving not in a.worker.shards and moving in b.worker.shards)
+        assert moving not in a.worker.cache.shards()
+
+        on_b = await client.move_point(
+            system_id="roamer", point_id="p", moves=[Translate(delta=(5, 0))]
+        )
+        assert on_b.version == 2
+
+        # And back to a: a must read b's write, not an old cached value.
+        # b is left with no shards, so its consumer goes.
+        await provisioner.delete(provisioner.consumers["b"])
+        await provisioner.assign(member="a", incarnation="1", shards=everything)
+        await wait_until(lambda: moving in a.worker.shards and moving not in b.worker.shards)
+        back = await client.move_point(
+            system_id="roamer", point_id="p", moves=[Translate(delta=(1, 0))]
+        )
+        assert back.version == 3 and back.coordinates == (6.0, 0.0)
+        assert moving not in b.worker.cache.shards()
+    finally:
+        for w in workers:
+            await w.shutdown()
+
+
+async def test_probes_follow_the_consumer_and_metrics_count_commands(
+    nats_server: NatsServer,
+    provisioner: Provisioner,
+    client: CoordinateClient,
+    database_url: str,
+) -> None:
+    name = await provisioner.assign(member="h", incarnation="1", shards=list(range(SHARDS)))
+    settings = worker_settings(
+        nats_server,
+        stream=provisioner.stream,
+        database_url=database_url,
+        member="h",
+        incarnation="1",
+    ).model_copy(update={"http_enabled": True, "http_port": 0, "http_host": "127.0.0.1"})
+    running = await start_worker(settings)
+    try:
+        await wait_until(lambda: running.worker.bound)
+        await client.create_system(system_id="m", name="m", dimension=2)
+        health = running.health
+        assert health is not None
+        base = f"http://127.0.0.1:{health.port}"
+        async with aiohttp.ClientSession() as http:
+            async with http.get(base + "/healthz") as r:
+                assert r.status == 200
+            async with http.get(base + "/readyz") as r:
+                assert r.status == 200
+            async with http.get(base + "/metrics") as r:
+                text = await r.text()
+            assert 'coordshard_worker_commands_total{op="create-system",outcome="ok"} 1.0' in text
+            assert "coordshard_worker_owned_shards 8.0" in text
+
+            # No consumer (no shards, or fenced): still ready to be given shards, but unbound.
+            await provisioner.delete(name)
+            await wait_until(lambda: not running.worker.bound)
+            async with http.get(base + "/readyz") as r:
+                assert r.status == 200
+                assert (await r.json())["state"] == "waiting"
+
+        await running.shutdown()
+        assert running.worker.state == "stopped"
+    finally:
+        await running.shutdown()

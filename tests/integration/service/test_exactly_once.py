@@ -1,0 +1,190 @@
+"""Retries and redeliveries apply once: same idempotency key, and kill -9 of a worker mid-stream."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+
+import pytest
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from coordshard_client import CoordinateClient, Translate
+from coordshard_client.messages import CreateSystem, MovePoint
+from coordshard_operator.natsserver import NatsServer
+from coordshard_service.cache import Cache
+from coordshard_service.commands import apply_batch
+from coordshard_service.consuming import decode
+from coordshard_service.metrics import Metrics
+from coordshard_service.store import Store
+
+from .conftest import (
+    PREFIX,
+    SHARDS,
+    MoveLoad,
+    Provisioner,
+    RunningWorker,
+    spawn_worker,
+    start_member,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+
+
+async def test_a_retry_with_the_same_key_is_applied_once_and_answered_alike(
+    one_worker: RunningWorker, client: CoordinateClient
+) -> None:
+    create = CreateSystem(system_id="s1", name="one", dimension=2)
+    first = await client.send(create, idempotency_key="create-s1")
+    again = await client.send(create, idempotency_key="create-s1")
+    assert not first.replayed and again.replayed
+    assert again.result == first.result and again.stream_seq == first.stream_seq
+
+    await client.create_point(system_id="s1", point_id="p", coordinates=(0, 0))
+    move = MovePoint(system_id="s1", point_id="p", moves=(Translate(delta=(1, 0)),))
+    outcomes = [await client.send(move, idempotency_key="move-1") for _ in range(3)]
+    assert {o.result for o in outcomes} == {outcomes[0].result}
+    point = await client.get_point(system_id="s1", point_id="p")
+    assert point.version == 2 and point.coordinates == (1.0, 0.0)
+    assert one_worker.worker.metrics.dedupe_hits._value.get() >= 3
+
+
+async def test_a_query_after_an_outcome_sees_its_effect(
+    one_worker: RunningWorker, client: CoordinateClient
+) -> None:
+    await client.create_system(system_id="q", name="q", dimension=2)
+    await client.create_point(system_id="q", point_id="p", coordinates=(0, 0))
+    for i in range(1, 20):
+        moved = await client.move_point(
+            system_id="q", point_id="p", moves=[Translate(delta=(1, 0))]
+        )
+        seen = await client.get_point(system_id="q", point_id="p")
+        assert seen == moved and seen.version == i + 1
+
+
+async def test_kill_9_mid_stream_then_handoff_applies_every_command_exactly_once(
+    nats_server: NatsServer,
+    nc: Client,
+    provisioner: Provisioner,
+    tmp_path: Path,
+) -> None:
+    database_url = f"sqlite:///{tmp_path / 'shared.db'}"
+    dead = await provisioner.assign(member="a", incarnation="1", shards=list(range(SHARDS)))
+    proc = spawn_worker(
+        nats_server,
+        stream=provisioner.stream,
+        database_url=database_url,
+        member="a",
+        log=tmp_path / "a.log",
+    )
+    b: RunningWorker | None = None
+    try:
+        async with CoordinateClient(
+            nc, shards=SHARDS, prefix=PREFIX, stream=provisioner.stream, timeout=60
+        ) as client:
+            load = await MoveLoad.seed(client, systems=4, per_system=4)
+            load.launch(600)
+            await wait_until(lambda: load.done() >= 60, timeout=30)
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+            assert load.done() < 600, "worker finished before the kill"
+
+            # The engine's crash handoff: fence the dead consumer, give its shards to a survivor.
+            await provisioner.delete(dead)
+            await provisioner.assign(member="b", incarnation="1", shards=list(range(SHARDS)))
+            b = await start_member(
+                nats_server, provisioner, database_url=database_url, member="b", incarnation="1"
+            )
+            await load.check_applied_once()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        if b is not None:
+            await b.shutdown()
+
+
+async def test_sigterm_finishes_in_flight_work_and_exits_zero(
+    nats_server: NatsServer, nc: Client, provisioner: Provisioner, tmp_path: Path
+) -> None:
+    database_url = f"sqlite:///{tmp_path / 'store.db'}"
+    await provisioner.assign(member="t", incarnation="1", shards=list(range(SHARDS)))
+    proc = spawn_worker(
+        nats_server,
+        stream=provisioner.stream,
+        database_url=database_url,
+        member="t",
+        log=tmp_path / "t.log",
+    )
+    try:
+        async with CoordinateClient(
+            nc, shards=SHARDS, prefix=PREFIX, stream=provisioner.stream, timeout=30
+        ) as client:
+            await client.create_system(system_id="t", name="t", dimension=2)
+            proc.send_signal(signal.SIGTERM)
+            code = await asyncio.to_thread(proc.wait, 10)
+        assert code == 0, (tmp_path / "t.log").read_text()
+        info = await nc.jetstream().stream_info(provisioner.stream)
+        assert info.state.messages == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+async def test_a_batch_committed_but_never_acked_is_answered_from_stored_outcomes(
+    nats_server: NatsServer, nc: Client, provisioner: Provisioner, tmp_path: Path
+) -> None:
+    """The crash window that kill -9 only sometimes hits, made deterministic: the test
+    plays a worker that commits a batch and dies before replying or acking."""
+    database_url = f"sqlite:///{tmp_path / 'shared.db'}"
+    zombie = await provisioner.assign(member="z", incarnation="1", shards=list(range(SHARDS)))
+    store = Store(database_url)
+    store.migrate()
+    async with CoordinateClient(
+        nc, shards=SHARDS, prefix=PREFIX, stream=provisioner.stream, timeout=30
+    ) as client:
+        calls = [
+            asyncio.create_task(client.create_system(system_id="zs", name="z", dimension=2)),
+        ]
+        calls += [
+            asyncio.create_task(
+                client.create_point(system_id="zs", point_id=f"p{i}", coordinates=(i, 0))
+            )
+            for i in range(5)
+        ]
+        js = nc.jetstream()
+        await wait_until(lambda: client_pending(calls) == 0, timeout=5)
+        psub = await js.pull_subscribe_bind(durable=zombie, stream=provisioner.stream)
+        fetched: list[Msg] = []
+        while len(fetched) < 6:
+            fetched += await psub.fetch(6 - len(fetched), timeout=5)
+        items = [decode(m, prefix=PREFIX, shards=SHARDS, max_payload=65536) for m in fetched]
+        committed = apply_batch(
+            store, Cache(100), items, shards=SHARDS, consumer=zombie, metrics=Metrics()
+        )
+        assert all(o.ok for o in committed)
+        await psub.unsubscribe()
+
+        await provisioner.delete(zombie)
+        await provisioner.assign(member="b", incarnation="1", shards=list(range(SHARDS)))
+        b = await start_member(
+            nats_server, provisioner, database_url=database_url, member="b", incarnation="1"
+        )
+        try:
+            _system, *made = await asyncio.gather(*calls)
+            assert b.worker.metrics.dedupe_hits._value.get() == 6
+            page = await client.list_points(system_id="zs")
+            assert [p.version for p in page.points] == [1] * 5
+            assert {p.point_id for p in made} == {f"p{i}" for i in range(5)}
+        finally:
+            await b.shutdown()
+            store.dispose()
+
+
+def client_pending(calls: list[asyncio.Task[object]]) -> int:
+    """Calls that already finished (none should, before anyone serves them)."""
+    return sum(c.done() for c in calls)

@@ -1,0 +1,32 @@
+"""``coordshard worker`` runs the service's worker with every argument passed on."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from coordshard_operator.workercmd import worker_argv
+from coordshard_service.__main__ import settings_from
+
+
+def test_coordshard_worker_execs_the_service_with_its_arguments() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "coordshard_operator", "worker", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert "--pod-uid" in out.stdout and "COORDSHARD_" in out.stdout
+    assert worker_argv(["--shards", "4"])[1:] == ["-m", "coordshard_service", "--shards", "4"]
+
+
+def test_flags_override_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COORDSHARD_POD_NAME", "from-env")
+    monkeypatch.setenv("COORDSHARD_SHARDS", "32")
+    settings = settings_from(["--shards", "8", "--no-http-enabled"])
+    assert settings.pod_name == "from-env" and settings.shards == 8
+    assert not settings.http_enabled
+    assert settings.consumer.startswith("coordinate_from-env_")
