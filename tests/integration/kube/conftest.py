@@ -78,13 +78,17 @@ def render_chart(helm: Helm) -> Render:
 
 
 @pytest.fixture(scope="session")
-def chart_rbac(render_chart: Render) -> set[tuple[str, str, str]]:
-    """(verb, apiGroup, resource) granted by the chart's ClusterRole."""
-    role = next(d for d in render_chart() if d["kind"] == "ClusterRole")
-    return {
-        (verb, group, resource)
-        for rule in role["rules"]
-        for verb in rule["verbs"]
-        for group in rule["apiGroups"]
-        for resource in rule["resources"]
-    }
+def chart_rbac(render_chart: Render) -> Callable[..., set[tuple[str, str, str]]]:
+    """(verb, apiGroup, resource) granted by the chart's ClusterRole, for given --set values."""
+
+    def rules(*sets: str) -> set[tuple[str, str, str]]:
+        role = next(d for d in render_chart(*sets) if d["kind"] == "ClusterRole")
+        return {
+            (verb, group, resource)
+            for rule in role["rules"]
+            for verb in rule["verbs"]
+            for group in rule["apiGroups"]
+            for resource in rule["resources"]
+        }
+
+    return rules

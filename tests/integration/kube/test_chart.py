@@ -44,15 +44,17 @@ def test_values_schema_refuses_bad_values(helm: Helm) -> None:
 def test_rendered_builtin_objects_validate_strictly(render_chart: Render) -> None:
     docs = render_chart("example.enabled=true")
     kinds = sorted(d["kind"] for d in docs)
-    assert kinds == [
-        "ClusterRole",
-        "ClusterRoleBinding",
-        "CoordinateShards",
-        "CustomResourceDefinition",
-        "Deployment",
-        "ServiceAccount",
-        "StatefulSet",
-    ]
+    assert kinds == sorted(
+        [
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "CoordinateShards",
+            *["CustomResourceDefinition"] * 3,  # ours + kopf's two peering CRDs
+            "Deployment",
+            "ServiceAccount",
+            "StatefulSet",
+        ]
+    )
     for doc in docs:
         if doc["kind"] == "CoordinateShards":
             continue
@@ -76,7 +78,7 @@ def test_worker_pods_carry_the_downward_api_and_probes(render_chart: Render) -> 
 
 async def test_the_example_cr_is_accepted_by_the_crd_schema(render_chart: Render) -> None:
     docs = render_chart("example.enabled=true")
-    crd = next(d for d in docs if d["kind"] == "CustomResourceDefinition")
+    crd = next(d for d in docs if d["metadata"]["name"] == "coordinateshards.coordshard.io")
     example = next(d for d in docs if d["kind"] == "CoordinateShards")
     server = ApiServer()
     server.create(server.find_type("apiextensions.k8s.io", "customresourcedefinitions"), None, crd)
@@ -90,3 +92,17 @@ def test_the_operator_runs_standalone_with_a_liveness_probe(render_chart: Render
     assert container["args"][:2] == ["operator", "--standalone"]
     assert dep["spec"]["replicas"] == 1
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+
+
+def test_standby_runs_two_peered_operators_with_distinct_priorities(
+    render_chart: Render,
+) -> None:
+    docs = render_chart("operator.standby=true")
+    deployments = [d for d in docs if d["kind"] == "Deployment"]
+    args = [d["spec"]["template"]["spec"]["containers"][0]["args"] for d in deployments]
+    priorities = sorted(a for arg in args for a in arg if a.startswith("--priority="))
+    assert priorities == ["--priority=100", "--priority=50"]
+    assert not any("--standalone" in arg for arg in args)
+    assert [d["kind"] for d in docs if d["kind"].endswith("KopfPeering")] == ["ClusterKopfPeering"]
+    for doc in deployments:
+        kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)

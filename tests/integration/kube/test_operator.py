@@ -316,7 +316,7 @@ async def test_the_chart_grants_exactly_what_the_operator_uses(
     cluster: Cluster,
     operator: Callable[[], Any],
     client: Client,
-    chart_rbac: set[tuple[str, str, str]],
+    chart_rbac: Callable[..., set[tuple[str, str, str]]],
 ) -> None:
     """Every request the operator made (the double logs only HTTP requests, and only
     the operator speaks HTTP here) is granted, and nothing granted goes unused."""
@@ -330,7 +330,7 @@ async def test_the_chart_grants_exactly_what_the_operator_uses(
     cluster.api.delete(cluster.crs, NS, "orders")
     await wait_until(lambda: not cluster.api.list(cluster.crs, NS), what="CR gone")
     used = {(r.verb, r.group, r.resource) for r in cluster.api.requests}
-    assert used == chart_rbac
+    assert used == chart_rbac()
 
 
 def start_worker(cluster: Cluster, pod: str, *, nats_url: str, db: str, log: Path) -> Any:
@@ -424,8 +424,12 @@ KOPF_PEERING_CRD = {
 
 
 async def test_a_standby_operator_takes_over_when_the_active_one_dies(
-    cluster: Cluster, operator: Callable[..., OperatorProcess], tmp_path: Path
+    cluster: Cluster,
+    operator: Callable[..., OperatorProcess],
+    tmp_path: Path,
+    chart_rbac: Callable[..., set[tuple[str, str, str]]],
 ) -> None:
+    """Two peered operators (as the chart's operator.standby=true runs them): one acts."""
     api = cluster.api
     api.create(
         api.find_type("apiextensions.k8s.io", "customresourcedefinitions"), None, KOPF_PEERING_CRD
@@ -453,3 +457,5 @@ async def test_a_standby_operator_takes_over_when_the_active_one_dies(
         lambda: sorted(assigned(cluster)) == ["w-0", "w-2"], timeout=30, what="standby took over"
     )
     assert "shards moved" in standby_log.read_text()
+    used = {(r.verb, r.group, r.resource) for r in api.requests}
+    assert used == chart_rbac("operator.standby=true", "operator.watchNamespaces={ns}")
