@@ -287,3 +287,72 @@ async def test_random_crashes_joins_and_restarts_lose_nothing(
     await engine.ensure_stream()
     ledger = await run_scenario(js, engine, seed=7, rounds=12)
     assert len(ledger.published) > 1000
+
+
+class Crash(Exception):
+    """Stands for the engine's process dying between two protocol steps."""
+
+
+async def test_reconcile_resumes_after_a_crash_between_any_two_steps(
+    js: JetStreamContext, stream_name: str
+) -> None:
+    """Kill the engine after step k, for every k; a fresh engine then converges safely."""
+    crashed_at: list[str] = []
+    k = 0
+    while True:
+        stream = f"{stream_name}k{k}"
+        setup = Engine(js, config(stream, shards=12))
+        await setup.ensure_stream()
+        ledger = Ledger()
+        live = {m.consumer: m for m in (member("a"), member("b"), member("c"))}
+        workers = {n: SimWorker(js, stream=stream, consumer=n, ledger=ledger).start() for n in live}
+        a, b, c, d = (member(x) for x in "abcd")
+        start = {a.consumer: (0, 1, 2, 3), b.consumer: (4, 5, 6, 7), c.consumer: (8, 9, 10, 11)}
+        await setup.reconcile(start, members=live, epoch=1)
+        publisher = Publisher(js, prefix=PREFIX, shards=12, ledger=ledger).start()
+        await wait_for(lambda: len(ledger.processed) > 100, what="traffic")  # noqa: B023
+        # c crashes and d joins; a loses 3 to b and gains 8, 9; d gets 10, 11:
+        # a fence, a narrow, resets, grows and a create in one reconcile.
+        await workers.pop(c.consumer).crash()
+        del live[c.consumer]
+        live[d.consumer] = d
+        workers[d.consumer] = SimWorker(
+            js, stream=stream, consumer=d.consumer, ledger=ledger
+        ).start()
+        target = {a.consumer: (0, 1, 2, 8, 9), b.consumer: (3, 4, 5, 6, 7), d.consumer: (10, 11)}
+        steps: list[str] = []
+
+        async def die_after(step: str, steps: list[str] = steps, k: int = k) -> None:
+            steps.append(step)
+            if len(steps) > k:
+                raise Crash(step)
+
+        doomed = Engine(js, config(stream, shards=12), checkpoint=die_after)
+        try:
+            await doomed.reconcile(target, members=live, epoch=2)
+            finished = True
+        except Crash as e:
+            crashed_at.append(str(e))
+            finished = False
+            left = await setup.observe()
+            owned = [s for shards in left.assignment.values() for s in shards]
+            assert len(owned) == len(set(owned)), "a shard on two consumers"
+
+        report = await Engine(js, config(stream, shards=12)).reconcile(
+            target, members=live, epoch=2
+        )
+        assert (await setup.observe()).assignment == {n: s for n, s in target.items() if s}
+        again = await setup.reconcile(target, members=live, epoch=2)
+        assert again.consumer_updates == 0
+        await publisher.stop()
+        await wait_for(lambda: not ledger.missing(), what="every message processed")  # noqa: B023
+        for w in workers.values():
+            await w.stop()
+        bound = ledger.crashed_unacked + sum(f.in_flight for f in report.fenced)
+        assert_safe(ledger, bound)
+        await js.delete_stream(stream)
+        if finished:
+            break
+        k += 1
+    kinds = {step.split()[0] for step in crashed_at}
+    assert {"fenced", "paused", "narrowed", "reset", "grown"} <= kinds, crashed_at
