@@ -45,7 +45,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from nats.js import JetStreamContext
@@ -53,6 +53,7 @@ from nats.js.api import ConsumerInfo
 
 from coordshard_client.naming import DEFAULT_GROUP, DEFAULT_STREAM, consumer_name, validate_name
 from coordshard_client.subjects import DEFAULT_PREFIX, MAX_SHARDS, shard_filter, validate_prefix
+from coordshard_operator.balancing import AssignmentLike
 from coordshard_operator.errors import ConfigError
 from coordshard_operator.jetstream import (
     JetStreamApi,
@@ -300,11 +301,13 @@ class Engine:
         )
 
     def _validate(
-        self, desired: Mapping[str, tuple[int, ...]], members: Mapping[str, MemberInfo]
+        self, desired: AssignmentLike, members: Mapping[str, MemberInfo]
     ) -> dict[str, frozenset[int]]:
         owner: dict[int, str] = {}
         want: dict[str, frozenset[int]] = {}
-        for name, shards in desired.items():
+        items: Iterable[tuple[str, Iterable[int]]] = desired.items()
+        for name, iterable in items:
+            shards = tuple(iterable)
             if name not in members:
                 raise ConfigError(f"desired assignment names {name}, which is not a live member")
             for s in shards:
@@ -354,7 +357,7 @@ class Engine:
 
     async def reconcile(
         self,
-        desired: Mapping[str, tuple[int, ...]],
+        desired: AssignmentLike,
         *,
         members: Mapping[str, MemberInfo],
         epoch: int,

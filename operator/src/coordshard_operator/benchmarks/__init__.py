@@ -9,6 +9,7 @@ __all__ = ["SUITES", "Table"]
 
 SUITES: dict[str, str] = {
     "plan": "coordshard_operator.benchmarks.plan",
+    "handoff": "coordshard_operator.benchmarks.handoff",
 }
 """Suite name → module path (imported only when the suite runs)."""
 

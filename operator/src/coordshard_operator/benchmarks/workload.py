@@ -38,8 +38,8 @@ class Ledger:
     """(consumer, shard, stream sequence), in processing order."""
     crashed_unacked: int = 0
     """Messages processed by crashed workers whose ack was not confirmed."""
-    first_delivery: dict[str, float] = field(default_factory=dict)
-    """Consumer → loop time of its first processed message."""
+    last_seen: dict[tuple[str, int], float] = field(default_factory=dict)
+    """(consumer, shard) → loop time it last processed a message of that shard."""
 
     def missing(self) -> set[int]:
         return self.published - {seq for _, _, seq in self.processed}
@@ -69,13 +69,22 @@ class SimWorker:
     """An in-process pull worker bound to one consumer."""
 
     def __init__(
-        self, js: JetStreamContext, *, stream: str, consumer: str, ledger: Ledger, batch: int = 16
+        self,
+        js: JetStreamContext,
+        *,
+        stream: str,
+        consumer: str,
+        ledger: Ledger,
+        batch: int = 16,
+        fetch_timeout_s: float = 0.1,
     ) -> None:
         self.js = js
         self.stream = stream
         self.consumer = consumer
         self.ledger = ledger
         self.batch = batch
+        self.fetch_timeout_s = fetch_timeout_s
+        """How long one pull waits; a pull pending across a reset may wait it out."""
         self.in_hand: set[int] = set()
         self.fenced_acks = 0
         """Acks that failed: the worker was fenced while holding a message."""
@@ -111,7 +120,7 @@ class SimWorker:
         loop = asyncio.get_running_loop()
         while True:
             try:
-                msgs = await sub.fetch(self.batch, timeout=0.1)
+                msgs = await sub.fetch(self.batch, timeout=self.fetch_timeout_s)
             except nats.errors.TimeoutError:
                 msgs = []
             if not msgs:
@@ -123,7 +132,7 @@ class SimWorker:
                 shard = int(msg.subject.split(".")[-3])
                 self.in_hand.add(seq)
                 self.ledger.processed.append((self.consumer, shard, seq))
-                self.ledger.first_delivery.setdefault(self.consumer, loop.time())
+                self.ledger.last_seen[(self.consumer, shard)] = loop.time()
                 try:
                     await msg.ack_sync(timeout=2)
                 except (TimeoutError, nats.errors.Error):
