@@ -11,14 +11,22 @@ import asyncio
 import random
 from collections.abc import Awaitable, Callable, Mapping
 
+import nats
 import nats.errors
 import pytest
 from nats.js import JetStreamContext
 from nats.js.api import RetentionPolicy, StreamConfig
 
 from coordshard_operator.benchmarks.workload import Ledger, Publisher, SimWorker
-from coordshard_operator.errors import ConfigError, StreamMismatchError, StreamMissingError
+from coordshard_operator.errors import (
+    ConfigError,
+    StreamMismatchError,
+    StreamMissingError,
+    TransientError,
+)
 from coordshard_operator.handoff import Engine, GroupConfig, MemberInfo, Report
+from coordshard_operator.jetstream import RetryPolicy
+from coordshard_operator.natsserver import NatsServer
 from coordshard_operator.planning import plan
 
 pytestmark = pytest.mark.integration
@@ -356,3 +364,17 @@ async def test_reconcile_resumes_after_a_crash_between_any_two_steps(
         k += 1
     kinds = {step.split()[0] for step in crashed_at}
     assert {"fenced", "paused", "narrowed", "reset", "grown"} <= kinds, crashed_at
+
+
+async def test_unreachable_nats_is_a_transient_error_after_retries(
+    nats_server: NatsServer, stream_name: str
+) -> None:
+    client = await nats.connect(nats_server.url, max_reconnect_attempts=0, allow_reconnect=False)
+    engine = Engine(
+        js=client.jetstream(timeout=0.5), config=config(stream_name, retry=RetryPolicy(0.3))
+    )
+    await engine.ensure_stream()
+    nats_server.kill()
+    with pytest.raises(TransientError):
+        await engine.observe()
+    await client.close()
