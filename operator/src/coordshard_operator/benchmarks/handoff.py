@@ -100,7 +100,12 @@ async def _trials(
         deadline = start + 30
         while any(ledger.last_seen.get(key, 0.0) < start for key in wanted):
             if loop.time() > deadline:
-                raise RuntimeError(f"orphan shards did not deliver within 30 s: {wanted}")
+                left = (await js.stream_info("BENCH")).state.messages
+                late = sorted(k for k in wanted if ledger.last_seen.get(k, 0.0) < start)
+                raise RuntimeError(
+                    f"trial {t}: orphan shards {late} did not deliver within 30 s "
+                    f"({left} messages still in the stream)"
+                )
             await asyncio.sleep(0.001)  # polling the ledger, with a deadline
         recovered = max(ledger.last_seen[key] for key in wanted) - start
         samples.append((recovered, operator_s))

@@ -38,6 +38,8 @@ class Ledger:
     """(consumer, shard, stream sequence), in processing order."""
     crashed_unacked: int = 0
     """Messages processed by crashed workers whose ack was not confirmed."""
+    failed_acks: int = 0
+    """Messages processed whose ``ack_sync`` failed (fenced, or a leader election)."""
     last_seen: dict[tuple[str, int], float] = field(default_factory=dict)
     """(consumer, shard) → loop time it last processed a message of that shard."""
 
@@ -48,10 +50,18 @@ class Ledger:
         return len(self.processed) - len({seq for _, _, seq in self.processed})
 
     def out_of_order(self) -> list[tuple[str, int, int, int]]:
-        """(consumer, shard, earlier seq, later seq) where a shard went backwards."""
+        """(consumer, shard, earlier seq, later seq) where a shard went backwards.
+
+        Replays of messages already processed are duplicates (see ``duplicates``),
+        not reordering; the order is checked over first processings.
+        """
         last: dict[tuple[str, int], int] = {}
+        seen: set[int] = set()
         bad = []
         for consumer, shard, seq in self.processed:
+            if seq in seen:
+                continue
+            seen.add(seq)
             prev = last.get((consumer, shard))
             if prev is not None and seq <= prev:
                 bad.append((consumer, shard, prev, seq))
@@ -137,6 +147,7 @@ class SimWorker:
                     await msg.ack_sync(timeout=2)
                 except (TimeoutError, nats.errors.Error):
                     self.fenced_acks += 1
+                    self.ledger.failed_acks += 1
                     return
                 self.in_hand.discard(seq)
 
