@@ -45,7 +45,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from nats.js import JetStreamContext
@@ -53,6 +53,7 @@ from nats.js.api import ConsumerInfo
 
 from coordshard_client.naming import DEFAULT_GROUP, DEFAULT_STREAM, consumer_name, validate_name
 from coordshard_client.subjects import DEFAULT_PREFIX, MAX_SHARDS, shard_filter, validate_prefix
+from coordshard_operator.balancing import AssignmentLike
 from coordshard_operator.errors import ConfigError
 from coordshard_operator.jetstream import (
     JetStreamApi,
@@ -300,11 +301,13 @@ class Engine:
         )
 
     def _validate(
-        self, desired: Mapping[str, tuple[int, ...]], members: Mapping[str, MemberInfo]
+        self, desired: AssignmentLike, members: Mapping[str, MemberInfo]
     ) -> dict[str, frozenset[int]]:
         owner: dict[int, str] = {}
         want: dict[str, frozenset[int]] = {}
-        for name, shards in desired.items():
+        items: Iterable[tuple[str, Iterable[int]]] = desired.items()
+        for name, iterable in items:
+            shards = tuple(iterable)
             if name not in members:
                 raise ConfigError(f"desired assignment names {name}, which is not a live member")
             for s in shards:
@@ -354,7 +357,7 @@ class Engine:
 
     async def reconcile(
         self,
-        desired: Mapping[str, tuple[int, ...]],
+        desired: AssignmentLike,
         *,
         members: Mapping[str, MemberInfo],
         epoch: int,
@@ -362,8 +365,8 @@ class Engine:
         """Make the group's consumers match ``desired``; only the difference is done.
 
         Order: fence dead members → pause and drain losers and gainers → narrow
-        losers (delete those left with nothing) → reset then grow gainers, create
-        new ones → resume everything of the group that is paused.
+        losers (delete those left with nothing) → reset, grow and reset again each
+        existing gainer, create new ones → resume everything of the group that is paused.
         """
         started = time.perf_counter()
         before = self.api.mutations
@@ -389,7 +392,13 @@ class Engine:
         losers = sorted(n for n, s in live.items() if s - want.get(n, frozenset()))
         gainers = sorted(n for n, s in want.items() if s - live.get(n, frozenset()))
         rewound = [n for n in gainers if n in live]
-        to_pause = sorted({*losers, *rewound})
+        # A consumer of a live member found paused was left so by a run that died
+        # mid-handoff, maybe between a grow and its second rewind: drain and
+        # rewind it too (harmless otherwise: it redelivers only unacked messages).
+        left_paused = sorted(
+            n for n, c in observed.consumers.items() if c.paused and n in members and n in want
+        )
+        to_pause = sorted({*losers, *rewound, *left_paused})
         await asyncio.gather(
             *(self.api.pause_consumer(stream, n, for_s=self.config.pause_s) for n in to_pause)
         )
@@ -412,7 +421,7 @@ class Engine:
 
         grown: dict[str, tuple[int, ...]] = {}
         created: list[str] = []
-        if rewound:
+        if rewound or left_paused:
             # Read now: every message still in the stream is at or after this.
             first_seq = (await self.api.stream_info(stream)).state.first_seq
         for name in gainers:
@@ -424,10 +433,20 @@ class Engine:
                 created.append(name)
             await self._put(name, want[name], members[name], epoch)
             await self._step(f"grown {name}")
+            if name in live:
+                # Measured on R3: the filter update itself can move the delivery
+                # cursor past the gained shards' leftovers (they stay in the stream,
+                # num_pending 0). A second rewind, still paused, picks them up; the
+                # first one keeps the ack floor below them meanwhile.
+                await self.api.reset_consumer(stream, name, seq=first_seq)
+                await self._step(f"rewound {name}")
 
-        # Resume what we paused and what a run that died before its end left paused.
-        left_paused = {n for n, c in observed.consumers.items() if c.paused and n in members}
-        resume = sorted(({*to_pause} | left_paused) - set(removed))
+        for name in left_paused:  # gainers among them were rewound above
+            if name not in gainers:
+                await self.api.reset_consumer(stream, name, seq=first_seq)
+                await self._step(f"rewound {name}")
+        # Resume what we paused, which includes what a dead run left paused.
+        resume = sorted(set(to_pause) - set(removed))
         await asyncio.gather(*(self.api.resume_consumer(stream, n) for n in resume))
 
         report = Report(

@@ -70,9 +70,11 @@ class RetryPolicy:
     """Timeout of one JetStream API request in seconds; default 2."""
 
 
-def _map_error(e: Exception, *, what: str, consumer: str | None) -> Exception:
+def _map_error(e: Exception, *, what: str, consumer: str | None, stream: str | None) -> Exception:
     """The project error for a nats-py error, or ``e`` itself if it is not one."""
     if isinstance(e, nats.js.errors.APIError):
+        if e.err_code == STREAM_NOT_FOUND and stream is not None:
+            return StreamMissingError(f"{what}: stream {stream} does not exist", stream=stream)
         if isinstance(e, nats.js.errors.ServiceUnavailableError) or e.err_code in _RETRY_ERR_CODES:
             return JetStreamUnavailableError(f"{what}: JetStream unavailable: {e}")
         return JetStreamApiError(
@@ -105,7 +107,12 @@ class JetStreamApi:
         """Consumer create/update/delete/reset/pause/resume requests sent so far."""
 
     async def _call(
-        self, what: str, op: Callable[[], Awaitable[T]], *, consumer: str | None = None
+        self,
+        what: str,
+        op: Callable[[], Awaitable[T]],
+        *,
+        consumer: str | None = None,
+        stream: str | None = None,
     ) -> T:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.retry.deadline_s
@@ -114,7 +121,7 @@ class JetStreamApi:
             try:
                 return await op()
             except Exception as e:
-                mapped = _map_error(e, what=what, consumer=consumer)
+                mapped = _map_error(e, what=what, consumer=consumer, stream=stream)
                 if mapped is e:
                     raise
                 if not isinstance(mapped, TransientError) or loop.time() + delay > deadline:
@@ -129,12 +136,7 @@ class JetStreamApi:
         async def op() -> StreamInfo:
             return await self._js.stream_info(stream)
 
-        try:
-            return await self._call(f"stream info {stream}", op)
-        except JetStreamApiError as e:
-            if e.err_code == STREAM_NOT_FOUND:
-                raise StreamMissingError(f"stream {stream} does not exist", stream=stream) from e
-            raise
+        return await self._call(f"stream info {stream}", op, stream=stream)
 
     async def ensure_stream(self, config: StreamConfig) -> StreamInfo:
         """Create the stream if missing; check an existing one, never change it."""
@@ -161,12 +163,7 @@ class JetStreamApi:
                 if len(page) < 256:
                     return found
 
-        try:
-            return await self._call(f"list consumers of {stream}", op)
-        except JetStreamApiError as e:
-            if e.err_code == STREAM_NOT_FOUND:
-                raise StreamMissingError(f"stream {stream} does not exist", stream=stream) from e
-            raise
+        return await self._call(f"list consumers of {stream}", op, stream=stream)
 
     async def consumer_info(self, stream: str, name: str) -> ConsumerInfo | None:
         """The consumer's info, or None if it does not exist."""

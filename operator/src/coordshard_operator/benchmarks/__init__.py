@@ -9,9 +9,10 @@ __all__ = ["SUITES", "Table", "percentile"]
 
 SUITES: dict[str, str] = {
     "plan": "coordshard_operator.benchmarks.plan",
+    "handoff": "coordshard_operator.benchmarks.handoff",
     "throughput": "coordshard_operator.benchmarks.throughput",
-    "local": "coordshard_operator.benchmarks.local",
     "operator": "coordshard_operator.benchmarks.operator",
+    "local": "coordshard_operator.benchmarks.local",
 }
 """Suite name → module path (imported only when the suite runs)."""
 

@@ -1,0 +1,230 @@
+"""Simulated workers and a publisher: the load the handoff benchmark and tests drive.
+
+A ``SimWorker`` behaves like a real worker as far as the engine is concerned:
+it waits for its consumer to exist (workers never create consumers), pulls,
+records ``(consumer, shard, stream sequence)`` for every message it processes,
+and acks with ``ack_sync``. An ack that fails, or a consumer that vanished,
+means "possibly fenced": it drops its subscription and waits for its consumer
+again. ``crash()`` cancels it mid-flight, like kill -9, and remembers which
+processed messages it had not seen acked: those are the only duplicates the
+new owners may process.
+
+The ``Ledger`` holds what was published and what was processed, and checks
+the properties the handoff must keep: nothing lost, each consumer sees each
+shard in stream order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import nats.errors
+from nats.js import JetStreamContext
+
+from coordshard_client.subjects import shard_of
+
+__all__ = ["Ledger", "Publisher", "SimWorker"]
+
+
+@dataclass
+class Ledger:
+    """Everything published and processed in one run."""
+
+    published: set[int] = field(default_factory=set)
+    processed: list[tuple[str, int, int]] = field(default_factory=list)
+    """(consumer, shard, stream sequence), in processing order."""
+    crashed_unacked: int = 0
+    """Messages processed by crashed workers whose ack was not confirmed."""
+    failed_acks: int = 0
+    """Messages processed whose ``ack_sync`` failed (fenced, or a leader election)."""
+    last_seen: dict[tuple[str, int], float] = field(default_factory=dict)
+    """(consumer, shard) → loop time it last processed a message of that shard."""
+
+    def missing(self) -> set[int]:
+        return self.published - {seq for _, _, seq in self.processed}
+
+    def duplicates(self) -> int:
+        return len(self.processed) - len({seq for _, _, seq in self.processed})
+
+    def out_of_order(self) -> list[tuple[str, int, int, int]]:
+        """(consumer, shard, earlier seq, later seq) where a shard went backwards.
+
+        Replays of messages already processed are duplicates (see ``duplicates``),
+        not reordering; the order is checked over first processings.
+        """
+        last: dict[tuple[str, int], int] = {}
+        seen: set[int] = set()
+        bad = []
+        for consumer, shard, seq in self.processed:
+            if seq in seen:
+                continue
+            seen.add(seq)
+            prev = last.get((consumer, shard))
+            if prev is not None and seq <= prev:
+                bad.append((consumer, shard, prev, seq))
+            last[(consumer, shard)] = seq
+        return bad
+
+    def by_consumer(self) -> dict[str, set[int]]:
+        shards: dict[str, set[int]] = defaultdict(set)
+        for consumer, shard, _ in self.processed:
+            shards[consumer].add(shard)
+        return shards
+
+
+class SimWorker:
+    """An in-process pull worker bound to one consumer."""
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        *,
+        stream: str,
+        consumer: str,
+        ledger: Ledger,
+        batch: int = 16,
+        fetch_timeout_s: float = 0.1,
+    ) -> None:
+        self.js = js
+        self.stream = stream
+        self.consumer = consumer
+        self.ledger = ledger
+        self.batch = batch
+        self.fetch_timeout_s = fetch_timeout_s
+        """How long one pull waits; a pull pending across a reset may wait it out."""
+        self.in_hand: set[int] = set()
+        self.fenced_acks = 0
+        """Acks that failed: the worker was fenced while holding a message."""
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> SimWorker:
+        self._task = asyncio.create_task(self._run(), name=f"worker {self.consumer}")
+        return self
+
+    async def _exists(self) -> bool:
+        try:
+            await self.js.consumer_info(self.stream, self.consumer, timeout=1)
+        except nats.js.errors.NotFoundError:
+            return False
+        return True
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                if not await self._exists():
+                    await asyncio.sleep(0.01)  # polling for the consumer to appear
+                    continue
+                sub = await self.js.pull_subscribe_bind(durable=self.consumer, stream=self.stream)
+                try:
+                    await self._pull(sub)
+                finally:
+                    with contextlib.suppress(nats.errors.Error):
+                        await sub.unsubscribe()
+            except (TimeoutError, nats.errors.Error):
+                await asyncio.sleep(0.02)  # back off, then look for the consumer again
+
+    async def _pull(self, sub: JetStreamContext.PullSubscription) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                msgs = await sub.fetch(self.batch, timeout=self.fetch_timeout_s)
+            except nats.errors.TimeoutError:
+                msgs = []
+            if not msgs:
+                if not await self._exists():
+                    return
+                continue
+            for msg in msgs:
+                seq = msg.metadata.sequence.stream
+                shard = int(msg.subject.split(".")[-3])
+                self.in_hand.add(seq)
+                self.ledger.processed.append((self.consumer, shard, seq))
+                self.ledger.last_seen[(self.consumer, shard)] = loop.time()
+                try:
+                    await msg.ack_sync(timeout=2)
+                except (TimeoutError, nats.errors.Error):
+                    self.fenced_acks += 1
+                    self.ledger.failed_acks += 1
+                    return
+                self.in_hand.discard(seq)
+
+    async def crash(self) -> int:
+        """Stop at once, as kill -9 would; return the processed messages never seen acked."""
+        await self.stop()
+        lost_acks = len(self.in_hand)
+        self.ledger.crashed_unacked += lost_acks
+        return lost_acks
+
+    async def stop(self) -> None:
+        await _cancel(self._task)
+        self._task = None
+
+
+async def _cancel(task: asyncio.Task[None] | None) -> None:
+    """Cancel ``task`` and wait for it to end.
+
+    Python 3.11's ``asyncio.wait_for`` (used inside nats-py requests) can swallow
+    a cancellation that races with its result, so cancel until the task is done.
+    """
+    while task is not None and not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.05)
+    if task is not None and not task.cancelled() and task.exception() is not None:
+        raise task.exception()  # type: ignore[misc]
+
+
+class Publisher:
+    """Publishes commands over all shards until stopped, retrying with a message id."""
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        *,
+        prefix: str,
+        shards: int,
+        ledger: Ledger,
+        keys: int = 500,
+        burst: int = 20,
+        pause_s: float = 0.01,
+    ) -> None:
+        self.js = js
+        self.prefix = prefix
+        self.shards = shards
+        self.ledger = ledger
+        self.keys = keys
+        self.burst = burst
+        self.pause_s = pause_s
+        self.count = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> Publisher:
+        self._task = asyncio.create_task(self._run(), name="publisher")
+        return self
+
+    async def publish_one(self) -> None:
+        key = f"sys-{self.count % self.keys}"
+        subject = f"{self.prefix}.{shard_of(key, self.shards)}.{key}.op"
+        msg_id = f"m{self.count}"
+        while True:
+            try:
+                ack = await self.js.publish(
+                    subject, b"x", headers={"Nats-Msg-Id": msg_id}, timeout=1
+                )
+                break
+            except (TimeoutError, nats.errors.Error):
+                await asyncio.sleep(0.05)  # retry; the duplicate window dedupes
+        self.ledger.published.add(ack.seq)
+        self.count += 1
+
+    async def _run(self) -> None:
+        while True:
+            for _ in range(self.burst):
+                await self.publish_one()
+            await asyncio.sleep(self.pause_s)  # pacing, not synchronisation
+
+    async def stop(self) -> None:
+        await _cancel(self._task)
+        self._task = None
