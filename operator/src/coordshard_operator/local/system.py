@@ -59,11 +59,8 @@ class SystemOptions:
     seed: int = 1
     """Seed of the load (and of chaos, in ``up``)."""
     fetch_timeout_s: float = 0.1
-    """How long a worker's pull waits for messages, seconds; default 0.1. A gainer whose
-    pull was pending across a handoff picks up its new shards after at most this long,
-    so it bounds failover latency (0.5 s, the worker's own default, put kill-to-answer
-    p99 at ~520 ms; 0.1 s at ~160 ms). Idle cost: one pull and one consumer read per
-    worker per period."""
+    """How long a worker's pull waits for messages, seconds; default 0.1 (the worker's
+    own default). It bounds failover latency: see the worker's ``fetch_timeout``."""
     command_timeout_s: float = 2.0
     """How long the SDK waits for one outcome before the load retries it, seconds."""
     worker_env: dict[str, str] = field(default_factory=dict)
