@@ -155,6 +155,7 @@ def run(args: argparse.Namespace) -> Table:
         samples = _run_setting(replicas, trials, fetch_s)
         recovery = [r * 1000 for r, _ in samples]
         operator = [o * 1000 for _, o in samples]
+        table.samples[f"recovery, {label}, pull {round(fetch_s * 1000)} ms"] = recovery
         table.rows.append(
             [
                 label,

@@ -110,9 +110,29 @@ def _generic(name: str) -> Callable[[dict[str, Any], Path], list[Path]]:
     return draw
 
 
+def _handoff(data: dict[str, Any], out: Path) -> list[Path]:
+    return _latency_figure(
+        data.get("samples", {}),
+        title="engine hand-off: member lost → every orphan shard processed",
+        target=100,
+        path=out / "bench-handoff.png",
+    )
+
+
+def _operator(data: dict[str, Any], out: Path) -> list[Path]:
+    return _latency_figure(
+        {"pod DELETED → orphans delivering": data.get("samples", {}).get("failover_ms", [])},
+        title="operator failover (API-server double, real kopf, grace 0)",
+        target=300,
+        path=out / "bench-operator.png",
+    )
+
+
 _DRAW: dict[str, Callable[[dict[str, Any], Path], list[Path]]] = {
     "plan": _plan,
     "local": _local,
+    "handoff": _handoff,
+    "operator": _operator,
 }
 
 
