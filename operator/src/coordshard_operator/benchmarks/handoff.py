@@ -24,7 +24,7 @@ from pathlib import Path
 import nats
 from nats.js import JetStreamContext
 
-from coordshard_operator.benchmarks import Table
+from coordshard_operator.benchmarks import Table, percentile
 from coordshard_operator.benchmarks.workload import Ledger, SimWorker
 from coordshard_operator.handoff import Engine, GroupConfig, MemberInfo
 from coordshard_operator.natsserver import NatsServer, start_cluster, start_server
@@ -35,10 +35,6 @@ PREFIX = "bench.cmd"
 FETCH_EXPIRIES = (0.02, 0.1)
 """Worker pull expiries tried, seconds: a pull waiting across the handoff only
 gets the gained shards' messages after it expires and the worker pulls again."""
-
-
-def _p99(values: list[float]) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[98]
 
 
 async def _wait_jetstream(js: JetStreamContext) -> None:
@@ -162,9 +158,9 @@ def run(args: argparse.Namespace) -> Table:
                 round(fetch_s * 1000),
                 len(samples),
                 statistics.median(recovery),
-                _p99(recovery),
+                percentile(recovery, 0.99),
                 statistics.median(operator),
-                _p99(operator),
+                percentile(operator, 0.99),
             ]
         )
         sys.stderr.write(f"handoff: {label}, pull expiry {fetch_s}s done\n")

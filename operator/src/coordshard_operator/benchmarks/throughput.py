@@ -38,18 +38,13 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolic
 from coordshard_client import CoordinateClient, Translate, shard_filter
 from coordshard_client.messages import Envelope, MovePoint
 from coordshard_client.naming import consumer_name
-from coordshard_operator.benchmarks import Table
+from coordshard_operator.benchmarks import Table, percentile
 from coordshard_operator.natsserver import free_port, start_server
 
 SHARDS = 16
 STREAM = "COORDINATE"
 PREFIX = "coordinate.cmd"
 GROUP = "coordinate"
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def _payload_size() -> int:
@@ -240,8 +235,8 @@ async def _run(quick: bool) -> Table:
                         "peak (2 workers, SDK)",
                         n_peak,
                         round(peak),
-                        _percentile(lat, 0.5),
-                        _percentile(lat, 0.99),
+                        percentile(lat, 0.5),
+                        percentile(lat, 0.99),
                         f"{peak / ceiling:.0%} of ceiling; 1000 in flight",
                     ]
                 )
@@ -251,8 +246,8 @@ async def _run(quick: bool) -> Table:
                         "half of peak, paced",
                         len(lat),
                         round(got),
-                        _percentile(lat, 0.5),
-                        _percentile(lat, 0.99),
+                        percentile(lat, 0.5),
+                        percentile(lat, 0.99),
                         f"target {peak / 2:.0f}/s for {half_seconds:.0f}s",
                     ]
                 )
