@@ -17,7 +17,7 @@ import asyncio
 import random
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -59,8 +59,8 @@ class Ledger:
     systems: set[str] = field(default_factory=set)
     points: dict[tuple[str, str], ExpectedPoint] = field(default_factory=dict)
     latencies_ms: list[float] = field(default_factory=list)
-    recent: list[tuple[float, float]] = field(default_factory=list)
-    """(monotonic end time, latency ms) of recent outcomes, for the live view."""
+    recent: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=20_000))
+    """(monotonic end time, latency ms) of the latest outcomes, for the live view."""
     in_flight: int = 0
 
 
