@@ -62,6 +62,9 @@ WorkerState = Literal["starting", "waiting", "bound", "stopped"]
 
 REFRESH_SECONDS = 1.0
 """Longest a busy worker goes without re-reading its consumer's filters."""
+IDLE_REFRESH_SECONDS = 0.25
+"""Least time between two re-reads on empty fetches: pulls are short (they bound failover
+latency), and a consumer read on every one would be a JetStream API call per pull."""
 NAK_DELAY = 1.0
 """Seconds before a batch the store refused is redelivered."""
 
@@ -292,7 +295,8 @@ class Worker:
                 logger.warning("fetch failed, retrying: %r", e)
                 msgs = []
             if not msgs:
-                await self._refresh()
+                if time.monotonic() - self._refreshed > IDLE_REFRESH_SECONDS:
+                    await self._refresh()
                 continue
             await self._handle(msgs)
             if time.monotonic() - self._refreshed > REFRESH_SECONDS:

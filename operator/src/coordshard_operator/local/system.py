@@ -58,8 +58,8 @@ class SystemOptions:
     """Coordinate systems the load uses; default 64."""
     seed: int = 1
     """Seed of the load (and of chaos, in ``up``)."""
-    fetch_timeout_s: float = 0.1
-    """How long a worker's pull waits for messages, seconds; default 0.1 (the worker's
+    fetch_timeout_s: float = 0.05
+    """How long a worker's pull waits for messages, seconds; default 0.05 (the worker's
     own default). It bounds failover latency: see the worker's ``fetch_timeout``."""
     command_timeout_s: float = 2.0
     """How long the SDK waits for one outcome before the load retries it, seconds."""
