@@ -204,3 +204,40 @@ def test_pin_to_a_member_that_is_not_live_is_ignored_and_reported() -> None:
 def test_bad_input_is_refused_with_a_clear_message(kwargs: dict, message: str) -> None:
     with pytest.raises(InvalidAssignmentError, match=message):
         assign_shards(**kwargs)
+
+
+@given(
+    shards=st.integers(1, 200),
+    members=st.lists(st.sampled_from("abcdefgh"), unique=True, min_size=1, max_size=8),
+    data=st.data(),
+)
+def test_held_members_keep_exactly_what_they_own_and_take_nothing(
+    shards: int, members: list[str], data: st.DataObject
+) -> None:
+    # Start balanced over everyone plus two members that then vanish.
+    previous = assign_shards(shards=shards, members=[*members, "gone-1", "gone-2"]).assignment
+    held = data.draw(st.lists(st.sampled_from(members), unique=True))
+    free = [m for m in members if m not in held]
+    result = assign_shards(shards=shards, members=members, previous=previous, hold=held)
+    for m in held:
+        assert result.assignment[m] == previous[m]
+    assert all(mv.target not in held for mv in result.moves)
+    owned = sorted(s for owned in result.assignment.values() for s in owned)
+    if free:
+        assert owned == list(range(shards)) and result.unassigned == ()
+        loads = [len(result.assignment[m]) for m in free]
+        assert max(loads) - min(loads) <= 1
+    else:
+        # Nobody can take the vanished members' shards: they wait, reported.
+        lost = sorted(s for m in ("gone-1", "gone-2") for s in previous[m])
+        assert list(result.unassigned) == lost
+        assert sorted([*owned, *result.unassigned]) == list(range(shards))
+    # Once nobody is held any more, it rebalances like any plan (and is idempotent).
+    after = assign_shards(shards=shards, members=members, previous=result.assignment)
+    check_cover_and_balance(shards, members, after.assignment)
+
+
+def test_a_held_member_is_not_given_a_dead_members_shards() -> None:
+    previous = {"a": [0, 1, 2], "b": [3, 4, 5], "c": [6, 7, 8]}
+    result = assign_shards(shards=9, members=["a", "b"], previous=previous, hold=["b"])
+    assert result.assignment == {"a": (0, 1, 2, 6, 7, 8), "b": (3, 4, 5)}

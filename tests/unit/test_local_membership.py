@@ -62,3 +62,16 @@ def test_next_change_is_when_the_earliest_grace_runs_out() -> None:
     ]
     assert next_change(states, now=10.0, grace=5) == 12.0
     assert next_change([READY], now=10.0, grace=5) is None
+
+
+def test_members_within_grace_but_not_ready_are_held() -> None:
+    from coordshard_operator.local.membership import held
+
+    states = [
+        READY,
+        WorkerState("w2", exited_at=8.0, was_ready=True),
+        WorkerState("w3", was_ready=True, not_ready_since=7.0),
+        WorkerState("w4", was_ready=True, not_ready_since=1.0),
+    ]
+    assert held(states, now=10.0, grace=5) == ["w2", "w3"]
+    assert held(states, now=10.0, grace=0) == []

@@ -16,6 +16,11 @@ The rules, in the order they are applied:
    assigned ones) go to members below target, in shard order, round-robin over
    those members in rank order.
 
+*Held* members (``hold=``: e.g. pods NotReady but still within their grace
+period) keep exactly what they own and take nothing: their shards are pinned
+to them and their target is that count. Balance is then among the others; if
+every live member is held, ownerless shards stay unassigned until one is not.
+
 A member's *rank* is a stable hash of its name; a shard's rank within a member
 is a rendezvous hash of (shard, member). Neither depends on input order.
 """
@@ -70,7 +75,8 @@ class Balance:
     moves: tuple[Move, ...]
     """Shards whose owner changes, in shard order."""
     unassigned: tuple[int, ...] = ()
-    """Shards without a live owner: all of them when no member is live, else none."""
+    """Shards without a live owner: all of them when no member is live; when every live
+    member is held, the ones nobody owned; else none."""
     ignored_pins: tuple[int, ...] = field(default=())
     """Pinned shards whose pinned member is not live."""
 
@@ -121,8 +127,17 @@ def _targets(
     members: list[str],
     load: Mapping[str, int],
     pinned: Mapping[str, int],
+    held: frozenset[str] = frozenset(),
 ) -> dict[str, int]:
-    """Water-fill ``shards`` over ``members``: each gets at least its pinned count."""
+    """Water-fill ``shards`` over ``members``: each gets at least its pinned count.
+
+    Held members get exactly their pinned count; the rest is filled over the others.
+    """
+    fixed = {m: pinned[m] for m in members if m in held}
+    members = [m for m in members if m not in held]
+    shards -= sum(fixed.values())
+    if not members:
+        return fixed
     n = len(members)
     level = shards // n
     while level > 0 and sum(max(pinned[m], level) for m in members) > shards:
@@ -136,7 +151,7 @@ def _targets(
     )
     for m in candidates[:extra]:
         target[m] += 1
-    return target
+    return {**target, **fixed}
 
 
 def assign_shards(
@@ -145,6 +160,7 @@ def assign_shards(
     members: Iterable[str],
     previous: AssignmentLike | None = None,
     pins: Mapping[int, str] | None = None,
+    hold: Iterable[str] = (),
 ) -> Balance:
     """Assign ``shards`` shards (0..N-1) to the live ``members``.
 
@@ -154,6 +170,7 @@ def assign_shards(
         previous: the assignment in force (member → shards); may name members
             that are gone. Empty or None on the first run.
         pins: optional shard → member placements that override balance.
+        hold: live members that keep exactly what they own and take nothing.
 
     Returns:
         The new assignment (every live member, each with sorted shards), the
@@ -182,6 +199,10 @@ def assign_shards(
 
     ignored = tuple(sorted(s for s, m in pin_map.items() if m not in live_set))
     active_pins = {s: m for s, m in pin_map.items() if m in live_set}
+    held = frozenset(hold) & live_set
+    for m in sorted(held):
+        for s in prev.get(m, ()):
+            active_pins.setdefault(s, m)
 
     # Rules 1 and 2: what each live member holds before balancing.
     holding: dict[str, set[int]] = {m: set() for m in live}
@@ -194,8 +215,8 @@ def assign_shards(
     pinned_count = dict.fromkeys(live, 0)
     for m in active_pins.values():
         pinned_count[m] += 1
-    load = {m: len(held) for m, held in holding.items()}
-    target = _targets(shards, live, load, pinned_count)
+    load = {m: len(owned) for m, owned in holding.items()}
+    target = _targets(shards, live, load, pinned_count, held)
 
     # Rule 4: over-target members release their lowest-ranked unpinned shards.
     for m in live:
@@ -205,7 +226,7 @@ def assign_shards(
             holding[m].difference_update(s for _, s in releasable[:excess])
 
     # Rule 5: hand every ownerless shard to an under-target member.
-    owned_now = {s for held in holding.values() for s in held}
+    owned_now = {s for owned in holding.values() for s in owned}
     orphans = [s for s in range(shards) if s not in owned_now]
     takers = deque(
         sorted(
@@ -213,7 +234,11 @@ def assign_shards(
             key=lambda m: (_member_rank(m), m),
         )
     )
+    unassigned: list[int] = []
     for s in orphans:
+        if not takers:  # only when every live member is held
+            unassigned.append(s)
+            continue
         m = takers.popleft()
         holding[m].add(s)
         if len(holding[m]) < target[m]:
@@ -221,13 +246,13 @@ def assign_shards(
 
     assignment: Assignment = {m: tuple(sorted(holding[m])) for m in live}
     moves = []
-    for m, held in assignment.items():
-        for s in held:
+    for m, owned in assignment.items():
+        for s in owned:
             source = old_owner.get(s)
             if source == m:
                 continue
             reason: MoveReason
-            if s in active_pins and source in live_set:
+            if s in active_pins and source in live_set and source not in held:
                 reason = "pinned"
             elif source is None:
                 reason = "unassigned"
@@ -237,4 +262,9 @@ def assign_shards(
                 reason = "rebalance"
             moves.append(Move(shard=s, source=source, target=m, reason=reason))
     moves.sort(key=lambda mv: mv.shard)
-    return Balance(assignment=assignment, moves=tuple(moves), ignored_pins=ignored)
+    return Balance(
+        assignment=assignment,
+        moves=tuple(moves),
+        unassigned=tuple(unassigned),
+        ignored_pins=ignored,
+    )

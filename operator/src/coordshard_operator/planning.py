@@ -91,8 +91,12 @@ def plan(
     members: Iterable[str],
     previous: AssignmentLike | None = None,
     pins: Mapping[int, str] | None = None,
+    hold: Iterable[str] = (),
 ) -> Plan:
-    """Balance the shards over the live members and order the handoff steps."""
+    """Balance the shards over the live members and order the handoff steps.
+
+    ``hold``: live members that keep what they own and take nothing (see balancing).
+    """
     previous = previous or {}
-    balance = assign_shards(shards=shards, members=members, previous=previous, pins=pins)
+    balance = assign_shards(shards=shards, members=members, previous=previous, pins=pins, hold=hold)
     return Plan(balance=balance, steps=plan_handoff(previous, balance.assignment))

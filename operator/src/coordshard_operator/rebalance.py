@@ -8,7 +8,7 @@ The operator and local mode differ only in how they decide who is live.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from coordshard_operator.handoff import Engine, MemberInfo, Observed, Report
@@ -39,10 +39,21 @@ async def rebalance(
     members: Mapping[str, MemberInfo],
     epoch: int,
     pins: Mapping[int, str] | None = None,
+    hold: Iterable[str] = (),
 ) -> Pass:
-    """Converge the group on the live ``members`` (consumer name → member); see module doc."""
+    """Converge the group on the live ``members`` (consumer name → member); see module doc.
+
+    ``hold``: members that are live but not ready (within their grace period): they keep
+    their consumer and shards and are given nothing new.
+    """
     observed = await engine.observe()
-    result = plan(shards=shards, members=sorted(members), previous=observed.assignment, pins=pins)
+    result = plan(
+        shards=shards,
+        members=sorted(members),
+        previous=observed.assignment,
+        pins=pins,
+        hold=hold,
+    )
     stalled = any(c.paused for c in observed.consumers.values())
     if result.converged and not stalled:
         return Pass(observed, result, None)

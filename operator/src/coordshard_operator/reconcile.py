@@ -138,6 +138,7 @@ async def reconcile(
         },
         epoch=epoch + 1,
         pins=_pins(desired, {k: v for k, v in live.items() if k in ready_ids}),
+        hold=[mid for mid in live if mid not in ready_ids],
     )
     report = done.report
     if report is not None:

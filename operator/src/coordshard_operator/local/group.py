@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from coordshard_operator.errors import CoordshardError
 from coordshard_operator.handoff import Engine, MemberInfo
-from coordshard_operator.local.membership import members, next_change
+from coordshard_operator.local.membership import held, members, next_change
 from coordshard_operator.local.workers import WorkerProcess
 from coordshard_operator.rebalance import rebalance
 
@@ -83,7 +83,11 @@ class LocalGroup:
         live = members(states, now=started, grace=self.grace)
         self.live = live
         done = await rebalance(
-            self.engine, shards=self.shards, members=self._member_infos(live), epoch=self.epoch + 1
+            self.engine,
+            shards=self.shards,
+            members=self._member_infos(live),
+            epoch=self.epoch + 1,
+            hold=held(states, now=started, grace=self.grace),
         )
         before = set(done.observed.assignment)
         self.assignment = dict(done.plan.balance.assignment)

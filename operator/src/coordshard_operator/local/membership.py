@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["WorkerState", "members"]
+__all__ = ["WorkerState", "held", "members", "next_change"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +46,16 @@ def is_member(state: WorkerState, *, now: float, grace: float) -> bool:
 def members(states: Iterable[WorkerState], *, now: float, grace: float) -> list[str]:
     """The member ids among ``states`` at ``now``, sorted."""
     return sorted(s.member for s in states if is_member(s, now=now, grace=grace))
+
+
+def held(states: Iterable[WorkerState], *, now: float, grace: float) -> list[str]:
+    """Members that are not ready now (exited or unready, within grace): they keep their
+    shards and are given no new ones."""
+    return sorted(
+        s.member
+        for s in states
+        if is_member(s, now=now, grace=grace) and (s.exited_at is not None or not s.ready)
+    )
 
 
 def next_change(states: Iterable[WorkerState], *, now: float, grace: float) -> float | None:
