@@ -13,8 +13,7 @@ import asyncio
 import os
 import re
 import subprocess
-import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ from coordshard_client.subjects import shard_filter
 from coordshard_operator import crd
 from coordshard_operator.jetstream import JetStreamApi
 from coordshard_operator.natsserver import NatsServer, free_port
-from coordshard_operator.testing.apiserver import ApiError, ApiServer
+from coordshard_operator.testing.apiserver import ApiError
 from coordshard_operator.testing.cluster import Cluster, OperatorProcess, parse_ranges, wait_until
 from coordshard_operator.workercmd import worker_argv
 
@@ -36,31 +35,6 @@ pytestmark = pytest.mark.integration
 
 NS = "ns"
 STREAM = "COORDINATE"
-
-
-@pytest.fixture
-def cluster(apiserver: ApiServer) -> Cluster:
-    return Cluster(apiserver)
-
-
-@pytest.fixture
-def operator(
-    apiserver: ApiServer, nats_server: NatsServer, tmp_path: Path
-) -> Iterator[Callable[..., OperatorProcess]]:
-    procs: list[OperatorProcess] = []
-
-    def start(**kw: Any) -> OperatorProcess:
-        kw.setdefault("log", tmp_path / "operator.log")
-        proc = OperatorProcess(api_url=apiserver.url, nats_url=nats_server.url, **kw)
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        proc.stop(timeout=3)  # a peered kopf can take longer to leave; not what is tested
-    log = tmp_path / "operator.log"
-    if log.exists():  # shown by pytest only when the test failed
-        sys.stdout.write(log.read_text()[-6000:])
 
 
 @pytest.fixture
@@ -330,7 +304,7 @@ async def test_the_chart_grants_exactly_what_the_operator_uses(
     cluster.api.delete(cluster.crs, NS, "orders")
     await wait_until(lambda: not cluster.api.list(cluster.crs, NS), what="CR gone")
     used = {(r.verb, r.group, r.resource) for r in cluster.api.requests}
-    assert used == chart_rbac()
+    assert used == chart_rbac("operator.readSecrets=false")  # no Secret refs here
 
 
 def start_worker(cluster: Cluster, pod: str, *, nats_url: str, db: str, log: Path) -> Any:
@@ -458,4 +432,6 @@ async def test_a_standby_operator_takes_over_when_the_active_one_dies(
     )
     assert "shards moved" in standby_log.read_text()
     used = {(r.verb, r.group, r.resource) for r in api.requests}
-    assert used == chart_rbac("operator.standby=true", "operator.watchNamespaces={ns}")
+    assert used == chart_rbac(
+        "operator.standby=true", "operator.watchNamespaces={ns}", "operator.readSecrets=false"
+    )
