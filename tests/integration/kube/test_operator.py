@@ -178,11 +178,20 @@ async def test_invalid_crs_are_refused_by_the_server_or_reported(
         cluster.add_cr("bad", shards=0)
     assert refused.value.code == 422
     cluster.add_pod("w-0")
-    cluster.add_cr("orders", shards=2, nats={"credentialsSecretRef": {"name": "creds"}})
-    await wait_until(lambda: cluster.condition(crd.CONDITION_READY) == "False", what="refused")
-    reasons = {c["type"]: c["reason"] for c in cluster.status()["conditions"]}
-    assert reasons[crd.CONDITION_DEGRADED] == crd.REASON_INVALID_SPEC
-    assert any("credentialsSecretRef" in m for m in cluster.events(crd.REASON_INVALID_SPEC))
+    cluster.add_cr("orders", shards=2)
+    cluster.add_cr("second", shards=2, app="v")  # valid for the server, but the same stream
+
+    def degraded_reasons() -> list[str]:
+        return [
+            c["reason"]
+            for name in ("orders", "second")
+            for c in cluster.status(name).get("conditions") or []
+            if c["type"] == crd.CONDITION_DEGRADED
+        ]
+
+    await wait_until(lambda: crd.REASON_INVALID_SPEC in degraded_reasons(), what="refused")
+    assert degraded_reasons().count(crd.REASON_INVALID_SPEC) == 1  # the first claim wins
+    assert any("is used by" in m for m in cluster.events(crd.REASON_INVALID_SPEC))
     with pytest.raises(ApiError) as immutable:
         cluster.api.patch(cluster.crs, NS, "orders", {"spec": {"shards": 3}})
     assert immutable.value.code == 422

@@ -10,9 +10,6 @@ and a fixed Secret must be picked up by the next reconcile.
 from __future__ import annotations
 
 import base64
-import datetime
-import ipaddress
-import os
 import ssl
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,14 +19,11 @@ import nacl.signing
 import nats
 import nkeys
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from coordshard_operator import crd
 from coordshard_operator.natsserver import NatsServer, start_server
 from coordshard_operator.testing.apiserver import ApiError
+from coordshard_operator.testing.certs import TestCa
 from coordshard_operator.testing.cluster import Cluster, OperatorProcess, wait_until
 
 pytestmark = pytest.mark.integration
@@ -135,65 +129,25 @@ async def test_an_nkey_seed_from_a_secret_connects_and_bad_secrets_degrade(
     assert used == chart_rbac()  # the default chart grants `get secrets`, and it is used
 
 
-def self_signed_ca_and_server(tmp_path: Path) -> tuple[bytes, Path, Path]:
-    """A CA certificate (PEM) and a server cert/key it signed for 127.0.0.1 (files)."""
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "coordshard test CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    cert_file, key_file = tmp_path / "server.crt", tmp_path / "server.key"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    os.chmod(key_file, 0o600)
-    return ca.public_bytes(serialization.Encoding.PEM), cert_file, key_file
-
-
 async def test_tls_with_the_ca_from_a_secret(
     cluster: Cluster, operator: Callable[..., OperatorProcess], tmp_path: Path
 ) -> None:
-    ca, cert_file, key_file = self_signed_ca_and_server(tmp_path)
+    ca = TestCa()
+    issued = ca.issue()
+    cert_file, key_file = tmp_path / "server.crt", tmp_path / "server.key"
+    cert_file.write_bytes(issued.cert)
+    key_file.write_bytes(issued.key)
     tls = f'tls {{ cert_file: "{cert_file}", key_file: "{key_file}" }}'
     server = start_server(tmp_path / "tls-nats", extra_config=tls)
     try:
         operator()
-        put_secret(cluster, "nats-tls", {crd.SECRET_CA: ca})
+        put_secret(cluster, "nats-tls", {crd.SECRET_CA: ca.cert})
         cluster.add_pod("w-0")
         cluster.add_cr(
             shards=4, nats={"servers": [server.url], "tlsSecretRef": {"name": "nats-tls"}}
         )
         await wait_until(lambda: cluster.condition(crd.CONDITION_READY) == "True", what="Ready")
-        ctx = ssl.create_default_context(cadata=ca.decode())
+        ctx = ssl.create_default_context(cadata=ca.cert.decode())
         assert await consumer_names(server.url, tls=ctx) == {cluster.consumer("w-0")}
     finally:
         server.kill()
