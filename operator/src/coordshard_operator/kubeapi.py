@@ -109,7 +109,7 @@ class KubeApi:
             async with self._session.get(url) as r:
                 if r.status in (403, 404):
                     why = "not found" if r.status == 404 else "forbidden (RBAC: get secrets)"
-                    raise SecretUnavailableError(f"{where}: {why}", delay=5)
+                    raise SecretUnavailableError(f"{where}: {why}", delay=2)
                 if r.status >= 400:
                     raise TransientError(f"reading {where}: {r.status}")
                 body = await r.json()

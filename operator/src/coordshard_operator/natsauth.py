@@ -46,7 +46,7 @@ class Secret:
             return self.data[key]
         except KeyError:
             raise SecretUnavailableError(
-                f"Secret {self.namespace}/{self.name} has no key {key!r} (spec.{field})", delay=5
+                f"Secret {self.namespace}/{self.name} has no key {key!r} (spec.{field})", delay=2
             ) from None
 
 
@@ -100,7 +100,7 @@ def tls_context(secret: Secret) -> ssl.SSLContext:
     try:
         ctx = ssl.create_default_context(cadata=ca.decode())
     except (ssl.SSLError, ValueError) as e:
-        raise SecretUnavailableError(f"{where}: {crd.SECRET_CA} is not a PEM CA", delay=5) from e
+        raise SecretUnavailableError(f"{where}: {crd.SECRET_CA} is not a PEM CA", delay=2) from e
     cert, key = secret.data.get(crd.SECRET_TLS_CERT), secret.data.get(crd.SECRET_TLS_KEY)
     if cert is None or key is None:
         return ctx
@@ -113,7 +113,7 @@ def tls_context(secret: Secret) -> ssl.SSLContext:
         except (ssl.SSLError, ValueError) as e:
             raise SecretUnavailableError(
                 f"{where}: {crd.SECRET_TLS_CERT}/{crd.SECRET_TLS_KEY} are not a PEM key pair",
-                delay=5,
+                delay=2,
             ) from e
     return ctx
 

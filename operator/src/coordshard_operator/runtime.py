@@ -40,6 +40,12 @@ logger = logging.getLogger(__name__)
 _CONNECT_DEADLINE_S = 5.0
 """How long one reconcile waits for a first NATS connection before reporting why not."""
 
+
+def _refused_credentials(error: BaseException) -> bool:
+    """NATS said no to the credentials (nats-py reports it as a plain Error at connect)."""
+    return isinstance(error, AuthorizationError) or "authorization" in str(error).lower()
+
+
 PodKey = tuple[str, str]
 CrKey = tuple[str, str]
 
@@ -106,30 +112,52 @@ class Runtime:
         where = ", ".join(servers)
         client = Client()
         last_error: list[Exception] = []
+        refused = asyncio.Event()
 
         async def on_error(e: Exception) -> None:
             # nats-py retries the first connect forever (max_reconnect_attempts=-1):
-            # keep the latest failure to say why when the deadline below passes.
+            # keep the latest failure to say why; refused credentials end the wait.
             last_error[:] = [e]
+            if _refused_credentials(e):
+                refused.set()
             logger.warning("NATS %s: %s", where, e)
 
-        try:
-            await asyncio.wait_for(
-                client.connect(
-                    servers=list(servers),
-                    connect_timeout=2,
-                    max_reconnect_attempts=-1,
-                    error_cb=on_error,
-                    **auth.options,
-                ),
-                timeout=_CONNECT_DEADLINE_S,
+        connecting = asyncio.ensure_future(
+            client.connect(
+                servers=list(servers),
+                connect_timeout=2,
+                max_reconnect_attempts=-1,
+                error_cb=on_error,
+                **auth.options,
             )
-        except (NatsError, OSError, TimeoutError, ssl.SSLError) as e:
+        )
+        waiting = asyncio.ensure_future(refused.wait())
+        try:
+            await asyncio.wait(
+                (connecting, waiting),
+                timeout=_CONNECT_DEADLINE_S,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            waiting.cancel()
+        failure: BaseException | None = None
+        if not connecting.done():
+            connecting.cancel()
+            failure = TimeoutError(f"no connection in {_CONNECT_DEADLINE_S} s")
+        elif connecting.cancelled():
+            failure = TimeoutError("cancelled")
+        else:
+            failure = connecting.exception()
+        if failure is not None:
             await client.close()
-            cause = last_error[0] if last_error else e
-            if isinstance(cause, AuthorizationError) or "authorization" in str(cause).lower():
-                raise NatsAuthError(f"{where} refused the credentials of spec.nats", delay=5) from e
-            raise NatsUnavailableError(f"connecting to {where}: {cause}") from e
+            cause = last_error[0] if last_error else failure
+            if _refused_credentials(cause):
+                raise NatsAuthError(
+                    f"{where} refused the credentials of spec.nats", delay=2
+                ) from failure
+            if not isinstance(failure, (NatsError, OSError, TimeoutError, ssl.SSLError)):
+                raise failure
+            raise NatsUnavailableError(f"connecting to {where}: {cause}") from failure
         self.connections[key] = client
         return client
 

@@ -191,7 +191,10 @@ async def test_invalid_crs_are_refused_by_the_server_or_reported(
 
     await wait_until(lambda: crd.REASON_INVALID_SPEC in degraded_reasons(), what="refused")
     assert degraded_reasons().count(crd.REASON_INVALID_SPEC) == 1  # the first claim wins
-    assert any("is used by" in m for m in cluster.events(crd.REASON_INVALID_SPEC))
+    await wait_until(  # kopf posts Events from a queue, after the status patch
+        lambda: any("is used by" in m for m in cluster.events(crd.REASON_INVALID_SPEC)),
+        what="an InvalidSpec Event",
+    )
     with pytest.raises(ApiError) as immutable:
         cluster.api.patch(cluster.crs, NS, "orders", {"spec": {"shards": 3}})
     assert immutable.value.code == 422

@@ -97,7 +97,10 @@ async def test_an_nkey_seed_from_a_secret_connects_and_bad_secrets_degrade(
         what="Degraded: the Secret is missing",
     )
     assert cluster.condition(crd.CONDITION_DEGRADED) == "True"
-    assert any("ns/nats-user" in m for m in cluster.events(crd.REASON_SECRET_UNAVAILABLE))
+    await wait_until(  # kopf posts Events from a queue, after the status patch
+        lambda: any("ns/nats-user" in m for m in cluster.events(crd.REASON_SECRET_UNAVAILABLE)),
+        what="a Warning Event naming the Secret",
+    )
 
     put_secret(cluster, "nats-user", {"other": b"x"})
     await wait_until(
@@ -111,7 +114,7 @@ async def test_an_nkey_seed_from_a_secret_connects_and_bad_secrets_degrade(
         lambda: condition_reason(cluster, crd.CONDITION_DEGRADED) == crd.REASON_NATS_AUTH_FAILED,
         what="Degraded: NATS refused the seed",
     )
-    assert cluster.events(crd.REASON_NATS_AUTH_FAILED)
+    await wait_until(lambda: cluster.events(crd.REASON_NATS_AUTH_FAILED), what="an auth Event")
     assert proc.running()
 
     put_secret(cluster, "nats-user", {"nkey.seed": seed})  # a new resourceVersion
