@@ -31,6 +31,8 @@ class Summary:
     moved: int = 0
     error: str | None = None
     """A reconcile failure (NATS down...): Ready=False, Degraded=True."""
+    error_reason: str = crd.REASON_RECONCILE_FAILED
+    """The reason of the conditions ``error`` sets."""
     invalid: str | None = None
     """An invalid spec: nothing was applied."""
 
@@ -69,8 +71,8 @@ def report(summary: Summary) -> tuple[Condition, Condition, Condition]:
             Condition(crd.CONDITION_DEGRADED, "True", crd.REASON_INVALID_SPEC, s.invalid),
         )
     if s.error is not None:
-        ready = Condition(crd.CONDITION_READY, "False", crd.REASON_RECONCILE_FAILED, s.error)
-        degraded = Condition(crd.CONDITION_DEGRADED, "True", crd.REASON_RECONCILE_FAILED, s.error)
+        ready = Condition(crd.CONDITION_READY, "False", s.error_reason, s.error)
+        degraded = Condition(crd.CONDITION_DEGRADED, "True", s.error_reason, s.error)
     elif s.members == 0:
         msg = f"no Ready pod matches the selector; {s.unassigned} of {s.shards} shards unassigned"
         ready = Condition(crd.CONDITION_READY, "False", crd.REASON_NO_MEMBERS, msg)

@@ -21,10 +21,16 @@ __all__ = [
     "REASON_ALL_ASSIGNED",
     "REASON_CONVERGED",
     "REASON_INVALID_SPEC",
+    "REASON_NATS_AUTH_FAILED",
     "REASON_NO_MEMBERS",
     "REASON_RECONCILE_FAILED",
+    "REASON_SECRET_UNAVAILABLE",
     "REASON_SHARDS_MOVED",
     "REASON_SHARDS_UNASSIGNED",
+    "SECRETS",
+    "SECRET_CA",
+    "SECRET_TLS_CERT",
+    "SECRET_TLS_KEY",
     "SHORT_NAME",
     "SINGULAR",
     "VERSION",
@@ -58,6 +64,18 @@ REASON_NO_MEMBERS: Final = "NoReadyMembers"
 """Degraded=True: no pod matching the selector is a member."""
 REASON_INVALID_SPEC: Final = "InvalidSpec"
 REASON_RECONCILE_FAILED: Final = "ReconcileFailed"
+REASON_SECRET_UNAVAILABLE: Final = "SecretUnavailable"
+"""Degraded=True: a Secret named in spec.nats (or a key in it) cannot be read."""
+
+REASON_NATS_AUTH_FAILED: Final = "NatsAuthFailed"
+"""Degraded=True: NATS refused the credentials the Secrets hold."""
+
+SECRETS: Final = "secrets"
+"""core/v1 resource read (``get`` only) for spec.nats.*SecretRef."""
+SECRET_CA: Final = "ca.crt"
+SECRET_TLS_CERT: Final = "tls.crt"
+SECRET_TLS_KEY: Final = "tls.key"
+"""Keys of the tlsSecretRef Secret (those of a ``kubernetes.io/tls`` Secret)."""
 
 # Event reasons (on the CR).
 EVENT_MEMBERS_CHANGED: Final = "MembersChanged"

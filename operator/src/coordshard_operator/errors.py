@@ -10,6 +10,8 @@
     ├── JetStreamApiError               JetStream refused a request (carries code and err_code)
     └── TransientError                  retry later; ``delay`` suggests when
         ├── NatsUnavailableError        no connection, no responders, request timed out
+        ├── SecretUnavailableError      a Secret of spec.nats (or a key in it) is missing
+        ├── NatsAuthError               NATS refused the credentials from those Secrets
         └── JetStreamUnavailableError   JetStream disabled or a cluster without a leader (503)
 
 nats-py's errors are mapped onto these once, in ``jetstream.py``; nothing else
@@ -24,7 +26,9 @@ __all__ = [
     "InvalidSpecError",
     "JetStreamApiError",
     "JetStreamUnavailableError",
+    "NatsAuthError",
     "NatsUnavailableError",
+    "SecretUnavailableError",
     "StreamMismatchError",
     "StreamMissingError",
     "TransientError",
@@ -89,3 +93,17 @@ class NatsUnavailableError(TransientError):
 
 class JetStreamUnavailableError(TransientError):
     """JetStream is disabled or has no leader (a cluster election takes ~5 s)."""
+
+
+class SecretUnavailableError(TransientError):
+    """A Secret named in spec.nats, or the key it should hold, cannot be read (yet).
+
+    The message names the Secret and key, never their content.
+    """
+
+
+class NatsAuthError(TransientError):
+    """NATS refused the credentials (nkey, .creds, client certificate) of spec.nats.
+
+    Transient because fixing the Secret fixes it: the next reconcile re-reads it.
+    """

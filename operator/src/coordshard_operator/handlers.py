@@ -28,8 +28,14 @@ from typing import Any
 import kopf
 
 from coordshard_operator import conditions, crd, spec
-from coordshard_operator.errors import CoordshardError, InvalidSpecError, TransientError
-from coordshard_operator.kubeapi import StatusWriter
+from coordshard_operator.errors import (
+    CoordshardError,
+    InvalidSpecError,
+    NatsAuthError,
+    SecretUnavailableError,
+    TransientError,
+)
+from coordshard_operator.kubeapi import KubeApi
 from coordshard_operator.reconcile import reconcile
 from coordshard_operator.runtime import Runtime
 from coordshard_operator.settings import OperatorSettings
@@ -65,9 +71,9 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
     runtime: Runtime | None = memo.get("runtime")
     if runtime is not None:
         await runtime.close()
-    writer: StatusWriter | None = memo.get("status_writer")
-    if writer is not None:
-        await writer.close()
+    kube: KubeApi | None = memo.get("kube_api")
+    if kube is not None:
+        await kube.close()
 
 
 @kopf.on.login()
@@ -94,11 +100,11 @@ def pod_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     runtime.pod_event(event.get("type"), dict(event["object"]))
 
 
-def _writer(memo: kopf.Memo) -> StatusWriter:
-    writer: StatusWriter | None = memo.get("status_writer")
-    if writer is None:
-        writer = memo.status_writer = StatusWriter(memo.connection_info)
-    return writer
+def _kube(memo: kopf.Memo) -> KubeApi:
+    kube: KubeApi | None = memo.get("kube_api")
+    if kube is None:
+        kube = memo.kube_api = KubeApi(memo.connection_info)
+    return kube
 
 
 @kopf.daemon(*CR, cancellation_timeout=5)
@@ -125,7 +131,7 @@ async def rebalance(
             delay = opts.resync_seconds
             try:
                 desired = spec.parse(body)
-                engine = await runtime.engine(desired)
+                engine = await runtime.engine(desired, secrets=_kube(memo).get_secret)
                 outcome = await reconcile(
                     desired=desired,
                     pods=runtime.pods_in(namespace),
@@ -140,7 +146,10 @@ async def rebalance(
             except (TransientError, CoordshardError) as e:
                 logger.warning("reconcile failed: %s", e)
                 runtime.metrics.reconcile_errors.labels(**labels).inc()
-                status = _failed(previous, body, now, error=str(e))
+                reason = _REASONS.get(type(e), crd.REASON_RECONCILE_FAILED)
+                status = _failed(previous, body, now, error=str(e), reason=reason)
+                if reason != crd.REASON_RECONCILE_FAILED and status != previous:
+                    kopf.warn(body, reason=reason, message=str(e))
                 delay = min(delay, getattr(e, "delay", 1.0))
             else:
                 status = outcome.status
@@ -159,7 +168,7 @@ async def rebalance(
                     delay = min(delay, max(0.0, (outcome.recheck_at - now).total_seconds()))
             if status != previous:
                 try:
-                    if not await _writer(memo).patch_status(
+                    if not await _kube(memo).patch_status(
                         namespace=namespace, name=name, status=status, previous=previous
                     ):
                         return
@@ -170,6 +179,13 @@ async def rebalance(
             await _sleep(wake, delay, stopped, debounce=opts.debounce_seconds)
     finally:
         runtime.forget(namespace, name)
+
+
+_REASONS: dict[type[Exception], str] = {
+    SecretUnavailableError: crd.REASON_SECRET_UNAVAILABLE,
+    NatsAuthError: crd.REASON_NATS_AUTH_FAILED,
+}
+"""Errors with their own condition reason (and a Warning Event); others: ReconcileFailed."""
 
 
 async def _sleep(
@@ -195,6 +211,7 @@ def _failed(
     *,
     invalid: str | None = None,
     error: str | None = None,
+    reason: str = crd.REASON_RECONCILE_FAILED,
 ) -> dict[str, Any]:
     """``previous`` with conditions saying why nothing was applied."""
     generation = int(body.get("metadata", {}).get("generation") or 0)
@@ -205,6 +222,7 @@ def _failed(
         unassigned=0,
         invalid=invalid,
         error=error,
+        error_reason=reason,
     )
     return {
         **previous,
@@ -222,7 +240,7 @@ async def release(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: An
     except InvalidSpecError:
         return  # never applied: nothing to release
     try:
-        engine = await runtime.engine(desired)
+        engine = await runtime.engine(desired, secrets=_kube(memo).get_secret)
         await engine.remove_group()
     except TransientError as e:
         raise kopf.TemporaryError(str(e), delay=e.delay) from e

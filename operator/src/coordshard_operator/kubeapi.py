@@ -1,13 +1,17 @@
-"""The operator's own writes to the API server: the CR's status.
+"""The operator's own calls to the API server: the CR's status, and Secrets.
 
 kopf applies handler patches only when a handler returns; the rebalancing
 daemon runs for the CR's lifetime, so it writes status itself, with the
 credentials kopf logged in with (captured by the login handler). One
-merge-patch to ``/status`` per *changed* status; nothing per tick.
+merge-patch to ``/status`` per *changed* status; nothing per tick. The same
+client reads the Secrets a CR's ``spec.nats`` names (``get`` only, in the
+CR's namespace); their data is handed over decoded and never logged.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ssl
 from collections.abc import Mapping
 from typing import Any
@@ -16,9 +20,10 @@ import aiohttp
 import kopf
 
 from coordshard_operator import crd
-from coordshard_operator.errors import TransientError
+from coordshard_operator.errors import SecretUnavailableError, TransientError
+from coordshard_operator.natsauth import Secret
 
-__all__ = ["StatusWriter", "merge_diff"]
+__all__ = ["KubeApi", "merge_diff"]
 
 
 def merge_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
@@ -49,11 +54,11 @@ def _ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
     return ctx
 
 
-class StatusWriter:
-    """Merge-patches ``coordinateshards/{name}/status``."""
+class KubeApi:
+    """Merge-patches ``coordinateshards/{name}/status``; gets ``secrets/{name}``."""
 
     def __init__(self, info: kopf.ConnectionInfo) -> None:
-        headers = {"Content-Type": "application/merge-patch+json"}
+        headers: dict[str, str] = {}
         if info.token:
             headers["Authorization"] = f"{info.scheme or 'Bearer'} {info.token}"
         self._base = info.server.rstrip("/")
@@ -83,7 +88,11 @@ class StatusWriter:
             f"{crd.PLURAL}/{name}/status"
         )
         try:
-            async with self._session.patch(url, json={"status": merge_diff(previous, status)}) as r:
+            async with self._session.patch(
+                url,
+                json={"status": merge_diff(previous, status)},
+                headers={"Content-Type": "application/merge-patch+json"},
+            ) as r:
                 if r.status == 404:
                     return False
                 if r.status >= 400:
@@ -91,3 +100,24 @@ class StatusWriter:
                 return True
         except aiohttp.ClientError as e:
             raise TransientError(f"patching status of {namespace}/{name}: {e}") from e
+
+    async def get_secret(self, namespace: str, name: str) -> Secret:
+        """The Secret, decoded; SecretUnavailableError when missing or forbidden."""
+        where = f"Secret {namespace}/{name}"
+        url = f"{self._base}/api/v1/namespaces/{namespace}/{crd.SECRETS}/{name}"
+        try:
+            async with self._session.get(url) as r:
+                if r.status in (403, 404):
+                    why = "not found" if r.status == 404 else "forbidden (RBAC: get secrets)"
+                    raise SecretUnavailableError(f"{where}: {why}", delay=2)
+                if r.status >= 400:
+                    raise TransientError(f"reading {where}: {r.status}")
+                body = await r.json()
+        except aiohttp.ClientError as e:
+            raise TransientError(f"reading {where}: {e}") from e
+        try:
+            data = {k: base64.b64decode(v) for k, v in (body.get("data") or {}).items()}
+        except (binascii.Error, TypeError) as e:
+            raise SecretUnavailableError(f"{where}: data is not base64") from e
+        rv = str((body.get("metadata") or {}).get("resourceVersion") or "")
+        return Secret(namespace=namespace, name=name, resource_version=rv, data=data)

@@ -98,6 +98,8 @@ class NatsServer:
     cluster_name: str = "coordshard"
     binary: Path | None = None
     process: subprocess.Popen[bytes] | None = None
+    extra_config: str = ""
+    """Appended to the config as is (``authorization {...}``, ``tls {...}``)."""
 
     @property
     def url(self) -> str:
@@ -115,6 +117,8 @@ class NatsServer:
                 f'cluster {{ name: "{self.cluster_name}", '
                 f'listen: "127.0.0.1:{self.cluster_port}", routes: [{routes}] }}'
             )
+        if self.extra_config:
+            lines.append(self.extra_config)
         return "\n".join(lines) + "\n"
 
     def start(self, *, timeout: float = 10.0) -> NatsServer:
@@ -167,9 +171,11 @@ class NatsServer:
         return self.process is not None and self.process.poll() is None
 
 
-def start_server(store_dir: Path, *, port: int = 0, name: str = "coordshard") -> NatsServer:
-    """Start one JetStream-enabled server on a free port."""
-    return NatsServer(store_dir=store_dir, port=port, name=name).start()
+def start_server(
+    store_dir: Path, *, port: int = 0, name: str = "coordshard", extra_config: str = ""
+) -> NatsServer:
+    """Start one JetStream-enabled server on a free port (``extra_config`` appended)."""
+    return NatsServer(store_dir=store_dir, port=port, name=name, extra_config=extra_config).start()
 
 
 def start_cluster(base_dir: Path, *, size: int = 3, name: str = "coordshard") -> list[NatsServer]:

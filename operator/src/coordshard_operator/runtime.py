@@ -3,24 +3,32 @@
 Made once by the startup handler and kept in kopf's ``memo``, never in module
 globals. Pods arrive through the pod event handler; every CR's daemon is woken
 when a pod of its namespace changes, so a crash is handled within one
-debounce interval, not at the next resync.
+debounce interval, not at the next resync. A CR's NATS credentials come from
+its Secrets (``natsauth``); connections are keyed by servers and the Secrets'
+identity, so a changed Secret opens a new connection and closes the old one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import nats
 from nats.aio.client import Client
+from nats.errors import AuthorizationError
 from nats.errors import Error as NatsError
 
-from coordshard_operator.errors import InvalidSpecError, NatsUnavailableError
+from coordshard_operator.errors import (
+    InvalidSpecError,
+    NatsAuthError,
+    NatsUnavailableError,
+)
 from coordshard_operator.handoff import Engine, GroupConfig
 from coordshard_operator.metrics import OperatorMetrics
+from coordshard_operator.natsauth import NO_AUTH, NatsAuth, SecretReader, load
 from coordshard_operator.observe import PodState, pod_state
 from coordshard_operator.settings import OperatorSettings
 from coordshard_operator.spec import Spec
@@ -29,22 +37,17 @@ __all__ = ["Runtime"]
 
 logger = logging.getLogger(__name__)
 
+_CONNECT_DEADLINE_S = 5.0
+"""How long one reconcile waits for a first NATS connection before reporting why not."""
+
+
+def _refused_credentials(error: BaseException) -> bool:
+    """NATS said no to the credentials (nats-py reports it as a plain Error at connect)."""
+    return isinstance(error, AuthorizationError) or "authorization" in str(error).lower()
+
+
 PodKey = tuple[str, str]
 CrKey = tuple[str, str]
-
-
-def _refuse_secrets(spec: Spec) -> None:
-    """Secret-based NATS credentials are in the CRD but not read yet: say so, do not
-    connect without them (that would fail later with a less useful error)."""
-    for field_name, ref in (
-        ("nats.credentialsSecretRef", spec.credentials),
-        ("nats.nkeySecretRef", spec.nkey),
-        ("nats.tlsSecretRef", spec.tls_secret),
-    ):
-        if ref is not None:
-            raise InvalidSpecError(
-                "is not supported by this operator version yet", field=field_name
-            )
 
 
 @dataclass
@@ -53,7 +56,10 @@ class Runtime:
     metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
     pods: dict[PodKey, PodState] = field(default_factory=dict)
     wakers: dict[CrKey, asyncio.Event] = field(default_factory=dict)
-    connections: dict[tuple[str, ...], Client] = field(default_factory=dict)
+    connections: dict[tuple[tuple[str, ...], tuple[str, ...]], Client] = field(default_factory=dict)
+    """(servers, auth identity) -> client."""
+    auth_of: dict[CrKey, tuple[str, ...]] = field(default_factory=dict)
+    """The auth identity each CR last connected with."""
     engines: dict[tuple[Any, ...], Engine] = field(default_factory=dict)
     streams: dict[tuple[tuple[str, ...], str], CrKey] = field(default_factory=dict)
     """(NATS servers, stream) -> the CR that owns it: a work-queue stream takes one group."""
@@ -97,23 +103,89 @@ class Runtime:
 
     # --- NATS ----------------------------------------------------------------
 
-    async def connection(self, servers: tuple[str, ...]) -> Client:
+    async def connection(self, servers: tuple[str, ...], auth: NatsAuth = NO_AUTH) -> Client:
         servers = servers or tuple(s.strip() for s in self.settings.nats_servers.split(","))
-        client = self.connections.get(servers)
+        key = (servers, auth.identity)
+        client = self.connections.get(key)
         if client is not None and client.is_connected:
             return client
-        try:
-            client = await nats.connect(
-                servers=list(servers), connect_timeout=2, max_reconnect_attempts=-1
+        where = ", ".join(servers)
+        client = Client()
+        last_error: list[Exception] = []
+        refused = asyncio.Event()
+
+        async def on_error(e: Exception) -> None:
+            # nats-py retries the first connect forever (max_reconnect_attempts=-1):
+            # keep the latest failure to say why; refused credentials end the wait.
+            last_error[:] = [e]
+            if _refused_credentials(e):
+                refused.set()
+            logger.warning("NATS %s: %s", where, e)
+
+        connecting = asyncio.ensure_future(
+            client.connect(
+                servers=list(servers),
+                connect_timeout=2,
+                max_reconnect_attempts=-1,
+                error_cb=on_error,
+                **auth.options,
             )
-        except (NatsError, OSError, TimeoutError) as e:
-            raise NatsUnavailableError(f"connecting to {', '.join(servers)}: {e}") from e
-        self.connections[servers] = client
+        )
+        waiting = asyncio.ensure_future(refused.wait())
+        try:
+            await asyncio.wait(
+                (connecting, waiting),
+                timeout=_CONNECT_DEADLINE_S,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            waiting.cancel()
+        failure: BaseException | None = None
+        if not connecting.done():
+            connecting.cancel()
+            failure = TimeoutError(f"no connection in {_CONNECT_DEADLINE_S} s")
+        elif connecting.cancelled():
+            failure = TimeoutError("cancelled")
+        else:
+            failure = connecting.exception()
+        if failure is not None:
+            await client.close()
+            cause = last_error[0] if last_error else failure
+            if _refused_credentials(cause):
+                raise NatsAuthError(
+                    f"{where} refused the credentials of spec.nats", delay=2
+                ) from failure
+            if not isinstance(failure, (NatsError, OSError, TimeoutError, ssl.SSLError)):
+                raise failure
+            raise NatsUnavailableError(f"connecting to {where}: {cause}") from failure
+        self.connections[key] = client
         return client
 
-    async def engine(self, spec: Spec) -> Engine:
-        """The engine of ``spec``'s group, its stream ensured (made once per config)."""
-        _refuse_secrets(spec)
+    async def _switch_auth(self, cr: CrKey, identity: tuple[str, ...]) -> None:
+        """Forget (and close) what ``cr`` used under older Secrets no other CR uses."""
+        old = self.auth_of.get(cr)
+        self.auth_of[cr] = identity
+        if old is None or old == identity or old in self.auth_of.values():
+            return
+        for key in [k for k in self.engines if k[1] == old]:
+            del self.engines[key]
+        for key in [k for k in self.connections if k[1] == old]:
+            client = self.connections.pop(key)
+            if not client.is_closed:
+                await client.close()
+
+    async def engine(self, spec: Spec, *, secrets: SecretReader | None = None) -> Engine:
+        """The engine of ``spec``'s group, its stream ensured (made once per config).
+
+        ``secrets`` reads the Secrets ``spec.nats`` names (needed when it names any).
+        """
+        if secrets is None:
+            auth = NO_AUTH
+            if spec.credentials or spec.nkey or spec.tls_secret:
+                raise InvalidSpecError("Secret refs need API access", field="nats")
+        else:
+            auth = await load(spec, secrets)
+        await self._switch_auth((spec.namespace, spec.name), auth.identity)
         self.claim_stream(spec)
         config = GroupConfig(
             stream=spec.stream,
@@ -124,10 +196,10 @@ class Runtime:
             ack_wait_s=float(spec.ack_wait_seconds),
             max_ack_pending=spec.max_ack_pending,
         )
-        key = (spec.nats_servers, config)
+        key = (spec.nats_servers, auth.identity, config)
         engine = self.engines.get(key)
         if engine is None:
-            client = await self.connection(spec.nats_servers)
+            client = await self.connection(spec.nats_servers, auth)
             engine = Engine(client.jetstream(), config)
             await engine.ensure_stream()
             self.engines[key] = engine

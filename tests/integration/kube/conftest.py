@@ -2,7 +2,8 @@
 
 ``apiserver`` is a started double with the CoordinateShards CRD registered
 (as ``kubectl apply -f crds/`` would); ``http`` is an aiohttp session for
-tests that speak to it over the wire, as kopf does.
+tests that speak to it over the wire, as kopf does; ``cluster`` drives pods
+and CRs in it and ``operator`` starts the real operator against it.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,9 @@ import aiohttp
 import pytest
 import yaml
 
+from coordshard_operator.natsserver import NatsServer
 from coordshard_operator.testing.apiserver import ApiServer
+from coordshard_operator.testing.cluster import Cluster, OperatorProcess
 
 ROOT = Path(__file__).parents[3]
 CRD_PATH = ROOT / "crds" / "coordinateshards.yaml"
@@ -42,6 +45,31 @@ async def apiserver() -> AsyncIterator[ApiServer]:
     )
     yield server
     await server.stop()
+
+
+@pytest.fixture
+def cluster(apiserver: ApiServer) -> Cluster:
+    return Cluster(apiserver)
+
+
+@pytest.fixture
+def operator(
+    apiserver: ApiServer, nats_server: NatsServer, tmp_path: Path
+) -> Iterator[Callable[..., OperatorProcess]]:
+    procs: list[OperatorProcess] = []
+
+    def start(**kw: Any) -> OperatorProcess:
+        kw.setdefault("log", tmp_path / "operator.log")
+        proc = OperatorProcess(api_url=apiserver.url, nats_url=nats_server.url, **kw)
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        proc.stop(timeout=3)  # a peered kopf can take longer to leave; not what is tested
+    log = tmp_path / "operator.log"
+    if log.exists():  # shown by pytest only when the test failed
+        sys.stdout.write(log.read_text()[-6000:])
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ Each test speaks HTTP, as kopf does, so what passes here is what kopf sees.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from typing import Any
 
@@ -272,3 +273,23 @@ async def test_requests_are_logged_in_rbac_terms(
         ("patch", "coordshard.io", "coordinateshards/status"),
         ("list", "", "pods"),
     } <= logged
+
+
+async def test_secrets_store_string_data_as_base64_data_and_refuse_bad_base64(
+    apiserver: ApiServer, http: aiohttp.ClientSession
+) -> None:
+    secrets = "/api/v1/namespaces/ns/secrets"
+    body = {"metadata": {"name": "nats"}, "stringData": {"nkey.seed": "SU..."}}
+    status, created = await call(http, "POST", secrets, body)
+    assert status == 201 and created["kind"] == "Secret" and "stringData" not in created
+    status, got = await call(http, "GET", f"{secrets}/nats")
+    assert status == 200 and base64.b64decode(got["data"]["nkey.seed"]) == b"SU..."
+    patch = {"stringData": {"nkey.seed": "SV..."}}
+    _, patched = await call(http, "PATCH", f"{secrets}/nats", patch, headers=MERGE)
+    assert base64.b64decode(patched["data"]["nkey.seed"]) == b"SV..."
+    assert int(patched["metadata"]["resourceVersion"]) > int(got["metadata"]["resourceVersion"])
+    status, _ = await call(http, "GET", f"{secrets}/other")
+    assert status == 404
+    status, _ = await call(http, "POST", secrets, {"metadata": {"name": "x"}, "data": {"k": "!"}})
+    assert status == 400
+    assert ("get", "", "secrets") in {(r.verb, r.group, r.resource) for r in apiserver.requests}

@@ -30,6 +30,8 @@ can check that the chart's RBAC grants exactly what was used.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import copy
 import json
 import re
@@ -211,6 +213,18 @@ def _apply_defaults(schema: Obj, value: Any) -> None:
                 _apply_defaults(extra, item)
 
 
+def _fold_string_data(secret: Obj) -> None:
+    """A Secret as stored: ``stringData`` merged into ``data`` (base64), data checked."""
+    data = secret.setdefault("data", {})
+    for key, value in (secret.pop("stringData", None) or {}).items():
+        data[key] = base64.b64encode(str(value).encode()).decode()
+    for key, value in data.items():
+        try:
+            base64.b64decode(value, validate=True)
+        except (binascii.Error, TypeError) as e:
+            raise ApiError(400, "BadRequest", f"Secret data[{key}]: illegal base64 data") from e
+
+
 def _transition_errors(schema: Obj, old: Any, new: Any, path: str) -> Iterator[str]:
     """Evaluate ``self == oldSelf`` CEL rules (the only CEL the double knows)."""
     for rule in schema.get("x-kubernetes-validations") or []:
@@ -226,6 +240,7 @@ BUILTINS = (
     ResourceType("", "v1", "namespaces", "Namespace", namespaced=False, singular="namespace"),
     ResourceType("", "v1", "pods", "Pod", namespaced=True, singular="pod", status_subresource=True),
     ResourceType("", "v1", "events", "Event", namespaced=True, singular="event"),
+    ResourceType("", "v1", "secrets", "Secret", namespaced=True, singular="secret"),
     ResourceType(
         "apiextensions.k8s.io",
         "v1",
@@ -397,6 +412,8 @@ class ApiServer:
         obj["apiVersion"], obj["kind"] = t.api_version, t.kind
         if t.status_subresource and t.schema is not None:
             obj.pop("status", None)
+        if t.plural == "secrets":
+            _fold_string_data(obj)
         self._validate(t, obj, None)
         self.rv += 1
         meta.update(
@@ -414,6 +431,8 @@ class ApiServer:
     def _write(self, t: ResourceType, ns: str | None, old: Obj, new: Obj, *, status: bool) -> Obj:
         """Store ``new`` in place of ``old`` with the subresource rules; one event per change."""
         new = copy.deepcopy(new)
+        if t.plural == "secrets":
+            _fold_string_data(new)
         if t.status_subresource:
             if status:
                 new = {**copy.deepcopy(old), "status": new.get("status")}

@@ -1,0 +1,156 @@
+"""The real operator connecting to NATS with credentials from Kubernetes Secrets.
+
+A real nats-server that requires an nkey user, and one that requires TLS
+(a CA and server certificate made here); the CR names Secrets in the
+double; the operator reads them over the API and must create the consumers.
+Missing or wrong Secrets must give Degraded plus a Warning Event, no crash,
+and a fixed Secret must be picked up by the next reconcile.
+"""
+
+from __future__ import annotations
+
+import base64
+import ssl
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import nacl.signing
+import nats
+import nkeys
+import pytest
+
+from coordshard_operator import crd
+from coordshard_operator.natsserver import NatsServer, start_server
+from coordshard_operator.testing.apiserver import ApiError
+from coordshard_operator.testing.certs import TestCa
+from coordshard_operator.testing.cluster import Cluster, OperatorProcess, wait_until
+
+pytestmark = pytest.mark.integration
+
+NS = "ns"
+
+
+def new_user_seed() -> bytes:
+    return bytes(
+        nkeys.encode_seed(bytes(nacl.signing.SigningKey.generate()), nkeys.PREFIX_BYTE_USER)
+    )
+
+
+def public_key(seed: bytes) -> str:
+    return str(nkeys.from_seed(bytearray(seed)).public_key.decode())
+
+
+def condition_reason(cluster: Cluster, type_: str) -> str | None:
+    for c in cluster.status().get("conditions") or []:
+        if c["type"] == type_:
+            return str(c["reason"])
+    return None
+
+
+def put_secret(cluster: Cluster, name: str, data: dict[str, bytes]) -> None:
+    secrets = cluster.api.find_type("", "secrets")
+    body = {
+        "metadata": {"name": name},
+        "data": {k: base64.b64encode(v).decode() for k, v in data.items()},
+    }
+    try:
+        cluster.api.get(secrets, NS, name)
+    except ApiError:
+        cluster.api.create(secrets, NS, body)
+    else:
+        cluster.api.patch(secrets, NS, name, {"data": body["data"]})
+
+
+async def consumer_names(url: str, **connect: Any) -> set[str]:
+    nc = await nats.connect(url, **connect)
+    try:
+        return {i.name for i in await nc.jetstream().consumers_info("COORDINATE")}
+    except nats.js.errors.NotFoundError:
+        return set()
+    finally:
+        await nc.close()
+
+
+@pytest.fixture
+def nkey_server(tmp_path: Path) -> Iterator[tuple[NatsServer, bytes]]:
+    seed = new_user_seed()
+    auth = f'authorization {{ users = [ {{ nkey: "{public_key(seed)}" }} ] }}'
+    server = start_server(tmp_path / "nkey-nats", extra_config=auth)
+    yield server, seed
+    server.kill()
+
+
+async def test_an_nkey_seed_from_a_secret_connects_and_bad_secrets_degrade(
+    cluster: Cluster,
+    operator: Callable[..., OperatorProcess],
+    nkey_server: tuple[NatsServer, bytes],
+    chart_rbac: Callable[..., set[tuple[str, str, str]]],
+    tmp_path: Path,
+) -> None:
+    server, seed = nkey_server
+    proc = operator()
+    cluster.add_pod("w-0")
+    cluster.add_cr(shards=4, nats={"servers": [server.url], "nkeySecretRef": {"name": "nats-user"}})
+    await wait_until(
+        lambda: condition_reason(cluster, crd.CONDITION_DEGRADED) == crd.REASON_SECRET_UNAVAILABLE,
+        what="Degraded: the Secret is missing",
+    )
+    assert cluster.condition(crd.CONDITION_DEGRADED) == "True"
+    await wait_until(  # kopf posts Events from a queue, after the status patch
+        lambda: any("ns/nats-user" in m for m in cluster.events(crd.REASON_SECRET_UNAVAILABLE)),
+        what="a Warning Event naming the Secret",
+    )
+
+    put_secret(cluster, "nats-user", {"other": b"x"})
+    await wait_until(
+        lambda: any("nkey.seed" in m for m in cluster.events(crd.REASON_SECRET_UNAVAILABLE)),
+        what="an Event naming the missing key",
+    )
+
+    wrong = new_user_seed()
+    put_secret(cluster, "nats-user", {"nkey.seed": wrong})
+    await wait_until(
+        lambda: condition_reason(cluster, crd.CONDITION_DEGRADED) == crd.REASON_NATS_AUTH_FAILED,
+        what="Degraded: NATS refused the seed",
+    )
+    await wait_until(lambda: cluster.events(crd.REASON_NATS_AUTH_FAILED), what="an auth Event")
+    assert proc.running()
+
+    put_secret(cluster, "nats-user", {"nkey.seed": seed})  # a new resourceVersion
+    await wait_until(
+        lambda: cluster.condition(crd.CONDITION_READY) == "True", what="Ready", timeout=20
+    )
+    assert await consumer_names(server.url, nkeys_seed_str=seed.decode()) == {
+        cluster.consumer("w-0")
+    }
+    assert proc.running()
+    text = (cluster.api.requests, cluster.status(), cluster.events(crd.REASON_NATS_AUTH_FAILED))
+    text += ((tmp_path / "operator.log").read_text(),)
+    assert seed.decode() not in repr(text) and wrong.decode() not in repr(text)
+    used = {(r.verb, r.group, r.resource) for r in cluster.api.requests}
+    assert used == chart_rbac()  # the default chart grants `get secrets`, and it is used
+
+
+async def test_tls_with_the_ca_from_a_secret(
+    cluster: Cluster, operator: Callable[..., OperatorProcess], tmp_path: Path
+) -> None:
+    ca = TestCa()
+    issued = ca.issue()
+    cert_file, key_file = tmp_path / "server.crt", tmp_path / "server.key"
+    cert_file.write_bytes(issued.cert)
+    key_file.write_bytes(issued.key)
+    tls = f'tls {{ cert_file: "{cert_file}", key_file: "{key_file}" }}'
+    server = start_server(tmp_path / "tls-nats", extra_config=tls)
+    try:
+        operator()
+        put_secret(cluster, "nats-tls", {crd.SECRET_CA: ca.cert})
+        cluster.add_pod("w-0")
+        cluster.add_cr(
+            shards=4, nats={"servers": [server.url], "tlsSecretRef": {"name": "nats-tls"}}
+        )
+        await wait_until(lambda: cluster.condition(crd.CONDITION_READY) == "True", what="Ready")
+        ctx = ssl.create_default_context(cadata=ca.cert.decode())
+        assert await consumer_names(server.url, tls=ctx) == {cluster.consumer("w-0")}
+    finally:
+        server.kill()
