@@ -302,7 +302,9 @@ def _summary_text(summary: dict[str, Any]) -> str:
         f"{summary['duration_s']} s, {summary['kills']} kills, "
         f"{summary['rebalances']} rebalances",
         f"  commands: {summary['published']} published, {summary['succeeded']} succeeded, "
-        f"{sum(summary['failed'].values())} refused {summary['failed'] or ''}, "
+        f"{sum(summary['failed'].values())} refused"
+        + "".join(f" ({name} {n})" for name, n in summary["failed"].items())
+        + ", "
         f"{summary['unknown']} unknown",
         f"  throughput {summary['throughput_per_s']}/s, latency p50 "
         f"{summary['latency_ms']['p50']} ms, p99 {summary['latency_ms']['p99']} ms",
