@@ -40,9 +40,7 @@ def load_crd() -> dict[str, Any]:
 async def apiserver() -> AsyncIterator[ApiServer]:
     server = ApiServer(bookmark_interval=0.5)
     await server.start()
-    server.create(
-        server.find_type("apiextensions.k8s.io", "customresourcedefinitions"), None, load_crd()
-    )
+    server.create_crd(load_crd())
     yield server
     await server.stop()
 

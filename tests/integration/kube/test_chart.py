@@ -81,7 +81,7 @@ async def test_the_example_cr_is_accepted_by_the_crd_schema(render_chart: Render
     crd = next(d for d in docs if d["metadata"]["name"] == "coordinateshards.coordshard.io")
     example = next(d for d in docs if d["kind"] == "CoordinateShards")
     server = ApiServer()
-    server.create(server.find_type("apiextensions.k8s.io", "customresourcedefinitions"), None, crd)
+    server.create_crd(crd)
     created = server.create(server.find_type("coordshard.io", "coordinateshards"), "apps", example)
     assert created["spec"]["shards"] == 64
 

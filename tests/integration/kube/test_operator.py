@@ -417,9 +417,7 @@ async def test_a_standby_operator_takes_over_when_the_active_one_dies(
 ) -> None:
     """Two peered operators (as the chart's operator.standby=true runs them): one acts."""
     api = cluster.api
-    api.create(
-        api.find_type("apiextensions.k8s.io", "customresourcedefinitions"), None, KOPF_PEERING_CRD
-    )
+    api.create_crd(KOPF_PEERING_CRD)
     api.create(api.find_type("kopf.dev", "kopfpeerings"), NS, {"metadata": {"name": "coordshard"}})
     fast = {"COORDSHARD_PEERING_LIFETIME": "4"}
     active = operator(args=("--priority=100",), env=fast, log=tmp_path / "active.log")

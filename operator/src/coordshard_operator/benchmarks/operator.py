@@ -85,11 +85,7 @@ class Worker:
 async def _failover(deletions: int, workdir: Path) -> tuple[list[float], int]:
     api = ApiServer(bookmark_interval=1.0)
     await api.start()
-    api.create(
-        api.find_type("apiextensions.k8s.io", "customresourcedefinitions"),
-        None,
-        yaml.safe_load(CRD.read_text()),
-    )
+    api.create_crd(yaml.safe_load(CRD.read_text()))
     server = start_server(workdir / "nats")
     cluster = Cluster(api)
     op = OperatorProcess(api_url=api.url, nats_url=server.url, log=workdir / "operator.log")
@@ -150,11 +146,7 @@ async def _failover(deletions: int, workdir: Path) -> tuple[list[float], int]:
 async def _memory(crs: int, pods: int, workdir: Path) -> tuple[float, float]:
     api = ApiServer(bookmark_interval=5.0)
     await api.start()
-    api.create(
-        api.find_type("apiextensions.k8s.io", "customresourcedefinitions"),
-        None,
-        yaml.safe_load(CRD.read_text()),
-    )
+    api.create_crd(yaml.safe_load(CRD.read_text()))
     server = start_server(workdir / "nats-mem")
     cluster = Cluster(api)
     op = OperatorProcess(api_url=api.url, nats_url=server.url, log=workdir / "operator-mem.log")

@@ -395,6 +395,12 @@ class ApiServer:
         if (was, now) in kind:
             w.queue.put_nowait({"type": kind[(was, now)], "object": change.last})
 
+    def create_crd(self, body: Obj) -> Obj:
+        """Register a CustomResourceDefinition (its type is served from then on)."""
+        return self.create(
+            self.find_type("apiextensions.k8s.io", "customresourcedefinitions"), None, body
+        )
+
     def create(self, t: ResourceType, ns: str | None, body: Obj) -> Obj:
         obj = copy.deepcopy(body)
         meta = obj.setdefault("metadata", {})
