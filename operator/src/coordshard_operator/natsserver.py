@@ -9,6 +9,7 @@ version is checked before anything starts.
 from __future__ import annotations
 
 import os
+import random
 import re
 import shutil
 import signal
@@ -70,12 +71,41 @@ def find_binary() -> Path:
     )
 
 
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_handed_out: set[int] = set()
+_random = random.SystemRandom()
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(_EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
+    """A TCP port on 127.0.0.1 that was free a moment ago, below the ephemeral range.
+
+    ``bind(0)`` hands out a port from the kernel's ephemeral range, the range every
+    outgoing connection also takes its local port from: between our check and the
+    child's ``bind`` any client connection may take it, and the child dies with
+    "address in use". Ports below that range are only ever taken by listeners.
+    A port this process handed out before is not handed out again.
+    """
+    high = _ephemeral_low() - 1
+    low = max(1024, high - 12000)
+    for _ in range(200):
+        port = _random.randint(low, high)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
         return port
+    raise NatsServerError(f"no free TCP port in {low}..{high} after 200 tries")
 
 
 def _accepts(port: int) -> bool:

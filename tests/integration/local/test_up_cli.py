@@ -12,7 +12,7 @@ import pytest
 pytestmark = pytest.mark.integration
 
 
-def test_up_with_load_and_chaos_prints_a_clean_json_summary() -> None:
+def test_up_with_load_and_chaos_prints_a_clean_json_summary(tmp_path: Path) -> None:
     proc = subprocess.run(
         [
             sys.executable,
@@ -34,13 +34,16 @@ def test_up_with_load_and_chaos_prints_a_clean_json_summary() -> None:
             "--json",
             "--systems",
             "16",
+            "--data-dir",
+            str(tmp_path),
         ],
         capture_output=True,
         text=True,
         timeout=180,
         check=False,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    context = proc.stderr[-3000:] + _worker_logs(tmp_path)
+    assert proc.returncode == 0, context
     summary = json.loads(proc.stdout)
     for key in (
         "published",
@@ -54,10 +57,19 @@ def test_up_with_load_and_chaos_prints_a_clean_json_summary() -> None:
         "throughput_per_s",
     ):
         assert key in summary
-    assert summary["lost"] == 0 and summary["duplicate_effects"] == 0
-    assert summary["kills"] >= 1 and summary["rebalances"] >= 3
+    assert summary["lost"] == 0 and summary["duplicate_effects"] == 0, context
+    assert summary["kills"] >= 1 and summary["rebalances"] >= 3, (summary, context)
     assert summary["succeeded"] > 100
     assert set(summary["rebalance_ms"]) == {"p50", "p99", "max"}
+
+
+def _worker_logs(data_dir: Path) -> str:
+    """The end of every worker's log, for a failure message."""
+    parts = []
+    for log in sorted((data_dir / "logs").glob("*.log")):
+        tail = log.read_text(errors="replace").splitlines()[-20:]
+        parts.append(f"\n--- {log.name}\n" + "\n".join(tail))
+    return "".join(parts)
 
 
 def test_up_refuses_nonsense_with_exit_2() -> None:

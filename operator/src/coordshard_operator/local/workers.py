@@ -121,7 +121,18 @@ class WorkerProcess:
     async def _watch_exit(self, process: asyncio.subprocess.Process) -> None:
         code = await process.wait()
         if process is self.process:
-            logger.info("worker %s pid=%s exited with %s", self.name, process.pid, code)
+            if code in (0, -signal.SIGKILL):  # a clean stop, or our kill -9
+                logger.info("worker %s pid=%s exited with %s", self.name, process.pid, code)
+            else:
+                log = self.spec.log_dir / f"{self.name}.log"
+                logger.warning(
+                    "worker %s pid=%s exited with %s; the end of %s:\n%s",
+                    self.name,
+                    process.pid,
+                    code,
+                    log,
+                    _tail(log),
+                )
             self._set(
                 WorkerState(
                     member=self.state.member,
@@ -182,3 +193,10 @@ class WorkerProcess:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError as e:
+        return f"(unreadable: {e})"
