@@ -14,6 +14,7 @@ maps an idempotency key to the outcome it produced.
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -107,6 +108,12 @@ class DeadLetter:
         self.consumer = consumer
 
 
+SQLITE_LOCK_TIMEOUT = 30.0
+"""Seconds a SQLite writer waits for the write lock before the store reports itself unavailable."""
+SQLITE_LOCK_POLL = 0.001
+"""Seconds between two tries for SQLite's write lock."""
+
+
 def _sqlite_pragmas(engine: Engine) -> None:
     """WAL, and BEGIN IMMEDIATE so a writer takes the lock up front (no upgrade deadlocks)."""
 
@@ -116,12 +123,37 @@ def _sqlite_pragmas(engine: Engine) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_LOCK_TIMEOUT * 1000)}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        begin_immediate(conn.connection.dbapi_connection, timeout=SQLITE_LOCK_TIMEOUT)
+
+
+def begin_immediate(raw: Any, *, timeout: float | None = None) -> float:
+    """``BEGIN IMMEDIATE`` on a raw sqlite3 connection; returns the seconds spent waiting.
+
+    While another process holds the write lock, try again every millisecond.
+    SQLite's own busy handler sleeps 1, 2, 5, 10, ... then 100 ms between tries,
+    so a waiter misses the holder's short gaps between transactions and can
+    starve for hundreds of milliseconds while two workers share one file (see
+    docs/benchmarks.md). Every other statement keeps the connection's busy timeout.
+    """
+    limit = SQLITE_LOCK_TIMEOUT if timeout is None else timeout
+    started = time.monotonic()
+    raw.execute("PRAGMA busy_timeout=0")
+    try:
+        while True:
+            try:
+                raw.execute("BEGIN IMMEDIATE")
+                return time.monotonic() - started
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or time.monotonic() - started > limit:
+                    raise
+            time.sleep(SQLITE_LOCK_POLL)
+    finally:
+        raw.execute(f"PRAGMA busy_timeout={int(SQLITE_LOCK_TIMEOUT * 1000)}")
 
 
 class Store:
@@ -165,7 +197,7 @@ class Store:
         try:
             with self.engine.begin() as conn:
                 yield StoreTx(conn)
-        except SQLAlchemyError as e:
+        except (SQLAlchemyError, sqlite3.Error) as e:  # the latter from BEGIN IMMEDIATE
             raise StoreUnavailableError(f"transaction on {self._safe_url()}: {e}") from e
 
     def dead_letters(self) -> list[DeadLetter]:
