@@ -12,6 +12,7 @@ redelivery finds its outcome.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -41,9 +42,9 @@ from coordshard_service import domain
 from coordshard_service.cache import Cache
 from coordshard_service.errors import BadMessageError
 from coordshard_service.metrics import Metrics
-from coordshard_service.store import DeadLetter, Store, StoreTx
+from coordshard_service.store import DeadLetter, SavedOutcome, Store, StoreTx
 
-__all__ = ["Incoming", "apply_batch"]
+__all__ = ["Incoming", "apply_batch", "fingerprint"]
 
 logger = logging.getLogger(__name__)
 
@@ -75,9 +76,9 @@ class _View:
     points: dict[tuple[str, str], Point | None] = field(default_factory=dict)
     dirty: dict[tuple[str, str], Point | None] = field(default_factory=dict)
     """Point writes not yet sent to the store (sent in bulk by ``flush``)."""
-    outcomes: dict[str, str] = field(default_factory=dict)
+    outcomes: dict[str, SavedOutcome] = field(default_factory=dict)
     """Stored outcomes by idempotency key: prefetched, plus this batch's."""
-    new_outcomes: list[tuple[str, int, int, str]] = field(default_factory=list)
+    new_outcomes: list[SavedOutcome] = field(default_factory=list)
 
     def write_point(self, key: tuple[str, str], point: Point | None) -> None:
         self.points[key] = point
@@ -274,6 +275,11 @@ def apply_batch(
     return results
 
 
+def fingerprint(command: Command) -> str:
+    """A digest of what a command asks for, to tell a retry from a reused key."""
+    return hashlib.blake2b(command.model_dump_json().encode(), digest_size=16).hexdigest()
+
+
 def _apply_one(
     view: _View, item: Incoming, marks: dict[int, int], *, consumer: str, metrics: Metrics
 ) -> Outcome:
@@ -293,7 +299,20 @@ def _apply_one(
     command = item.command
     if command.op not in COMMAND_OPS:
         return _OPS[command.op](view, command).model_copy(update={"stream_seq": item.stream_seq})
-    stored = view.outcomes.get(item.key)
+    digest = fingerprint(command)
+    saved = view.outcomes.get(item.key)
+    if saved is not None and saved.fingerprint not in (None, digest):
+        metrics.dedupe_hits.inc()
+        return Outcome(
+            ok=False,
+            error=ErrorInfo(
+                code=ErrorCode.CONFLICT,
+                message=f"idempotency key {item.key!r} was used before for a different "
+                f"command (stream sequence {saved.stream_seq}); use a new key",
+            ),
+            stream_seq=item.stream_seq,
+        )
+    stored = saved.outcome if saved is not None else None
     if stored is None and item.stream_seq <= marks[item.shard]:
         stored = view.tx.outcome_by_seq(item.shard, item.stream_seq)
         if stored is None:
@@ -313,8 +332,8 @@ def _apply_one(
         metrics.dedupe_hits.inc()
         return Outcome.model_validate_json(stored).model_copy(update={"replayed": True})
     outcome = _OPS[command.op](view, command).model_copy(update={"stream_seq": item.stream_seq})
-    stored_json = outcome.model_dump_json()
-    view.outcomes[item.key] = stored_json
-    view.new_outcomes.append((item.key, item.shard, item.stream_seq, stored_json))
+    row = SavedOutcome(item.key, item.shard, item.stream_seq, outcome.model_dump_json(), digest)
+    view.outcomes[item.key] = row
+    view.new_outcomes.append(row)
     marks[item.shard] = max(marks[item.shard], item.stream_seq)
     return outcome

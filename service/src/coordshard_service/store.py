@@ -18,7 +18,7 @@ import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -29,7 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from coordshard_client.messages import Bounds, Point, System
 from coordshard_service.errors import StoreUnavailableError
 
-__all__ = ["DeadLetter", "Store", "StoreTx", "metadata"]
+__all__ = ["DeadLetter", "SavedOutcome", "Store", "StoreTx", "metadata"]
 
 metadata = sa.MetaData()
 
@@ -68,6 +68,7 @@ outcomes = sa.Table(
     sa.Column("stream_seq", sa.BigInteger, nullable=False),
     sa.Column("outcome", sa.Text, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("fingerprint", sa.String(32), nullable=True),
     sa.Index("ix_outcomes_shard_seq", "shard", "stream_seq"),
 )
 
@@ -83,6 +84,18 @@ dead_letters = sa.Table(
     sa.Column("consumer", sa.String(200), nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
 )
+
+
+class SavedOutcome(NamedTuple):
+    """An applied command's outcome, kept under its idempotency key."""
+
+    key: str
+    shard: int
+    stream_seq: int
+    outcome: str
+    """The outcome as wire JSON."""
+    fingerprint: str | None
+    """A digest of the command that produced it (None for outcomes stored before 0002)."""
 
 
 class DeadLetter:
@@ -276,28 +289,30 @@ class StoreTx:
         self._conn = conn
         self._upsert = _upsert_points(conn.dialect.name)
 
-    def outcomes_by_keys(self, keys: Sequence[str]) -> dict[str, str]:
+    def outcomes_by_keys(self, keys: Sequence[str]) -> dict[str, SavedOutcome]:
         """Stored outcomes of whichever of ``keys`` have one (one query per 500 keys)."""
-        found: dict[str, str] = {}
+        found: dict[str, SavedOutcome] = {}
         unique = sorted(set(keys))
+        c = outcomes.c
         for i in range(0, len(unique), _KEYS_PER_QUERY):
             chunk = unique[i : i + _KEYS_PER_QUERY]
             rows = self._conn.execute(
-                sa.select(outcomes.c.key, outcomes.c.outcome).where(outcomes.c.key.in_(chunk))
+                sa.select(c.key, c.shard, c.stream_seq, c.outcome, c.fingerprint).where(
+                    c.key.in_(chunk)
+                )
             )
-            found.update({str(r.key): str(r.outcome) for r in rows})
+            for r in rows:
+                found[str(r.key)] = SavedOutcome(
+                    str(r.key), int(r.shard), int(r.stream_seq), str(r.outcome), r.fingerprint
+                )
         return found
 
-    def save_outcomes(self, rows: Sequence[tuple[str, int, int, str]]) -> None:
-        """Store (key, shard, stream_seq, outcome JSON) rows in one executemany."""
+    def save_outcomes(self, rows: Sequence[SavedOutcome]) -> None:
+        """Store outcomes in one executemany."""
         if rows:
             now = time.time()
             self._conn.execute(
-                sa.insert(outcomes),
-                [
-                    {"key": k, "shard": sh, "stream_seq": seq, "outcome": o, "created_at": now}
-                    for k, sh, seq, o in rows
-                ],
+                sa.insert(outcomes), [{**r._asdict(), "created_at": now} for r in rows]
             )
 
     def write_points(self, upserts: Sequence[Point], deletes: Sequence[tuple[str, str]]) -> None:

@@ -11,7 +11,12 @@ import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from coordshard_client import CoordinateClient, Translate
+from coordshard_client import (
+    CoordinateClient,
+    CoordinateConflictError,
+    CoordinateNotFoundError,
+    Translate,
+)
 from coordshard_client.messages import CreateSystem, MovePoint
 from coordshard_operator.natsserver import NatsServer
 from coordshard_service.cache import Cache
@@ -50,6 +55,28 @@ async def test_a_retry_with_the_same_key_is_applied_once_and_answered_alike(
     point = await client.get_point(system_id="s1", point_id="p")
     assert point.version == 2 and point.coordinates == (1.0, 0.0)
     assert one_worker.worker.metrics.dedupe_hits._value.get() >= 3
+
+
+async def test_a_key_reused_for_a_different_command_is_refused_and_changes_nothing(
+    one_worker: RunningWorker, client: CoordinateClient
+) -> None:
+    await client.create_system(system_id="r1", name="one", dimension=2)
+    await client.create_point(system_id="r1", point_id="p", coordinates=(0, 0))
+    right = MovePoint(system_id="r1", point_id="p", moves=(Translate(delta=(1, 0)),))
+    left = MovePoint(system_id="r1", point_id="p", moves=(Translate(delta=(-5, 0)),))
+    moved = await client.send(right, idempotency_key="reused")
+    with pytest.raises(CoordinateConflictError, match="different command"):
+        await client.send(left, idempotency_key="reused")
+    with pytest.raises(CoordinateConflictError, match="different command"):
+        await client.send(
+            CreateSystem(system_id="r2", name="two", dimension=2), idempotency_key="reused"
+        )
+    again = await client.send(right, idempotency_key="reused")
+    assert again.replayed and again.result == moved.result
+    point = await client.get_point(system_id="r1", point_id="p")
+    assert point.coordinates == (1.0, 0.0) and point.version == 2
+    with pytest.raises(CoordinateNotFoundError):
+        await client.get_system(system_id="r2")
 
 
 async def test_a_query_after_an_outcome_sees_its_effect(

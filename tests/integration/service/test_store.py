@@ -6,7 +6,7 @@ import pytest
 import sqlalchemy as sa
 
 from coordshard_service.migrations import HEAD
-from coordshard_service.store import Store
+from coordshard_service.store import SavedOutcome, Store
 
 pytestmark = pytest.mark.integration
 
@@ -33,13 +33,13 @@ def test_marks_start_at_zero_and_commit_with_the_transaction(database_url: str) 
         with store.transaction() as tx:
             assert tx.lock_marks([3, 1]) == {1: 0, 3: 0}
             tx.set_mark(3, 42)
-            tx.save_outcomes([("k", 3, 42, "{}")])
+            tx.save_outcomes([SavedOutcome("k", 3, 42, "{}", "f1")])
         with pytest.raises(RuntimeError), store.transaction() as tx:
             tx.set_mark(3, 99)
             raise RuntimeError("roll back")
         with store.transaction() as tx:
             assert tx.lock_marks([3]) == {3: 42}
-            assert tx.outcomes_by_keys(["k", "nope"]) == {"k": "{}"}
+            assert tx.outcomes_by_keys(["k", "nope"]) == {"k": SavedOutcome("k", 3, 42, "{}", "f1")}
             assert tx.outcome_by_seq(3, 42) == "{}"
     finally:
         store.dispose()
@@ -51,7 +51,9 @@ def test_prune_forgets_only_outcomes_past_retention(database_url: str) -> None:
         store.migrate()
         with store.transaction() as tx:
             tx.lock_marks([0])
-            tx.save_outcomes([("old", 0, 1, "{}"), ("older", 0, 2, "{}")])
+            tx.save_outcomes(
+                [SavedOutcome("old", 0, 1, "{}", None), SavedOutcome("older", 0, 2, "{}", None)]
+            )
         assert store.prune_outcomes(older_than=3600) == 0
         assert store.prune_outcomes(older_than=-1) == 2
         with store.transaction() as tx:

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 
 __all__ = ["HEAD", "upgrade"]
 
-HEAD = "0001"
+HEAD = "0002"
 """The newest revision."""
 
 
