@@ -277,30 +277,53 @@ class Worker:
         self._adopt(info)
 
     async def _serve(self, stop: asyncio.Event) -> None:
-        assert self._psub is not None
-        while not stop.is_set():
-            await self._prune()
-            try:
-                msgs = await self._psub.fetch(
-                    self.settings.batch_size, timeout=self.settings.fetch_timeout
-                )
-            except nats.js.errors.ServiceUnavailableError as e:
-                raise FencedError(f"fetch refused: {e!r}", consumer=self.consumer) from e
-            except TimeoutError:
-                # nats-py raises both its own and the builtin TimeoutError here, the
-                # latter e.g. while a cluster elects a stream leader.
-                msgs = []
-            except nats.errors.Error as e:
-                # A reconnect in progress; the client retries by itself.
-                logger.warning("fetch failed, retrying: %r", e)
-                msgs = []
-            if not msgs:
-                if time.monotonic() - self._refreshed > IDLE_REFRESH_SECONDS:
+        """Fetch batch n+1 while batch n is applied; batches are still handled one by one.
+
+        The next pull goes out before a batch is handled, so the round trip and
+        the decoding of the next batch overlap the store's transaction. Order is
+        kept: a batch is handled only after the one before it was settled.
+        """
+        pending = asyncio.create_task(self._fetch())
+        try:
+            while True:
+                msgs = await pending
+                if stop.is_set():
+                    if msgs:  # delivered to us: finish them rather than wait out ack_wait
+                        await self._handle(msgs)
+                    return
+                await self._prune()
+                pending = asyncio.create_task(self._fetch())
+                if not msgs:
+                    if time.monotonic() - self._refreshed > IDLE_REFRESH_SECONDS:
+                        await self._refresh()
+                    continue
+                await self._handle(msgs)
+                if time.monotonic() - self._refreshed > REFRESH_SECONDS:
                     await self._refresh()
-                continue
-            await self._handle(msgs)
-            if time.monotonic() - self._refreshed > REFRESH_SECONDS:
-                await self._refresh()
+        finally:
+            # Fenced or failing: let the pull in flight end (within fetch_timeout) rather
+            # than cancel it; whatever it got stays unacked for the shard's next owner.
+            if not pending.done():
+                with contextlib.suppress(Exception):
+                    await pending
+
+    async def _fetch(self) -> list[Msg]:
+        """One pull: the messages, or none on a timeout or a reconnect."""
+        assert self._psub is not None
+        try:
+            return await self._psub.fetch(
+                self.settings.batch_size, timeout=self.settings.fetch_timeout
+            )
+        except nats.js.errors.ServiceUnavailableError as e:
+            raise FencedError(f"fetch refused: {e!r}", consumer=self.consumer) from e
+        except TimeoutError:
+            # nats-py raises both its own and the builtin TimeoutError here, the
+            # latter e.g. while a cluster elects a stream leader.
+            return []
+        except nats.errors.Error as e:
+            # A reconnect in progress; the client retries by itself.
+            logger.warning("fetch failed, retrying: %r", e)
+            return []
 
     async def _prune(self) -> None:
         """Forget stored outcomes past their retention, every ``prune_interval``."""
