@@ -267,8 +267,7 @@ def apply_batch(
         except BaseException:
             cache.clear()  # it may hold reads of writes that are now rolled back
             raise
-        for shard, mark in marks.items():
-            tx.set_mark(shard, mark)
+        tx.set_marks(marks)
     view.commit_to_cache()
     for shard, mark in marks.items():
         cache.advance(shard, mark)

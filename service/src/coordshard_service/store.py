@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 
@@ -277,6 +277,12 @@ def _upsert_points(dialect: str) -> Any:
     )
 
 
+_SET_MARK = (
+    sa.update(shard_marks)
+    .where(shard_marks.c.shard == sa.bindparam("m_shard"))
+    .values(high_seq=sa.bindparam("m_seq"))
+)
+
 _DELETE_POINT = sa.delete(points).where(
     points.c.system_id == sa.bindparam("d_system"), points.c.point_id == sa.bindparam("d_point")
 )
@@ -334,25 +340,30 @@ class StoreTx:
             )
 
     def lock_marks(self, shards: Sequence[int]) -> dict[int, int]:
-        """Lock the shards' marks (in order) and return each high-water sequence (0 if new)."""
-        marks: dict[int, int] = {}
-        for shard in sorted(shards):
-            row = self._conn.execute(
-                sa.select(shard_marks.c.high_seq)
-                .where(shard_marks.c.shard == shard)
-                .with_for_update()
-            ).first()
-            if row is None:
-                self._conn.execute(sa.insert(shard_marks).values(shard=shard, high_seq=0))
-                marks[shard] = 0
-            else:
-                marks[shard] = int(row.high_seq)
+        """Lock the shards' marks in shard order; each high-water sequence (0 if new)."""
+        wanted = sorted(set(shards))
+        if not wanted:
+            return {}
+        c = shard_marks.c
+        rows = self._conn.execute(
+            sa.select(c.shard, c.high_seq)
+            .where(c.shard.in_(wanted))
+            .order_by(c.shard)
+            .with_for_update()
+        )
+        marks = {int(r.shard): int(r.high_seq) for r in rows}
+        new = [s for s in wanted if s not in marks]
+        if new:
+            self._conn.execute(sa.insert(shard_marks), [{"shard": s, "high_seq": 0} for s in new])
+            marks.update(dict.fromkeys(new, 0))
         return marks
 
-    def set_mark(self, shard: int, seq: int) -> None:
-        self._conn.execute(
-            sa.update(shard_marks).where(shard_marks.c.shard == shard).values(high_seq=seq)
-        )
+    def set_marks(self, marks: Mapping[int, int]) -> None:
+        """Store each shard's new high-water sequence (one executemany)."""
+        if marks:
+            self._conn.execute(
+                _SET_MARK, [{"m_shard": s, "m_seq": seq} for s, seq in sorted(marks.items())]
+            )
 
     def outcome_by_seq(self, shard: int, seq: int) -> str | None:
         row = self._conn.execute(

@@ -32,13 +32,13 @@ def test_marks_start_at_zero_and_commit_with_the_transaction(database_url: str) 
         store.migrate()
         with store.transaction() as tx:
             assert tx.lock_marks([3, 1]) == {1: 0, 3: 0}
-            tx.set_mark(3, 42)
+            tx.set_marks({3: 42})
             tx.save_outcomes([SavedOutcome("k", 3, 42, "{}", "f1")])
         with pytest.raises(RuntimeError), store.transaction() as tx:
-            tx.set_mark(3, 99)
+            tx.set_marks({3: 99})
             raise RuntimeError("roll back")
         with store.transaction() as tx:
-            assert tx.lock_marks([3]) == {3: 42}
+            assert tx.lock_marks([3, 5, 1]) == {1: 0, 3: 42, 5: 0}
             assert tx.outcomes_by_keys(["k", "nope"]) == {"k": SavedOutcome("k", 3, 42, "{}", "f1")}
             assert tx.outcome_by_seq(3, 42) == "{}"
     finally:

@@ -116,6 +116,31 @@ def _rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU per command, by process: robust where wall-clock rates are not (a shared machine)."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self._start = {name: _cpu_s(pid) for name, pid in pids.items()}
+
+    def per_command_us(self, commands: int) -> dict[str, float]:
+        return {
+            name: (_cpu_s(pid) - self._start[name]) / commands * 1e6
+            for name, pid in self.pids.items()
+        }
+
+
+def _cpu_note(us: dict[str, float]) -> str:
+    parts = ", ".join(f"{name} {v:.0f}" for name, v in us.items())
+    return f"CPU µs/command: {parts}; total {sum(us.values()):.0f}"
+
+
 def _metric(port: int, name: str) -> float:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
         for line in r.read().decode().splitlines():
@@ -195,7 +220,11 @@ async def _run(quick: bool) -> Table:
         procs: list[subprocess.Popen[bytes]] = []
         try:
             nc = await nats.connect(server.url)
+            assert server.process is not None
+            me, nats_pid = os.getpid(), server.process.pid
+            meter = CpuMeter({"client": me, "nats-server": nats_pid})
             ceiling = await _ceiling(nc, n_ceiling, size)
+            ceiling_cpu = meter.per_command_us(n_ceiling)
             table.rows.append(
                 [
                     "ceiling (raw nats-py)",
@@ -203,7 +232,7 @@ async def _run(quick: bool) -> Table:
                     round(ceiling),
                     "",
                     "",
-                    f"publish_async + fetch(500) + ack, {size} B",
+                    f"publish_async + fetch(500) + ack, {size} B; {_cpu_note(ceiling_cpu)}",
                 ]
             )
             js = nc.jetstream()
@@ -229,7 +258,16 @@ async def _run(quick: bool) -> Table:
                 for s, p in targets:
                     await client.create_point(system_id=s, point_id=p, coordinates=(0, 0))
                 await _closed_loop(client, targets, 1000, 500)  # warm-up
+                meter = CpuMeter(
+                    {
+                        "client": me,
+                        "worker 1": procs[0].pid,
+                        "worker 2": procs[1].pid,
+                        "nats-server": nats_pid,
+                    }
+                )
                 peak, lat = await _closed_loop(client, targets, n_peak, 1000)
+                peak_cpu = meter.per_command_us(n_peak)
                 table.rows.append(
                     [
                         "peak (2 workers, SDK)",
@@ -237,7 +275,7 @@ async def _run(quick: bool) -> Table:
                         round(peak),
                         percentile(lat, 0.5),
                         percentile(lat, 0.99),
-                        f"{peak / ceiling:.0%} of ceiling; 1000 in flight",
+                        f"{peak / ceiling:.0%} of ceiling; 1000 in flight; {_cpu_note(peak_cpu)}",
                     ]
                 )
                 got, lat = await _paced(client, targets, peak / 2, half_seconds)
