@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import uuid
 from collections.abc import Sequence
 from types import TracebackType
@@ -25,10 +26,8 @@ from typing import Any, Final, Self, TypeVar
 
 import nats
 import nats.errors
-import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
 from pydantic import BaseModel, ValidationError
 
 from coordshard_client.errors import (
@@ -63,6 +62,8 @@ from coordshard_client.naming import DEFAULT_STREAM
 from coordshard_client.subjects import DEFAULT_PREFIX, InvalidSubjectError, command_subject
 
 __all__ = ["DEFAULT_SHARDS", "CoordinateClient"]
+
+EXPECTED_STREAM: Final = "Nats-Expected-Stream"
 
 _C = TypeVar("_C", bound=BaseModel)
 _R = TypeVar("_R", bound=BaseModel)
@@ -102,8 +103,10 @@ class CoordinateClient:
         self._inbox = ""
         self._counter = itertools.count()
         self._waiting: dict[str, asyncio.Future[Outcome]] = {}
+        self._acks: dict[str, asyncio.Future[Msg]] = {}
         self._sub: Any = None
-        self._js: JetStreamContext | None = None
+        self._keys = f"{uuid.uuid4().hex[:16]}-"
+        """Prefix of this client's generated idempotency keys (64 random bits + a counter)."""
 
     @classmethod
     def connect(
@@ -139,7 +142,6 @@ class CoordinateClient:
                 )
             except (OSError, nats.errors.Error) as e:
                 raise CoordinateUnavailableError(f"connecting to NATS: {e}") from e
-        self._js = self._nc.jetstream()
         self._inbox = self._nc.new_inbox()
         self._sub = await self._nc.subscribe(self._inbox + ".*", cb=self._on_reply)
 
@@ -150,13 +152,21 @@ class CoordinateClient:
             self._sub = None
         for future in self._waiting.values():
             future.cancel()
+        for ack in self._acks.values():
+            ack.cancel()
         self._waiting.clear()
+        self._acks.clear()
         if self._owns and self._nc is not None:
             await self._nc.close()
             self._nc = None
 
     async def _on_reply(self, msg: Msg) -> None:
         token = msg.subject.rsplit(".", 1)[-1]
+        if token.startswith("a"):  # the stream's ack of a publish
+            ack = self._acks.get(token)
+            if ack is not None and not ack.done():
+                ack.set_result(msg)
+            return
         future = self._waiting.get(token)
         if future is None or future.done():
             return
@@ -319,7 +329,7 @@ class CoordinateClient:
         """
         if self._nc is None or self._sub is None:
             raise CoordinateUnavailableError("client not started: use 'async with'")
-        key = idempotency_key or uuid.uuid4().hex
+        key = idempotency_key or f"{self._keys}{next(self._counter)}"
         wait = self.timeout if timeout is None else timeout
         try:
             subject = command_subject(
@@ -358,20 +368,51 @@ class CoordinateClient:
     ) -> bool:
         """Publish to the stream; return True if the stream saw this Nats-Msg-Id before.
 
-        ``publish_async`` shares one reply subscription across all publishes;
-        the caller's ``asyncio.timeout`` bounds the wait for the stream's ack.
+        The stream's ack comes back on this client's own inbox (``<inbox>.a<n>``),
+        next to the outcomes, so one subscription serves both; the caller's
+        ``asyncio.timeout`` bounds the wait.
         """
-        assert self._js is not None
+        assert self._nc is not None
+        token = f"a{next(self._counter)}"
+        ack: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
+        self._acks[token] = ack
         try:
-            future = await self._js.publish_async(
-                subject, payload, headers=dict(headers), stream=self.stream
+            await self._nc.publish(
+                subject,
+                payload,
+                reply=f"{self._inbox}.{token}",
+                headers={**headers, EXPECTED_STREAM: self.stream},
             )
-            ack = await future
-        except (nats.errors.Error, nats.js.errors.Error) as e:
+            msg = await ack
+        except nats.errors.Error as e:
             raise CoordinateUnavailableError(
                 f"publishing to {subject}: {e!r}", idempotency_key=key
             ) from e
-        return bool(ack.duplicate)
+        finally:
+            self._acks.pop(token, None)
+        return _duplicate(msg, subject=subject, stream=self.stream, key=key)
+
+
+def _duplicate(msg: Msg, *, subject: str, stream: str, key: str) -> bool:
+    """Read a stream's publish ack: whether it was a duplicate; raise if it was refused."""
+    if msg.headers and msg.headers.get("Status") == "503":
+        raise CoordinateUnavailableError(
+            f"no stream answered a publish to {subject} (is stream {stream} there?)",
+            idempotency_key=key,
+        )
+    try:
+        ack = json.loads(msg.data)
+    except ValueError as e:
+        raise CoordinateUnavailableError(
+            f"unreadable publish ack for {subject}: {msg.data[:200]!r}", idempotency_key=key
+        ) from e
+    if "error" in ack:
+        error = ack["error"]
+        raise CoordinateUnavailableError(
+            f"stream refused a publish to {subject}: {error.get('description', error)}",
+            idempotency_key=key,
+        )
+    return bool(ack.get("duplicate"))
 
 
 def _build(model: type[_C], **fields: Any) -> _C:

@@ -130,5 +130,15 @@ async def test_a_timed_out_call_retried_with_its_key_is_applied_once(
 
 async def test_no_stream_for_the_subject_is_unavailable(nc: Client) -> None:
     async with CoordinateClient(nc, prefix="nobody.listens", timeout=2) as lonely:
-        with pytest.raises(CoordinateUnavailableError):
+        with pytest.raises(CoordinateUnavailableError, match="no stream answered") as e:
             await lonely.get_system(system_id="x")
+        assert not isinstance(e.value, CoordinateTimeoutError)
+
+
+async def test_a_publish_the_stream_refuses_is_unavailable(
+    nc: Client, client: CoordinateClient
+) -> None:
+    async with CoordinateClient(nc, stream="NOT_THE_STREAM", timeout=2) as confused:
+        with pytest.raises(CoordinateUnavailableError, match="stream refused") as e:
+            await confused.get_system(system_id="x")
+        assert not isinstance(e.value, CoordinateTimeoutError)
