@@ -81,6 +81,8 @@ SECRET_TLS_KEY: Final = "tls.key"
 EVENT_MEMBERS_CHANGED: Final = "MembersChanged"
 EVENT_SHARDS_MOVED: Final = REASON_SHARDS_MOVED
 EVENT_POD_NOT_READY_PAST_GRACE: Final = "PodNotReadyPastGrace"
+EVENT_CONSUMERS_LEFT: Final = "ConsumersLeftBehind"
+"""Warning: a deleted CR's consumers could not be removed within the release timeout."""
 
 LABEL_WORKER: Final = f"{GROUP}/worker"
 """Present on every worker pod; the operator watches only such pods (server-side)."""

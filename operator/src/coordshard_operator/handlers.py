@@ -233,7 +233,13 @@ def _failed(
 
 
 @kopf.on.delete(*CR)
-async def release(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+async def release(
+    body: kopf.Body,
+    memo: kopf.Memo,
+    logger: kopf.Logger,
+    started: datetime,
+    **_: Any,
+) -> None:
     runtime: Runtime = memo.runtime
     try:
         desired = spec.parse(body)
@@ -243,9 +249,28 @@ async def release(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: An
         engine = await runtime.engine(desired, secrets=_kube(memo).get_secret)
         await engine.remove_group()
     except TransientError as e:
-        raise kopf.TemporaryError(str(e), delay=e.delay) from e
+        waited = (datetime.now(UTC) - started.replace(tzinfo=started.tzinfo or UTC)).total_seconds()
+        if not give_up_release(waited, runtime.settings.release_timeout_seconds):
+            raise kopf.TemporaryError(str(e), delay=e.delay) from e
+        # NATS or its Secret is gone for good (a namespace being deleted takes the
+        # Secret with the CR): holding the finalizer would hold the namespace too.
+        message = (
+            f"gave up removing the consumers of group {desired.group} after {waited:.0f} s: "
+            f"{e}; they stay on stream {desired.stream} (a new group on it fences them, "
+            "or delete them with the nats CLI)"
+        )
+        kopf.warn(body, reason=crd.EVENT_CONSUMERS_LEFT, message=message)
+        logger.warning(message)
+    else:
+        logger.info(
+            "removed the consumers of group %s; stream %s kept", desired.group, desired.stream
+        )
     runtime.forget(desired.namespace, desired.name)  # frees the stream for another CR
-    logger.info("removed the consumers of group %s; stream %s kept", desired.group, desired.stream)
+
+
+def give_up_release(waited_s: float, limit_s: float) -> bool:
+    """Whether deleting a CR stops retrying its consumers' removal (a negative limit: never)."""
+    return limit_s >= 0 and waited_s >= limit_s
 
 
 @kopf.on.update(*CR, field="spec")

@@ -32,5 +32,9 @@ class OperatorSettings(BaseSettings):
     peering_lifetime: int = 60
     """Seconds a silent peer counts as alive (kopf peering; a standby takes over after it,
     integer); default 60."""
+    release_timeout_seconds: float = 300.0
+    """How long deleting a CR retries removing its consumers while NATS or its Secret
+    cannot be reached; after that the CR goes and the consumers stay, with a Warning
+    Event (-1: retry for ever); default 300."""
     metrics_port: int = 0
     """Port of the Prometheus /metrics endpoint; 0 = none; default 0."""

@@ -154,3 +154,27 @@ async def test_tls_with_the_ca_from_a_secret(
         assert await consumer_names(server.url, tls=ctx) == {cluster.consumer("w-0")}
     finally:
         server.kill()
+
+
+async def test_a_cr_whose_secret_is_gone_is_released_after_the_timeout_and_says_so(
+    cluster: Cluster,
+    operator: Callable[..., OperatorProcess],
+    nkey_server: tuple[NatsServer, bytes],
+) -> None:
+    # As when a namespace is deleted: its Secrets go with the CR, and a finalizer
+    # that waited for them for ever would keep the namespace Terminating.
+    server, seed = nkey_server
+    operator(env={"COORDSHARD_RELEASE_TIMEOUT_SECONDS": "2"})
+    put_secret(cluster, "nats-user", {"nkey.seed": seed})
+    cluster.add_pod("w-0")
+    cluster.add_cr(shards=4, nats={"servers": [server.url], "nkeySecretRef": {"name": "nats-user"}})
+    await wait_until(lambda: cluster.condition(crd.CONDITION_READY) == "True", what="Ready")
+    cluster.api.delete(cluster.api.find_type("", "secrets"), NS, "nats-user")
+    cluster.api.delete(cluster.crs, NS, "orders")
+    await wait_until(lambda: not cluster.api.list(cluster.crs, NS), what="CR gone", timeout=30)
+    await wait_until(
+        lambda: any("nats-user" in m for m in cluster.events(crd.EVENT_CONSUMERS_LEFT)),
+        what="a Warning Event saying the consumers stay",
+    )
+    left = await consumer_names(server.url, nkeys_seed_str=seed.decode())
+    assert left == {cluster.consumer("w-0")}
