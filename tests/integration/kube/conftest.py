@@ -105,12 +105,14 @@ def render_chart(helm: Helm) -> Render:
 
 @pytest.fixture(scope="session")
 def chart_rbac(render_chart: Render) -> Callable[..., set[tuple[str, str, str]]]:
-    """(verb, apiGroup, resource) granted by the chart's ClusterRole, for given --set values."""
+    """(verb, apiGroup, resource) granted by the chart's ClusterRole and Roles, for given
+    --set values."""
 
     def rules(*sets: str) -> set[tuple[str, str, str]]:
-        role = next(d for d in render_chart(*sets) if d["kind"] == "ClusterRole")
+        roles = [d for d in render_chart(*sets) if d["kind"] in ("ClusterRole", "Role")]
         return {
             (verb, group, resource)
+            for role in roles
             for rule in role["rules"]
             for verb in rule["verbs"]
             for group in rule["apiGroups"]

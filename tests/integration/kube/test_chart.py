@@ -106,3 +106,23 @@ def test_standby_runs_two_peered_operators_with_distinct_priorities(
     assert [d["kind"] for d in docs if d["kind"].endswith("KopfPeering")] == ["ClusterKopfPeering"]
     for doc in deployments:
         kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+
+
+def test_secrets_are_granted_only_in_the_watched_namespaces(render_chart: Render) -> None:
+    docs = render_chart("operator.watchNamespaces={team-a,team-b}")
+    cluster_role = next(d for d in docs if d["kind"] == "ClusterRole")
+    assert not any("secrets" in r["resources"] for r in cluster_role["rules"])
+    roles = {d["metadata"]["namespace"]: d for d in docs if d["kind"] == "Role"}
+    assert set(roles) == {"team-a", "team-b"}
+    for role in roles.values():
+        assert role["rules"] == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]
+    bindings = [d for d in docs if d["kind"] == "RoleBinding"]
+    assert {b["metadata"]["namespace"] for b in bindings} == {"team-a", "team-b"}
+    assert all(b["subjects"][0]["namespace"] == "apps" for b in bindings)
+    for doc in [*roles.values(), *bindings]:
+        kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+    # Cluster-wide (no watchNamespaces) the ClusterRole grants it; readSecrets=false: nowhere.
+    everywhere = next(d for d in render_chart() if d["kind"] == "ClusterRole")
+    assert any("secrets" in r["resources"] for r in everywhere["rules"])
+    none = render_chart("operator.watchNamespaces={team-a}", "operator.readSecrets=false")
+    assert not [d for d in none if d["kind"] in ("Role", "RoleBinding")]
