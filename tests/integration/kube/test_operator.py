@@ -83,7 +83,7 @@ async def test_ready_pods_get_consumers_with_the_planned_filters(
         cluster.consumer(pod): expected_filters(ranges)
         for pod, ranges in status["assignment"].items()
     }
-    assert cluster.events("MembersChanged")
+    await wait_until(lambda: cluster.events("MembersChanged"), what="a MembersChanged Event")
     pod_reads = [r for r in cluster.api.requests if r.resource == "pods"]
     assert pod_reads and all(r.label_selector == crd.LABEL_WORKER for r in pod_reads)
     async with aiohttp.ClientSession() as http:
@@ -120,8 +120,10 @@ async def test_a_deleted_pods_shards_move_and_nothing_published_is_lost(
     assert status["lastRebalance"]["shardsMoved"] == 2
     assert "w-1" in status["lastRebalance"]["reason"]
     assert await filters(client) == {survivor: expected_filters("0-3")}
-    moved = cluster.events("ShardsMoved")
-    assert any("from w-1 to w-0" in m for m in moved), moved
+    await wait_until(  # kopf posts Events from a queue, after the status patch
+        lambda: any("from w-1 to w-0" in m for m in cluster.events("ShardsMoved")),
+        what="a ShardsMoved Event from w-1 to w-0",
+    )
     sub = await js.pull_subscribe_bind(survivor, stream=STREAM)
     got: list[str] = []
     while len(got) < 8:
@@ -371,7 +373,10 @@ async def test_real_workers_lose_nothing_when_a_pod_crashes(
             await wait_until(lambda: list(assigned(cluster)) == ["w-0"], what="w-0 owns all")
             for sid in before + during:
                 assert (await client.get_system(system_id=sid)).system_id == sid
-        assert any("from w-1 to w-0" in m for m in cluster.events("ShardsMoved"))
+        await wait_until(
+            lambda: any("from w-1 to w-0" in m for m in cluster.events("ShardsMoved")),
+            what="a ShardsMoved Event from w-1 to w-0",
+        )
     finally:
         for proc in workers.values():
             if proc.poll() is None:
