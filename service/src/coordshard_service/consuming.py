@@ -10,17 +10,24 @@ Settling lives in one function, ``settle``: reply if the caller gave a reply
 subject, then ack (or ``term`` for a bad message, which was already kept as a
 dead letter in the batch transaction). The batch's last ack is ``ack_sync``:
 the server applies a consumer's acks in order, so that one confirmation
-covers the batch, at one round trip instead of one per message. An ack that fails, or a
-consumer that vanished, means we may have been fenced: stop, drop the cache,
-and wait for our consumer again. Nothing is lost: whatever we committed but
-did not ack is redelivered to the new owner and answered from its stored
-outcome.
+covers the batch, at one round trip instead of one per message.
+
+An ack or a fetch that fails makes the worker ask whether its consumer still
+exists. Gone means fenced: stop, drop the cache and the deliveries in hand,
+and wait for our consumer again; nothing is lost, since whatever we committed
+but did not ack is redelivered to the new owner and answered from its stored
+outcome. Still there (its leader died or moved; the server was unreachable):
+send the acks again until they are confirmed. Dropping the deliveries of a
+living consumer would leave them pending until ``ack_wait`` while it goes on
+delivering the same shards' later messages: out of order, and (for a batch
+fetched but not yet applied) past the shards' marks, which would refuse them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from collections.abc import Sequence
@@ -57,6 +64,10 @@ __all__ = ["Worker", "WorkerState", "decode", "owned_shards"]
 
 logger = logging.getLogger(__name__)
 
+_ACK = b"+ACK"
+_TERM = b"+TERM"
+"""JetStream's ack protocol bodies (what ``Msg.ack`` and ``Msg.term`` publish)."""
+
 WorkerState = Literal["starting", "waiting", "bound", "stopped"]
 """waiting: no consumer of ours exists (no shards yet, or fenced); bound: serving it."""
 
@@ -65,6 +76,11 @@ REFRESH_SECONDS = 1.0
 IDLE_REFRESH_SECONDS = 0.25
 """Least time between two re-reads on empty fetches: pulls are short (they bound failover
 latency), and a consumer read on every one would be a JetStream API call per pull."""
+ACK_RETRY_FIRST = 0.05
+ACK_RETRY_MAX = 1.0
+"""Seconds between tries to settle a batch whose consumer exists but did not confirm."""
+ACK_SYNC_TIMEOUT = 2.0
+"""Seconds the batch's last ack waits for the server's confirmation."""
 NAK_DELAY = 1.0
 """Seconds before a batch the store refused is redelivered."""
 
@@ -276,6 +292,16 @@ class Worker:
             return
         self._adopt(info)
 
+    async def _gone(self) -> bool:
+        """Whether our consumer is known to be deleted (fenced); no answer is not gone."""
+        try:
+            await self.js.consumer_info(self.settings.stream, self.consumer)
+        except nats.js.errors.NotFoundError:
+            return True
+        except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as e:
+            logger.warning("reading consumer %s: %r", self.consumer, e)
+        return False
+
     async def _serve(self, stop: asyncio.Event) -> None:
         """Fetch batch n+1 while batch n is applied; batches are still handled one by one.
 
@@ -315,7 +341,10 @@ class Worker:
                 self.settings.batch_size, timeout=self.settings.fetch_timeout
             )
         except nats.js.errors.ServiceUnavailableError as e:
-            raise FencedError(f"fetch refused: {e!r}", consumer=self.consumer) from e
+            if await self._gone():
+                raise FencedError(f"fetch refused: {e!r}", consumer=self.consumer) from e
+            logger.warning("fetch refused, consumer %s still exists: %r", self.consumer, e)
+            return []
         except TimeoutError:
             # nats-py raises both its own and the builtin TimeoutError here, the
             # latter e.g. while a cluster elects a stream leader.
@@ -363,16 +392,33 @@ class Worker:
             return
         # Settle in order; the last good message is acked with ack_sync. JetStream
         # applies a consumer's acks in arrival order, so its confirmation covers the
-        # plain acks before it on this connection, and its failure (consumer gone,
-        # connection lost) is the fencing signal for the whole batch.
+        # plain acks before it on this connection. If it fails, we are fenced only
+        # if our consumer is gone: an ack also fails while the consumer's leader
+        # dies or moves, and a consumer that lives on must get these acks (they are
+        # idempotent), or it holds the batch until ack_wait while it delivers the
+        # same shards' later messages: out of order, and past the shards' marks.
         last_good = max((n for n, i in enumerate(items) if i.bad is None), default=-1)
-        try:
-            for n, (m, i, o) in enumerate(zip(msgs, items, outcomes, strict=True)):
-                await self.settle(m, i, o, sync=n == last_good)
-        except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as e:
-            raise FencedError(
-                f"settling a batch of {len(msgs)} failed: {e!r}", consumer=self.consumer
-            ) from e
+        batch = list(zip(msgs, items, outcomes, strict=True))
+        counted = 0  # messages of the batch whose outcome was counted and logged
+        for attempt in itertools.count():
+            try:
+                for n, (m, i, o) in enumerate(batch):
+                    await self.settle(m, i, o, sync=n == last_good, again=n < counted)
+                    counted = max(counted, n + 1)
+                break
+            except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as e:
+                if await self._gone():
+                    raise FencedError(
+                        f"settling a batch of {len(msgs)} failed: {e!r}", consumer=self.consumer
+                    ) from e
+                self.metrics.ack_retries.inc()
+                logger.warning(
+                    "settling a batch of %d failed, consumer %s still exists, retrying: %r",
+                    len(msgs),
+                    self.consumer,
+                    e,
+                )
+                await asyncio.sleep(min(ACK_RETRY_MAX, ACK_RETRY_FIRST * 2**attempt))
         elapsed = time.perf_counter() - started
         for _ in msgs:
             self.metrics.latency.observe(elapsed)
@@ -380,10 +426,36 @@ class Worker:
             hits=self.cache.hits, misses=self.cache.misses, entries=len(self.cache)
         )
 
-    async def settle(self, msg: Msg, item: Incoming, outcome: Outcome, *, sync: bool) -> None:
-        """Reply (if asked), then ack (``ack_sync`` if ``sync``) — or log and term a bad one."""
+    async def settle(
+        self, msg: Msg, item: Incoming, outcome: Outcome, *, sync: bool, again: bool = False
+    ) -> None:
+        """Reply (if asked), then ack (``ack_sync`` if ``sync``), or term a bad message.
+
+        ``again``: settled before, in a try that failed later in its batch; the reply
+        and ack go out again (a client ignores a second reply, JetStream a second
+        ack), but nothing is counted or logged twice.
+        """
         if item.reply:
             await self.nc.publish(item.reply, outcome.model_dump_json(exclude_none=True).encode())
+        if not again:
+            self._count(item, outcome)
+        elif msg.reply:
+            # nats-py refuses a second ack of a Msg; the server takes it (and ignores
+            # it if the first arrived), so send the same ack message again ourselves.
+            body = _TERM if item.bad is not None else _ACK
+            if sync:
+                await self.nc.request(msg.reply, body, timeout=ACK_SYNC_TIMEOUT)
+            else:
+                await self.nc.publish(msg.reply, body)
+            return
+        if item.bad is not None:
+            await msg.term()
+        elif sync:
+            await msg.ack_sync(timeout=ACK_SYNC_TIMEOUT)
+        else:
+            await msg.ack()
+
+    def _count(self, item: Incoming, outcome: Outcome) -> None:
         if item.redelivered:
             self.metrics.redeliveries.inc()
         if item.bad is not None:
@@ -395,12 +467,7 @@ class Worker:
             )
             self.metrics.dead_letters.inc()
             self.metrics.commands.labels(op="?", outcome="bad").inc()
-            await msg.term()
             return
         assert item.command is not None
         label = "ok" if outcome.ok or outcome.error is None else outcome.error.code.value
         self.metrics.commands.labels(op=item.command.op, outcome=label).inc()
-        if sync:
-            await msg.ack_sync()
-        else:
-            await msg.ack()

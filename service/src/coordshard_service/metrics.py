@@ -64,7 +64,12 @@ class Metrics:
         )
         self.fenced = Counter(
             "coordshard_worker_fenced",
-            "Times the worker found itself possibly fenced and re-read its consumer.",
+            "Times the worker found its consumer deleted (fenced) and waited for it again.",
+            registry=self.registry,
+        )
+        self.ack_retries = Counter(
+            "coordshard_worker_ack_retries",
+            "Times settling a batch failed while its consumer still existed, and was retried.",
             registry=self.registry,
         )
 

@@ -215,3 +215,54 @@ async def test_a_batch_committed_but_never_acked_is_answered_from_stored_outcome
 def client_pending(calls: list[asyncio.Task[object]]) -> int:
     """Calls that already finished (none should, before anyone serves them)."""
     return sum(c.done() for c in calls)
+
+
+async def test_acks_that_fail_while_the_consumer_lives_are_retried_not_taken_for_a_fence(
+    nats_server: NatsServer, nc: Client, one_worker: RunningWorker, client: CoordinateClient
+) -> None:
+    # The consumer's server stops answering right after a batch was applied (as
+    # while a consumer leader dies or moves): its acks time out, but the consumer
+    # lives on. Before this was handled, the worker dropped the batch as fenced,
+    # and the consumer held it until ack_wait while delivering later messages.
+    load = await MoveLoad.seed(client, systems=4, per_system=4)
+    assert nats_server.process is not None
+    pid = nats_server.process.pid
+    worker = one_worker.worker
+    settle = worker.settle
+    frozen: list[asyncio.Task[None]] = []
+
+    async def freeze_for_a_while() -> None:
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            await asyncio.sleep(3.0)  # the outage: longer than an ack_sync waits
+        finally:
+            os.kill(pid, signal.SIGCONT)
+
+    async def settle_then_freeze(msg: Msg, *args: object, **kw: object) -> None:
+        if not frozen:
+            frozen.append(asyncio.create_task(freeze_for_a_while()))
+            await asyncio.sleep(0)  # let it stop the server before this ack goes out
+        await settle(msg, *args, **kw)  # type: ignore[arg-type]
+
+    worker.settle = settle_then_freeze  # type: ignore[method-assign]
+    try:
+        load.launch(64)
+        await asyncio.wait_for(load.check_applied_once(), 20)  # ack_wait is 30 s
+    finally:
+        if frozen:
+            await frozen[0]
+    assert worker.metrics.ack_retries._value.get() >= 1
+    assert worker.metrics.fenced._value.get() == 0
+    # Nothing left waiting for ack_wait (30 s) on the consumer.
+    js = nc.jetstream()
+    pending: list[int] = []
+
+    async def ack_pending() -> int:
+        info = await js.consumer_info(worker.settings.stream, worker.consumer)
+        return int(info.num_ack_pending or 0)
+
+    deadline = asyncio.get_running_loop().time() + 10
+    while (n := await ack_pending()) and asyncio.get_running_loop().time() < deadline:
+        pending.append(n)
+        await asyncio.sleep(0.1)
+    assert await ack_pending() == 0, pending
