@@ -292,6 +292,27 @@ class Worker:
             return
         self._adopt(info)
 
+    async def _after_failed_settle(
+        self, items: Sequence[Incoming], *, fetched_at: float
+    ) -> Literal["fenced", "redelivered", "retry"]:
+        """What a failed ack means: our consumer gone (fenced); its cursor put back behind
+        the batch by a reset, or the batch past ``ack_wait`` (it will be delivered
+        again; an ack for a delivery made before a reset gets no answer at all); or
+        neither (its leader moved, the server is back: ack again)."""
+        try:
+            info = await self.js.consumer_info(self.settings.stream, self.consumer)
+        except nats.js.errors.NotFoundError:
+            return "fenced"
+        except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as e:
+            logger.warning("reading consumer %s: %r", self.consumer, e)
+            return "retry"
+        cursor = info.delivered.stream_seq if info.delivered else 0
+        first = min((i.stream_seq for i in items), default=0)
+        ack_wait = info.config.ack_wait or 30.0
+        if (cursor or 0) < first or time.perf_counter() - fetched_at > ack_wait:
+            return "redelivered"
+        return "retry"
+
     async def _gone(self) -> bool:
         """Whether our consumer is known to be deleted (fenced); no answer is not gone."""
         try:
@@ -407,10 +428,24 @@ class Worker:
                     counted = max(counted, n + 1)
                 break
             except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as e:
-                if await self._gone():
+                verdict = await self._after_failed_settle(items, fetched_at=started)
+                if verdict == "fenced":
                     raise FencedError(
                         f"settling a batch of {len(msgs)} failed: {e!r}", consumer=self.consumer
                     ) from e
+                if verdict == "redelivered":
+                    # Reset under us (or past ack_wait): the batch comes again, in
+                    # stream order, and is answered from its stored outcomes. A batch
+                    # pulled behind it is still handled: it follows this one in each
+                    # shard's order, and if it was delivered before the reset too, its
+                    # own acks fail and land here.
+                    logger.warning(
+                        "leaving a batch of %d unacked: consumer %s will deliver it again (%r)",
+                        len(msgs),
+                        self.consumer,
+                        e,
+                    )
+                    return
                 self.metrics.ack_retries.inc()
                 logger.warning(
                     "settling a batch of %d failed, consumer %s still exists, retrying: %r",

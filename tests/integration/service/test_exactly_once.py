@@ -266,3 +266,32 @@ async def test_acks_that_fail_while_the_consumer_lives_are_retried_not_taken_for
         pending.append(n)
         await asyncio.sleep(0.1)
     assert await ack_pending() == 0, pending
+
+
+async def test_a_batch_whose_consumer_was_reset_under_it_is_left_to_the_redelivery(
+    nc: Client, one_worker: RunningWorker, client: CoordinateClient
+) -> None:
+    # The engine resets a gainer's consumer while the gainer may hold a batch: an
+    # ack for a delivery made before a reset gets no answer, so retrying it would
+    # wait for ever. The worker must leave the batch to the redelivery (answered
+    # from the stored outcomes) and go on serving.
+    load = await MoveLoad.seed(client, systems=4, per_system=4)
+    js = nc.jetstream()
+    worker = one_worker.worker
+    settle = worker.settle
+    reset: list[int] = []
+
+    async def reset_then_settle(msg: Msg, *args: object, **kw: object) -> None:
+        if not reset:
+            first = (await js.stream_info(worker.settings.stream)).state.first_seq
+            await js.reset_consumer(worker.settings.stream, worker.consumer, seq=first)
+            reset.append(first)
+        await settle(msg, *args, **kw)  # type: ignore[arg-type]
+
+    worker.settle = reset_then_settle  # type: ignore[method-assign]
+    load.launch(64)
+    await asyncio.wait_for(load.check_applied_once(), 20)  # ack_wait is 30 s
+    assert reset and worker.metrics.fenced._value.get() == 0
+    assert worker.metrics.dedupe_hits._value.get() >= 1  # the batch came again, replayed
+    info = await js.consumer_info(worker.settings.stream, worker.consumer)
+    assert info.num_ack_pending == 0 and info.num_pending == 0
