@@ -11,8 +11,10 @@ from collections.abc import AsyncIterator
 import nats
 import pytest
 from nats.aio.client import Client
+from nats.js import JetStreamContext
 
 from coordshard_operator.benchmarks.workload import Ledger, Publisher, SimWorker
+from coordshard_operator.errors import JetStreamApiError
 from coordshard_operator.handoff import Engine, GroupConfig, MemberInfo
 from coordshard_operator.jetstream import RetryPolicy
 from coordshard_operator.natsserver import NatsServer
@@ -22,6 +24,7 @@ pytestmark = pytest.mark.integration
 
 PREFIX = "t.cmd"
 SHARDS = 32
+NO_SUITABLE_PEERS = 10005
 
 
 @pytest.fixture
@@ -45,19 +48,41 @@ async def wait_until(condition: object, *, timeout: float = 30.0) -> None:
         await asyncio.sleep(0.02)
 
 
-async def test_r3_churn_and_a_leader_kill_during_a_handoff_lose_nothing(
-    cluster_nc: Client, nats_cluster: list[NatsServer]
-) -> None:
-    js = cluster_nc.jetstream(timeout=2)
-    deadline = asyncio.get_running_loop().time() + 30
-    while True:  # a fresh cluster first elects a meta leader
+async def wait_for_cluster(js: JetStreamContext, *, timeout: float = 30.0) -> None:
+    """Wait until a fresh cluster has elected a meta leader."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
         try:
             await js.account_info()
-            break
+            return
         except Exception:
             if asyncio.get_running_loop().time() > deadline:
                 raise
             await asyncio.sleep(0.1)
+
+
+async def ensure_stream(engine: Engine, *, timeout: float = 30.0) -> None:
+    """Create the R3 stream once all three peers are known to the meta leader.
+
+    Until then the create fails with "no suitable peers for placement", which
+    a loaded machine shows after the meta leader is already answering.
+    """
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            await engine.ensure_stream()
+            return
+        except JetStreamApiError as e:
+            if e.err_code != NO_SUITABLE_PEERS or asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
+async def test_r3_churn_and_a_leader_kill_during_a_handoff_lose_nothing(
+    cluster_nc: Client, nats_cluster: list[NatsServer]
+) -> None:
+    js = cluster_nc.jetstream(timeout=2)
+    await wait_for_cluster(js)
     config = GroupConfig(
         stream="R3",
         subject_prefix=PREFIX,
@@ -79,7 +104,7 @@ async def test_r3_churn_and_a_leader_kill_during_a_handoff_lose_nothing(
         killed.append(leader.name)
 
     engine = Engine(js, config, checkpoint=kill_leader)
-    await engine.ensure_stream()
+    await ensure_stream(engine)
     ledger = Ledger()
     rng = random.Random(3)
     generation = 0
