@@ -155,3 +155,56 @@ async def test_r3_churn_and_a_leader_kill_during_a_handoff_lose_nothing(
     assert sorted(s for shards in observed.assignment.values() for s in shards) == list(
         range(SHARDS)
     )
+
+
+async def test_a_worker_keeps_its_deliveries_in_order_through_a_consumer_leader_kill(
+    cluster_nc: Client, nats_cluster: list[NatsServer]
+) -> None:
+    # The worker processes the first message of a full batch, then the leader of
+    # its consumer dies before the ack: the ack fails, the consumer lives on (on
+    # a new leader) with the other 15 deliveries pending until ack_wait. A worker
+    # that took the failed ack for a fence dropped them and went on with the
+    # shards' later messages (the CI failure: shard order broke, and a worker
+    # deduping by high-water mark would have refused the stragglers).
+    js = cluster_nc.jetstream(timeout=2)
+    await wait_for_cluster(js)
+    config = GroupConfig(
+        stream="R3K",
+        subject_prefix=PREFIX,
+        group="g",
+        shards=SHARDS,
+        replicas=3,
+        ack_wait_s=10.0,
+        retry=RetryPolicy(deadline_s=30.0),
+    )
+    engine = Engine(js, config)
+    await ensure_stream(engine)
+    member = MemberInfo.of(group="g", member="a", incarnation="1")
+    await engine.reconcile(
+        {member.consumer: range(SHARDS)}, members={member.consumer: member}, epoch=0
+    )
+    ledger = Ledger()
+    publisher = Publisher(js, prefix=PREFIX, shards=SHARDS, ledger=ledger)
+    for _ in range(100):
+        await publisher.publish_one()
+    killed: list[str] = []
+
+    async def kill_consumer_leader(consumer: str, seq: int) -> None:
+        if killed:
+            return
+        info = await js.consumer_info("R3K", consumer)
+        assert info.cluster is not None and info.cluster.leader
+        node = next(n for n in nats_cluster if n.name == info.cluster.leader)
+        node.kill()
+        killed.append(node.name)
+
+    worker = SimWorker(
+        js, stream="R3K", consumer=member.consumer, ledger=ledger, on_processed=kill_consumer_leader
+    ).start()
+    await wait_until(lambda: killed)
+    for _ in range(100):
+        await publisher.publish_one()
+    await wait_until(lambda: not ledger.missing(), timeout=60)
+    await worker.stop()
+    assert ledger.failed_acks >= 1, "the kill did not make an ack fail"
+    assert not ledger.out_of_order()

@@ -4,10 +4,20 @@ A ``SimWorker`` behaves like a real worker as far as the engine is concerned:
 it waits for its consumer to exist (workers never create consumers), pulls,
 records ``(consumer, shard, stream sequence)`` for every message it processes,
 and acks with ``ack_sync``. An ack that fails, or a consumer that vanished,
-means "possibly fenced": it drops its subscription and waits for its consumer
-again. ``crash()`` cancels it mid-flight, like kill -9, and remembers which
-processed messages it had not seen acked: those are the only duplicates the
-new owners may process.
+means "possibly fenced": it asks whether its consumer still exists. Only a
+consumer that is gone (deleted: the fence) makes it drop its subscription and
+the deliveries in hand and wait for its consumer again. ``crash()`` cancels it
+mid-flight, like kill -9, and remembers which processed messages it had not
+seen acked: those are the only duplicates the new owners may process.
+
+Why a worker must not give up deliveries of a consumer that still exists: an
+ack fails whenever the consumer's Raft leader dies or moves (NoResponders or a
+timeout), and the consumer lives on. The deliveries it dropped stay pending
+on the server until ``ack_wait`` runs out (or the next reset), while the
+consumer goes on delivering the same shards' later messages: per-shard order
+breaks, and a worker that dedupes by a per-shard high-water mark would then
+refuse the stranded messages as already applied. Measured on R3 with kill -9
+of the consumer leader between a delivery and its ack.
 
 The ``Ledger`` holds what was published and what was processed, and checks
 the properties the handoff must keep: nothing lost, each consumer sees each
@@ -19,9 +29,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import nats.errors
+import nats.js.errors
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from coordshard_client.subjects import shard_of
@@ -39,7 +52,8 @@ class Ledger:
     crashed_unacked: int = 0
     """Messages processed by crashed workers whose ack was not confirmed."""
     failed_acks: int = 0
-    """Messages processed whose ``ack_sync`` failed (fenced, or a leader election)."""
+    """Messages processed whose ``ack_sync`` failed at least once (fenced, or a leader
+    election): each may be processed again."""
     last_seen: dict[tuple[str, int], float] = field(default_factory=dict)
     """(consumer, shard) → loop time it last processed a message of that shard."""
 
@@ -87,6 +101,7 @@ class SimWorker:
         ledger: Ledger,
         batch: int = 16,
         fetch_timeout_s: float = 0.1,
+        on_processed: Callable[[str, int], Awaitable[None]] | None = None,
     ) -> None:
         self.js = js
         self.stream = stream
@@ -97,7 +112,10 @@ class SimWorker:
         """How long one pull waits; a pull pending across a reset may wait it out."""
         self.in_hand: set[int] = set()
         self.fenced_acks = 0
-        """Acks that failed: the worker was fenced while holding a message."""
+        """Messages whose ack failed at least once (fenced, or a leader election)."""
+        self._on_processed = on_processed
+        """Awaited with (consumer, stream sequence) after processing, before the ack
+        (tests inject failures here)."""
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> SimWorker:
@@ -105,11 +123,19 @@ class SimWorker:
         return self
 
     async def _exists(self) -> bool:
+        """Whether our consumer exists; raises on a transient failure (no answer)."""
         try:
             await self.js.consumer_info(self.stream, self.consumer, timeout=1)
         except nats.js.errors.NotFoundError:
             return False
         return True
+
+    async def _gone(self) -> bool:
+        """Whether our consumer is known to be deleted; no answer counts as not gone."""
+        try:
+            return not await self._exists()
+        except (TimeoutError, nats.errors.Error):
+            return False
 
     async def _run(self) -> None:
         while True:
@@ -127,14 +153,20 @@ class SimWorker:
                 await asyncio.sleep(0.02)  # back off, then look for the consumer again
 
     async def _pull(self, sub: JetStreamContext.PullSubscription) -> None:
+        """Serve ``sub`` until our consumer is gone (only then are deliveries dropped)."""
         loop = asyncio.get_running_loop()
         while True:
             try:
                 msgs = await sub.fetch(self.batch, timeout=self.fetch_timeout_s)
             except nats.errors.TimeoutError:
                 msgs = []
+            except nats.errors.Error:
+                # A 503 while the consumer's leader is elected, or a deleted consumer:
+                # _gone tells which. Back off either way.
+                await asyncio.sleep(0.02)
+                msgs = []
             if not msgs:
-                if not await self._exists():
+                if await self._gone():
                     return
                 continue
             for msg in msgs:
@@ -143,13 +175,31 @@ class SimWorker:
                 self.in_hand.add(seq)
                 self.ledger.processed.append((self.consumer, shard, seq))
                 self.ledger.last_seen[(self.consumer, shard)] = loop.time()
-                try:
-                    await msg.ack_sync(timeout=2)
-                except (TimeoutError, nats.errors.Error):
-                    self.fenced_acks += 1
-                    self.ledger.failed_acks += 1
+                if self._on_processed is not None:
+                    await self._on_processed(self.consumer, seq)
+                if not await self._ack(msg):
                     return
                 self.in_hand.discard(seq)
+
+    async def _ack(self, msg: Msg) -> bool:
+        """Ack ``msg``, retrying while our consumer exists; False once it is gone.
+
+        Acks are idempotent, and one for a delivery made before a reset is
+        ignored (the message comes again: a duplicate, counted in failed_acks).
+        """
+        failed = False
+        while True:
+            try:
+                await msg.ack_sync(timeout=2)
+                return True
+            except (TimeoutError, nats.errors.Error):
+                if not failed:
+                    failed = True
+                    self.fenced_acks += 1
+                    self.ledger.failed_acks += 1
+            if await self._gone():
+                return False
+            await asyncio.sleep(0.05)  # the consumer's leader is being elected
 
     async def crash(self) -> int:
         """Stop at once, as kill -9 would; return the processed messages never seen acked."""
