@@ -4,9 +4,11 @@ A ``SimWorker`` behaves like a real worker as far as the engine is concerned:
 it waits for its consumer to exist (workers never create consumers), pulls,
 records ``(consumer, shard, stream sequence)`` for every message it processes,
 and acks with ``ack_sync``. An ack that fails, or a consumer that vanished,
-means "possibly fenced": it asks whether its consumer still exists. Only a
+means "possibly fenced": it asks whether its consumer still exists. A
 consumer that is gone (deleted: the fence) makes it drop its subscription and
-the deliveries in hand and wait for its consumer again. ``crash()`` cancels it
+the deliveries in hand and wait for its consumer again; one whose cursor went
+back behind the message (a reset, whose redelivery brings it again in order)
+makes it drop the deliveries in hand and pull again; otherwise it retries. ``crash()`` cancels it
 mid-flight, like kill -9, and remembers which processed messages it had not
 seen acked: those are the only duplicates the new owners may process.
 
@@ -31,6 +33,7 @@ import contextlib
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import nats.errors
 import nats.js.errors
@@ -40,6 +43,8 @@ from nats.js import JetStreamContext
 from coordshard_client.subjects import shard_of
 
 __all__ = ["Ledger", "Publisher", "SimWorker"]
+
+AckResult = Literal["acked", "dropped", "fenced"]
 
 
 @dataclass
@@ -177,29 +182,47 @@ class SimWorker:
                 self.ledger.last_seen[(self.consumer, shard)] = loop.time()
                 if self._on_processed is not None:
                     await self._on_processed(self.consumer, seq)
-                if not await self._ack(msg):
+                result = await self._ack(msg)
+                if result == "fenced":
                     return
                 self.in_hand.discard(seq)
+                if result == "dropped":
+                    break  # the rest of the batch comes again, in order
 
-    async def _ack(self, msg: Msg) -> bool:
-        """Ack ``msg``, retrying while our consumer exists; False once it is gone.
+    async def _ack(self, msg: Msg) -> AckResult:
+        """Ack ``msg``; after a failure, retry while the delivery is still outstanding.
 
-        Acks are idempotent, and one for a delivery made before a reset is
-        ignored (the message comes again: a duplicate, counted in failed_acks).
+        Acks are idempotent (a repeated ``ack_sync`` is answered). An ack for a
+        delivery made before a reset gets no answer at all: the consumer's cursor
+        is then behind the message, which comes again in stream order, so the
+        messages in hand are dropped ("dropped"). A consumer that is gone is the
+        fence ("fenced"). Past the consumer's ``ack_wait`` the server redelivers
+        the message anyway, so retrying stops there too.
         """
+        seq = msg.metadata.sequence.stream
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         failed = False
         while True:
             try:
                 await msg.ack_sync(timeout=2)
-                return True
+                return "acked"
             except (TimeoutError, nats.errors.Error):
                 if not failed:
                     failed = True
                     self.fenced_acks += 1
                     self.ledger.failed_acks += 1
-            if await self._gone():
-                return False
-            await asyncio.sleep(0.05)  # the consumer's leader is being elected
+            try:
+                info = await self.js.consumer_info(self.stream, self.consumer, timeout=1)
+            except nats.js.errors.NotFoundError:
+                return "fenced"
+            except (TimeoutError, nats.errors.Error):
+                await asyncio.sleep(0.05)  # the consumer's leader is being elected
+                continue
+            cursor = info.delivered.stream_seq if info.delivered else 0
+            if cursor < seq or loop.time() - started > (info.config.ack_wait or 30.0):
+                return "dropped"
+            await asyncio.sleep(0.05)  # backoff before the next ack attempt
 
     async def crash(self) -> int:
         """Stop at once, as kill -9 would; return the processed messages never seen acked."""
