@@ -378,3 +378,34 @@ async def test_unreachable_nats_is_a_transient_error_after_retries(
     with pytest.raises(TransientError):
         await engine.observe()
     await client.close()
+
+
+async def test_a_worker_holding_deliveries_across_a_reset_gets_them_again_in_order(
+    js: JetStreamContext, stream_name: str
+) -> None:
+    # An ack for a delivery made before a reset gets no answer. A worker that
+    # retried it while its consumer exists would wait forever; it must drop
+    # what it holds and pull again: the reset redelivers it in stream order.
+    engine = Engine(js, config(stream_name))
+    await engine.ensure_stream()
+    m = member("a")
+    await engine.reconcile({m.consumer: range(SHARDS)}, members={m.consumer: m}, epoch=0)
+    ledger = Ledger()
+    publisher = Publisher(js, prefix=PREFIX, shards=SHARDS, ledger=ledger)
+    for _ in range(50):
+        await publisher.publish_one()
+    first_seq = (await js.stream_info(stream_name)).state.first_seq
+    resets: list[int] = []
+
+    async def reset_once(consumer: str, seq: int) -> None:
+        if not resets:
+            await js.reset_consumer(stream_name, consumer, seq=first_seq)
+            resets.append(seq)
+
+    worker = SimWorker(
+        js, stream=stream_name, consumer=m.consumer, ledger=ledger, on_processed=reset_once
+    ).start()
+    await wait_for(lambda: not ledger.missing(), timeout=15)
+    await worker.stop()
+    assert resets and ledger.failed_acks >= 1
+    assert not ledger.out_of_order()

@@ -11,8 +11,10 @@ from collections.abc import AsyncIterator
 import nats
 import pytest
 from nats.aio.client import Client
+from nats.js import JetStreamContext
 
 from coordshard_operator.benchmarks.workload import Ledger, Publisher, SimWorker
+from coordshard_operator.errors import JetStreamApiError
 from coordshard_operator.handoff import Engine, GroupConfig, MemberInfo
 from coordshard_operator.jetstream import RetryPolicy
 from coordshard_operator.natsserver import NatsServer
@@ -22,6 +24,7 @@ pytestmark = pytest.mark.integration
 
 PREFIX = "t.cmd"
 SHARDS = 32
+NO_SUITABLE_PEERS = 10005
 
 
 @pytest.fixture
@@ -45,19 +48,41 @@ async def wait_until(condition: object, *, timeout: float = 30.0) -> None:
         await asyncio.sleep(0.02)
 
 
-async def test_r3_churn_and_a_leader_kill_during_a_handoff_lose_nothing(
-    cluster_nc: Client, nats_cluster: list[NatsServer]
-) -> None:
-    js = cluster_nc.jetstream(timeout=2)
-    deadline = asyncio.get_running_loop().time() + 30
-    while True:  # a fresh cluster first elects a meta leader
+async def wait_for_cluster(js: JetStreamContext, *, timeout: float = 30.0) -> None:
+    """Wait until a fresh cluster has elected a meta leader."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
         try:
             await js.account_info()
-            break
+            return
         except Exception:
             if asyncio.get_running_loop().time() > deadline:
                 raise
             await asyncio.sleep(0.1)
+
+
+async def ensure_stream(engine: Engine, *, timeout: float = 30.0) -> None:
+    """Create the R3 stream once all three peers are known to the meta leader.
+
+    Until then the create fails with "no suitable peers for placement", which
+    a loaded machine shows after the meta leader is already answering.
+    """
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            await engine.ensure_stream()
+            return
+        except JetStreamApiError as e:
+            if e.err_code != NO_SUITABLE_PEERS or asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
+async def test_r3_churn_and_a_leader_kill_during_a_handoff_lose_nothing(
+    cluster_nc: Client, nats_cluster: list[NatsServer]
+) -> None:
+    js = cluster_nc.jetstream(timeout=2)
+    await wait_for_cluster(js)
     config = GroupConfig(
         stream="R3",
         subject_prefix=PREFIX,
@@ -79,7 +104,7 @@ async def test_r3_churn_and_a_leader_kill_during_a_handoff_lose_nothing(
         killed.append(leader.name)
 
     engine = Engine(js, config, checkpoint=kill_leader)
-    await engine.ensure_stream()
+    await ensure_stream(engine)
     ledger = Ledger()
     rng = random.Random(3)
     generation = 0
@@ -130,3 +155,56 @@ async def test_r3_churn_and_a_leader_kill_during_a_handoff_lose_nothing(
     assert sorted(s for shards in observed.assignment.values() for s in shards) == list(
         range(SHARDS)
     )
+
+
+async def test_a_worker_keeps_its_deliveries_in_order_through_a_consumer_leader_kill(
+    cluster_nc: Client, nats_cluster: list[NatsServer]
+) -> None:
+    # The worker processes the first message of a full batch, then the leader of
+    # its consumer dies before the ack: the ack fails, the consumer lives on (on
+    # a new leader) with the other 15 deliveries pending until ack_wait. A worker
+    # that took the failed ack for a fence dropped them and went on with the
+    # shards' later messages (the CI failure: shard order broke, and a worker
+    # deduping by high-water mark would have refused the stragglers).
+    js = cluster_nc.jetstream(timeout=2)
+    await wait_for_cluster(js)
+    config = GroupConfig(
+        stream="R3K",
+        subject_prefix=PREFIX,
+        group="g",
+        shards=SHARDS,
+        replicas=3,
+        ack_wait_s=10.0,
+        retry=RetryPolicy(deadline_s=30.0),
+    )
+    engine = Engine(js, config)
+    await ensure_stream(engine)
+    member = MemberInfo.of(group="g", member="a", incarnation="1")
+    await engine.reconcile(
+        {member.consumer: range(SHARDS)}, members={member.consumer: member}, epoch=0
+    )
+    ledger = Ledger()
+    publisher = Publisher(js, prefix=PREFIX, shards=SHARDS, ledger=ledger)
+    for _ in range(100):
+        await publisher.publish_one()
+    killed: list[str] = []
+
+    async def kill_consumer_leader(consumer: str, seq: int) -> None:
+        if killed:
+            return
+        info = await js.consumer_info("R3K", consumer)
+        assert info.cluster is not None and info.cluster.leader
+        node = next(n for n in nats_cluster if n.name == info.cluster.leader)
+        node.kill()
+        killed.append(node.name)
+
+    worker = SimWorker(
+        js, stream="R3K", consumer=member.consumer, ledger=ledger, on_processed=kill_consumer_leader
+    ).start()
+    await wait_until(lambda: killed)
+    for _ in range(100):
+        await publisher.publish_one()
+    await wait_until(lambda: not ledger.missing(), timeout=60)
+    await worker.stop()
+    assert ledger.failed_acks >= 1, "the kill did not make an ack fail"
+    assert not ledger.out_of_order()

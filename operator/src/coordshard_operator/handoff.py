@@ -54,7 +54,7 @@ from nats.js.api import ConsumerInfo
 from coordshard_client.naming import DEFAULT_GROUP, DEFAULT_STREAM, consumer_name, validate_name
 from coordshard_client.subjects import DEFAULT_PREFIX, MAX_SHARDS, shard_filter, validate_prefix
 from coordshard_operator.balancing import AssignmentLike
-from coordshard_operator.errors import ConfigError
+from coordshard_operator.errors import ConfigError, JetStreamUnavailableError
 from coordshard_operator.jetstream import (
     JetStreamApi,
     RetryPolicy,
@@ -83,6 +83,9 @@ META_GROUP = "coordshard.group"
 META_MEMBER = "coordshard.member"
 META_INCARNATION = "coordshard.incarnation"
 META_EPOCH = "coordshard.epoch"
+
+REWIND_ATTEMPTS = 3
+"""Resets sent before a consumer whose cursor will not go back is given up on."""
 
 Checkpoint = Callable[[str], Awaitable[None]]
 """Called with a step name after every protocol step (tests inject crashes here)."""
@@ -355,6 +358,34 @@ class Engine:
                 return Undrained(name, pending)
             await asyncio.sleep(0.005)  # polling a condition with a deadline
 
+    async def _rewind(self, name: str, first_seq: int) -> None:
+        """Reset a paused consumer to ``first_seq`` and check that its cursor is there.
+
+        The last step before a consumer resumes with gained shards: a cursor past
+        ``first_seq`` now would strand the leftovers behind it silently, so it is
+        read back (from the consumer's leader) and a reset that did not take,
+        e.g. one answered across a leader change, is sent again.
+        """
+        stream = self.config.stream
+        for _ in range(REWIND_ATTEMPTS):
+            await self.api.reset_consumer(stream, name, seq=first_seq)
+            info = await self.api.consumer_info(stream, name)
+            if info is None:  # deleted under us: the next reconcile re-creates it
+                return
+            cursor = info.delivered.stream_seq if info.delivered else 0
+            if cursor <= max(first_seq - 1, 0):  # first_seq is 0 on a stream never written
+                return
+            logger.warning(
+                "consumer %s: cursor at %d after a reset to %d; resetting again",
+                name,
+                cursor,
+                first_seq,
+            )
+        raise JetStreamUnavailableError(
+            f"consumer {name}: a reset to {first_seq} did not take "
+            f"after {REWIND_ATTEMPTS} attempts; it stays paused for the next reconcile"
+        )
+
     async def reconcile(
         self,
         desired: AssignmentLike,
@@ -438,12 +469,12 @@ class Engine:
                 # cursor past the gained shards' leftovers (they stay in the stream,
                 # num_pending 0). A second rewind, still paused, picks them up; the
                 # first one keeps the ack floor below them meanwhile.
-                await self.api.reset_consumer(stream, name, seq=first_seq)
+                await self._rewind(name, first_seq)
                 await self._step(f"rewound {name}")
 
         for name in left_paused:  # gainers among them were rewound above
             if name not in gainers:
-                await self.api.reset_consumer(stream, name, seq=first_seq)
+                await self._rewind(name, first_seq)
                 await self._step(f"rewound {name}")
         # Resume what we paused, which includes what a dead run left paused.
         resume = sorted(set(to_pause) - set(removed))

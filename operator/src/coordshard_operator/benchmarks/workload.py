@@ -4,10 +4,22 @@ A ``SimWorker`` behaves like a real worker as far as the engine is concerned:
 it waits for its consumer to exist (workers never create consumers), pulls,
 records ``(consumer, shard, stream sequence)`` for every message it processes,
 and acks with ``ack_sync``. An ack that fails, or a consumer that vanished,
-means "possibly fenced": it drops its subscription and waits for its consumer
-again. ``crash()`` cancels it mid-flight, like kill -9, and remembers which
-processed messages it had not seen acked: those are the only duplicates the
-new owners may process.
+means "possibly fenced": it asks whether its consumer still exists. A
+consumer that is gone (deleted: the fence) makes it drop its subscription and
+the deliveries in hand and wait for its consumer again; one whose cursor went
+back behind the message (a reset, whose redelivery brings it again in order)
+makes it drop the deliveries in hand and pull again; otherwise it retries. ``crash()`` cancels it
+mid-flight, like kill -9, and remembers which processed messages it had not
+seen acked: those are the only duplicates the new owners may process.
+
+Why a worker must not give up deliveries of a consumer that still exists: an
+ack fails whenever the consumer's Raft leader dies or moves (NoResponders or a
+timeout), and the consumer lives on. The deliveries it dropped stay pending
+on the server until ``ack_wait`` runs out (or the next reset), while the
+consumer goes on delivering the same shards' later messages: per-shard order
+breaks, and a worker that dedupes by a per-shard high-water mark would then
+refuse the stranded messages as already applied. Measured on R3 with kill -9
+of the consumer leader between a delivery and its ack.
 
 The ``Ledger`` holds what was published and what was processed, and checks
 the properties the handoff must keep: nothing lost, each consumer sees each
@@ -19,14 +31,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import nats.errors
+import nats.js.errors
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from coordshard_client.subjects import shard_of
 
 __all__ = ["Ledger", "Publisher", "SimWorker"]
+
+AckResult = Literal["acked", "dropped", "fenced"]
 
 
 @dataclass
@@ -39,7 +57,8 @@ class Ledger:
     crashed_unacked: int = 0
     """Messages processed by crashed workers whose ack was not confirmed."""
     failed_acks: int = 0
-    """Messages processed whose ``ack_sync`` failed (fenced, or a leader election)."""
+    """Messages processed whose ``ack_sync`` failed at least once (fenced, or a leader
+    election): each may be processed again."""
     last_seen: dict[tuple[str, int], float] = field(default_factory=dict)
     """(consumer, shard) → loop time it last processed a message of that shard."""
 
@@ -87,6 +106,7 @@ class SimWorker:
         ledger: Ledger,
         batch: int = 16,
         fetch_timeout_s: float = 0.1,
+        on_processed: Callable[[str, int], Awaitable[None]] | None = None,
     ) -> None:
         self.js = js
         self.stream = stream
@@ -97,7 +117,10 @@ class SimWorker:
         """How long one pull waits; a pull pending across a reset may wait it out."""
         self.in_hand: set[int] = set()
         self.fenced_acks = 0
-        """Acks that failed: the worker was fenced while holding a message."""
+        """Messages whose ack failed at least once (fenced, or a leader election)."""
+        self._on_processed = on_processed
+        """Awaited with (consumer, stream sequence) after processing, before the ack
+        (tests inject failures here)."""
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> SimWorker:
@@ -105,11 +128,19 @@ class SimWorker:
         return self
 
     async def _exists(self) -> bool:
+        """Whether our consumer exists; raises on a transient failure (no answer)."""
         try:
             await self.js.consumer_info(self.stream, self.consumer, timeout=1)
         except nats.js.errors.NotFoundError:
             return False
         return True
+
+    async def _gone(self) -> bool:
+        """Whether our consumer is known to be deleted; no answer counts as not gone."""
+        try:
+            return not await self._exists()
+        except (TimeoutError, nats.errors.Error):
+            return False
 
     async def _run(self) -> None:
         while True:
@@ -127,14 +158,20 @@ class SimWorker:
                 await asyncio.sleep(0.02)  # back off, then look for the consumer again
 
     async def _pull(self, sub: JetStreamContext.PullSubscription) -> None:
+        """Serve ``sub`` until our consumer is gone (only then are deliveries dropped)."""
         loop = asyncio.get_running_loop()
         while True:
             try:
                 msgs = await sub.fetch(self.batch, timeout=self.fetch_timeout_s)
             except nats.errors.TimeoutError:
                 msgs = []
+            except nats.errors.Error:
+                # A 503 while the consumer's leader is elected, or a deleted consumer:
+                # _gone tells which. Back off either way.
+                await asyncio.sleep(0.02)
+                msgs = []
             if not msgs:
-                if not await self._exists():
+                if await self._gone():
                     return
                 continue
             for msg in msgs:
@@ -143,13 +180,49 @@ class SimWorker:
                 self.in_hand.add(seq)
                 self.ledger.processed.append((self.consumer, shard, seq))
                 self.ledger.last_seen[(self.consumer, shard)] = loop.time()
-                try:
-                    await msg.ack_sync(timeout=2)
-                except (TimeoutError, nats.errors.Error):
-                    self.fenced_acks += 1
-                    self.ledger.failed_acks += 1
+                if self._on_processed is not None:
+                    await self._on_processed(self.consumer, seq)
+                result = await self._ack(msg)
+                if result == "fenced":
                     return
                 self.in_hand.discard(seq)
+                if result == "dropped":
+                    break  # the rest of the batch comes again, in order
+
+    async def _ack(self, msg: Msg) -> AckResult:
+        """Ack ``msg``; after a failure, retry while the delivery is still outstanding.
+
+        Acks are idempotent (a repeated ``ack_sync`` is answered). An ack for a
+        delivery made before a reset gets no answer at all: the consumer's cursor
+        is then behind the message, which comes again in stream order, so the
+        messages in hand are dropped ("dropped"). A consumer that is gone is the
+        fence ("fenced"). Past the consumer's ``ack_wait`` the server redelivers
+        the message anyway, so retrying stops there too.
+        """
+        seq = msg.metadata.sequence.stream
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        failed = False
+        while True:
+            try:
+                await msg.ack_sync(timeout=2)
+                return "acked"
+            except (TimeoutError, nats.errors.Error):
+                if not failed:
+                    failed = True
+                    self.fenced_acks += 1
+                    self.ledger.failed_acks += 1
+            try:
+                info = await self.js.consumer_info(self.stream, self.consumer, timeout=1)
+            except nats.js.errors.NotFoundError:
+                return "fenced"
+            except (TimeoutError, nats.errors.Error):
+                await asyncio.sleep(0.05)  # the consumer's leader is being elected
+                continue
+            cursor = info.delivered.stream_seq if info.delivered else 0
+            if cursor < seq or loop.time() - started > (info.config.ack_wait or 30.0):
+                return "dropped"
+            await asyncio.sleep(0.05)  # backoff before the next ack attempt
 
     async def crash(self) -> int:
         """Stop at once, as kill -9 would; return the processed messages never seen acked."""
