@@ -81,8 +81,9 @@ ACK_RETRY_MAX = 1.0
 """Seconds between tries to settle a batch whose consumer exists but did not confirm."""
 ACK_SYNC_TIMEOUT = 2.0
 """Seconds the batch's last ack waits for the server's confirmation."""
-NAK_DELAY = 1.0
-"""Seconds before a batch the store refused is redelivered."""
+STORE_RETRY_FIRST = 0.2
+STORE_RETRY_MAX = 5.0
+"""Seconds between tries to apply a batch the store refused."""
 
 
 def owned_shards(info: ConsumerInfo, *, prefix: str) -> set[int]:
@@ -192,6 +193,8 @@ class Worker:
         self.state: WorkerState = "starting"
         self._psub: JetStreamContext.PullSubscription | None = None
         self._refreshed = 0.0
+        self._stopping = asyncio.Event()
+        """The ``stop`` given to ``run``."""
         self._pruned = time.monotonic()
 
     @property
@@ -210,6 +213,7 @@ class Worker:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set; the batch in hand is finished and acked first."""
+        self._stopping = stop
         while not stop.is_set():
             if not await self._bind(stop):
                 break
@@ -217,7 +221,7 @@ class Worker:
                 await self._serve(stop)
             except FencedError as e:
                 self.metrics.fenced.inc()
-                logger.warning("possibly fenced, re-reading consumer: %s", e)
+                logger.warning("fenced, waiting for our consumer again: %s", e)
                 await self._unbind()
         await self._unbind()
         self.state = "stopped"
@@ -391,25 +395,55 @@ class Worker:
         if gone:
             logger.info("pruned %d stored outcomes", gone)
 
+    async def _apply(self, msgs: Sequence[Msg], items: list[Incoming]) -> list[Outcome] | None:
+        """Apply a batch, holding it while the store refuses; None if stopped or fenced.
+
+        Held, not nak'ed: a nak'ed batch comes back after the ones fetched behind
+        it, and a shard's mark, moved past it by those, would refuse it as applied.
+        Nothing is fetched meanwhile, so each shard's order is kept.
+        """
+        s = self.settings
+        for attempt in itertools.count():
+            try:
+                return await asyncio.to_thread(
+                    apply_batch,
+                    self.store,
+                    self.cache,
+                    items,
+                    shards=s.shards,
+                    consumer=self.consumer,
+                    metrics=self.metrics,
+                )
+            except StoreUnavailableError as e:
+                self.metrics.store_retries.inc()
+                logger.error(
+                    "store refused a batch of %d (try %d), holding it: %s",
+                    len(msgs),
+                    attempt + 1,
+                    e,
+                )
+            if await self._gone():
+                raise FencedError(
+                    "consumer deleted while the store was down", consumer=self.consumer
+                )
+            if self._stopping.is_set():
+                return None  # unacked: delivered again after ack_wait, to us or the next owner
+            # Keep the batch ours meanwhile (ack_wait restarts), in case the outage is long.
+            await asyncio.gather(*(m.in_progress() for m in msgs), return_exceptions=True)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._stopping.wait(), min(STORE_RETRY_MAX, STORE_RETRY_FIRST * 2**attempt)
+                )
+        raise AssertionError("unreachable")
+
     async def _handle(self, msgs: Sequence[Msg]) -> None:
         started = time.perf_counter()
         s = self.settings
         items = [
             decode(m, prefix=s.prefix, shards=s.shards, max_payload=s.max_payload) for m in msgs
         ]
-        try:
-            outcomes = await asyncio.to_thread(
-                apply_batch,
-                self.store,
-                self.cache,
-                items,
-                shards=s.shards,
-                consumer=self.consumer,
-                metrics=self.metrics,
-            )
-        except StoreUnavailableError as e:
-            logger.error("store refused a batch of %d, will be redelivered: %s", len(msgs), e)
-            await asyncio.gather(*(m.nak(delay=NAK_DELAY) for m in msgs), return_exceptions=True)
+        outcomes = await self._apply(msgs, items)
+        if outcomes is None:
             return
         # Settle in order; the last good message is acked with ack_sync. JetStream
         # applies a consumer's acks in arrival order, so its confirmation covers the

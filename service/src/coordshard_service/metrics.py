@@ -67,6 +67,11 @@ class Metrics:
             "Times the worker found its consumer deleted (fenced) and waited for it again.",
             registry=self.registry,
         )
+        self.store_retries = Counter(
+            "coordshard_worker_store_retries",
+            "Times the store refused a batch, which the worker held and applied again.",
+            registry=self.registry,
+        )
         self.ack_retries = Counter(
             "coordshard_worker_ack_retries",
             "Times settling a batch failed while its consumer still existed, and was retried.",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -295,3 +296,31 @@ async def test_a_batch_whose_consumer_was_reset_under_it_is_left_to_the_redelive
     assert worker.metrics.dedupe_hits._value.get() >= 1  # the batch came again, replayed
     info = await js.consumer_info(worker.settings.stream, worker.consumer)
     assert info.num_ack_pending == 0 and info.num_pending == 0
+
+
+async def test_a_batch_the_store_refuses_is_held_and_applied_in_order_once_it_is_back(
+    database_url: str,
+    one_worker: RunningWorker,
+    client: CoordinateClient,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A store outage: another writer holds SQLite's lock longer than the worker
+    # waits for it. Were the refused batch nak'ed, the batches fetched behind it
+    # would be applied first and move the shards' marks past it, and it would
+    # then be refused as "applied already": lost commands.
+    if not database_url.startswith("sqlite"):
+        pytest.skip("the outage is made by holding SQLite's write lock")
+    monkeypatch.setattr("coordshard_service.store.SQLITE_LOCK_TIMEOUT", 0.1)
+    load = await MoveLoad.seed(client, systems=4, per_system=4)
+    holder = sqlite3.connect(database_url.removeprefix("sqlite:///"), isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        load.launch(64)
+        worker = one_worker.worker
+        await wait_until(lambda: worker.metrics.store_retries._value.get() >= 3)
+        assert load.done() == 0  # nothing answered while the store is down
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    await asyncio.wait_for(load.check_applied_once(), 30)
+    assert worker.metrics.fenced._value.get() == 0
