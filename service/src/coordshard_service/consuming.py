@@ -328,35 +328,17 @@ class Worker:
         return False
 
     async def _serve(self, stop: asyncio.Event) -> None:
-        """Fetch batch n+1 while batch n is applied; batches are still handled one by one.
-
-        The next pull goes out before a batch is handled, so the round trip and
-        the decoding of the next batch overlap the store's transaction. Order is
-        kept: a batch is handled only after the one before it was settled.
-        """
-        pending = asyncio.create_task(self._fetch())
-        try:
-            while True:
-                msgs = await pending
-                if stop.is_set():
-                    if msgs:  # delivered to us: finish them rather than wait out ack_wait
-                        await self._handle(msgs)
-                    return
-                await self._prune()
-                pending = asyncio.create_task(self._fetch())
-                if not msgs:
-                    if time.monotonic() - self._refreshed > IDLE_REFRESH_SECONDS:
-                        await self._refresh()
-                    continue
-                await self._handle(msgs)
-                if time.monotonic() - self._refreshed > REFRESH_SECONDS:
+        """Pull, handle, repeat; a batch pulled as ``stop`` is set is still handled."""
+        while not stop.is_set():
+            await self._prune()
+            msgs = await self._fetch()
+            if not msgs:
+                if time.monotonic() - self._refreshed > IDLE_REFRESH_SECONDS:
                     await self._refresh()
-        finally:
-            # Fenced or failing: let the pull in flight end (within fetch_timeout) rather
-            # than cancel it; whatever it got stays unacked for the shard's next owner.
-            if not pending.done():
-                with contextlib.suppress(Exception):
-                    await pending
+                continue
+            await self._handle(msgs)
+            if time.monotonic() - self._refreshed > REFRESH_SECONDS:
+                await self._refresh()
 
     async def _fetch(self) -> list[Msg]:
         """One pull: the messages, or none on a timeout or a reconnect."""
@@ -469,10 +451,7 @@ class Worker:
                     ) from e
                 if verdict == "redelivered":
                     # Reset under us (or past ack_wait): the batch comes again, in
-                    # stream order, and is answered from its stored outcomes. A batch
-                    # pulled behind it is still handled: it follows this one in each
-                    # shard's order, and if it was delivered before the reset too, its
-                    # own acks fail and land here.
+                    # stream order, and is answered from its stored outcomes.
                     logger.warning(
                         "leaving a batch of %d unacked: consumer %s will deliver it again (%r)",
                         len(msgs),
