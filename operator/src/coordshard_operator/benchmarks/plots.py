@@ -128,11 +128,65 @@ def _operator(data: dict[str, Any], out: Path) -> list[Path]:
     )
 
 
+def _throughput(data: dict[str, Any], out: Path) -> list[Path]:
+    s = data.get("samples", {})
+    if not s.get("peak_cpu_us"):
+        return []
+    plt = _pyplot()
+    fig, (cpu, cdf) = plt.subplots(1, 2, figsize=(11, 4))
+    stacks = {
+        "ceiling (raw nats-py)": dict(
+            zip(("client", "nats-server"), s["ceiling_cpu_us"], strict=True)
+        ),
+        "end to end (SDK, 2 workers)": dict(
+            zip(("client", "worker 1", "worker 2", "nats-server"), s["peak_cpu_us"], strict=True)
+        ),
+    }
+    for x, parts in enumerate(stacks.values()):
+        bottom = 0.0
+        for name, value in parts.items():
+            cpu.bar(x, value, bottom=bottom)
+            cpu.text(x, bottom + value / 2, f"{name} {value:.0f}", ha="center", fontsize=7)
+            bottom += value
+    cpu.set_xticks(range(len(stacks)), list(stacks))
+    cpu.set_ylabel("CPU µs per command (at peak)")
+    for label, key in (("peak, 1000 in flight", "peak_ms"), ("half of peak, paced", "half_ms")):
+        ordered = sorted(s.get(key, []))
+        if ordered:
+            cdf.plot(ordered, [(i + 1) / len(ordered) for i in range(len(ordered))], label=label)
+    cdf.axvline(50, color="grey", lw=0.8, ls=":")
+    cdf.axhline(0.99, color="grey", lw=0.6, ls=":")
+    cdf.set_xlabel("outcome latency, ms (dotted: 50 ms target at half load)")
+    cdf.set_ylabel("fraction ≤ x")
+    cdf.legend(fontsize=8)
+    fig.suptitle("Coordinate Service throughput: where the CPU goes, and latency")
+    fig.tight_layout()
+    path = out / "bench-throughput.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]
+
+
+def _sqlite_lock(data: dict[str, Any], out: Path) -> list[Path]:
+    by_mode: dict[str, list[float]] = {}
+    for key, waits in data.get("samples", {}).items():
+        mode = key.rsplit("-", 2)[0]  # "<mode>-<round>-<process>"
+        by_mode.setdefault(mode, []).extend(waits)
+    return _latency_figure(
+        {f"{mode}: wait for the write lock": waits for mode, waits in by_mode.items()},
+        title="two workers sharing one SQLite file",
+        target=50,
+        path=out / "bench-sqlite-lock.png",
+    )
+
+
 _DRAW: dict[str, Callable[[dict[str, Any], Path], list[Path]]] = {
     "plan": _plan,
     "local": _local,
     "handoff": _handoff,
     "operator": _operator,
+    "sqlite-lock": _sqlite_lock,
+    "throughput": _throughput,
 }
 
 

@@ -268,6 +268,9 @@ async def _run(quick: bool) -> Table:
                 )
                 peak, lat = await _closed_loop(client, targets, n_peak, 1000)
                 peak_cpu = meter.per_command_us(n_peak)
+                table.samples["peak_ms"] = lat
+                table.samples["ceiling_cpu_us"] = list(ceiling_cpu.values())
+                table.samples["peak_cpu_us"] = list(peak_cpu.values())
                 table.rows.append(
                     [
                         "peak (2 workers, SDK)",
@@ -279,6 +282,7 @@ async def _run(quick: bool) -> Table:
                     ]
                 )
                 got, lat = await _paced(client, targets, peak / 2, half_seconds)
+                table.samples["half_ms"] = lat
                 table.rows.append(
                     [
                         "half of peak, paced",
