@@ -65,6 +65,10 @@ class SystemOptions:
     """How long the SDK waits for one outcome before the load retries it, seconds."""
     worker_env: dict[str, str] = field(default_factory=dict)
     """Extra environment for every worker."""
+    restart_crashed_s: float | None = 1.0
+    """Restart a worker that exits by itself (not killed, not stopped) after this many
+    seconds, doubling per crash in a row up to 30 s, as a kubelet does; None: never.
+    Default 1."""
 
 
 class LocalSystem:
@@ -138,7 +142,9 @@ class LocalSystem:
             extra_env={"COORDSHARD_FETCH_TIMEOUT": str(o.fetch_timeout_s), **o.worker_env},
         )
         self.workers = {
-            f"worker-{i}": WorkerProcess(f"worker-{i}", spec, wake=self.wake)
+            f"worker-{i}": WorkerProcess(
+                f"worker-{i}", spec, wake=self.wake, restart_crashed_s=o.restart_crashed_s
+            )
             for i in range(o.workers)
         }
         for w in self.workers.values():

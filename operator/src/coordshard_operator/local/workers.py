@@ -32,6 +32,10 @@ __all__ = ["WorkerProcess", "WorkerSpec"]
 logger = logging.getLogger(__name__)
 
 
+CRASH_BACKOFF_MAX_S = 30.0
+"""Longest wait before restarting a worker that keeps crashing."""
+
+
 @dataclass(frozen=True, slots=True)
 class WorkerSpec:
     """What every worker of a local group shares."""
@@ -49,8 +53,22 @@ class WorkerSpec:
 class WorkerProcess:
     """One named worker slot; each ``start()`` is a new incarnation."""
 
-    def __init__(self, name: str, spec: WorkerSpec, *, wake: asyncio.Event) -> None:
+    def __init__(
+        self,
+        name: str,
+        spec: WorkerSpec,
+        *,
+        wake: asyncio.Event,
+        restart_crashed_s: float | None = None,
+    ) -> None:
         self.name = name
+        self.restart_crashed_s = restart_crashed_s
+        """Restart an incarnation that exits by itself after this many seconds, doubling per
+        crash in a row up to ``CRASH_BACKOFF_MAX_S`` (a kubelet's back-off); None: never."""
+        self.crashes = 0
+        """Crashes in a row (reset when an incarnation turns ready)."""
+        self._stopping = False
+        self._restart: asyncio.Task[None] | None = None
         self.spec = spec
         self.generation = 0
         self.incarnation = ""
@@ -80,6 +98,7 @@ class WorkerProcess:
 
     async def start(self) -> None:
         """Start a new incarnation of this worker."""
+        self._stopping = False
         self.generation += 1
         self.incarnation = f"{self.generation}-{uuid.uuid4().hex[:8]}"
         self.port = free_port()
@@ -133,6 +152,11 @@ class WorkerProcess:
                     log,
                     _tail(log),
                 )
+                if self.restart_crashed_s is not None and not self._stopping:
+                    delay = min(CRASH_BACKOFF_MAX_S, self.restart_crashed_s * 2**self.crashes)
+                    self.crashes += 1
+                    logger.warning("restarting worker %s in %.1f s", self.name, delay)
+                    self._restart = asyncio.create_task(self._restart_after(delay, process))
             self._set(
                 WorkerState(
                     member=self.state.member,
@@ -140,6 +164,11 @@ class WorkerProcess:
                     was_ready=self.state.was_ready,
                 )
             )
+
+    async def _restart_after(self, delay: float, crashed: asyncio.subprocess.Process) -> None:
+        await asyncio.sleep(delay)  # the back-off itself, by design
+        if self.process is crashed and not self._stopping:  # nobody restarted it meanwhile
+            await self.start()
 
     async def _probe(self, process: asyncio.subprocess.Process, port: int) -> None:
         """Poll /readyz every 100 ms, as a kubelet readiness probe does."""
@@ -156,6 +185,7 @@ class WorkerProcess:
                     return
                 st = self.state
                 if ready:
+                    self.crashes = 0
                     self._set(WorkerState(member=st.member, ready=True, was_ready=True))
                 elif st.ready or (st.was_ready and st.not_ready_since is None):
                     self._set(
@@ -179,6 +209,9 @@ class WorkerProcess:
 
     async def stop(self, *, grace: float = 10.0) -> None:
         """SIGTERM (SIGCONT first, in case it is stopped), then SIGKILL after ``grace``."""
+        self._stopping = True
+        if self._restart is not None:
+            self._restart.cancel()
         process = self.process
         if process is None:
             return

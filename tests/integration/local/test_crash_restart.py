@@ -1,0 +1,49 @@
+"""A worker that exits by itself is restarted, as a kubelet restarts a crashed container."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+
+import pytest
+
+from coordshard_operator.local.system import LocalSystem, SystemOptions
+
+from .test_chaos import until
+
+pytestmark = pytest.mark.integration
+
+
+async def test_a_crashed_worker_comes_back_as_a_new_incarnation_and_gets_shards(
+    tmp_path: Path,
+) -> None:
+    options = SystemOptions(workers=2, shards=8, systems=8, restart_crashed_s=0.5)
+    async with LocalSystem(options, tmp_path) as system:
+        assert system.group is not None
+        await system.wait_converged()
+        worker = system.workers["worker-0"]
+        crashed = worker.member
+        worker.signal(signal.SIGABRT)  # a crash, not a kill by chaos nor a stop
+        await until(lambda: crashed not in system.group.assignment, what="the crash handled")
+        await until(lambda: worker.generation == 2 and worker.state.ready, what="restarted")
+        await system.wait_converged()
+        assert worker.member != crashed and system.group.assignment.get(worker.member)
+        assert worker.crashes == 0  # ready again: the back-off starts over
+        assert system.kills == []  # not counted as a chaos kill
+
+
+async def test_a_killed_or_stopped_worker_is_not_restarted_by_the_crash_rule(
+    tmp_path: Path,
+) -> None:
+    options = SystemOptions(workers=2, shards=8, systems=8, restart_crashed_s=0.2)
+    async with LocalSystem(options, tmp_path) as system:
+        assert system.group is not None
+        await system.wait_converged()
+        system.kill("worker-0")  # chaos restarts its victims itself, after its own delay
+        victim = system.workers["worker-0"]
+        await until(lambda: not victim.running, what="the kill")
+        await system.workers["worker-1"].stop()
+        await until(lambda: system.group is not None and not system.group.assignment, what="none")
+        await asyncio.sleep(1.0)  # 5x the restart delay: proving a negative needs a window
+        assert victim.generation == 1 and system.workers["worker-1"].generation == 1
