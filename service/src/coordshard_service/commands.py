@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,6 +64,8 @@ class Incoming:
     headers: dict[str, str] = field(default_factory=dict)
     data: bytes = b""
     redelivered: bool = False
+    published_at: float | None = None
+    """When the stream stored the message (epoch seconds), if known."""
 
 
 @dataclass
@@ -238,6 +241,20 @@ def _bad_outcome(item: Incoming) -> Outcome:
     )
 
 
+DEFAULT_RETENTION = 86_400.0
+"""The worker's default ``outcome_retention``, seconds."""
+_CLOCK_MARGIN = 0.9
+"""Share of the retention within which a message's own timestamp is trusted (the
+stream's clock and the workers' may differ)."""
+
+
+def _recent(item: Incoming, retention: float) -> bool:
+    """Whether an outcome of ``item``, had it been applied, could not have been pruned yet."""
+    if item.published_at is None:
+        return False
+    return time.time() - item.published_at < retention * _CLOCK_MARGIN
+
+
 def apply_batch(
     store: Store,
     cache: Cache,
@@ -246,8 +263,12 @@ def apply_batch(
     shards: int,
     consumer: str,
     metrics: Metrics,
+    retention: float = DEFAULT_RETENTION,
 ) -> list[Outcome]:
     """Apply ``items`` in order in one transaction; return one outcome per item.
+
+    ``retention``: how long stored outcomes are kept (seconds); it tells a late
+    delivery below its shard's mark from one applied long ago.
 
     Raises:
         StoreUnavailableError: nothing was committed; the caller naks the batch.
@@ -262,7 +283,11 @@ def apply_batch(
         view.outcomes = tx.outcomes_by_keys(keys)
         try:
             for item in items:
-                results.append(_apply_one(view, item, marks, consumer=consumer, metrics=metrics))
+                results.append(
+                    _apply_one(
+                        view, item, marks, consumer=consumer, metrics=metrics, retention=retention
+                    )
+                )
             view.flush()
         except BaseException:
             cache.clear()  # it may hold reads of writes that are now rolled back
@@ -280,7 +305,13 @@ def fingerprint(command: Command) -> str:
 
 
 def _apply_one(
-    view: _View, item: Incoming, marks: dict[int, int], *, consumer: str, metrics: Metrics
+    view: _View,
+    item: Incoming,
+    marks: dict[int, int],
+    *,
+    consumer: str,
+    metrics: Metrics,
+    retention: float,
 ) -> Outcome:
     if item.command is None:
         assert item.bad is not None
@@ -314,7 +345,18 @@ def _apply_one(
     stored = saved.outcome if saved is not None else None
     if stored is None and item.stream_seq <= marks[item.shard]:
         stored = view.tx.outcome_by_seq(item.shard, item.stream_seq)
-        if stored is None:
+        if stored is None and _recent(item, retention):
+            # A late delivery: JetStream redelivered it behind later messages of its
+            # shard (e.g. a delivery lost with a dying server comes back after
+            # ack_wait). Had it been applied, its outcome would still be stored.
+            logger.warning(
+                "applying stream_seq=%d late: below shard %d's mark %d, never applied",
+                item.stream_seq,
+                item.shard,
+                marks[item.shard],
+            )
+            metrics.late_applies.inc()
+        elif stored is None:
             # Applied before, outcome since pruned: applying again would double it.
             metrics.dedupe_hits.inc()
             return Outcome(

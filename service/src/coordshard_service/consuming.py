@@ -117,6 +117,7 @@ def decode(msg: Msg, *, prefix: str, shards: int, max_payload: int) -> Incoming:
     headers = dict(msg.headers or {})
     meta = msg.metadata
     seq = meta.sequence.stream
+    published_at = meta.timestamp.timestamp() if meta.timestamp else None
     reply = headers.get(HEADER_REPLY)
     key = headers.get(HEADER_KEY) or headers.get("Nats-Msg-Id") or f"seq-{seq}"
 
@@ -132,6 +133,7 @@ def decode(msg: Msg, *, prefix: str, shards: int, max_payload: int) -> Incoming:
             headers=headers,
             data=msg.data,
             redelivered=meta.num_delivered > 1,
+            published_at=published_at,
         )
 
     try:
@@ -167,6 +169,7 @@ def decode(msg: Msg, *, prefix: str, shards: int, max_payload: int) -> Incoming:
         reply=reply,
         command=command,
         redelivered=meta.num_delivered > 1,
+        published_at=published_at,
     )
 
 
@@ -395,6 +398,7 @@ class Worker:
                     shards=s.shards,
                     consumer=self.consumer,
                     metrics=self.metrics,
+                    retention=s.outcome_retention,
                 )
             except StoreUnavailableError as e:
                 self.metrics.store_retries.inc()

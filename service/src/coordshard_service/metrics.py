@@ -67,6 +67,11 @@ class Metrics:
             "Times the worker found its consumer deleted (fenced) and waited for it again.",
             registry=self.registry,
         )
+        self.late_applies = Counter(
+            "coordshard_worker_late_applies",
+            "Commands delivered behind later ones of their shard and applied late.",
+            registry=self.registry,
+        )
         self.store_retries = Counter(
             "coordshard_worker_store_retries",
             "Times the store refused a batch, which the worker held and applied again.",

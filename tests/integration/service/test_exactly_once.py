@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -18,10 +19,19 @@ from coordshard_client import (
     CoordinateNotFoundError,
     Translate,
 )
-from coordshard_client.messages import CreateSystem, MovePoint
+from coordshard_client.messages import (
+    Command,
+    CreatePoint,
+    CreateSystem,
+    GetPoint,
+    MovePoint,
+    Outcome,
+    Point,
+)
+from coordshard_client.subjects import shard_of
 from coordshard_operator.natsserver import NatsServer
 from coordshard_service.cache import Cache
-from coordshard_service.commands import apply_batch
+from coordshard_service.commands import Incoming, apply_batch
 from coordshard_service.consuming import decode
 from coordshard_service.metrics import Metrics
 from coordshard_service.store import Store
@@ -324,3 +334,55 @@ async def test_a_batch_the_store_refuses_is_held_and_applied_in_order_once_it_is
         holder.close()
     await asyncio.wait_for(load.check_applied_once(), 30)
     assert worker.metrics.fenced._value.get() == 0
+
+
+def test_a_late_delivery_below_the_mark_is_applied_once_an_old_unknown_one_refused(
+    database_url: str,
+) -> None:
+    # JetStream redelivers a lost delivery behind later messages of its shard. Its
+    # seq is then below the shard's mark, but no outcome says it was applied, and
+    # it is younger than the outcome retention: apply it, once. One as old as the
+    # retention may have had its outcome pruned: refuse it (conflict), never
+    # risk applying it twice.
+    store = Store(database_url)
+    store.migrate()
+    metrics = Metrics()
+    sid = "late"
+    shard = shard_of(sid, SHARDS)
+    now = time.time()
+
+    def incoming(seq: int, command: Command, *, age: float = 0.0) -> Incoming:
+        return Incoming(
+            stream_seq=seq,
+            subject=f"{PREFIX}.{shard}.{sid}.{command.op}",
+            shard=shard,
+            key=f"k-{seq}",
+            reply=None,
+            command=command,
+            published_at=now - age,
+        )
+
+    def apply(*items: Incoming) -> list[Outcome]:
+        return apply_batch(
+            store, Cache(100), list(items), shards=SHARDS, consumer="c", metrics=metrics,
+            retention=3600,
+        )  # fmt: skip
+
+    try:
+        apply(
+            incoming(1, CreateSystem(system_id=sid, name="l", dimension=2)),
+            incoming(2, CreatePoint(system_id=sid, point_id="p", coordinates=(0, 0))),
+            incoming(9, MovePoint(system_id=sid, point_id="p", moves=(Translate(delta=(1, 0)),))),
+        )
+        move = MovePoint(system_id=sid, point_id="p", moves=(Translate(delta=(10, 0)),))
+        (late,) = apply(incoming(5, move))
+        assert late.ok and not late.replayed and metrics.late_applies._value.get() == 1
+        (again,) = apply(incoming(5, move))  # its redelivery: answered, not applied
+        assert again.replayed and again.result == late.result
+        (old,) = apply(incoming(4, move, age=3600))
+        assert not old.ok and old.error is not None and "applied already" in old.error.message
+        (point,) = apply(incoming(10, GetPoint(system_id=sid, point_id="p")))
+        assert isinstance(point.result, Point)
+        assert point.result.coordinates == (11.0, 0.0) and point.result.version == 3
+    finally:
+        store.dispose()
