@@ -123,13 +123,15 @@ async def test_r3_churn_and_a_leader_kill_during_a_handoff_lose_nothing(
     for name in ("a", "b", "c"):
         join(name)
     bound = 0
+    undrained = 0
 
     async def converge(epoch: int) -> None:
-        nonlocal bound
+        nonlocal bound, undrained
         observed = await engine.observe()
         p = plan(shards=SHARDS, members=list(live), previous=observed.assignment)
         report = await engine.reconcile(p.balance.assignment, members=live, epoch=epoch)
         bound += sum(f.in_flight for f in report.fenced)
+        undrained += sum(u.num_ack_pending for u in report.undrained)
         bound += sum(u.num_ack_pending for u in report.undrained)
 
     await converge(0)
@@ -149,7 +151,14 @@ async def test_r3_churn_and_a_leader_kill_during_a_handoff_lose_nothing(
     for w in workers.values():
         await w.stop()
     assert not ledger.missing()
-    assert not ledger.out_of_order()
+    # A delivery can die with the killed node (its client connection drops with
+    # it); JetStream redelivers it only after ack_wait or the next reset, behind
+    # the shard's later messages. The engine sees such a message as in flight on
+    # a consumer it could not drain, so that is the bound on late messages (the
+    # real worker applies a late one below its shard's mark as long as no
+    # outcome says it was applied: see coordshard_service.commands).
+    late = ledger.out_of_order()
+    assert len(late) <= undrained, (late, undrained)
     assert ledger.duplicates() <= ledger.crashed_unacked + ledger.failed_acks + bound
     observed = await engine.observe()
     assert sorted(s for shards in observed.assignment.values() for s in shards) == list(
