@@ -61,6 +61,8 @@ class Ledger:
     election): each may be processed again."""
     last_seen: dict[tuple[str, int], float] = field(default_factory=dict)
     """(consumer, shard) → loop time it last processed a message of that shard."""
+    redelivered: set[int] = field(default_factory=set)
+    """Stream sequences processed at least once from a delivery that was not the first."""
 
     def missing(self) -> set[int]:
         return self.published - {seq for _, _, seq in self.processed}
@@ -179,6 +181,8 @@ class SimWorker:
                 shard = int(msg.subject.split(".")[-3])
                 self.in_hand.add(seq)
                 self.ledger.processed.append((self.consumer, shard, seq))
+                if msg.metadata.num_delivered > 1:
+                    self.ledger.redelivered.add(seq)
                 self.ledger.last_seen[(self.consumer, shard)] = loop.time()
                 if self._on_processed is not None:
                     await self._on_processed(self.consumer, seq)
