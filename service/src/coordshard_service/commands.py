@@ -232,6 +232,16 @@ _OPS: dict[str, Callable[[_View, Any], Outcome]] = {
 }
 
 
+def _conflict(message: str, *, stream_seq: int, replayed: bool = False) -> Outcome:
+    """Refused as a conflict by the dedupe rules, before any op ran."""
+    return Outcome(
+        ok=False,
+        error=ErrorInfo(code=ErrorCode.CONFLICT, message=message),
+        stream_seq=stream_seq,
+        replayed=replayed,
+    )
+
+
 def _bad_outcome(item: Incoming) -> Outcome:
     assert item.bad is not None
     return Outcome(
@@ -333,13 +343,9 @@ def _apply_one(
     saved = view.outcomes.get(item.key)
     if saved is not None and saved.fingerprint not in (None, digest):
         metrics.dedupe_hits.inc()
-        return Outcome(
-            ok=False,
-            error=ErrorInfo(
-                code=ErrorCode.CONFLICT,
-                message=f"idempotency key {item.key!r} was used before for a different "
-                f"command (stream sequence {saved.stream_seq}); use a new key",
-            ),
+        return _conflict(
+            f"idempotency key {item.key!r} was used before for a different "
+            f"command (stream sequence {saved.stream_seq}); use a new key",
             stream_seq=item.stream_seq,
         )
     stored = saved.outcome if saved is not None else None
@@ -359,13 +365,9 @@ def _apply_one(
         elif stored is None:
             # Applied before, outcome since pruned: applying again would double it.
             metrics.dedupe_hits.inc()
-            return Outcome(
-                ok=False,
-                error=ErrorInfo(
-                    code=ErrorCode.CONFLICT,
-                    message=f"stream sequence {item.stream_seq} was applied already; "
-                    "its outcome is no longer stored",
-                ),
+            return _conflict(
+                f"stream sequence {item.stream_seq} was applied already; "
+                "its outcome is no longer stored",
                 stream_seq=item.stream_seq,
                 replayed=True,
             )

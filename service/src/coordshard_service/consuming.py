@@ -288,16 +288,25 @@ class Worker:
             self.metrics.owned_shards.set(len(shards))
         self._refreshed = time.monotonic()
 
+    async def _read_consumer(self) -> ConsumerInfo | Literal["gone", "unknown"]:
+        """Our consumer as the server has it: "gone" is the fence; "unknown" means no
+        answer (a leader election, a reconnect), which is not a fence."""
+        try:
+            info: ConsumerInfo = await self.js.consumer_info(self.settings.stream, self.consumer)
+        except nats.js.errors.NotFoundError:
+            return "gone"
+        except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as e:
+            logger.warning("reading consumer %s: %r", self.consumer, e)
+            return "unknown"
+        return info
+
     async def _refresh(self) -> None:
         """Re-read our consumer; FencedError if it is gone."""
-        try:
-            info = await self.js.consumer_info(self.settings.stream, self.consumer)
-        except nats.js.errors.NotFoundError as e:
-            raise FencedError("consumer deleted", consumer=self.consumer) from e
-        except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as e:
-            logger.warning("re-reading consumer %s: %r", self.consumer, e)
-            return
-        self._adopt(info)
+        info = await self._read_consumer()
+        if info == "gone":
+            raise FencedError("consumer deleted", consumer=self.consumer)
+        if info != "unknown":
+            self._adopt(info)
 
     async def _after_failed_settle(
         self, items: Sequence[Incoming], *, fetched_at: float
@@ -306,29 +315,21 @@ class Worker:
         the batch by a reset, or the batch past ``ack_wait`` (it will be delivered
         again; an ack for a delivery made before a reset gets no answer at all); or
         neither (its leader moved, the server is back: ack again)."""
-        try:
-            info = await self.js.consumer_info(self.settings.stream, self.consumer)
-        except nats.js.errors.NotFoundError:
+        info = await self._read_consumer()
+        if info == "gone":
             return "fenced"
-        except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as e:
-            logger.warning("reading consumer %s: %r", self.consumer, e)
+        if info == "unknown":
             return "retry"
-        cursor = info.delivered.stream_seq if info.delivered else 0
+        cursor = (info.delivered.stream_seq if info.delivered else None) or 0
         first = min((i.stream_seq for i in items), default=0)
         ack_wait = info.config.ack_wait or 30.0
-        if (cursor or 0) < first or time.perf_counter() - fetched_at > ack_wait:
+        if cursor < first or time.perf_counter() - fetched_at > ack_wait:
             return "redelivered"
         return "retry"
 
     async def _gone(self) -> bool:
         """Whether our consumer is known to be deleted (fenced); no answer is not gone."""
-        try:
-            await self.js.consumer_info(self.settings.stream, self.consumer)
-        except nats.js.errors.NotFoundError:
-            return True
-        except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as e:
-            logger.warning("reading consumer %s: %r", self.consumer, e)
-        return False
+        return await self._read_consumer() == "gone"
 
     async def _serve(self, stop: asyncio.Event) -> None:
         """Pull, handle, repeat; a batch pulled as ``stop`` is set is still handled."""
