@@ -124,11 +124,13 @@ async def test_kill_9_mid_stream_then_handoff_applies_every_command_exactly_once
             nc, shards=SHARDS, prefix=PREFIX, stream=provisioner.stream, timeout=60
         ) as client:
             load = await MoveLoad.seed(client, systems=4, per_system=4)
-            load.launch(600)
+            # Enough moves that the kill lands mid-stream: the worker got fast enough
+            # to finish 600 between two polls of the condition below.
+            load.launch(3000)
             await wait_until(lambda: load.done() >= 60, timeout=30)
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(10)
-            assert load.done() < 600, "worker finished before the kill"
+            assert load.done() < 3000, "worker finished before the kill"
 
             # The engine's crash handoff: fence the dead consumer, give its shards to a survivor.
             await provisioner.delete(dead)
