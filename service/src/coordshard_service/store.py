@@ -14,6 +14,7 @@ maps an idempotency key to the outcome it produced.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -30,6 +31,8 @@ from coordshard_client.messages import Bounds, Point, System
 from coordshard_service.errors import StoreUnavailableError
 
 __all__ = ["DeadLetter", "SavedOutcome", "Store", "StoreTx", "metadata"]
+
+logger = logging.getLogger(__name__)
 
 metadata = sa.MetaData()
 
@@ -196,12 +199,26 @@ class Store:
             raise StoreUnavailableError(f"migrating {self._safe_url()}: {e}") from e
 
     def ping(self) -> bool:
-        """Whether the database answers a trivial query."""
+        """Whether the database answers a trivial query, taking no lock.
+
+        It runs on the raw driver connection, outside any transaction: through
+        SQLAlchemy it would begin one, and on SQLite every transaction takes the
+        write lock up front. A readiness probe waiting for the write lock turns
+        a writer frozen in its transaction (a stopped process) into every other
+        worker going not ready, and then losing its shards.
+        """
         try:
-            with self.engine.connect() as conn:
-                conn.execute(sa.text("SELECT 1"))
+            raw = self.engine.raw_connection()
+            try:
+                cursor = raw.cursor()
+                cursor.execute("SELECT 1")
+                cursor.fetchall()
+                cursor.close()
+            finally:
+                raw.close()
             return True
-        except SQLAlchemyError:
+        except (SQLAlchemyError, self.engine.dialect.loaded_dbapi.Error, OSError) as e:
+            logger.warning("store ping failed: %s", e)
             return False
 
     @contextmanager

@@ -10,9 +10,12 @@ imply. Passing means: 0 lost, 0 applied twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
+import sqlite3
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,8 @@ import pytest
 
 from coordshard_operator.local.load import LoadGenerator
 from coordshard_operator.local.system import LocalSystem, SystemOptions
+from coordshard_operator.local.workers import WorkerProcess
+from coordshard_service.store import begin_immediate
 
 pytestmark = pytest.mark.integration
 
@@ -40,6 +45,29 @@ async def more_successes(load: LoadGenerator, count: int) -> None:
     """Wait until ``count`` more commands have succeeded."""
     target = load.ledger.succeeded + count
     await until(lambda: load.ledger.succeeded >= target, what=f"{count} more successes")
+
+
+@contextlib.asynccontextmanager
+async def write_lock(db: Path) -> AsyncIterator[None]:
+    """Hold the SQLite store's write lock, as a writer frozen in its transaction does."""
+    holder = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    await asyncio.to_thread(begin_immediate, holder)
+    try:
+        yield
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+async def stop_outside_a_write(worker: WorkerProcess, db: Path) -> None:
+    """SIGSTOP ``worker`` at a moment it holds no SQLite write lock.
+
+    Stopped inside its write transaction it would keep the lock (SQLite's lock
+    belongs to the process; nothing can take it away) and stop every writer of
+    the file until it wakes: a different fault, a stalled store, tested below.
+    """
+    async with write_lock(db):
+        worker.signal(signal.SIGSTOP)
 
 
 def assert_clean(summary: dict[str, Any]) -> None:
@@ -95,12 +123,37 @@ async def test_stopped_worker_past_grace_is_fenced_and_rejoins_on_wake(tmp_path:
         load = system.start_load(rate=RATE)
         await more_successes(load, 100)
         zombie = system.workers["worker-1"]
-        zombie.signal(signal.SIGSTOP)
+        await stop_outside_a_write(zombie, system.data_dir / "store.db")
         await until(lambda: zombie.member not in system.group.assignment, what="zombie fenced")
         await more_successes(load, 100)
         zombie.signal(signal.SIGCONT)
         # Awake, it answers its probe again and is given shards again.
         await until(lambda: bool(system.group.assignment.get(zombie.member)), what="rejoin")
+        await more_successes(load, 100)
+        summary = await system.finish()
+    assert_clean(summary)
+
+
+async def test_a_writer_frozen_in_its_transaction_stalls_the_store_but_fences_nobody(
+    tmp_path: Path,
+) -> None:
+    # SQLite: a worker stopped inside its write transaction holds the lock of
+    # the shared file. Every writer waits; none may go not ready and lose its
+    # shards over it, and once the lock is free nothing is lost.
+    options = SystemOptions(workers=3, shards=12, systems=36, grace_s=1.0)
+    async with LocalSystem(options, tmp_path) as system:
+        assert system.group is not None
+        load = system.start_load(rate=RATE)
+        await more_successes(load, 100)
+        before = dict(system.group.assignment)
+        epoch = system.group.epoch
+        async with write_lock(system.data_dir / "store.db"):
+            stalled = load.ledger.succeeded
+            # The fault itself: three grace periods, readiness probed all along.
+            await asyncio.sleep(3 * options.grace_s)
+            assert load.ledger.succeeded - stalled < 100  # writes did stall
+        assert system.group.assignment == before
+        assert system.group.epoch == epoch  # nobody lost, nothing moved
         await more_successes(load, 100)
         summary = await system.finish()
     assert_clean(summary)
