@@ -53,7 +53,10 @@ async def run(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
 
-    store = Store(settings.database_url)
+    store = Store(
+        settings.database_url,
+        idle_transaction_timeout=settings.store_idle_transaction_timeout,
+    )
     await asyncio.to_thread(store.migrate)
     metrics = Metrics()
     cache = Cache(settings.cache_size)

@@ -42,6 +42,10 @@ class ServiceSettings(BaseSettings):
     """This incarnation's id (downward API ``metadata.uid``); a restart changes it."""
     database_url: str = "sqlite:///coordshard.db"
     """SQLAlchemy URL of the store, shared by all workers of a group (SQLite WAL or PostgreSQL)."""
+    store_idle_transaction_timeout: float = Field(default=10.0, ge=0)
+    """PostgreSQL only: seconds a session may sit idle inside a transaction before the
+    server ends it (0 never). Bounds how long a worker frozen mid-transaction keeps its
+    shards' rows locked from their new owner."""
     batch_size: int = Field(default=256, ge=1, le=10_000)
     """Messages per fetch."""
     fetch_timeout: float = Field(default=0.05, gt=0)

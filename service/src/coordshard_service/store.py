@@ -175,14 +175,25 @@ def begin_immediate(raw: Any, *, timeout: float | None = None) -> float:
 class Store:
     """A connection pool to the shared database."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, idle_transaction_timeout: float = 10.0) -> None:
+        """``idle_transaction_timeout``: seconds PostgreSQL lets a session sit idle inside a
+        transaction before it ends the session (``idle_in_transaction_session_timeout``;
+        0 never). A worker frozen mid-transaction (SIGSTOP, a wedged node) holds its
+        shards' mark rows locked, and their new owner waits on them; this bounds the wait.
+        The frozen worker's commit then fails and its batch is retried, and refused if its
+        shards moved. SQLite has no such bound: its lock belongs to the frozen process."""
         self.url = url
         try:
             if url.startswith("sqlite"):
                 self.engine = sa.create_engine(url, connect_args={"timeout": 30})
                 _sqlite_pragmas(self.engine)
             else:
-                self.engine = sa.create_engine(url, pool_pre_ping=True)
+                idle_ms = int(idle_transaction_timeout * 1000)
+                self.engine = sa.create_engine(
+                    url,
+                    pool_pre_ping=True,
+                    connect_args={"options": f"-c idle_in_transaction_session_timeout={idle_ms}"},
+                )
         except (SQLAlchemyError, ImportError) as e:
             raise StoreUnavailableError(f"opening store {self._safe_url()}: {e}") from e
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 import sqlalchemy as sa
 
+from coordshard_service.errors import StoreUnavailableError
 from coordshard_service.migrations import HEAD
 from coordshard_service.store import SavedOutcome, Store
 
@@ -60,3 +63,53 @@ def test_prune_forgets_only_outcomes_past_retention(database_url: str) -> None:
             assert tx.outcomes_by_keys(["old", "older"]) == {}
     finally:
         store.dispose()
+
+
+def test_ping_answers_while_another_writer_holds_its_transaction(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A worker frozen inside a write transaction (SIGSTOP) must not make the
+    # others' readiness probes fail: they would lose their shards too.
+    monkeypatch.setattr("coordshard_service.store.SQLITE_LOCK_TIMEOUT", 0.1)
+    frozen, other = Store(database_url), Store(database_url)
+    try:
+        frozen.migrate()
+        with frozen.transaction() as tx:
+            tx.lock_marks([0])
+            assert other.ping()
+    finally:
+        frozen.dispose()
+        other.dispose()
+
+
+def test_postgres_ends_a_frozen_writers_session_so_its_shards_new_owner_goes_on(
+    database_url: str,
+) -> None:
+    if database_url.startswith("sqlite"):
+        pytest.skip("SQLite's lock belongs to the frozen process: nothing can end it")
+    frozen = Store(database_url, idle_transaction_timeout=0.5)
+    owner = Store(database_url)
+    pool = ThreadPoolExecutor(1)
+    try:
+        frozen.migrate()
+        with pytest.raises(StoreUnavailableError), frozen.transaction() as tx:
+            tx.lock_marks([7])
+            tx.set_marks({7: 5})
+            # Frozen here: the new owner of shard 7 waits for its row until the
+            # server ends the idle session; then it goes on, and the frozen
+            # writer's commit fails.
+            took = pool.submit(_take_shard, owner, 7).result(timeout=30)
+            assert took == 0  # the frozen writer's mark never landed
+        with owner.transaction() as tx:
+            assert tx.lock_marks([7]) == {7: 9}
+    finally:
+        pool.shutdown(wait=False)
+        frozen.dispose()
+        owner.dispose()
+
+
+def _take_shard(store: Store, shard: int) -> int:
+    with store.transaction() as tx:
+        mark = tx.lock_marks([shard])[shard]
+        tx.set_marks({shard: 9})
+    return mark
