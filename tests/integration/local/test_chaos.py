@@ -68,6 +68,18 @@ async def stop_outside_a_write(worker: WorkerProcess, db: Path) -> None:
     """
     async with write_lock(db):
         worker.signal(signal.SIGSTOP)
+        # kill() returns before the signal is taken: a thread still running
+        # would grab the lock the moment it is let go.
+        assert worker.pid is not None
+        await until(lambda: stopped(worker.pid), timeout=10, what=f"{worker.name} stopped")
+
+
+def stopped(pid: int) -> bool:
+    """True when every thread of ``pid`` is in the stopped state."""
+    tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    return bool(tasks) and all(
+        (t / "stat").read_text().rpartition(")")[2].split()[0] == "T" for t in tasks
+    )
 
 
 def assert_clean(summary: dict[str, Any]) -> None:
