@@ -425,6 +425,7 @@ class Worker:
 
     async def _handle(self, msgs: Sequence[Msg]) -> None:
         started = time.perf_counter()
+        self.metrics.batch_size.observe(len(msgs))
         s = self.settings
         items = [
             decode(m, prefix=s.prefix, shards=s.shards, max_payload=s.max_payload) for m in msgs

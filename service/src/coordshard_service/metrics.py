@@ -28,6 +28,13 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
             registry=self.registry,
         )
+        self.batch_size = Histogram(
+            "coordshard_worker_batch_size",
+            "Messages per fetched batch. Small batches pay the per-batch costs (pull,"
+            " transaction, ack_sync) over few messages.",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+            registry=self.registry,
+        )
         self.redeliveries = Counter(
             "coordshard_worker_redeliveries",
             "Messages delivered more than once.",

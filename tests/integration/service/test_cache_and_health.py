@@ -101,6 +101,7 @@ async def test_probes_follow_the_consumer_and_metrics_count_commands(
                 text = await r.text()
             assert 'coordshard_worker_commands_total{op="create-system",outcome="ok"} 1.0' in text
             assert "coordshard_worker_owned_shards 8.0" in text
+            assert "coordshard_worker_batch_size_sum 1.0" in text  # the one command, one batch
 
             # No consumer (no shards, or fenced): still ready to be given shards, but unbound.
             await provisioner.delete(name)

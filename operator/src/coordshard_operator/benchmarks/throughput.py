@@ -150,6 +150,18 @@ def _metric(port: int, name: str) -> float:
     return float("nan")
 
 
+def _batches(ports: list[int]) -> tuple[float, float]:
+    """(batches, messages) the workers have fetched so far, from their /metrics."""
+    count = sum(_metric(p, "coordshard_worker_batch_size_count") for p in ports)
+    total = sum(_metric(p, "coordshard_worker_batch_size_sum") for p in ports)
+    return count, total
+
+
+def _mean_batch(before: tuple[float, float], after: tuple[float, float]) -> str:
+    batches, messages = after[0] - before[0], after[1] - before[1]
+    return f"mean batch {messages / batches:.1f}" if batches else "no batches"
+
+
 async def _closed_loop(
     client: CoordinateClient, targets: list[tuple[str, str]], n: int, window: int
 ) -> tuple[float, list[float]]:
@@ -277,8 +289,10 @@ async def _run(quick: bool) -> Table:
                         "nats-server": nats_pid,
                     }
                 )
+                batches = _batches(ports)
                 peak, lat = await _closed_loop(client, targets, n_peak, 1000)
                 peak_cpu = meter.per_command_us(n_peak)
+                peak_batch = _mean_batch(batches, batches := _batches(ports))
                 table.samples["peak_ms"] = lat
                 table.samples["ceiling_cpu_us"] = list(ceiling_cpu.values())
                 table.samples["peak_cpu_us"] = list(peak_cpu.values())
@@ -289,10 +303,15 @@ async def _run(quick: bool) -> Table:
                         round(peak),
                         percentile(lat, 0.5),
                         percentile(lat, 0.99),
-                        f"{peak / ceiling:.0%} of ceiling; 1000 in flight; {_cpu_note(peak_cpu)}",
+                        f"{peak / ceiling:.0%} of ceiling; 1000 in flight; {_cpu_note(peak_cpu)}; "
+                        + peak_batch,
                     ]
                 )
+                meter = CpuMeter(meter.pids)
                 got, lat = await _paced(client, targets, peak / 2, half_seconds)
+                half_cpu = meter.per_command_us(len(lat))
+                half_batch = _mean_batch(batches, _batches(ports))
+                busy = sum(half_cpu.values()) * got / 1e6
                 table.samples["half_ms"] = lat
                 table.rows.append(
                     [
@@ -301,7 +320,8 @@ async def _run(quick: bool) -> Table:
                         round(got),
                         percentile(lat, 0.5),
                         percentile(lat, 0.99),
-                        f"target {peak / 2:.0f}/s for {half_seconds:.0f}s",
+                        f"target {peak / 2:.0f}/s for {half_seconds:.0f}s; "
+                        f"{_cpu_note(half_cpu)}; {busy:.2f} cores busy; {half_batch}",
                     ]
                 )
                 # Memory: hand every shard to w1 (no messages pending, so no reset is needed).
