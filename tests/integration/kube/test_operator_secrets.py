@@ -1,7 +1,8 @@
 """The real operator connecting to NATS with credentials from Kubernetes Secrets.
 
-A real nats-server that requires an nkey user, and one that requires TLS
-(a CA and server certificate made here); the CR names Secrets in the
+A real nats-server that requires an nkey user, one that requires TLS (a CA
+and server certificate made here), and one that requires a client
+certificate too (mutual TLS); the CR names Secrets in the
 double; the operator reads them over the API and must create the consumers.
 Missing or wrong Secrets must give Degraded plus a Warning Event, no crash,
 and a fixed Secret must be picked up by the next reconcile.
@@ -152,6 +153,53 @@ async def test_tls_with_the_ca_from_a_secret(
         await wait_until(lambda: cluster.condition(crd.CONDITION_READY) == "True", what="Ready")
         ctx = ssl.create_default_context(cadata=ca.cert.decode())
         assert await consumer_names(server.url, tls=ctx) == {cluster.consumer("w-0")}
+    finally:
+        server.kill()
+
+
+async def test_mutual_tls_with_the_client_pair_from_a_secret(
+    cluster: Cluster, operator: Callable[..., OperatorProcess], tmp_path: Path
+) -> None:
+    ca = TestCa()
+    issued, client = ca.issue(), ca.issue("coordshard-operator")
+    files = {
+        "server.crt": issued.cert,
+        "server.key": issued.key,
+        "ca.crt": ca.cert,
+        "client.crt": client.cert,
+        "client.key": client.key,
+    }
+    for name, pem in files.items():
+        (tmp_path / name).write_bytes(pem)
+    tls = (
+        f'tls {{ cert_file: "{tmp_path / "server.crt"}", key_file: "{tmp_path / "server.key"}", '
+        f'ca_file: "{tmp_path / "ca.crt"}", verify: true }}'
+    )
+    server = start_server(tmp_path / "mtls-nats", extra_config=tls)
+    try:
+        # The server does demand a client certificate: the CA alone is refused.
+        trust_only = ssl.create_default_context(cadata=ca.cert.decode())
+        # (TLS 1.3: the alert, or a broken pipe when the server hangs up first.)
+        with pytest.raises((ssl.SSLError, BrokenPipeError, ConnectionResetError)):
+            await nats.connect(server.url, tls=trust_only, allow_reconnect=False, connect_timeout=2)
+        operator()
+        put_secret(
+            cluster,
+            "nats-mtls",
+            {
+                crd.SECRET_CA: ca.cert,
+                crd.SECRET_TLS_CERT: client.cert,
+                crd.SECRET_TLS_KEY: client.key,
+            },
+        )
+        cluster.add_pod("w-0")
+        cluster.add_cr(
+            shards=4, nats={"servers": [server.url], "tlsSecretRef": {"name": "nats-mtls"}}
+        )
+        await wait_until(lambda: cluster.condition(crd.CONDITION_READY) == "True", what="Ready")
+        mutual = ssl.create_default_context(cadata=ca.cert.decode())
+        mutual.load_cert_chain(str(tmp_path / "client.crt"), str(tmp_path / "client.key"))
+        assert await consumer_names(server.url, tls=mutual) == {cluster.consumer("w-0")}
     finally:
         server.kill()
 
