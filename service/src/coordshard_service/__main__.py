@@ -15,6 +15,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from pydantic import ValidationError
+
 from coordshard_service import app
 from coordshard_service.errors import ServiceError
 from coordshard_service.settings import ServiceSettings
@@ -57,7 +59,15 @@ def settings_from(argv: Sequence[str] | None) -> ServiceSettings:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    settings = settings_from(argv)
+    try:
+        settings = settings_from(argv)
+    except ValidationError as e:
+        errors = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
+            for err in e.errors()
+        )
+        print(f"coordshard worker: invalid settings: {errors}", file=sys.stderr)
+        return 2
     handler = logging.StreamHandler(sys.stderr)
     if settings.log_json:
         handler.setFormatter(_JsonFormatter())

@@ -7,18 +7,23 @@ their lifetimes (start in order, stop in reverse).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
+import ssl
 from dataclasses import dataclass
+from typing import Any
 
 import nats
 import nats.errors
+from nats.aio.client import Client
 
 from coordshard_service.cache import Cache
 from coordshard_service.consuming import Worker
 from coordshard_service.errors import NatsUnavailableError
 from coordshard_service.health import HealthServer
 from coordshard_service.metrics import Metrics
+from coordshard_service.natsconnect import connect_options
 from coordshard_service.settings import ServiceSettings
 from coordshard_service.store import Store
 
@@ -33,6 +38,56 @@ class Services:
 
     worker: Worker
     health: HealthServer | None
+
+
+def refused(e: BaseException) -> bool:
+    """A connect error no retry fixes: credentials or a certificate the server refuses
+    (it answers ``-ERR 'Authorization Violation'``, which nats-py raises as a plain
+    ``Error`` while connecting), or a server certificate we do not trust."""
+    if isinstance(e, nats.errors.AuthorizationError | ssl.SSLError):
+        return True
+    return isinstance(e, nats.errors.Error) and "authorization violation" in str(e).lower()
+
+
+async def _connect(settings: ServiceSettings, options: dict[str, Any]) -> Client:
+    """Connect, retrying an unreachable NATS for ever (pods may start before it), but
+    giving up at once when the server refuses us, so a wrong Secret is a clear failure
+    and not a silent retry loop."""
+    connected = False
+    refusal: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
+
+    async def on_error(e: Exception) -> None:
+        if not connected and refused(e) and not refusal.done():
+            refusal.set_result(e)
+        logger.warning("NATS: %r", e)
+
+    attempt = asyncio.ensure_future(
+        nats.connect(
+            servers=settings.servers,
+            name=settings.consumer,
+            max_reconnect_attempts=-1,
+            ping_interval=10,
+            error_cb=on_error,
+            **options,
+        )
+    )
+    try:
+        waiting: set[asyncio.Future[Any]] = {attempt, refusal}
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        if refusal.done():
+            raise NatsUnavailableError(
+                f"connecting to {settings.nats_url}: refused: {refusal.result()!r}"
+            )
+        nc = attempt.result()
+    except (OSError, nats.errors.Error) as e:
+        raise NatsUnavailableError(f"connecting to {settings.nats_url}: {e!r}") from e
+    finally:
+        if not attempt.done():
+            attempt.cancel()
+            with contextlib.suppress(BaseException):
+                await attempt
+    connected = True
+    return nc
 
 
 async def run(
@@ -53,6 +108,7 @@ async def run(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
 
+    options = connect_options(settings)  # a bad credentials setting fails before anything starts
     store = Store(
         settings.database_url,
         idle_transaction_timeout=settings.store_idle_transaction_timeout,
@@ -60,15 +116,7 @@ async def run(
     await asyncio.to_thread(store.migrate)
     metrics = Metrics()
     cache = Cache(settings.cache_size)
-    try:
-        nc = await nats.connect(
-            servers=settings.servers,
-            name=settings.consumer,
-            max_reconnect_attempts=-1,
-            ping_interval=10,
-        )
-    except (OSError, nats.errors.Error) as e:
-        raise NatsUnavailableError(f"connecting to {settings.nats_url}: {e!r}") from e
+    nc = await _connect(settings, options)
     worker = Worker(settings, nc=nc, store=store, cache=cache, metrics=metrics)
     health = None
     if settings.http_enabled:

@@ -31,6 +31,10 @@ class ServiceError(Exception):
     """Base of the worker's errors."""
 
 
+class ConfigError(ServiceError, ValueError):
+    """A setting that cannot work as given (e.g. a credentials file that cannot be read)."""
+
+
 class BadMessageError(ServiceError, ValueError):
     """A message that no retry can fix; carries the reason and the code the caller gets."""
 

@@ -8,7 +8,9 @@ they name the durable consumer the rebalancer creates for this pod.
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Self
+
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from coordshard_client import DEFAULT_PREFIX
@@ -28,6 +30,16 @@ class ServiceSettings(BaseSettings):
 
     nats_url: str = "nats://127.0.0.1:4222"
     """Comma-separated NATS server URLs."""
+    nats_creds: str | None = None
+    """Path of a NATS ``.creds`` file (user JWT and nkey seed), e.g. a mounted Secret."""
+    nats_nkey_seed: str | None = None
+    """Path of a file holding an nkey user seed."""
+    nats_tls_ca: str | None = None
+    """Path of the PEM CA that signed the servers' certificates; turns TLS on."""
+    nats_tls_cert: str | None = None
+    """Path of a PEM client certificate, for servers that demand one (with nats_tls_key)."""
+    nats_tls_key: str | None = None
+    """Path of the PEM key of nats_tls_cert."""
     stream: str = DEFAULT_STREAM
     """The WorkQueue stream holding the commands."""
     group: str = DEFAULT_GROUP
@@ -76,6 +88,12 @@ class ServiceSettings(BaseSettings):
     """Python logging level name."""
     log_json: bool = False
     """Log one JSON object per line instead of key=value text."""
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Self:
+        if bool(self.nats_tls_cert) != bool(self.nats_tls_key):
+            raise ValueError("nats_tls_cert and nats_tls_key go together: give both or neither")
+        return self
 
     @property
     def consumer(self) -> str:

@@ -16,30 +16,19 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import nacl.signing
 import nats
-import nkeys
 import pytest
 
 from coordshard_operator import crd
 from coordshard_operator.natsserver import NatsServer, start_server
 from coordshard_operator.testing.apiserver import ApiError
-from coordshard_operator.testing.certs import TestCa
+from coordshard_operator.testing.certs import TestCa, server_tls
 from coordshard_operator.testing.cluster import Cluster, OperatorProcess, wait_until
+from coordshard_operator.testing.users import authorization, new_user_seed
 
 pytestmark = pytest.mark.integration
 
 NS = "ns"
-
-
-def new_user_seed() -> bytes:
-    return bytes(
-        nkeys.encode_seed(bytes(nacl.signing.SigningKey.generate()), nkeys.PREFIX_BYTE_USER)
-    )
-
-
-def public_key(seed: bytes) -> str:
-    return str(nkeys.from_seed(bytearray(seed)).public_key.decode())
 
 
 def condition_reason(cluster: Cluster, type_: str) -> str | None:
@@ -76,8 +65,7 @@ async def consumer_names(url: str, **connect: Any) -> set[str]:
 @pytest.fixture
 def nkey_server(tmp_path: Path) -> Iterator[tuple[NatsServer, bytes]]:
     seed = new_user_seed()
-    auth = f'authorization {{ users = [ {{ nkey: "{public_key(seed)}" }} ] }}'
-    server = start_server(tmp_path / "nkey-nats", extra_config=auth)
+    server = start_server(tmp_path / "nkey-nats", extra_config=authorization(seed))
     yield server, seed
     server.kill()
 
@@ -137,11 +125,7 @@ async def test_tls_with_the_ca_from_a_secret(
     cluster: Cluster, operator: Callable[..., OperatorProcess], tmp_path: Path
 ) -> None:
     ca = TestCa()
-    issued = ca.issue()
-    cert_file, key_file = tmp_path / "server.crt", tmp_path / "server.key"
-    cert_file.write_bytes(issued.cert)
-    key_file.write_bytes(issued.key)
-    tls = f'tls {{ cert_file: "{cert_file}", key_file: "{key_file}" }}'
+    tls = server_tls(ca, tmp_path, verify=False)
     server = start_server(tmp_path / "tls-nats", extra_config=tls)
     try:
         operator()
@@ -161,20 +145,10 @@ async def test_mutual_tls_with_the_client_pair_from_a_secret(
     cluster: Cluster, operator: Callable[..., OperatorProcess], tmp_path: Path
 ) -> None:
     ca = TestCa()
-    issued, client = ca.issue(), ca.issue("coordshard-operator")
-    files = {
-        "server.crt": issued.cert,
-        "server.key": issued.key,
-        "ca.crt": ca.cert,
-        "client.crt": client.cert,
-        "client.key": client.key,
-    }
-    for name, pem in files.items():
-        (tmp_path / name).write_bytes(pem)
-    tls = (
-        f'tls {{ cert_file: "{tmp_path / "server.crt"}", key_file: "{tmp_path / "server.key"}", '
-        f'ca_file: "{tmp_path / "ca.crt"}", verify: true }}'
-    )
+    client = ca.issue("coordshard-operator")
+    (tmp_path / "client.crt").write_bytes(client.cert)
+    (tmp_path / "client.key").write_bytes(client.key)
+    tls = server_tls(ca, tmp_path, verify=True)
     server = start_server(tmp_path / "mtls-nats", extra_config=tls)
     try:
         # The server does demand a client certificate: the CA alone is refused.

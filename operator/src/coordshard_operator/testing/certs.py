@@ -9,13 +9,14 @@ from __future__ import annotations
 import datetime
 import ipaddress
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-__all__ = ["Issued", "TestCa"]
+__all__ = ["Issued", "TestCa", "server_tls"]
 
 
 @dataclass(frozen=True)
@@ -76,3 +77,18 @@ class TestCa:
             .sign(self._key, hashes.SHA256())
         )
         return Issued(cert=cert.public_bytes(serialization.Encoding.PEM), key=_key_pem(key))
+
+
+def server_tls(ca: TestCa, directory: Path, *, verify: bool) -> str:
+    """A nats-server ``tls`` block with a certificate ``ca`` signs for 127.0.0.1.
+
+    ``verify``: demand a client certificate signed by ``ca`` (mutual TLS).
+    The PEM files are written into ``directory``.
+    """
+    issued = ca.issue()
+    cert, key, trust = directory / "server.crt", directory / "server.key", directory / "ca.crt"
+    cert.write_bytes(issued.cert)
+    key.write_bytes(issued.key)
+    trust.write_bytes(ca.cert)
+    mutual = f', ca_file: "{trust}", verify: true' if verify else ""
+    return f'tls {{ cert_file: "{cert}", key_file: "{key}"{mutual} }}'
