@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
+import pytest
 
 from coordshard_operator.testing.apiserver import ApiServer
 
@@ -41,8 +42,9 @@ def test_values_schema_refuses_bad_values(helm: Helm) -> None:
     assert out.returncode != 0
 
 
-def test_rendered_builtin_objects_validate_strictly(render_chart: Render) -> None:
-    docs = render_chart("example.enabled=true")
+@pytest.mark.parametrize("tls", ["", "nats-mtls"])
+def test_rendered_builtin_objects_validate_strictly(render_chart: Render, tls: str) -> None:
+    docs = render_chart("example.enabled=true", f"example.natsTlsSecret={tls}")
     kinds = sorted(d["kind"] for d in docs)
     assert kinds == sorted(
         [
@@ -74,6 +76,29 @@ def test_worker_pods_carry_the_downward_api_and_probes(render_chart: Render) -> 
     assert env["COORDSHARD_POD_UID"] == "metadata.uid"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["lifecycle"]["preStop"]
+
+
+def test_the_example_shares_one_nats_tls_secret_between_workers_and_operator(
+    render_chart: Render,
+) -> None:
+    docs = render_chart("example.enabled=true", "example.natsTlsSecret=nats-mtls")
+    pod = next(d for d in docs if d["kind"] == "StatefulSet")["spec"]["template"]["spec"]
+    assert pod["volumes"] == [
+        {"name": "nats-tls", "secret": {"secretName": "nats-mtls", "defaultMode": 0o400}}
+    ]
+    container = pod["containers"][0]
+    mount = container["volumeMounts"][0]["mountPath"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["COORDSHARD_NATS_TLS_CA"] == f"{mount}/ca.crt"
+    assert env["COORDSHARD_NATS_TLS_CERT"] == f"{mount}/tls.crt"
+    assert env["COORDSHARD_NATS_TLS_KEY"] == f"{mount}/tls.key"
+    cr = next(d for d in docs if d["kind"] == "CoordinateShards")
+    assert cr["spec"]["nats"] == {"tlsSecretRef": {"name": "nats-mtls"}}
+    plain = render_chart("example.enabled=true")
+    assert (
+        "volumes"
+        not in next(d for d in plain if d["kind"] == "StatefulSet")["spec"]["template"]["spec"]
+    )
 
 
 async def test_the_example_cr_is_accepted_by_the_crd_schema(render_chart: Render) -> None:
