@@ -30,3 +30,12 @@ def test_flags_override_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.pod_name == "from-env" and settings.shards == 8
     assert not settings.http_enabled
     assert settings.consumer.startswith("coordinate_from-env_")
+
+
+def test_the_worker_runs_on_uvloop_unless_told_not_to() -> None:
+    import uvloop
+
+    from coordshard_service.__main__ import _loop_factory
+
+    assert _loop_factory(settings_from([])) is uvloop.new_event_loop
+    assert _loop_factory(settings_from(["--no-uvloop"])) is None

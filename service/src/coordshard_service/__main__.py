@@ -12,7 +12,7 @@ import gc
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -58,6 +58,17 @@ def settings_from(argv: Sequence[str] | None) -> ServiceSettings:
     return ServiceSettings(**given)
 
 
+def _loop_factory(settings: ServiceSettings) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop when asked for and installed; else asyncio's own (None)."""
+    if not settings.uvloop:
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = settings_from(argv)
@@ -82,7 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # throughput benchmark (docs/benchmarks.md).
     gc.freeze()
     try:
-        asyncio.run(app.run(settings))
+        with asyncio.Runner(loop_factory=_loop_factory(settings)) as runner:
+            runner.run(app.run(settings))
     except ServiceError as e:
         logging.getLogger("coordshard_service").error("worker failed: %s", e)
         return 1

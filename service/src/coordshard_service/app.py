@@ -129,11 +129,12 @@ async def run(
         )
         await health.start()
     logger.info(
-        "worker %s starting: stream=%s consumer=%s shards=%d",
+        "worker %s starting: stream=%s consumer=%s shards=%d loop=%s",
         settings.pod_name,
         settings.stream,
         settings.consumer,
         settings.shards,
+        type(asyncio.get_running_loop()).__module__.split(".")[0],
     )
     if started is not None:
         started.set_result(Services(worker, health))
