@@ -49,10 +49,12 @@ def refused(e: BaseException) -> bool:
     return isinstance(e, nats.errors.Error) and "authorization violation" in str(e).lower()
 
 
-async def _connect(settings: ServiceSettings, options: dict[str, Any]) -> Client:
+async def _connect(
+    settings: ServiceSettings, options: dict[str, Any], stop: asyncio.Event
+) -> Client | None:
     """Connect, retrying an unreachable NATS for ever (pods may start before it), but
     giving up at once when the server refuses us, so a wrong Secret is a clear failure
-    and not a silent retry loop."""
+    and not a silent retry loop. None if ``stop`` is set first."""
     connected = False
     refusal: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
 
@@ -72,8 +74,14 @@ async def _connect(settings: ServiceSettings, options: dict[str, Any]) -> Client
         )
     )
     try:
-        waiting: set[asyncio.Future[Any]] = {attempt, refusal}
-        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        stopped = asyncio.ensure_future(stop.wait())
+        waiting: set[asyncio.Future[Any]] = {attempt, refusal, stopped}
+        try:
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+        if not attempt.done() and stop.is_set():
+            return None
         if refusal.done():
             raise NatsUnavailableError(
                 f"connecting to {settings.nats_url}: refused: {refusal.result()!r}"
@@ -116,18 +124,37 @@ async def run(
     await asyncio.to_thread(store.migrate)
     metrics = Metrics()
     cache = Cache(settings.cache_size)
-    nc = await _connect(settings, options)
-    worker = Worker(settings, nc=nc, store=store, cache=cache, metrics=metrics)
+    nc: Client | None = None
+    worker: Worker | None = None
+
+    def status() -> dict[str, object]:
+        if nc is None or worker is None:
+            return {"state": "connecting", "nats": False}
+        return {**worker.status(), "nats": nc.is_connected and not stop.is_set()}
+
     health = None
     if settings.http_enabled:
+        # Up before NATS is: while an unreachable NATS is retried, /healthz answers
+        # (no liveness restarts) and /readyz says "connecting".
         health = HealthServer(
             host=settings.http_host,
             port=settings.http_port,
             metrics=metrics,
-            status=lambda: {**worker.status(), "nats": nc.is_connected and not stop.is_set()},
+            status=status,
             db_ok=store.ping,
         )
         await health.start()
+    try:
+        nc = await _connect(settings, options, stop)
+    finally:
+        if nc is None:  # refused, or stopped while connecting
+            if health is not None:
+                await health.stop()
+            store.dispose()
+    if nc is None:
+        logger.info("worker %s stopped before NATS answered", settings.pod_name)
+        return
+    worker = Worker(settings, nc=nc, store=store, cache=cache, metrics=metrics)
     logger.info(
         "worker %s starting: stream=%s consumer=%s shards=%d loop=%s",
         settings.pod_name,

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
 import aiohttp
 import pytest
 
 from coordshard_client import CoordinateClient, Translate, shard_of
-from coordshard_operator.natsserver import NatsServer
+from coordshard_operator.natsserver import NatsServer, free_port
+from coordshard_service import app
 
 from .conftest import (
     SHARDS,
@@ -114,3 +118,39 @@ async def test_probes_follow_the_consumer_and_metrics_count_commands(
         assert running.worker.state == "stopped"
     finally:
         await running.shutdown()
+
+
+async def test_while_nats_is_unreachable_it_is_alive_not_ready_and_stops_cleanly(
+    tmp_path: Path,
+) -> None:
+    # Nothing listens on the port: the worker keeps trying, as a pod started
+    # before NATS must, and says so on its probes instead of failing liveness.
+    nowhere = NatsServer(store_dir=tmp_path / "never-started", port=free_port())
+    settings = worker_settings(
+        nowhere,
+        stream="S",
+        database_url=f"sqlite:///{tmp_path / 'store.db'}",
+        member="w",
+        incarnation="1",
+    ).model_copy(update={"http_enabled": True, "http_host": "127.0.0.1", "http_port": free_port()})
+    stop = asyncio.Event()
+    task = asyncio.create_task(app.run(settings, stop=stop, handle_signals=False))
+    base = f"http://127.0.0.1:{settings.http_port}"
+    async with aiohttp.ClientSession() as http:
+
+        async def probes() -> tuple[int, int, dict[str, object]] | None:
+            try:
+                async with http.get(base + "/healthz") as live, http.get(base + "/readyz") as ready:
+                    return live.status, ready.status, await ready.json()
+            except aiohttp.ClientConnectionError:
+                return None  # not listening yet
+
+        seen = None
+        async with asyncio.timeout(10):
+            while seen is None and not task.done():
+                seen = await probes()
+                await asyncio.sleep(0.05)
+        assert seen is not None and seen[:2] == (200, 503)
+        assert seen[2]["state"] == "connecting" and seen[2]["nats"] is False
+    stop.set()
+    await asyncio.wait_for(task, 10)  # returns, no exception
