@@ -155,10 +155,16 @@ async def test_r3_churn_and_a_leader_kill_during_a_handoff_lose_nothing(
     # it); JetStream redelivers it only after ack_wait or the next reset, behind
     # the shard's later messages. So order may break, but only by redeliveries:
     # a message first processed late must come from a delivery that was not its
-    # first (the real worker applies such a message below its shard's mark as
-    # long as no stored outcome says it was applied: coordshard_service.commands).
+    # first, or be one the engine saw in flight on a consumer it could not drain
+    # before it reset that consumer: delivered again after the reset, it can come
+    # with a delivery count of 1. A clean CI run saw seq 195 first processed after
+    # 763 on its shard, unflagged, with undrained=1 (that run's only stuck
+    # delivery). The real
+    # worker applies such a message below its shard's mark as long as no stored
+    # outcome says it was applied (coordshard_service.commands).
     late = ledger.out_of_order()
-    assert all(seq in ledger.redelivered for *_, seq in late), (late, undrained)
+    unflagged = [entry for entry in late if entry[-1] not in ledger.redelivered]
+    assert len(unflagged) <= undrained, (late, undrained)
     assert ledger.duplicates() <= ledger.crashed_unacked + ledger.failed_acks + bound
     observed = await engine.observe()
     assert sorted(s for shards in observed.assignment.values() for s in shards) == list(
