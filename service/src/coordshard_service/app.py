@@ -55,11 +55,11 @@ async def _connect(
     """Connect, retrying an unreachable NATS for ever (pods may start before it), but
     giving up at once when the server refuses us, so a wrong Secret is a clear failure
     and not a silent retry loop. None if ``stop`` is set first."""
-    connected = False
     refusal: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
 
     async def on_error(e: Exception) -> None:
-        if not connected and refused(e) and not refusal.done():
+        # Once connected nobody waits on ``refusal``: a later refusal is only logged.
+        if refused(e) and not refusal.done():
             refusal.set_result(e)
         logger.warning("NATS: %r", e)
 
@@ -94,7 +94,6 @@ async def _connect(
             attempt.cancel()
             with contextlib.suppress(BaseException):
                 await attempt
-    connected = True
     return nc
 
 

@@ -144,7 +144,7 @@ def _sqlite_pragmas(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:
-        begin_immediate(conn.connection.dbapi_connection, timeout=SQLITE_LOCK_TIMEOUT)
+        begin_immediate(conn.connection.dbapi_connection)
 
 
 def begin_immediate(raw: Any, *, timeout: float | None = None) -> float:
@@ -185,7 +185,7 @@ class Store:
         self.url = url
         try:
             if url.startswith("sqlite"):
-                self.engine = sa.create_engine(url, connect_args={"timeout": 30})
+                self.engine = sa.create_engine(url, connect_args={"timeout": SQLITE_LOCK_TIMEOUT})
                 _sqlite_pragmas(self.engine)
             else:
                 idle_ms = int(idle_transaction_timeout * 1000)

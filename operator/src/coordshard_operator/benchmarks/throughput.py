@@ -211,8 +211,7 @@ async def _paced(
         task = asyncio.create_task(one(i))
         running.add(task)
         task.add_done_callback(running.discard)
-    while running:
-        await asyncio.gather(*list(running))
+    await asyncio.gather(*running)  # none are started after this
     return total / (loop.time() - start), latencies
 
 
@@ -289,10 +288,11 @@ async def _run(quick: bool) -> Table:
                         "nats-server": nats_pid,
                     }
                 )
-                batches = _batches(ports)
+                before_peak = _batches(ports)
                 peak, lat = await _closed_loop(client, targets, n_peak, 1000)
                 peak_cpu = meter.per_command_us(n_peak)
-                peak_batch = _mean_batch(batches, batches := _batches(ports))
+                after_peak = _batches(ports)
+                peak_batch = _mean_batch(before_peak, after_peak)
                 table.samples["peak_ms"] = lat
                 table.samples["ceiling_cpu_us"] = list(ceiling_cpu.values())
                 table.samples["peak_cpu_us"] = list(peak_cpu.values())
@@ -310,7 +310,7 @@ async def _run(quick: bool) -> Table:
                 meter = CpuMeter(meter.pids)
                 got, lat = await _paced(client, targets, peak / 2, half_seconds)
                 half_cpu = meter.per_command_us(len(lat))
-                half_batch = _mean_batch(batches, _batches(ports))
+                half_batch = _mean_batch(after_peak, _batches(ports))
                 busy = sum(half_cpu.values()) * got / 1e6
                 table.samples["half_ms"] = lat
                 table.rows.append(
