@@ -57,6 +57,7 @@ from coordshard_service.errors import (
     StoreUnavailableError,
 )
 from coordshard_service.metrics import Metrics
+from coordshard_service.pulling import Puller, PullError
 from coordshard_service.settings import ServiceSettings
 from coordshard_service.store import Store
 
@@ -194,7 +195,7 @@ class Worker:
         self.consumer = settings.consumer
         self.shards: set[int] = set()
         self.state: WorkerState = "starting"
-        self._psub: JetStreamContext.PullSubscription | None = None
+        self._puller: Puller | None = None
         self._refreshed = 0.0
         self._stopping = asyncio.Event()
         """The ``stop`` given to ``run``."""
@@ -245,13 +246,13 @@ class Worker:
             except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as e:
                 logger.warning("reading consumer %s: %r", self.consumer, e)
             else:
+                puller = Puller(self.nc, stream=self.settings.stream, consumer=self.consumer)
                 try:
-                    self._psub = await self.js.pull_subscribe_bind(
-                        durable=self.consumer, stream=self.settings.stream
-                    )
-                except (nats.errors.Error, nats.js.errors.Error) as e:
+                    await puller.start()
+                except nats.errors.Error as e:
                     logger.warning("binding to consumer %s: %r", self.consumer, e)
                 else:
+                    self._puller = puller
                     self._adopt(info)
                     self.state = "bound"
                     logger.info(
@@ -267,11 +268,11 @@ class Worker:
         self.cache.clear()
         self.shards = set()
         self.metrics.owned_shards.set(0)
-        if self._psub is not None:
-            psub, self._psub = self._psub, None
+        if self._puller is not None:
+            puller, self._puller = self._puller, None
             try:
-                await psub.unsubscribe()
-            except (nats.errors.Error, nats.js.errors.Error) as e:
+                await puller.stop()
+            except nats.errors.Error as e:
                 logger.debug("unsubscribing: %r", e)
 
     def _adopt(self, info: ConsumerInfo) -> None:
@@ -346,19 +347,17 @@ class Worker:
 
     async def _fetch(self) -> list[Msg]:
         """One pull: the messages, or none on a timeout or a reconnect."""
-        assert self._psub is not None
+        assert self._puller is not None
         try:
-            return await self._psub.fetch(
+            return await self._puller.fetch(
                 self.settings.batch_size, timeout=self.settings.fetch_timeout
             )
-        except nats.js.errors.ServiceUnavailableError as e:
+        except PullError as e:
+            # 503: no consumer answers the request; 409: deleted, leader moved, ...
             if await self._gone():
-                raise FencedError(f"fetch refused: {e!r}", consumer=self.consumer) from e
-            logger.warning("fetch refused, consumer %s still exists: %r", self.consumer, e)
-            return []
-        except TimeoutError:
-            # nats-py raises both its own and the builtin TimeoutError here, the
-            # latter e.g. while a cluster elects a stream leader.
+                raise FencedError(f"fetch refused: {e}", consumer=self.consumer) from e
+            logger.warning("fetch refused, consumer %s still exists: %s", self.consumer, e)
+            await asyncio.sleep(self.settings.fetch_timeout)  # not a hot loop meanwhile
             return []
         except nats.errors.Error as e:
             # A reconnect in progress; the client retries by itself.
