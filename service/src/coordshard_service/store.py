@@ -23,11 +23,11 @@ from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from coordshard_client.messages import Bounds, Point, System
+from coordshard_service.batchsql import BatchSql, chunks
 from coordshard_service.errors import StoreUnavailableError
 
 __all__ = ["DeadLetter", "SavedOutcome", "Store", "StoreTx", "metadata"]
@@ -196,6 +196,7 @@ class Store:
                 )
         except (SQLAlchemyError, ImportError) as e:
             raise StoreUnavailableError(f"opening store {self._safe_url()}: {e}") from e
+        self._sql = BatchSql(self.engine.dialect.name)
 
     def _safe_url(self) -> str:
         return sa.make_url(self.url).render_as_string(hide_password=True)
@@ -237,8 +238,9 @@ class Store:
         """One transaction; commits on success, rolls back on any exception."""
         try:
             with self.engine.begin() as conn:
-                yield StoreTx(conn)
-        except (SQLAlchemyError, sqlite3.Error) as e:  # the latter from BEGIN IMMEDIATE
+                yield StoreTx(conn, self._sql)
+        except (SQLAlchemyError, self.engine.dialect.loaded_dbapi.Error) as e:
+            # Driver errors come from BEGIN IMMEDIATE and the batch statements.
             raise StoreUnavailableError(f"transaction on {self._safe_url()}: {e}") from e
 
     def dead_letters(self) -> list[DeadLetter]:
@@ -272,126 +274,83 @@ class Store:
         self.engine.dispose()
 
 
-def _system(row: Any) -> System:
+def _system(system_id: str, name: str, dimension: Any, units: str, bounds: str | None) -> System:
+    """A system from its row; pydantic checks the dimension the database holds."""
     return System(
-        system_id=row.system_id,
-        name=row.name,
-        dimension=row.dimension,
-        units=row.units,
-        bounds=Bounds.model_validate_json(row.bounds) if row.bounds else None,
+        system_id=system_id,
+        name=name,
+        dimension=dimension,
+        units=units,
+        bounds=Bounds.model_validate_json(bounds) if bounds else None,
     )
 
 
-def _point(row: Any) -> Point:
+def _point(system_id: str, point_id: str, coordinates: str, version: int) -> Point:
     return Point(
-        system_id=row.system_id,
-        point_id=row.point_id,
-        coordinates=tuple(json.loads(row.coordinates)),
-        version=row.version,
+        system_id=system_id,
+        point_id=point_id,
+        coordinates=tuple(json.loads(coordinates)),
+        version=version,
     )
-
-
-_KEYS_PER_QUERY = 500
-"""Largest IN list sent in one query."""
-
-
-def _upsert_points(dialect: str) -> Any:
-    """INSERT ... ON CONFLICT (system_id, point_id) DO UPDATE, for executemany."""
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(points)
-    return stmt.on_conflict_do_update(
-        index_elements=[points.c.system_id, points.c.point_id],
-        set_={"coordinates": stmt.excluded.coordinates, "version": stmt.excluded.version},
-    )
-
-
-_SET_MARK = (
-    sa.update(shard_marks)
-    .where(shard_marks.c.shard == sa.bindparam("m_shard"))
-    .values(high_seq=sa.bindparam("m_seq"))
-)
-
-_DELETE_POINT = sa.delete(points).where(
-    points.c.system_id == sa.bindparam("d_system"), points.c.point_id == sa.bindparam("d_point")
-)
 
 
 class StoreTx:
     """Reads and writes inside one open transaction."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, sql: BatchSql) -> None:
         self._conn = conn
-        self._upsert = _upsert_points(conn.dialect.name)
+        self._sql = sql
+        self._cursor: Any = conn.connection.cursor()
+        """The transaction's own DB-API cursor, for the statements of ``batchsql``."""
 
     def outcomes_by_keys(self, keys: Sequence[str]) -> dict[str, SavedOutcome]:
         """Stored outcomes of whichever of ``keys`` have one (one query per 500 keys)."""
         found: dict[str, SavedOutcome] = {}
-        unique = sorted(set(keys))
-        c = outcomes.c
-        for i in range(0, len(unique), _KEYS_PER_QUERY):
-            chunk = unique[i : i + _KEYS_PER_QUERY]
-            rows = self._conn.execute(
-                sa.select(c.key, c.shard, c.stream_seq, c.outcome, c.fingerprint).where(
-                    c.key.in_(chunk)
-                )
-            )
-            for r in rows:
-                found[str(r.key)] = SavedOutcome(
-                    str(r.key), int(r.shard), int(r.stream_seq), str(r.outcome), r.fingerprint
-                )
+        for chunk in chunks(sorted(set(keys))):
+            self._cursor.execute(self._sql.outcomes(len(chunk)), chunk)
+            for key, shard, seq, outcome, digest in self._cursor.fetchall():
+                found[key] = SavedOutcome(key, shard, seq, outcome, digest)
         return found
 
     def save_outcomes(self, rows: Sequence[SavedOutcome]) -> None:
-        """Store outcomes in one executemany."""
-        if rows:
-            now = time.time()
-            self._conn.execute(
-                sa.insert(outcomes), [{**r._asdict(), "created_at": now} for r in rows]
-            )
+        """Store outcomes, 500 to a statement."""
+        now = time.time()
+        for chunk in chunks(rows):
+            params: list[object] = []
+            for r in chunk:
+                params += (r.key, r.shard, r.stream_seq, r.outcome, r.fingerprint, now)
+            self._cursor.execute(self._sql.save_outcomes(len(chunk)), params)
 
     def write_points(self, upserts: Sequence[Point], deletes: Sequence[tuple[str, str]]) -> None:
         """Apply a batch's final point states: upsert the living, delete the gone."""
-        if deletes:
-            self._conn.execute(_DELETE_POINT, [{"d_system": s, "d_point": p} for s, p in deletes])
-        if upserts:
-            self._conn.execute(
-                self._upsert,
-                [
-                    {
-                        "system_id": p.system_id,
-                        "point_id": p.point_id,
-                        "coordinates": json.dumps(list(p.coordinates)),
-                        "version": p.version,
-                    }
-                    for p in upserts
-                ],
+        for gone in chunks(deletes):
+            self._cursor.execute(
+                self._sql.delete_points(len(gone)), [v for key in gone for v in key]
             )
+        for chunk in chunks(upserts):
+            params: list[object] = []
+            for p in chunk:
+                params += (p.system_id, p.point_id, json.dumps(list(p.coordinates)), p.version)
+            self._cursor.execute(self._sql.upsert_points(len(chunk)), params)
 
     def lock_marks(self, shards: Sequence[int]) -> dict[int, int]:
         """Lock the shards' marks in shard order; each high-water sequence (0 if new)."""
         wanted = sorted(set(shards))
-        if not wanted:
-            return {}
-        c = shard_marks.c
-        rows = self._conn.execute(
-            sa.select(c.shard, c.high_seq)
-            .where(c.shard.in_(wanted))
-            .order_by(c.shard)
-            .with_for_update()
-        )
-        marks = {int(r.shard): int(r.high_seq) for r in rows}
+        marks: dict[int, int] = {}
+        for chunk in chunks(wanted):
+            self._cursor.execute(self._sql.marks(len(chunk)), chunk)
+            marks.update((int(shard), int(seq)) for shard, seq in self._cursor.fetchall())
         new = [s for s in wanted if s not in marks]
-        if new:
-            self._conn.execute(sa.insert(shard_marks), [{"shard": s, "high_seq": 0} for s in new])
-            marks.update(dict.fromkeys(new, 0))
+        for chunk in chunks(new):
+            self._cursor.execute(self._sql.new_marks(len(chunk)), chunk)
+        marks.update(dict.fromkeys(new, 0))
         return marks
 
     def set_marks(self, marks: Mapping[int, int]) -> None:
-        """Store each shard's new high-water sequence (one executemany)."""
-        if marks:
-            self._conn.execute(
-                _SET_MARK, [{"m_shard": s, "m_seq": seq} for s, seq in sorted(marks.items())]
-            )
+        """Store each shard's new high-water sequence."""
+        for chunk in chunks(sorted(marks.items())):
+            params = [v for pair in chunk for v in pair] + [shard for shard, _ in chunk]
+            self._cursor.execute(self._sql.set_marks(len(chunk)), params)
 
     def outcome_by_seq(self, shard: int, seq: int) -> str | None:
         row = self._conn.execute(
@@ -402,8 +361,9 @@ class StoreTx:
         return None if row is None else str(row.outcome)
 
     def system(self, system_id: str) -> System | None:
-        row = self._conn.execute(sa.select(systems).where(systems.c.system_id == system_id)).first()
-        return None if row is None else _system(row)
+        self._cursor.execute(self._sql.system, (system_id,))
+        row = self._cursor.fetchone()
+        return None if row is None else _system(*row)
 
     def put_system(self, system: System, *, shard: int) -> None:
         self._conn.execute(
@@ -424,17 +384,16 @@ class StoreTx:
         return int(gone.rowcount)
 
     def point(self, system_id: str, point_id: str) -> Point | None:
-        row = self._conn.execute(
-            sa.select(points).where(points.c.system_id == system_id, points.c.point_id == point_id)
-        ).first()
-        return None if row is None else _point(row)
+        self._cursor.execute(self._sql.point, (system_id, point_id))
+        row = self._cursor.fetchone()
+        return None if row is None else _point(*row)
 
     def list_points(self, system_id: str, *, after: str | None, limit: int) -> list[Point]:
         query = sa.select(points).where(points.c.system_id == system_id)
         if after is not None:
             query = query.where(points.c.point_id > after)
         rows = self._conn.execute(query.order_by(points.c.point_id).limit(limit)).all()
-        return [_point(r) for r in rows]
+        return [_point(*r) for r in rows]
 
     def dead_letter(self, letter: DeadLetter) -> None:
         """Keep a message for inspection (once per stream sequence and subject)."""

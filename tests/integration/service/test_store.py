@@ -7,6 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import sqlalchemy as sa
 
+from coordshard_client.messages import Point
+from coordshard_service.batchsql import ROWS_PER_STATEMENT
 from coordshard_service.errors import StoreUnavailableError
 from coordshard_service.migrations import HEAD
 from coordshard_service.store import SavedOutcome, Store
@@ -44,6 +46,45 @@ def test_marks_start_at_zero_and_commit_with_the_transaction(database_url: str) 
             assert tx.lock_marks([3, 5, 1]) == {1: 0, 3: 42, 5: 0}
             assert tx.outcomes_by_keys(["k", "nope"]) == {"k": SavedOutcome("k", 3, 42, "{}", "f1")}
             assert tx.outcome_by_seq(3, 42) == "{}"
+    finally:
+        store.dispose()
+
+
+def test_batch_statements_take_more_rows_than_one_statement_holds(database_url: str) -> None:
+    """Rows past ROWS_PER_STATEMENT go in further statements; every one lands."""
+    n = ROWS_PER_STATEMENT * 2 + 7
+    store = Store(database_url)
+    try:
+        store.migrate()
+        with store.transaction() as tx:
+            shards = list(range(n))
+            assert tx.lock_marks(shards) == dict.fromkeys(shards, 0)
+            tx.set_marks({s: s + 1 for s in shards})
+            tx.save_outcomes(
+                [SavedOutcome(f"k{i}", i, i + 1, f'{{"i":{i}}}', None) for i in range(n)]
+            )
+            tx.write_points(
+                [
+                    Point(system_id="s", point_id=f"p{i}", coordinates=(i, 0), version=1)
+                    for i in range(n)
+                ],
+                [],
+            )
+        with store.transaction() as tx:
+            assert tx.lock_marks(shards) == {s: s + 1 for s in shards}
+            found = tx.outcomes_by_keys([f"k{i}" for i in range(n)] + ["absent"])
+            assert len(found) == n and found[f"k{n - 1}"].outcome == f'{{"i":{n - 1}}}'
+            assert tx.point("s", f"p{n - 1}") == Point(
+                system_id="s", point_id=f"p{n - 1}", coordinates=(n - 1, 0), version=1
+            )
+            tx.write_points(
+                [Point(system_id="s", point_id="p0", coordinates=(5, 5), version=2)],
+                [("s", f"p{i}") for i in range(1, n)],
+            )
+        with store.transaction() as tx:
+            assert tx.list_points("s", after=None, limit=10) == [
+                Point(system_id="s", point_id="p0", coordinates=(5, 5), version=2)
+            ]
     finally:
         store.dispose()
 
