@@ -36,9 +36,11 @@ __all__ = ["PullError", "Puller"]
 logger = logging.getLogger(__name__)
 
 API_PREFIX = "$JS.API"
-ANSWER_GRACE = 1.0
-"""Seconds past a request's expiry before it is taken as lost (a reconnect drops
-requests with no status)."""
+ANSWER_GRACE = 0.2
+"""Seconds past a request's expiry before it is taken as lost: a reconnect, or a
+consumer deleted before it registered the request, ends it with no status. One
+taken as lost too early costs nothing: what it still delivers is handed over
+with the next batch."""
 _ENDED = frozenset({"404", "408"})
 """Statuses that end a request with nothing wrong: no messages, request timeout."""
 
