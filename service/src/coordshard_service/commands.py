@@ -132,95 +132,95 @@ class _View:
                 self.cache.put_point(point, shard=shard_of(system_id, self.shards))
 
 
-def _ok(result: Any) -> Outcome:
-    return Outcome(ok=True, result=result)
+_Answer = System | Point | PointPage | Deleted | ErrorInfo
+"""What an op returns: its result, or why it refused."""
 
 
-def _refused(error: ErrorInfo) -> Outcome:
-    return Outcome(ok=False, error=error)
+def _outcome(answer: _Answer, stream_seq: int) -> Outcome:
+    if isinstance(answer, ErrorInfo):
+        return Outcome(ok=False, error=answer, stream_seq=stream_seq)
+    return Outcome(ok=True, result=answer, stream_seq=stream_seq)
 
 
-def _missing(kind: str, ident: str) -> Outcome:
-    return _refused(domain.refusal(ErrorCode.NOT_FOUND, f"{kind} {ident!r} does not exist"))
+def _missing(kind: str, ident: str) -> ErrorInfo:
+    return domain.refusal(ErrorCode.NOT_FOUND, f"{kind} {ident!r} does not exist")
 
 
-def _create_system(view: _View, command: CreateSystem) -> Outcome:
+def _create_system(view: _View, command: CreateSystem) -> _Answer:
     made = domain.create_system(view.system(command.system_id), command)
     if isinstance(made, ErrorInfo):
-        return _refused(made)
+        return made
     view.tx.put_system(made, shard=shard_of(made.system_id, view.shards))
     view.systems[made.system_id] = made
-    return _ok(made)
+    return made
 
 
-def _delete_system(view: _View, command: DeleteSystem) -> Outcome:
+def _delete_system(view: _View, command: DeleteSystem) -> _Answer:
     if view.system(command.system_id) is None:
         return _missing("system", command.system_id)
     view.flush()
     count = view.tx.delete_system(command.system_id)
     view.systems[command.system_id] = None
     view.points = {k: v for k, v in view.points.items() if k[0] != command.system_id}
-    return _ok(Deleted(system_id=command.system_id, points_deleted=count))
+    return Deleted(system_id=command.system_id, points_deleted=count)
 
 
-def _create_point(view: _View, command: CreatePoint) -> Outcome:
+def _create_point(view: _View, command: CreatePoint) -> _Answer:
     system = view.system(command.system_id)
     existing = view.point(command.system_id, command.point_id) if system else None
     made = domain.create_point(system, existing, command)
     if isinstance(made, ErrorInfo):
-        return _refused(made)
+        return made
     view.write_point((made.system_id, made.point_id), made)
-    return _ok(made)
+    return made
 
 
-def _move_point(view: _View, command: MovePoint) -> Outcome:
+def _move_point(view: _View, command: MovePoint) -> _Answer:
     system = view.system(command.system_id)
     point = view.point(command.system_id, command.point_id) if system else None
     moved = domain.move_point(system, point, command)
     if isinstance(moved, ErrorInfo):
-        return _refused(moved)
+        return moved
     view.write_point((moved.system_id, moved.point_id), moved)
-    return _ok(moved)
+    return moved
 
 
-def _delete_point(view: _View, command: DeletePoint) -> Outcome:
+def _delete_point(view: _View, command: DeletePoint) -> _Answer:
     if view.point(command.system_id, command.point_id) is None:
         return _missing("point", command.point_id)
     view.write_point((command.system_id, command.point_id), None)
-    return _ok(Deleted(system_id=command.system_id, point_id=command.point_id))
+    return Deleted(system_id=command.system_id, point_id=command.point_id)
 
 
-def _get_system(view: _View, command: GetSystem) -> Outcome:
+def _get_system(view: _View, command: GetSystem) -> _Answer:
     system = view.system(command.system_id)
     if system is None:
         return _missing("system", command.system_id)
-    return _ok(system)
+    return system
 
 
-def _get_point(view: _View, command: GetPoint) -> Outcome:
+def _get_point(view: _View, command: GetPoint) -> _Answer:
     point = view.point(command.system_id, command.point_id)
     if point is None:
         return _missing("point", command.point_id)
-    return _ok(point)
+    return point
 
 
-def _list_points(view: _View, command: ListPoints) -> Outcome:
+def _list_points(view: _View, command: ListPoints) -> _Answer:
     if view.system(command.system_id) is None:
         return _missing("system", command.system_id)
     view.flush()
     found = view.tx.list_points(command.system_id, after=command.after, limit=command.limit + 1)
     page = found[: command.limit]
     more = len(found) > command.limit
-    return _ok(
-        PointPage(
-            system_id=command.system_id,
-            points=tuple(page),
-            next_after=page[-1].point_id if more and page else None,
-        )
+    return PointPage(
+        system_id=command.system_id,
+        points=tuple(page),
+        next_after=page[-1].point_id if more and page else None,
     )
 
 
-_OPS: dict[str, Callable[[_View, Any], Outcome]] = {
+_OPS: dict[str, Callable[[_View, Any], _Answer]] = {
     "create-system": _create_system,
     "delete-system": _delete_system,
     "create-point": _create_point,
@@ -338,7 +338,7 @@ def _apply_one(
         return _bad_outcome(item)
     command = item.command
     if command.op not in COMMAND_OPS:
-        return _OPS[command.op](view, command).model_copy(update={"stream_seq": item.stream_seq})
+        return _outcome(_OPS[command.op](view, command), item.stream_seq)
     digest = fingerprint(command)
     saved = view.outcomes.get(item.key)
     if saved is not None and saved.fingerprint not in (None, digest):
@@ -374,7 +374,7 @@ def _apply_one(
     if stored is not None:
         metrics.dedupe_hits.inc()
         return Outcome.model_validate_json(stored).model_copy(update={"replayed": True})
-    outcome = _OPS[command.op](view, command).model_copy(update={"stream_seq": item.stream_seq})
+    outcome = _outcome(_OPS[command.op](view, command), item.stream_seq)
     row = SavedOutcome(item.key, item.shard, item.stream_seq, outcome.model_dump_json(), digest)
     view.outcomes[item.key] = row
     view.new_outcomes.append(row)
