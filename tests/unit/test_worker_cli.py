@@ -39,3 +39,23 @@ def test_the_worker_runs_on_uvloop_unless_told_not_to() -> None:
 
     assert _loop_factory(settings_from([])) is uvloop.new_event_loop
     assert _loop_factory(settings_from(["--no-uvloop"])) is None
+
+
+def test_a_database_url_that_is_no_url_exits_2_naming_the_setting() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "coordshard_service", "--database-url", "coordshard.db"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert "invalid settings: database_url" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_store_url_sqlalchemy_cannot_read_is_an_error_that_hides_it() -> None:
+    from coordshard_service.errors import StoreUnavailableError
+    from coordshard_service.store import Store
+
+    with pytest.raises(StoreUnavailableError, match="cannot read") as refused:
+        Store("postgresql://user:secret@host:port/db")
+    assert "secret" not in str(refused.value)

@@ -52,7 +52,10 @@ class ServiceSettings(BaseSettings):
     """This member's name (downward API ``metadata.name``)."""
     pod_uid: str = "local"
     """This incarnation's id (downward API ``metadata.uid``); a restart changes it."""
-    database_url: str = "sqlite:///coordshard.db"
+    database_url: str = Field(
+        default="sqlite:///coordshard.db",
+        pattern=r"^[A-Za-z][A-Za-z0-9+.\-]*://",  # <dialect>[+<driver>]://...
+    )
     """SQLAlchemy URL of the store, shared by all workers of a group (SQLite WAL or PostgreSQL)."""
     store_idle_transaction_timeout: float = Field(default=10.0, ge=0)
     """PostgreSQL only: seconds a session may sit idle inside a transaction before the

@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from coordshard_client.messages import Bounds, Point, System
 from coordshard_service.batchsql import BatchSql, chunks
@@ -194,12 +194,15 @@ class Store:
                     pool_pre_ping=True,
                     connect_args={"options": f"-c idle_in_transaction_session_timeout={idle_ms}"},
                 )
-        except (SQLAlchemyError, ImportError) as e:
+        except (SQLAlchemyError, ImportError, ValueError) as e:
             raise StoreUnavailableError(f"opening store {self._safe_url()}: {e}") from e
         self._sql = BatchSql(self.engine.dialect.name)
 
     def _safe_url(self) -> str:
-        return sa.make_url(self.url).render_as_string(hide_password=True)
+        try:
+            return sa.make_url(self.url).render_as_string(hide_password=True)
+        except (ArgumentError, ValueError):
+            return "(a URL SQLAlchemy cannot read)"  # nor can we hide its password
 
     def migrate(self) -> None:
         """Bring the schema to the newest version (Alembic migrations shipped in the package)."""
