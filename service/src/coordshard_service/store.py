@@ -136,8 +136,8 @@ def _sqlite_pragmas(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
+        _set_wal(dbapi_connection)
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_LOCK_TIMEOUT * 1000)}")
         cursor.close()
@@ -145,6 +145,25 @@ def _sqlite_pragmas(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:
         begin_immediate(conn.connection.dbapi_connection)
+
+
+def _set_wal(raw: Any) -> None:
+    """``PRAGMA journal_mode=WAL``, retried while another process holds the lock.
+
+    On a file not yet in WAL mode (a fresh one) the pragma reads the header, then
+    upgrades to a write to set it; that read-to-write upgrade fails at once with
+    "database is locked" (SQLite skips the busy handler to avoid a deadlock) while
+    another connection is writing, e.g. a second worker converting the same new file.
+    """
+    started = time.monotonic()
+    while True:
+        try:
+            raw.execute("PRAGMA journal_mode=WAL").fetchall()
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() - started > SQLITE_LOCK_TIMEOUT:
+                raise
+        time.sleep(SQLITE_LOCK_POLL)
 
 
 def begin_immediate(raw: Any, *, timeout: float | None = None) -> float:
