@@ -86,19 +86,19 @@ class Puller:
                 self._left -= 1
                 if self._left <= 0:
                     self._open = None  # served in full: the server sends no status
+                    self._signal.set()
         elif msg.subject == self._open:
             headers = msg.headers or {}
             status = headers.get("Status", "")
             self._open = None
             if status not in _ENDED:
                 self._error = PullError(status, headers.get("Description", ""))
-        else:
-            return  # the status of a request given up for lost
-        self._signal.set()
+            self._signal.set()
+        # else: the status of a request given up for lost
 
     async def fetch(self, batch: int, *, timeout: float) -> list[Msg]:
         """Up to ``batch`` messages: those waiting, else the first to arrive within
-        ``timeout`` seconds; [] if none came.
+        ``timeout`` seconds (with any that came in the same instant); [] if none came.
 
         Raises:
             PullError: the server refused or cut the request.
@@ -113,16 +113,17 @@ class Puller:
             request = {"batch": batch, "no_wait": True, "expires": int(timeout * 1e9)}
             await self._nc.publish(self._next, json.dumps(request).encode(), reply=self._open)
         deadline = loop.time() + timeout + ANSWER_GRACE
-        while not self._arrived and self._error is None:
-            if self._open is None:
-                return []  # ended (408) with nothing delivered
+        # Wait for the request's end, not its first delivery: the server sends the
+        # whole answer at once, then the 404, but it reaches us in several socket
+        # reads, and handing over the first read's messages alone would split one
+        # answer into several small batches.
+        while self._open is not None and self._error is None:
             self._signal.clear()
             try:
                 await asyncio.wait_for(self._signal.wait(), deadline - loop.time())
             except TimeoutError:
                 logger.debug("pull request %s got no answer; taking it as lost", self._open)
                 self._open = None
-                return []
         if self._error is not None and not self._arrived:
             error, self._error = self._error, None
             raise error
