@@ -17,7 +17,7 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 
@@ -155,13 +155,19 @@ def _set_wal(raw: Any) -> None:
     "database is locked" (SQLite skips the busy handler to avoid a deadlock) while
     another connection is writing, e.g. a second worker converting the same new file.
     """
+    _while_locked(lambda: raw.execute("PRAGMA journal_mode=WAL").fetchall(), SQLITE_LOCK_TIMEOUT)
+
+
+def _while_locked(statement: Callable[[], object], limit: float) -> float:
+    """Run ``statement`` again every millisecond while SQLite says "locked", for up to
+    ``limit`` seconds; return the seconds spent waiting."""
     started = time.monotonic()
     while True:
         try:
-            raw.execute("PRAGMA journal_mode=WAL").fetchall()
-            return
+            statement()
+            return time.monotonic() - started
         except sqlite3.OperationalError as e:
-            if "locked" not in str(e) or time.monotonic() - started > SQLITE_LOCK_TIMEOUT:
+            if "locked" not in str(e) or time.monotonic() - started > limit:
                 raise
         time.sleep(SQLITE_LOCK_POLL)
 
@@ -176,17 +182,9 @@ def begin_immediate(raw: Any, *, timeout: float | None = None) -> float:
     docs/benchmarks.md). Every other statement keeps the connection's busy timeout.
     """
     limit = SQLITE_LOCK_TIMEOUT if timeout is None else timeout
-    started = time.monotonic()
     raw.execute("PRAGMA busy_timeout=0")
     try:
-        while True:
-            try:
-                raw.execute("BEGIN IMMEDIATE")
-                return time.monotonic() - started
-            except sqlite3.OperationalError as e:
-                if "locked" not in str(e) or time.monotonic() - started > limit:
-                    raise
-            time.sleep(SQLITE_LOCK_POLL)
+        return _while_locked(lambda: raw.execute("BEGIN IMMEDIATE"), limit)
     finally:
         raw.execute(f"PRAGMA busy_timeout={int(SQLITE_LOCK_TIMEOUT * 1000)}")
 
@@ -337,23 +335,26 @@ class StoreTx:
     def save_outcomes(self, rows: Sequence[SavedOutcome]) -> None:
         """Store outcomes, 500 to a statement."""
         now = time.time()
-        for chunk in chunks(rows):
-            params: list[object] = []
-            for r in chunk:
-                params += (r.key, r.shard, r.stream_seq, r.outcome, r.fingerprint, now)
-            self._cursor.execute(self._sql.save_outcomes(len(chunk)), params)
+        self._per_rows(
+            self._sql.save_outcomes,
+            [(r.key, r.shard, r.stream_seq, r.outcome, r.fingerprint, now) for r in rows],
+        )
 
     def write_points(self, upserts: Sequence[Point], deletes: Sequence[tuple[str, str]]) -> None:
         """Apply a batch's final point states: upsert the living, delete the gone."""
-        for gone in chunks(deletes):
-            self._cursor.execute(
-                self._sql.delete_points(len(gone)), [v for key in gone for v in key]
-            )
-        for chunk in chunks(upserts):
-            params: list[object] = []
-            for p in chunk:
-                params += (p.system_id, p.point_id, json.dumps(list(p.coordinates)), p.version)
-            self._cursor.execute(self._sql.upsert_points(len(chunk)), params)
+        self._per_rows(self._sql.delete_points, deletes)
+        self._per_rows(
+            self._sql.upsert_points,
+            [
+                (p.system_id, p.point_id, json.dumps(list(p.coordinates)), p.version)
+                for p in upserts
+            ],
+        )
+
+    def _per_rows(self, sql: Callable[[int], str], rows: Sequence[tuple[Any, ...]]) -> None:
+        """Run ``sql(n)`` once per chunk of ``rows``, their values flattened in row order."""
+        for chunk in chunks(rows):
+            self._cursor.execute(sql(len(chunk)), [v for row in chunk for v in row])
 
     def lock_marks(self, shards: Sequence[int]) -> dict[int, int]:
         """Lock the shards' marks in shard order; each high-water sequence (0 if new)."""
@@ -363,8 +364,7 @@ class StoreTx:
             self._cursor.execute(self._sql.marks(len(chunk)), chunk)
             marks.update((int(shard), int(seq)) for shard, seq in self._cursor.fetchall())
         new = [s for s in wanted if s not in marks]
-        for chunk in chunks(new):
-            self._cursor.execute(self._sql.new_marks(len(chunk)), chunk)
+        self._per_rows(self._sql.new_marks, [(s,) for s in new])
         marks.update(dict.fromkeys(new, 0))
         return marks
 
