@@ -29,6 +29,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from coordshard_client.messages import Bounds, Point, System
 from coordshard_service.batchsql import BatchSql, chunks
 from coordshard_service.errors import StoreUnavailableError
+from coordshard_service.walcheckpoint import WalCheckpointer
 
 __all__ = ["DeadLetter", "SavedOutcome", "Store", "StoreTx", "metadata"]
 
@@ -131,7 +132,8 @@ SQLITE_LOCK_POLL = 0.001
 
 
 def _sqlite_pragmas(engine: Engine) -> None:
-    """WAL, and BEGIN IMMEDIATE so a writer takes the lock up front (no upgrade deadlocks)."""
+    """WAL, checkpointed by a ``WalCheckpointer`` and never by a commit, and BEGIN
+    IMMEDIATE so a writer takes the lock up front (no upgrade deadlocks)."""
 
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
@@ -139,6 +141,7 @@ def _sqlite_pragmas(engine: Engine) -> None:
         _set_wal(dbapi_connection)
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA wal_autocheckpoint=0")
         cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_LOCK_TIMEOUT * 1000)}")
         cursor.close()
 
@@ -200,10 +203,14 @@ class Store:
         The frozen worker's commit then fails and its batch is retried, and refused if its
         shards moved. SQLite has no such bound: its lock belongs to the frozen process."""
         self.url = url
+        self.checkpointer: WalCheckpointer | None = None
+        """SQLite on a file: checkpoints its write-ahead log (see ``walcheckpoint``)."""
         try:
             if url.startswith("sqlite"):
                 self.engine = sa.create_engine(url, connect_args={"timeout": SQLITE_LOCK_TIMEOUT})
                 _sqlite_pragmas(self.engine)
+                if self.engine.url.database not in (None, "", ":memory:"):
+                    self.checkpointer = WalCheckpointer(self.engine.raw_connection)
             else:
                 idle_ms = int(idle_transaction_timeout * 1000)
                 self.engine = sa.create_engine(
@@ -214,6 +221,8 @@ class Store:
         except (SQLAlchemyError, ImportError, ValueError) as e:
             raise StoreUnavailableError(f"opening store {self._safe_url()}: {e}") from e
         self._sql = BatchSql(self.engine.dialect.name)
+        if self.checkpointer is not None:
+            self.checkpointer.start()
 
     def _safe_url(self) -> str:
         try:
@@ -291,6 +300,8 @@ class Store:
         return int(result.rowcount)
 
     def dispose(self) -> None:
+        if self.checkpointer is not None:
+            self.checkpointer.stop()
         self.engine.dispose()
 
 
