@@ -4,7 +4,9 @@ Each call builds a command model, publishes it to JetStream on the system's
 shard subject with ``Nats-Msg-Id`` set to the idempotency key, and waits for
 the worker's outcome on a core-NATS reply subject carried in a header (a
 JetStream message has no reply of its own). One wildcard subscription per
-client receives every outcome.
+client receives every outcome and every publish ack; a call's task waits for
+its outcome alone, and the ack is read in the subscription's callback (it
+matters only when it reports a refusal or a duplicate), so a call wakes once.
 
 Retries: the stream drops a second publish with the same ``Nats-Msg-Id``
 inside its duplicate window, so the worker would never see it and never
@@ -21,6 +23,7 @@ import itertools
 import json
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Final, Self, TypeVar
 
@@ -72,6 +75,20 @@ DEFAULT_SHARDS: Final = 16
 """The shard count everything defaults to; it must equal the stream's."""
 DEFAULT_TIMEOUT: Final = 5.0
 """Seconds a call waits for its outcome by default."""
+_PLAIN_ACK: Final = b'{"stream":'
+"""How a stream's ack of a fresh publish begins; refusals begin with ``{"error"``."""
+
+
+@dataclass(slots=True)
+class _Call:
+    """One call waiting for its outcome: what is needed to publish it (again)."""
+
+    subject: str
+    payload: bytes
+    headers: dict[str, str]
+    key: str
+    future: asyncio.Future[Outcome]
+    replayed: bool = field(default=False)
 
 
 class CoordinateClient:
@@ -102,8 +119,7 @@ class CoordinateClient:
         self.timeout = timeout
         self._inbox = ""
         self._counter = itertools.count()
-        self._waiting: dict[str, asyncio.Future[Outcome]] = {}
-        self._acks: dict[str, asyncio.Future[Msg]] = {}
+        self._calls: dict[str, _Call] = {}
         self._sub: Any = None
         self._keys = f"{uuid.uuid4().hex[:16]}-"
         """Prefix of this client's generated idempotency keys (64 random bits + a counter)."""
@@ -138,7 +154,10 @@ class CoordinateClient:
         if self._nc is None:
             try:
                 self._nc = await nats.connect(
-                    servers=self._servers, max_reconnect_attempts=-1, ping_interval=10
+                    servers=self._servers,
+                    max_reconnect_attempts=-1,
+                    ping_interval=10,
+                    flush_timeout=self.timeout,  # bounds a publish into a full buffer
                 )
             except (OSError, nats.errors.Error) as e:
                 raise CoordinateUnavailableError(f"connecting to NATS: {e}") from e
@@ -150,12 +169,9 @@ class CoordinateClient:
         if self._sub is not None:
             await self._sub.unsubscribe()
             self._sub = None
-        for future in self._waiting.values():
-            future.cancel()
-        for ack in self._acks.values():
-            ack.cancel()
-        self._waiting.clear()
-        self._acks.clear()
+        for call in self._calls.values():
+            call.future.cancel()
+        self._calls.clear()
         if self._owns and self._nc is not None:
             await self._nc.close()
             self._nc = None
@@ -163,17 +179,33 @@ class CoordinateClient:
     async def _on_reply(self, msg: Msg) -> None:
         token = msg.subject.rsplit(".", 1)[-1]
         if token.startswith("a"):  # the stream's ack of a publish
-            ack = self._acks.get(token)
-            if ack is not None and not ack.done():
-                ack.set_result(msg)
+            await self._on_ack(token[1:], msg)
             return
-        future = self._waiting.get(token)
-        if future is None or future.done():
+        call = self._calls.get(token)
+        if call is None or call.future.done():
             return
         try:
-            future.set_result(Outcome.model_validate_json(msg.data))
+            call.future.set_result(Outcome.model_validate_json(msg.data))
         except ValidationError as e:
-            future.set_exception(CoordinateError(f"malformed outcome from worker: {e}"))
+            call.future.set_exception(CoordinateError(f"malformed outcome from worker: {e}"))
+
+    async def _on_ack(self, token: str, msg: Msg) -> None:
+        """A refusal fails the call; a duplicate gets a replay published behind the original."""
+        call = self._calls.get(token)
+        if call is None or call.future.done():
+            return  # answered already, or given up
+        try:
+            if not _duplicate(msg, subject=call.subject, stream=self.stream, key=call.key):
+                return
+            if call.replayed:
+                return  # the replay's own ack: a fresh Nats-Msg-Id is never a duplicate
+            # Seen before: ask for the stored outcome behind the original.
+            call.replayed = True
+            call.headers["Nats-Msg-Id"] = f"{call.key}~replay~{uuid.uuid4().hex}"
+            await self._publish(token, call)
+        except CoordinateError as e:
+            if not call.future.done():
+                call.future.set_exception(e)
 
     # -- commands ---------------------------------------------------------
 
@@ -338,18 +370,26 @@ class CoordinateClient:
         except InvalidSubjectError as e:
             raise CoordinateValidationError(str(e), idempotency_key=key) from e
         token = str(next(self._counter))
-        reply = f"{self._inbox}.{token}"
-        payload = Envelope(command=command).model_dump_json(exclude_none=True).encode()
-        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        self._waiting[token] = future
+        loop = asyncio.get_running_loop()
+        call = _Call(
+            subject=str(subject),
+            payload=Envelope(command=command).model_dump_json(exclude_none=True).encode(),
+            headers={
+                "Nats-Msg-Id": key,
+                HEADER_KEY: key,
+                HEADER_REPLY: f"{self._inbox}.{token}",
+                EXPECTED_STREAM: self.stream,
+            },
+            key=key,
+            future=loop.create_future(),
+        )
+        self._calls[token] = call
+        # One timer per call on the loop's own heap (asyncio.timeout costs a
+        # context, a task lookup and a reschedule on top); it fails the future.
+        timer = loop.call_at(loop.time() + wait, _expire, call.future)
         try:
-            async with asyncio.timeout(wait):
-                headers = {"Nats-Msg-Id": key, HEADER_KEY: key, HEADER_REPLY: reply}
-                if await self._publish(str(subject), payload, headers, key=key):
-                    # Seen before: ask for the stored outcome behind the original.
-                    headers["Nats-Msg-Id"] = f"{key}~replay~{uuid.uuid4().hex}"
-                    await self._publish(str(subject), payload, headers, key=key)
-                outcome = await future
+            await self._publish(token, call)
+            outcome = await call.future
         except TimeoutError as e:
             raise CoordinateTimeoutError(
                 f"no outcome for {command.op} {command.system_id} within {wait}s; "
@@ -357,44 +397,39 @@ class CoordinateClient:
                 idempotency_key=key,
             ) from e
         finally:
-            self._waiting.pop(token, None)
+            timer.cancel()
+            self._calls.pop(token, None)
         if not outcome.ok:
             assert outcome.error is not None
             raise error_from_outcome(outcome.error, idempotency_key=key)
         return outcome
 
-    async def _publish(
-        self, subject: str, payload: bytes, headers: dict[str, str], *, key: str
-    ) -> bool:
-        """Publish to the stream; return True if the stream saw this Nats-Msg-Id before.
+    async def _publish(self, token: str, call: _Call) -> None:
+        """Publish a call's command to the stream, its ack to come to ``<inbox>.a<token>``.
 
-        The stream's ack comes back on this client's own inbox (``<inbox>.a<n>``),
-        next to the outcomes, so one subscription serves both; the caller's
-        ``asyncio.timeout`` bounds the wait.
+        The ack is read by ``_on_ack``; a publish into a full outgoing buffer is
+        bounded by the connection's ``flush_timeout`` (set for owned connections).
         """
         assert self._nc is not None
-        token = f"a{next(self._counter)}"
-        ack: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
-        self._acks[token] = ack
         try:
             await self._nc.publish(
-                subject,
-                payload,
-                reply=f"{self._inbox}.{token}",
-                headers={**headers, EXPECTED_STREAM: self.stream},
+                call.subject, call.payload, reply=f"{self._inbox}.a{token}", headers=call.headers
             )
-            msg = await ack
         except nats.errors.Error as e:
             raise CoordinateUnavailableError(
-                f"publishing to {subject}: {e!r}", idempotency_key=key
+                f"publishing to {call.subject}: {e!r}", idempotency_key=call.key
             ) from e
-        finally:
-            self._acks.pop(token, None)
-        return _duplicate(msg, subject=subject, stream=self.stream, key=key)
+
+
+def _expire(future: asyncio.Future[Outcome]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
 
 
 def _duplicate(msg: Msg, *, subject: str, stream: str, key: str) -> bool:
     """Read a stream's publish ack: whether it was a duplicate; raise if it was refused."""
+    if msg.data.startswith(_PLAIN_ACK) and b'"duplicate"' not in msg.data and not msg.headers:
+        return False  # the common case, read without parsing
     if msg.headers and msg.headers.get("Status") == "503":
         raise CoordinateUnavailableError(
             f"no stream answered a publish to {subject} (is stream {stream} there?)",
