@@ -210,7 +210,7 @@ class Store:
                 self.engine = sa.create_engine(url, connect_args={"timeout": SQLITE_LOCK_TIMEOUT})
                 _sqlite_pragmas(self.engine)
                 if self.engine.url.database not in (None, "", ":memory:"):
-                    self.checkpointer = WalCheckpointer(self.engine.raw_connection)
+                    self.checkpointer = WalCheckpointer(self._sqlite_connection)
             else:
                 idle_ms = int(idle_transaction_timeout * 1000)
                 self.engine = sa.create_engine(
@@ -223,6 +223,13 @@ class Store:
         self._sql = BatchSql(self.engine.dialect.name)
         if self.checkpointer is not None:
             self.checkpointer.start()
+
+    def _sqlite_connection(self) -> Any:
+        """A driver connection to the SQLite file outside the pool, in autocommit mode."""
+        args, kwargs = self.engine.dialect.create_connect_args(self.engine.url)
+        raw = self.engine.dialect.loaded_dbapi.connect(*args, **kwargs)
+        raw.isolation_level = None
+        return raw
 
     def _safe_url(self) -> str:
         try:

@@ -43,8 +43,10 @@ class Checkpoint(NamedTuple):
 class WalCheckpointer:
     """Runs ``PRAGMA wal_checkpoint(PASSIVE)`` every ``interval`` seconds in a thread.
 
-    ``connect`` gives a DB-API connection in autocommit mode (no open
-    transaction: a checkpoint cannot run inside one); it is closed after each run.
+    ``connect`` opens a DB-API connection in autocommit mode (a checkpoint cannot
+    run inside a transaction). The thread keeps one of its own, out of the
+    store's pool: a pooled one would be used by the batches too, and each
+    connection the pool keeps busy holds its own page cache.
     """
 
     def __init__(self, connect: Callable[[], Any], *, interval: float = CHECKPOINT_INTERVAL):
@@ -68,30 +70,43 @@ class WalCheckpointer:
             self._thread = None
 
     def checkpoint(self) -> Checkpoint:
-        """One ``PASSIVE`` checkpoint now."""
+        """One ``PASSIVE`` checkpoint now, on a connection opened for it."""
         raw = self._connect()
         try:
-            cursor = raw.cursor()
-            cursor.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            busy, log_frames, checkpointed = cursor.fetchone()
-            cursor.close()
+            return self._run(raw)
         finally:
             raw.close()
-        with self._ran:
-            self.runs += 1
-            self._ran.notify_all()
-        return Checkpoint(bool(busy), log_frames, checkpointed)
 
     def wait_runs(self, runs: int, *, timeout: float) -> bool:
         """Wait until ``runs`` checkpoints have run in all; False on timeout."""
         with self._ran:
             return self._ran.wait_for(lambda: self.runs >= runs, timeout)
 
+    def _run(self, raw: Any) -> Checkpoint:
+        cursor = raw.cursor()
+        try:
+            cursor.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            busy, log_frames, checkpointed = cursor.fetchone()
+        finally:
+            cursor.close()
+        with self._ran:
+            self.runs += 1
+            self._ran.notify_all()
+        return Checkpoint(bool(busy), log_frames, checkpointed)
+
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                done = self.checkpoint()
-            except Exception as e:  # a store outage: the next turn tries again
-                logger.warning("WAL checkpoint failed: %s", e)
-            else:
-                logger.debug("WAL checkpoint: %s", done)
+        raw = None
+        try:
+            while not self._stop.wait(self.interval):
+                try:
+                    if raw is None:
+                        raw = self._connect()
+                    logger.debug("WAL checkpoint: %s", self._run(raw))
+                except Exception as e:  # a store outage: the next turn tries again
+                    logger.warning("WAL checkpoint failed: %s", e)
+                    if raw is not None:
+                        raw.close()
+                        raw = None
+        finally:
+            if raw is not None:
+                raw.close()
