@@ -33,6 +33,14 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run)")
     p.add_argument(
+        "--nats-procs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="throughput suite: GOMAXPROCS of its nats-server, which shares the machine with "
+        "the workers and the client (default 1; 0: Go's default, one per CPU)",
+    )
+    p.add_argument(
         "--out",
         type=Path,
         metavar="DIR",

@@ -130,6 +130,9 @@ class NatsServer:
     process: subprocess.Popen[bytes] | None = None
     extra_config: str = ""
     """Appended to the config as is (``authorization {...}``, ``tls {...}``)."""
+    gomaxprocs: int | None = None
+    """``GOMAXPROCS`` of the process (threads running Go code at once); None: Go's
+    default, one per CPU."""
 
     @property
     def url(self) -> str:
@@ -161,12 +164,16 @@ class NatsServer:
         conf = self.store_dir / f"{self.name}.conf"
         conf.write_text(self._config())
         log = self.store_dir / f"{self.name}.log"
+        env = None
+        if self.gomaxprocs is not None:
+            env = {**os.environ, "GOMAXPROCS": str(self.gomaxprocs)}
         with log.open("ab") as out:  # the child keeps its own copy of the descriptor
             self.process = subprocess.Popen(
                 [str(self.binary), "-c", str(conf)],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                env=env,
             )
         deadline = time.monotonic() + timeout
         while not _accepts(self.port):
@@ -202,10 +209,18 @@ class NatsServer:
 
 
 def start_server(
-    store_dir: Path, *, port: int = 0, name: str = "coordshard", extra_config: str = ""
+    store_dir: Path,
+    *,
+    port: int = 0,
+    name: str = "coordshard",
+    extra_config: str = "",
+    gomaxprocs: int | None = None,
 ) -> NatsServer:
     """Start one JetStream-enabled server on a free port (``extra_config`` appended)."""
-    return NatsServer(store_dir=store_dir, port=port, name=name, extra_config=extra_config).start()
+    server = NatsServer(
+        store_dir=store_dir, port=port, name=name, extra_config=extra_config, gomaxprocs=gomaxprocs
+    )
+    return server.start()
 
 
 def start_cluster(base_dir: Path, *, size: int = 3, name: str = "coordshard") -> list[NatsServer]:

@@ -12,6 +12,13 @@ One run, one embedded nats-server, on this machine:
 4. *memory*: all shards handed to worker 1, which reads 100k points (quick:
    10k), then its RSS and cache size.
 
+The nats-server runs with ``GOMAXPROCS=1`` unless ``--nats-procs`` says
+otherwise. It shares the machine with three busy processes, and with Go's
+default (one thread running Go code per CPU) a third of its CPU at half the
+peak rate went to handing goroutines between its threads (``perf``: context
+switches, futex wake-ups, the runtime's monitor thread); docs/benchmarks.md
+has the comparison. The ceiling runs on the same server.
+
 The consumers are provisioned here the way the rebalancer does (WorkQueue
 stream, one durable pull consumer per member, filter = its shards); the
 operator package starts workers as processes and talks to them only over
@@ -226,7 +233,7 @@ def _seed_points(db: str, systems: list[str], per_system: int) -> list[tuple[str
     return [(r[0], r[1]) for r in rows]
 
 
-async def _run(quick: bool) -> Table:
+async def _run(quick: bool, nats_procs: int) -> Table:
     n_ceiling = 20_000 if quick else 100_000
     n_peak = 5_000 if quick else 30_000
     half_seconds = 5.0 if quick else 15.0
@@ -234,7 +241,7 @@ async def _run(quick: bool) -> Table:
     size = _payload_size()
     table = Table(["phase", "commands", "commands/s", "p50 ms", "p99 ms", "notes"])
     with tempfile.TemporaryDirectory(prefix="coordshard-bench-") as tmp:
-        server = start_server(Path(tmp) / "nats")
+        server = start_server(Path(tmp) / "nats", gomaxprocs=nats_procs or None)
         procs: list[subprocess.Popen[bytes]] = []
         try:
             nc = await nats.connect(server.url)
@@ -361,12 +368,13 @@ async def _run(quick: bool) -> Table:
                 except subprocess.TimeoutExpired:
                     proc.kill()
             server.kill()
+    gomax = f"GOMAXPROCS={nats_procs}" if nats_procs else "Go's default GOMAXPROCS"
     table.notes.append(
-        f"Machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}; nats-server, "
-        "both workers and the client share it. Store: SQLite WAL, one shared file."
+        f"Machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}; nats-server "
+        f"({gomax}), both workers and the client share it. Store: SQLite WAL, one shared file."
     )
     return table
 
 
 def run(args: argparse.Namespace) -> Table:
-    return asyncio.run(_run(bool(args.quick)))
+    return asyncio.run(_run(bool(args.quick), int(getattr(args, "nats_procs", 1))))
