@@ -37,8 +37,8 @@ def add_parser(sub: Any) -> None:
         type=int,
         default=1,
         metavar="N",
-        help="throughput suite: GOMAXPROCS of its nats-server, which shares the machine with "
-        "the workers and the client (default 1; 0: Go's default, one per CPU)",
+        help="throughput and load-curve suites: GOMAXPROCS of their nats-server, which "
+        "shares the machine with the workers and the client (default 1; 0: Go's default)",
     )
     p.add_argument(
         "--out",

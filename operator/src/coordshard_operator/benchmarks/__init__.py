@@ -11,6 +11,7 @@ SUITES: dict[str, str] = {
     "plan": "coordshard_operator.benchmarks.plan",
     "handoff": "coordshard_operator.benchmarks.handoff",
     "throughput": "coordshard_operator.benchmarks.throughput",
+    "load-curve": "coordshard_operator.benchmarks.loadcurve",
     "sqlite-lock": "coordshard_operator.benchmarks.sqlitelock",
     "operator": "coordshard_operator.benchmarks.operator",
     "local": "coordshard_operator.benchmarks.local",

@@ -24,6 +24,13 @@ def _pyplot() -> Any:
     return plt
 
 
+def _save(plt: Any, fig: Any, path: Path) -> list[Path]:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]
+
+
 def _plan(data: dict[str, Any], out: Path) -> list[Path]:
     plt = _pyplot()
     rows = data["rows"]
@@ -50,11 +57,7 @@ def _plan(data: dict[str, Any], out: Path) -> list[Path]:
     right.set_ylabel("shards")
     right.set_title("shards moved vs the optimum")
     right.legend(fontsize=8)
-    fig.tight_layout()
-    path = out / "bench-plan.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [path]
+    return _save(plt, fig, out / "bench-plan.png")
 
 
 def _latency_figure(
@@ -160,11 +163,43 @@ def _throughput(data: dict[str, Any], out: Path) -> list[Path]:
     cdf.set_ylabel("fraction ≤ x")
     cdf.legend(fontsize=8)
     fig.suptitle("Coordinate Service throughput: where the CPU goes, and latency")
-    fig.tight_layout()
-    path = out / "bench-throughput.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [path]
+    return _save(plt, fig, out / "bench-throughput.png")
+
+
+def _load_curve(data: dict[str, Any], out: Path) -> list[Path]:
+    """CPU per command by process against the rate, and latency with cores busy."""
+    columns, rows = data["columns"], data["rows"]
+    if not rows:
+        return []
+    plt = _pyplot()
+    col = {name: i for i, name in enumerate(columns)}
+    processes = [c.removesuffix(" µs") for c in columns if c.endswith(" µs") and c != "total µs"]
+    labels = [f"{r[col['achieved/s']]}/s" if r[0].isdigit() else "peak" for r in rows]
+    fig, (cpu, lat) = plt.subplots(1, 2, figsize=(12, 4.2))
+    bottom = [0.0] * len(rows)
+    for name in processes:
+        values = [float(r[col[f"{name} µs"]]) for r in rows]
+        cpu.bar(range(len(rows)), values, bottom=bottom, label=name)
+        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    cpu.set_xticks(range(len(rows)), labels, fontsize=7, rotation=30)
+    cpu.set_ylabel("CPU µs per command")
+    cpu.set_title("CPU per command falls as the rate rises")
+    cpu.legend(fontsize=8)
+    paced = [r for r in rows if r[0].isdigit()]
+    rates = [r[col["achieved/s"]] for r in paced]
+    lat.plot(rates, [r[col["p50 ms"]] for r in paced], "-o", label="p50")
+    lat.plot(rates, [r[col["p99 ms"]] for r in paced], "-s", label="p99")
+    lat.axhline(50, color="grey", lw=0.8, ls=":")
+    lat.set_xlabel("commands/s, paced")
+    lat.set_ylabel("outcome latency, ms")
+    busy = lat.twinx()
+    busy.plot(rates, [r[col["cores busy"]] for r in paced], "--", color="grey", label="cores busy")
+    busy.set_ylabel("cores busy (of all)")
+    busy.set_ylim(0, max(2.0, max(r[col["cores busy"]] for r in paced)) * 1.05)
+    lines = lat.get_legend_handles_labels()[0] + busy.get_legend_handles_labels()[0]
+    lat.legend(lines, [str(line.get_label()) for line in lines], fontsize=8, loc="upper left")
+    lat.set_title("latency and cores busy (dotted: 50 ms)")
+    return _save(plt, fig, out / "bench-load-curve.png")
 
 
 def _sqlite_lock(data: dict[str, Any], out: Path) -> list[Path]:
@@ -187,6 +222,7 @@ _DRAW: dict[str, Callable[[dict[str, Any], Path], list[Path]]] = {
     "operator": _operator,
     "sqlite-lock": _sqlite_lock,
     "throughput": _throughput,
+    "load-curve": _load_curve,
 }
 
 

@@ -19,7 +19,7 @@ peak rate went to handing goroutines between its threads (``perf``: context
 switches, futex wake-ups, the runtime's monitor thread); docs/benchmarks.md
 has the comparison. The ceiling runs on the same server.
 
-The consumers are provisioned here the way the rebalancer does (WorkQueue
+The consumers are provisioned the way the rebalancer does (``servicerig``: WorkQueue
 stream, one durable pull consumer per member, filter = its shards); the
 operator package starts workers as processes and talks to them only over
 NATS, HTTP and the SDK.
@@ -29,30 +29,37 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import os
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import nats
 from nats.aio.client import Client
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StreamConfig
+from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StreamConfig
 
-from coordshard_client import CoordinateClient, Translate, shard_filter
+from coordshard_client import Translate
 from coordshard_client.messages import Envelope, MovePoint
-from coordshard_client.naming import consumer_name
 from coordshard_operator.benchmarks import Table, percentile
-from coordshard_operator.natsserver import free_port, start_server
-
-SHARDS = 16
-STREAM = "COORDINATE"
-PREFIX = "coordinate.cmd"
-GROUP = "coordinate"
+from coordshard_operator.benchmarks.servicerig import (
+    SHARDS,
+    STREAM,
+    CpuMeter,
+    assign,
+    batches,
+    closed_loop,
+    cpu_note,
+    gomaxprocs_note,
+    mean_batch,
+    metric,
+    nats_procs,
+    paced,
+    rss_mb,
+    two_workers,
+)
+from coordshard_operator.natsserver import start_server
 
 
 def _payload_size() -> int:
@@ -92,136 +99,6 @@ async def _ceiling(nc: Client, n: int, size: int) -> float:
     return n / elapsed
 
 
-async def _assign(nc: Client, member: str, shards: list[int]) -> str:
-    name = consumer_name(group=GROUP, member=member, incarnation="bench")
-    await nc.jetstream().add_consumer(
-        STREAM,
-        ConsumerConfig(
-            durable_name=name,
-            ack_policy=AckPolicy.EXPLICIT,
-            deliver_policy=DeliverPolicy.ALL,
-            filter_subjects=[shard_filter(s, prefix=PREFIX) for s in shards],
-            max_ack_pending=20_000,
-        ),
-    )
-    return name
-
-
-def _spawn(url: str, member: str, db: str, port: int, log: Path) -> subprocess.Popen[bytes]:
-    args = [
-        sys.executable, "-m", "coordshard_service", "--nats-url", url, "--pod-name", member,
-        "--pod-uid", "bench", "--database-url", db, "--shards", str(SHARDS),
-        "--http-host", "127.0.0.1", "--http-port", str(port), "--log-level", "WARNING",
-    ]  # fmt: skip
-    with log.open("wb") as sink:
-        return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=sink)
-
-
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds a process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-class CpuMeter:
-    """CPU per command, by process: robust where wall-clock rates are not (a shared machine)."""
-
-    def __init__(self, pids: dict[str, int]) -> None:
-        self.pids = pids
-        self._start = {name: _cpu_s(pid) for name, pid in pids.items()}
-
-    def per_command_us(self, commands: int) -> dict[str, float]:
-        return {
-            name: (_cpu_s(pid) - self._start[name]) / commands * 1e6
-            for name, pid in self.pids.items()
-        }
-
-
-def _cpu_note(us: dict[str, float]) -> str:
-    parts = ", ".join(f"{name} {v:.0f}" for name, v in us.items())
-    return f"CPU µs/command: {parts}; total {sum(us.values()):.0f}"
-
-
-def _metric(port: int, name: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-        for line in r.read().decode().splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[1])
-    return float("nan")
-
-
-def _batches(ports: list[int]) -> tuple[float, float]:
-    """(batches, messages) the workers have fetched so far, from their /metrics."""
-    count = sum(_metric(p, "coordshard_worker_batch_size_count") for p in ports)
-    total = sum(_metric(p, "coordshard_worker_batch_size_sum") for p in ports)
-    return count, total
-
-
-def _mean_batch(before: tuple[float, float], after: tuple[float, float]) -> str:
-    batches, messages = after[0] - before[0], after[1] - before[1]
-    return f"mean batch {messages / batches:.1f}" if batches else "no batches"
-
-
-async def _closed_loop(
-    client: CoordinateClient, targets: list[tuple[str, str]], n: int, window: int
-) -> tuple[float, list[float]]:
-    """n moves by ``window`` concurrent callers; returns (commands/s, latencies ms)."""
-    latencies: list[float] = []
-
-    async def caller(first: int) -> None:
-        for i in range(first, n, window):
-            system_id, point_id = targets[i % len(targets)]
-            t0 = time.perf_counter()
-            await client.move_point(
-                system_id=system_id, point_id=point_id, moves=[Translate(delta=(1, 0))]
-            )
-            latencies.append((time.perf_counter() - t0) * 1000)
-
-    started = time.perf_counter()
-    await asyncio.gather(*(caller(w) for w in range(window)))
-    return n / (time.perf_counter() - started), latencies
-
-
-async def _paced(
-    client: CoordinateClient, targets: list[tuple[str, str]], rate: float, seconds: float
-) -> tuple[float, list[float]]:
-    """Open loop: start a move every 1/rate s for ``seconds``; returns (achieved/s, ms)."""
-    latencies: list[float] = []
-    loop = asyncio.get_running_loop()
-
-    async def one(i: int) -> None:
-        system_id, point_id = targets[i % len(targets)]
-        t0 = time.perf_counter()
-        await client.move_point(
-            system_id=system_id, point_id=point_id, moves=[Translate(delta=(1, 0))]
-        )
-        latencies.append((time.perf_counter() - t0) * 1000)
-
-    # Only the calls in flight are kept: holding every finished task would grow
-    # the heap by ~60k objects that each full garbage collection walks (pauses
-    # of ~150 ms in this very loop, counted as outcome latency).
-    running: set[asyncio.Task[None]] = set()
-    start = loop.time()
-    total = int(rate * seconds)
-    for i in range(total):
-        due = start + i / rate
-        delay = due - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)  # pacing, not synchronisation
-        task = asyncio.create_task(one(i))
-        running.add(task)
-        task.add_done_callback(running.discard)
-    await asyncio.gather(*running)  # none are started after this
-    return total / (loop.time() - start), latencies
-
-
 def _seed_points(db: str, systems: list[str], per_system: int) -> list[tuple[str, str]]:
     """Insert points straight into the (already migrated) SQLite store: setup, not measured."""
     path = db.removeprefix("sqlite:///")
@@ -233,7 +110,7 @@ def _seed_points(db: str, systems: list[str], per_system: int) -> list[tuple[str
     return [(r[0], r[1]) for r in rows]
 
 
-async def _run(quick: bool, nats_procs: int) -> Table:
+async def _run(quick: bool, go_procs: int) -> Table:
     n_ceiling = 20_000 if quick else 100_000
     n_peak = 5_000 if quick else 30_000
     half_seconds = 5.0 if quick else 15.0
@@ -241,8 +118,7 @@ async def _run(quick: bool, nats_procs: int) -> Table:
     size = _payload_size()
     table = Table(["phase", "commands", "commands/s", "p50 ms", "p99 ms", "notes"])
     with tempfile.TemporaryDirectory(prefix="coordshard-bench-") as tmp:
-        server = start_server(Path(tmp) / "nats", gomaxprocs=nats_procs or None)
-        procs: list[subprocess.Popen[bytes]] = []
+        server = start_server(Path(tmp) / "nats", gomaxprocs=go_procs or None)
         try:
             nc = await nats.connect(server.url)
             assert server.process is not None
@@ -257,36 +133,11 @@ async def _run(quick: bool, nats_procs: int) -> Table:
                     round(ceiling),
                     "",
                     "",
-                    f"publish_async + fetch(500) + ack, {size} B; {_cpu_note(ceiling_cpu)}",
+                    f"publish_async + fetch(500) + ack, {size} B; {cpu_note(ceiling_cpu)}",
                 ]
             )
-            js = nc.jetstream()
-            await js.add_stream(
-                StreamConfig(
-                    name=STREAM, subjects=[PREFIX + ".>"], retention=RetentionPolicy.WORK_QUEUE
-                )
-            )
-            half = SHARDS // 2
-            db = f"sqlite:///{Path(tmp) / 'store.db'}"
-            ports = [free_port(), free_port()]
-            names = [
-                await _assign(nc, "w1", list(range(half))),
-                await _assign(nc, "w2", list(range(half, SHARDS))),
-            ]
-            for i, member in enumerate(("w1", "w2")):
-                procs.append(_spawn(server.url, member, db, ports[i], Path(tmp) / f"{member}.log"))
-            async with CoordinateClient(nc, shards=SHARDS, timeout=60) as client:
-                systems = [f"sys-{i:02d}" for i in range(64)]
-                for s in systems:
-                    await client.create_system(system_id=s, name=s, dimension=2)
-                targets = [(s, f"p{j}") for s in systems for j in range(16)]
-                for s, p in targets:
-                    await client.create_point(system_id=s, point_id=p, coordinates=(0, 0))
-                await _closed_loop(client, targets, 1000, 500)  # warm-up
-                # What a latency-minded gateway does once it is set up: keep the
-                # long-lived objects out of every full collection (pauses of up to
-                # 55 ms in this process otherwise, counted as outcome latency).
-                gc.freeze()
+            async with two_workers(nc, server.url, Path(tmp)) as rig:
+                client, targets, procs, ports = rig.client, rig.targets, rig.procs, rig.ports
                 meter = CpuMeter(
                     {
                         "client": me,
@@ -295,11 +146,11 @@ async def _run(quick: bool, nats_procs: int) -> Table:
                         "nats-server": nats_pid,
                     }
                 )
-                before_peak = _batches(ports)
-                peak, lat = await _closed_loop(client, targets, n_peak, 1000)
+                before_peak = batches(ports)
+                peak, lat = await closed_loop(client, targets, n_peak, 1000)
                 peak_cpu = meter.per_command_us(n_peak)
-                after_peak = _batches(ports)
-                peak_batch = _mean_batch(before_peak, after_peak)
+                after_peak = batches(ports)
+                peak_batch = mean_batch(before_peak, after_peak)
                 table.samples["peak_ms"] = lat
                 table.samples["ceiling_cpu_us"] = list(ceiling_cpu.values())
                 table.samples["peak_cpu_us"] = list(peak_cpu.values())
@@ -310,14 +161,14 @@ async def _run(quick: bool, nats_procs: int) -> Table:
                         round(peak),
                         percentile(lat, 0.5),
                         percentile(lat, 0.99),
-                        f"{peak / ceiling:.0%} of ceiling; 1000 in flight; {_cpu_note(peak_cpu)}; "
+                        f"{peak / ceiling:.0%} of ceiling; 1000 in flight; {cpu_note(peak_cpu)}; "
                         + peak_batch,
                     ]
                 )
                 meter = CpuMeter(meter.pids)
-                got, lat = await _paced(client, targets, peak / 2, half_seconds)
+                got, lat = await paced(client, targets, peak / 2, half_seconds)
                 half_cpu = meter.per_command_us(len(lat))
-                half_batch = _mean_batch(after_peak, _batches(ports))
+                half_batch = mean_batch(after_peak, batches(ports))
                 busy = sum(half_cpu.values()) * got / 1e6
                 table.samples["half_ms"] = lat
                 table.rows.append(
@@ -328,16 +179,16 @@ async def _run(quick: bool, nats_procs: int) -> Table:
                         percentile(lat, 0.5),
                         percentile(lat, 0.99),
                         f"target {peak / 2:.0f}/s for {half_seconds:.0f}s; "
-                        f"{_cpu_note(half_cpu)}; {busy:.2f} cores busy; {half_batch}",
+                        f"{cpu_note(half_cpu)}; {busy:.2f} cores busy; {half_batch}",
                     ]
                 )
                 # Memory: hand every shard to w1 (no messages pending, so no reset is needed).
-                await js.delete_consumer(STREAM, names[1])
-                await _assign(nc, "w1", list(range(SHARDS)))
+                await nc.jetstream().delete_consumer(STREAM, rig.consumers[1])
+                await assign(nc, "w1", list(range(SHARDS)))
                 big = [f"big-{i}" for i in range(10)]
                 for s in big:
                     await client.create_system(system_id=s, name=s, dimension=2)
-                seeded = _seed_points(db, big, cached_points // len(big))
+                seeded = _seed_points(rig.db, big, cached_points // len(big))
                 started = time.perf_counter()
 
                 async def reader(first: int) -> None:
@@ -346,7 +197,7 @@ async def _run(quick: bool, nats_procs: int) -> Table:
 
                 await asyncio.gather(*(reader(w) for w in range(500)))
                 reads = len(seeded) / (time.perf_counter() - started)
-                entries = _metric(ports[0], "coordshard_worker_cache_entries")
+                entries = metric(ports[0], "coordshard_worker_cache_entries")
                 table.rows.append(
                     [
                         "memory (1 worker)",
@@ -354,27 +205,20 @@ async def _run(quick: bool, nats_procs: int) -> Table:
                         round(reads),
                         "",
                         "",
-                        f"worker RSS {_rss_mb(procs[0].pid):.0f} MB "
+                        f"worker RSS {rss_mb(procs[0].pid):.0f} MB "
                         f"with {entries:.0f} cached entries (get_point rate shown)",
                     ]
                 )
             await nc.close()
         finally:
-            for proc in procs:
-                proc.terminate()
-            for proc in procs:
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
             server.kill()
-    gomax = f"GOMAXPROCS={nats_procs}" if nats_procs else "Go's default GOMAXPROCS"
     table.notes.append(
         f"Machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}; nats-server "
-        f"({gomax}), both workers and the client share it. Store: SQLite WAL, one shared file."
+        f"({gomaxprocs_note(go_procs)}), both workers and the client share it. "
+        "Store: SQLite WAL, one shared file."
     )
     return table
 
 
 def run(args: argparse.Namespace) -> Table:
-    return asyncio.run(_run(bool(args.quick), int(getattr(args, "nats_procs", 1))))
+    return asyncio.run(_run(bool(args.quick), nats_procs(args)))

@@ -1,0 +1,226 @@
+"""What the service benchmarks share: two worker processes, their consumers, pacing, CPU.
+
+The consumers are provisioned the way the rebalancer does (WorkQueue stream,
+one durable pull consumer per member, filter = its shards); workers run as
+processes and are measured from the outside (``/proc``, ``/metrics``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from nats.aio.client import Client
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StreamConfig
+
+from coordshard_client import CoordinateClient, Translate, shard_filter
+from coordshard_client.naming import consumer_name
+from coordshard_operator.natsserver import free_port
+
+
+def nats_procs(args: object) -> int:
+    """``--nats-procs``: GOMAXPROCS of the suite's nats-server (0: Go's default)."""
+    return int(getattr(args, "nats_procs", 1))
+
+
+def gomaxprocs_note(procs: int) -> str:
+    return f"GOMAXPROCS={procs}" if procs else "Go's default GOMAXPROCS"
+
+
+SHARDS = 16
+STREAM = "COORDINATE"
+PREFIX = "coordinate.cmd"
+GROUP = "coordinate"
+
+
+async def assign(nc: Client, member: str, shards: list[int]) -> str:
+    name = consumer_name(group=GROUP, member=member, incarnation="bench")
+    await nc.jetstream().add_consumer(
+        STREAM,
+        ConsumerConfig(
+            durable_name=name,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            filter_subjects=[shard_filter(s, prefix=PREFIX) for s in shards],
+            max_ack_pending=20_000,
+        ),
+    )
+    return name
+
+
+def spawn_worker(url: str, member: str, db: str, port: int, log: Path) -> subprocess.Popen[bytes]:
+    args = [
+        sys.executable, "-m", "coordshard_service", "--nats-url", url, "--pod-name", member,
+        "--pod-uid", "bench", "--database-url", db, "--shards", str(SHARDS),
+        "--http-host", "127.0.0.1", "--http-port", str(port), "--log-level", "WARNING",
+    ]  # fmt: skip
+    with log.open("wb") as sink:
+        return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=sink)
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU per command, by process: robust where wall-clock rates are not (a shared machine)."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self._start = {name: _cpu_s(pid) for name, pid in pids.items()}
+
+    def per_command_us(self, commands: int) -> dict[str, float]:
+        return {
+            name: (_cpu_s(pid) - self._start[name]) / commands * 1e6
+            for name, pid in self.pids.items()
+        }
+
+
+def cpu_note(us: dict[str, float]) -> str:
+    parts = ", ".join(f"{name} {v:.0f}" for name, v in us.items())
+    return f"CPU µs/command: {parts}; total {sum(us.values()):.0f}"
+
+
+def metric(port: int, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    return float("nan")
+
+
+def batches(ports: list[int]) -> tuple[float, float]:
+    """(batches, messages) the workers have fetched so far, from their /metrics."""
+    count = sum(metric(p, "coordshard_worker_batch_size_count") for p in ports)
+    total = sum(metric(p, "coordshard_worker_batch_size_sum") for p in ports)
+    return count, total
+
+
+def mean_batch(before: tuple[float, float], after: tuple[float, float]) -> str:
+    batches, messages = after[0] - before[0], after[1] - before[1]
+    return f"mean batch {messages / batches:.1f}" if batches else "no batches"
+
+
+async def closed_loop(
+    client: CoordinateClient, targets: list[tuple[str, str]], n: int, window: int
+) -> tuple[float, list[float]]:
+    """n moves by ``window`` concurrent callers; returns (commands/s, latencies ms)."""
+    latencies: list[float] = []
+
+    async def caller(first: int) -> None:
+        for i in range(first, n, window):
+            system_id, point_id = targets[i % len(targets)]
+            t0 = time.perf_counter()
+            await client.move_point(
+                system_id=system_id, point_id=point_id, moves=[Translate(delta=(1, 0))]
+            )
+            latencies.append((time.perf_counter() - t0) * 1000)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(caller(w) for w in range(window)))
+    return n / (time.perf_counter() - started), latencies
+
+
+async def paced(
+    client: CoordinateClient, targets: list[tuple[str, str]], rate: float, seconds: float
+) -> tuple[float, list[float]]:
+    """Open loop: start a move every 1/rate s for ``seconds``; returns (achieved/s, ms)."""
+    latencies: list[float] = []
+    loop = asyncio.get_running_loop()
+
+    async def one(i: int) -> None:
+        system_id, point_id = targets[i % len(targets)]
+        t0 = time.perf_counter()
+        await client.move_point(
+            system_id=system_id, point_id=point_id, moves=[Translate(delta=(1, 0))]
+        )
+        latencies.append((time.perf_counter() - t0) * 1000)
+
+    # Only the calls in flight are kept: holding every finished task would grow
+    # the heap by ~60k objects that each full garbage collection walks (pauses
+    # of ~150 ms in this very loop, counted as outcome latency).
+    running: set[asyncio.Task[None]] = set()
+    start = loop.time()
+    total = int(rate * seconds)
+    for i in range(total):
+        due = start + i / rate
+        delay = due - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)  # pacing, not synchronisation
+        task = asyncio.create_task(one(i))
+        running.add(task)
+        task.add_done_callback(running.discard)
+    await asyncio.gather(*running)  # none are started after this
+    return total / (loop.time() - start), latencies
+
+
+@dataclass
+class Rig:
+    """Two workers serving 8 shards each, and a warmed-up client."""
+
+    client: CoordinateClient
+    targets: list[tuple[str, str]]
+    """(system, point) pairs that exist: 64 systems of 16 points."""
+    procs: list[subprocess.Popen[bytes]]
+    ports: list[int]
+    """The workers' HTTP ports (``/metrics``)."""
+    consumers: list[str]
+    db: str
+
+
+@asynccontextmanager
+async def two_workers(nc: Client, url: str, tmp: Path) -> AsyncIterator[Rig]:
+    """Stream, consumers and two worker processes on one SQLite file; 1024 points
+    created and moved once (warm-up), then this process's objects frozen out of
+    garbage collection, as a latency-minded gateway would once set up (full
+    collections paused it up to 55 ms otherwise, counted as outcome latency)."""
+    await nc.jetstream().add_stream(
+        StreamConfig(name=STREAM, subjects=[PREFIX + ".>"], retention=RetentionPolicy.WORK_QUEUE)
+    )
+    half = SHARDS // 2
+    db = f"sqlite:///{tmp / 'store.db'}"
+    ports = [free_port(), free_port()]
+    consumers = [
+        await assign(nc, "w1", list(range(half))),
+        await assign(nc, "w2", list(range(half, SHARDS))),
+    ]
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for i, member in enumerate(("w1", "w2")):
+            procs.append(spawn_worker(url, member, db, ports[i], tmp / f"{member}.log"))
+        async with CoordinateClient(nc, shards=SHARDS, timeout=60) as client:
+            systems = [f"sys-{i:02d}" for i in range(64)]
+            for s in systems:
+                await client.create_system(system_id=s, name=s, dimension=2)
+            targets = [(s, f"p{j}") for s in systems for j in range(16)]
+            for s, p in targets:
+                await client.create_point(system_id=s, point_id=p, coordinates=(0, 0))
+            await closed_loop(client, targets, 1000, 500)
+            gc.freeze()
+            yield Rig(client, targets, procs, ports, consumers, db)
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
