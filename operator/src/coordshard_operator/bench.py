@@ -41,6 +41,13 @@ def add_parser(sub: Any) -> None:
         "shares the machine with the workers and the client (default 1; 0: Go's default)",
     )
     p.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="throughput and load-curve suites: a PostgreSQL URL (postgresql+psycopg://...); "
+        "they run on a scratch database made beside it and dropped afterwards "
+        "(default: a SQLite file in a temporary folder)",
+    )
+    p.add_argument(
         "--out",
         type=Path,
         metavar="DIR",

@@ -13,7 +13,6 @@ import asyncio
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolic
 
 from coordshard_client import CoordinateClient, Translate, shard_filter
 from coordshard_client.naming import consumer_name
+from coordshard_operator.benchmarks.scratchdb import scratch_database
 from coordshard_operator.natsserver import NatsServer
 from coordshard_service import app
 from coordshard_service.consuming import Worker
@@ -55,13 +55,9 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     reason = _postgres_reachable()
     if reason:
         pytest.skip(reason)
-    name = "cs_" + uuid.uuid4().hex[:12]
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
-    yield f"{base}/{name}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    admin = PG_ADMIN.replace("postgresql://", "postgresql+psycopg://", 1)
+    with scratch_database(admin, prefix="cs_") as url:
+        yield url
 
 
 @dataclass

@@ -24,9 +24,12 @@ from coordshard_operator.benchmarks.servicerig import (
     CpuMeter,
     batches,
     closed_loop,
+    database_backends,
     gomaxprocs_note,
     nats_procs,
     paced,
+    store_note,
+    store_url,
     two_workers,
 )
 from coordshard_operator.natsserver import start_server
@@ -36,29 +39,41 @@ QUICK_RATES = (500, 2000, 5000)
 PROCESSES = ("client", "worker 1", "worker 2", "nats-server")
 
 
-async def _run(quick: bool, go_procs: int) -> Table:
+async def _run(args: argparse.Namespace) -> Table:
+    quick, go_procs = bool(args.quick), nats_procs(args)
     rates = QUICK_RATES if quick else RATES
     seconds = 2.0 if quick else 6.0
+    processes = [*PROCESSES, *(["postgres"] if getattr(args, "database_url", None) else [])]
     table = Table(
         [
             "offered/s",
             "achieved/s",
             "p50 ms",
             "p99 ms",
-            *(f"{p} µs" for p in PROCESSES),
+            *(f"{p} µs" for p in processes),
             "total µs",
             "cores busy",
             "mean batch",
         ]
     )
-    with tempfile.TemporaryDirectory(prefix="coordshard-bench-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="coordshard-bench-") as tmp,
+        store_url(args, Path(tmp)) as db,
+    ):
         server = start_server(Path(tmp) / "nats", gomaxprocs=go_procs or None)
         try:
             nc = await nats.connect(server.url)
             assert server.process is not None
-            async with two_workers(nc, server.url, Path(tmp)) as rig:
-                pids = [os.getpid(), rig.procs[0].pid, rig.procs[1].pid, server.process.pid]
-                meters = dict(zip(PROCESSES, pids, strict=True))
+            async with two_workers(nc, server.url, Path(tmp), db) as rig:
+                pids: list[int | list[int]] = [
+                    os.getpid(),
+                    rig.procs[0].pid,
+                    rig.procs[1].pid,
+                    server.process.pid,
+                ]
+                if getattr(args, "database_url", None):
+                    pids.append(database_backends(db))
+                meters = dict(zip(processes, pids, strict=True))
 
                 def row(offered: str, got: float, lat: list[float], cpu: dict[str, float]) -> None:
                     total = sum(cpu.values())
@@ -68,7 +83,7 @@ async def _run(quick: bool, go_procs: int) -> Table:
                             round(got),
                             round(percentile(lat, 0.5), 1),
                             round(percentile(lat, 0.99), 1),
-                            *(round(cpu[p]) for p in PROCESSES),
+                            *(round(cpu[p]) for p in processes),
                             round(total),
                             round(total * got / 1e6, 2),
                             round(batch(before, batches(rig.ports)), 1),
@@ -94,10 +109,10 @@ async def _run(quick: bool, go_procs: int) -> Table:
     table.notes.append(
         f"{seconds:.0f} s per rate; {os.cpu_count()} CPUs shared by all four processes; "
         f"nats-server with {gomaxprocs_note(go_procs)}. "
-        "CPU is user + system time from /proc per command."
+        "CPU is user + system time from /proc per command. " + store_note(db)
     )
     return table
 
 
 def run(args: argparse.Namespace) -> Table:
-    return asyncio.run(_run(bool(args.quick), nats_procs(args)))
+    return asyncio.run(_run(args))

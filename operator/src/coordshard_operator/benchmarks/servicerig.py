@@ -14,16 +14,18 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 from nats.aio.client import Client
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StreamConfig
 
 from coordshard_client import CoordinateClient, Translate, shard_filter
 from coordshard_client.naming import consumer_name
+from coordshard_operator.benchmarks.scratchdb import libpq_url, scratch_database
 from coordshard_operator.natsserver import free_port
 
 
@@ -34,6 +36,24 @@ def nats_procs(args: object) -> int:
 
 def gomaxprocs_note(procs: int) -> str:
     return f"GOMAXPROCS={procs}" if procs else "Go's default GOMAXPROCS"
+
+
+@contextmanager
+def store_url(args: object, tmp: Path) -> Iterator[str]:
+    """The run's store: with ``--database-url`` (PostgreSQL) a scratch database made
+    beside the one named and dropped afterwards; else a SQLite file in ``tmp``."""
+    given = getattr(args, "database_url", None)
+    if not given:
+        yield f"sqlite:///{tmp / 'store.db'}"
+        return
+    with scratch_database(given, prefix="coordshard_bench_") as url:
+        yield url
+
+
+def store_note(db: str) -> str:
+    if db.startswith("sqlite"):
+        return "Store: SQLite WAL, one shared file."
+    return "Store: PostgreSQL on this machine (a scratch database)."
 
 
 SHARDS = 16
@@ -74,16 +94,24 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds a process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def _cpu_s(pids: int | list[int]) -> float:
+    """User + system CPU seconds the process (or processes) used so far; 0 for one gone."""
+    total = 0.0
+    for pid in [pids] if isinstance(pids, int) else pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 class CpuMeter:
-    """CPU per command, by process: robust where wall-clock rates are not (a shared machine)."""
+    """CPU per command, by process: robust where wall-clock rates are not (a shared machine).
 
-    def __init__(self, pids: dict[str, int]) -> None:
+    A name may stand for several processes (PostgreSQL's backends), summed."""
+
+    def __init__(self, pids: dict[str, int | list[int]]) -> None:
         self.pids = pids
         self._start = {name: _cpu_s(pid) for name, pid in pids.items()}
 
@@ -92,6 +120,20 @@ class CpuMeter:
             name: (_cpu_s(pid) - self._start[name]) / commands * 1e6
             for name, pid in self.pids.items()
         }
+
+
+def database_backends(db: str) -> list[int]:
+    """PIDs of the PostgreSQL backends serving ``db`` on this machine ([] for SQLite,
+    or a server elsewhere): their CPU is part of a command's cost."""
+    if db.startswith("sqlite"):
+        return []
+    name = db.rsplit("/", 1)[1].split("?", 1)[0]
+    with psycopg.connect(libpq_url(db)) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            (name,),
+        ).fetchall()
+    return [pid for (pid,) in rows if Path(f"/proc/{pid}").exists()]
 
 
 def cpu_note(us: dict[str, float]) -> str:
@@ -187,8 +229,8 @@ class Rig:
 
 
 @asynccontextmanager
-async def two_workers(nc: Client, url: str, tmp: Path) -> AsyncIterator[Rig]:
-    """Stream, consumers and two worker processes on one SQLite file; 1024 points
+async def two_workers(nc: Client, url: str, tmp: Path, db: str) -> AsyncIterator[Rig]:
+    """Stream, consumers and two worker processes on the store ``db``; 1024 points
     created and moved once (warm-up), then this process's objects frozen out of
     garbage collection, as a latency-minded gateway would once set up (full
     collections paused it up to 55 ms otherwise, counted as outcome latency)."""
@@ -196,7 +238,6 @@ async def two_workers(nc: Client, url: str, tmp: Path) -> AsyncIterator[Rig]:
         StreamConfig(name=STREAM, subjects=[PREFIX + ".>"], retention=RetentionPolicy.WORK_QUEUE)
     )
     half = SHARDS // 2
-    db = f"sqlite:///{tmp / 'store.db'}"
     ports = [free_port(), free_port()]
     consumers = [
         await assign(nc, "w1", list(range(half))),

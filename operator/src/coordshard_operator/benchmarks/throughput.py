@@ -37,12 +37,14 @@ import time
 from pathlib import Path
 
 import nats
+import psycopg
 from nats.aio.client import Client
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StreamConfig
 
 from coordshard_client import Translate
 from coordshard_client.messages import Envelope, MovePoint
 from coordshard_operator.benchmarks import Table, percentile
+from coordshard_operator.benchmarks.scratchdb import libpq_url
 from coordshard_operator.benchmarks.servicerig import (
     SHARDS,
     STREAM,
@@ -51,12 +53,15 @@ from coordshard_operator.benchmarks.servicerig import (
     batches,
     closed_loop,
     cpu_note,
+    database_backends,
     gomaxprocs_note,
     mean_batch,
     metric,
     nats_procs,
     paced,
     rss_mb,
+    store_note,
+    store_url,
     two_workers,
 )
 from coordshard_operator.natsserver import start_server
@@ -100,24 +105,35 @@ async def _ceiling(nc: Client, n: int, size: int) -> float:
 
 
 def _seed_points(db: str, systems: list[str], per_system: int) -> list[tuple[str, str]]:
-    """Insert points straight into the (already migrated) SQLite store: setup, not measured."""
-    path = db.removeprefix("sqlite:///")
+    """Insert points straight into the (already migrated) store: setup, not measured."""
     rows = [(s, f"p{j:05d}", "[0.0, 0.0]", 1) for s in systems for j in range(per_system)]
-    with sqlite3.connect(path, timeout=30) as conn:
-        conn.executemany(
-            "INSERT INTO points (system_id, point_id, coordinates, version) VALUES (?,?,?,?)", rows
-        )
+    columns = "points (system_id, point_id, coordinates, version)"
+    if db.startswith("sqlite"):
+        with sqlite3.connect(db.removeprefix("sqlite:///"), timeout=30) as conn:
+            conn.executemany(f"INSERT INTO {columns} VALUES (?,?,?,?)", rows)
+    else:
+        with (
+            psycopg.connect(libpq_url(db)) as pg,
+            pg.cursor() as cur,
+            cur.copy(f"COPY {columns} FROM STDIN") as copy,
+        ):
+            for row in rows:
+                copy.write_row(row)
     return [(r[0], r[1]) for r in rows]
 
 
-async def _run(quick: bool, go_procs: int) -> Table:
+async def _run(args: argparse.Namespace) -> Table:
+    quick, go_procs = bool(args.quick), nats_procs(args)
     n_ceiling = 20_000 if quick else 100_000
     n_peak = 5_000 if quick else 30_000
     half_seconds = 5.0 if quick else 15.0
     cached_points = 10_000 if quick else 100_000
     size = _payload_size()
     table = Table(["phase", "commands", "commands/s", "p50 ms", "p99 ms", "notes"])
-    with tempfile.TemporaryDirectory(prefix="coordshard-bench-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="coordshard-bench-") as tmp,
+        store_url(args, Path(tmp)) as db,
+    ):
         server = start_server(Path(tmp) / "nats", gomaxprocs=go_procs or None)
         try:
             nc = await nats.connect(server.url)
@@ -136,16 +152,17 @@ async def _run(quick: bool, go_procs: int) -> Table:
                     f"publish_async + fetch(500) + ack, {size} B; {cpu_note(ceiling_cpu)}",
                 ]
             )
-            async with two_workers(nc, server.url, Path(tmp)) as rig:
+            async with two_workers(nc, server.url, Path(tmp), db) as rig:
                 client, targets, procs, ports = rig.client, rig.targets, rig.procs, rig.ports
-                meter = CpuMeter(
-                    {
-                        "client": me,
-                        "worker 1": procs[0].pid,
-                        "worker 2": procs[1].pid,
-                        "nats-server": nats_pid,
-                    }
-                )
+                pids: dict[str, int | list[int]] = {
+                    "client": me,
+                    "worker 1": procs[0].pid,
+                    "worker 2": procs[1].pid,
+                    "nats-server": nats_pid,
+                }
+                if backends := database_backends(db):
+                    pids["postgres"] = backends
+                meter = CpuMeter(pids)
                 before_peak = batches(ports)
                 peak, lat = await closed_loop(client, targets, n_peak, 1000)
                 peak_cpu = meter.per_command_us(n_peak)
@@ -188,7 +205,7 @@ async def _run(quick: bool, go_procs: int) -> Table:
                 big = [f"big-{i}" for i in range(10)]
                 for s in big:
                     await client.create_system(system_id=s, name=s, dimension=2)
-                seeded = _seed_points(rig.db, big, cached_points // len(big))
+                seeded = _seed_points(db, big, cached_points // len(big))
                 started = time.perf_counter()
 
                 async def reader(first: int) -> None:
@@ -214,11 +231,10 @@ async def _run(quick: bool, go_procs: int) -> Table:
             server.kill()
     table.notes.append(
         f"Machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}; nats-server "
-        f"({gomaxprocs_note(go_procs)}), both workers and the client share it. "
-        "Store: SQLite WAL, one shared file."
+        f"({gomaxprocs_note(go_procs)}), both workers and the client share it. " + store_note(db)
     )
     return table
 
 
 def run(args: argparse.Namespace) -> Table:
-    return asyncio.run(_run(bool(args.quick), nats_procs(args)))
+    return asyncio.run(_run(args))

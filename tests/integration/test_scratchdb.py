@@ -1,0 +1,43 @@
+"""A scratch PostgreSQL database exists inside its block, and only there."""
+
+from __future__ import annotations
+
+import os
+
+import psycopg
+import pytest
+
+from coordshard_operator.benchmarks.scratchdb import libpq_url, scratch_database
+
+pytestmark = pytest.mark.integration
+
+ADMIN = os.environ.get("COORDSHARD_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _databases() -> set[str]:
+    with psycopg.connect(ADMIN, connect_timeout=2) as conn:
+        return {r[0] for r in conn.execute("SELECT datname FROM pg_database")}
+
+
+def test_the_database_is_made_empty_and_dropped() -> None:
+    try:
+        before = _databases()
+    except psycopg.Error as e:
+        pytest.skip(f"PostgreSQL not reachable at {ADMIN}: {e}")
+    given = ADMIN.replace("postgresql://", "postgresql+psycopg://", 1)
+    with scratch_database(given, prefix="cs_scratch_") as url:
+        assert url.startswith("postgresql+psycopg://")
+        name = url.rsplit("/", 1)[1]
+        assert name.startswith("cs_scratch_") and name not in before
+        with psycopg.connect(libpq_url(url)) as conn:
+            assert conn.execute("SELECT current_database()").fetchone() == (name,)
+            tables = conn.execute(
+                "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'"
+            ).fetchone()
+            assert tables == (0,)
+    assert name not in _databases()
+
+
+def test_only_postgresql_urls_are_taken() -> None:
+    with pytest.raises(ValueError, match="not a PostgreSQL URL"):
+        libpq_url("sqlite:///x.db")
