@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -37,6 +38,12 @@ from coordshard_operator.natsserver import start_server
 RATES = (250, 500, 1000, 2000, 3000, 4000, 5000, 6000, 7000)
 QUICK_RATES = (500, 2000, 5000)
 PROCESSES = ("client", "worker 1", "worker 2", "nats-server")
+
+
+def _mean(before: tuple[float, float], after: tuple[float, float]) -> float:
+    """Mean batch between two (batches, messages) readings."""
+    count, size = after[0] - before[0], after[1] - before[1]
+    return size / count if count else 0.0
 
 
 async def _run(args: argparse.Namespace) -> Table:
@@ -75,7 +82,13 @@ async def _run(args: argparse.Namespace) -> Table:
                     pids.append(database_backends(db))
                 meters = dict(zip(processes, pids, strict=True))
 
-                def row(offered: str, got: float, lat: list[float], cpu: dict[str, float]) -> None:
+                def row(
+                    offered: str,
+                    got: float,
+                    lat: list[float],
+                    cpu: dict[str, float],
+                    before: tuple[float, float],
+                ) -> None:
                     total = sum(cpu.values())
                     table.rows.append(
                         [
@@ -86,28 +99,24 @@ async def _run(args: argparse.Namespace) -> Table:
                             *(round(cpu[p]) for p in processes),
                             round(total),
                             round(total * got / 1e6, 2),
-                            round(batch(before, batches(rig.ports)), 1),
+                            round(_mean(before, batches(rig.ports)), 1),
                         ]
                     )
-
-                def batch(before: tuple[float, float], after: tuple[float, float]) -> float:
-                    count, size = after[0] - before[0], after[1] - before[1]
-                    return size / count if count else 0.0
 
                 for rate in rates:
                     meter, before = CpuMeter(meters), batches(rig.ports)
                     got, lat = await paced(rig.client, rig.targets, rate, seconds)
-                    row(str(rate), got, lat, meter.per_command_us(len(lat)))
-                    print(f"load-curve: {rate}/s done", flush=True)  # progress
+                    row(str(rate), got, lat, meter.per_command_us(len(lat)), before)
+                    print(f"load-curve: {rate}/s done", file=sys.stderr, flush=True)
                 n = 5_000 if quick else 20_000
                 meter, before = CpuMeter(meters), batches(rig.ports)
                 got, lat = await closed_loop(rig.client, rig.targets, n, 1000)
-                row("peak (1000 in flight)", got, lat, meter.per_command_us(n))
+                row("peak (1000 in flight)", got, lat, meter.per_command_us(n), before)
             await nc.close()
         finally:
             server.kill()
     table.notes.append(
-        f"{seconds:.0f} s per rate; {os.cpu_count()} CPUs shared by all four processes; "
+        f"{seconds:.0f} s per rate; {os.cpu_count()} CPUs shared by all the processes; "
         f"nats-server with {gomaxprocs_note(go_procs)}. "
         "CPU is user + system time from /proc per command. " + store_note(db)
     )
