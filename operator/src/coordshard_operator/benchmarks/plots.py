@@ -79,10 +79,7 @@ def _latency_figure(
     cdf.set_ylabel("fraction ≤ x")
     cdf.axhline(0.99, color="grey", lw=0.6, ls=":")
     fig.suptitle(f"{title} (dotted: target {target:g} ms)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [path]
+    return _save(plt, fig, path)
 
 
 def _local(data: dict[str, Any], out: Path) -> list[Path]:

@@ -12,6 +12,7 @@ import gc
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
@@ -19,6 +20,7 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import nats
 import psycopg
 from nats.aio.client import Client
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StreamConfig
@@ -26,7 +28,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolic
 from coordshard_client import CoordinateClient, Translate, shard_filter
 from coordshard_client.naming import consumer_name
 from coordshard_operator.benchmarks.scratchdb import libpq_url, scratch_database
-from coordshard_operator.natsserver import free_port
+from coordshard_operator.natsserver import NatsServer, free_port, start_server
 
 
 def nats_procs(args: object) -> int:
@@ -48,6 +50,36 @@ def store_url(args: object, tmp: Path) -> Iterator[str]:
         return
     with scratch_database(given, prefix="coordshard_bench_") as url:
         yield url
+
+
+@dataclass
+class Setup:
+    """What a service suite runs on: a scratch folder, its store, a nats-server, a client
+    connection."""
+
+    tmp: Path
+    db: str
+    server: NatsServer
+    nc: Client
+
+
+@asynccontextmanager
+async def embedded(args: object) -> AsyncIterator[Setup]:
+    """A scratch folder, the run's store (``store_url``) and a nats-server with the
+    suite's ``--nats-procs``, connected to; all gone afterwards."""
+    with (
+        tempfile.TemporaryDirectory(prefix="coordshard-bench-") as tmp,
+        store_url(args, Path(tmp)) as db,
+    ):
+        server = start_server(Path(tmp) / "nats", gomaxprocs=nats_procs(args) or None)
+        try:
+            nc = await nats.connect(server.url)
+            try:
+                yield Setup(Path(tmp), db, server, nc)
+            finally:
+                await nc.close()
+        finally:
+            server.kill()
 
 
 def store_note(db: str) -> str:
@@ -136,6 +168,21 @@ def database_backends(db: str) -> list[int]:
     return [pid for (pid,) in rows if Path(f"/proc/{pid}").exists()]
 
 
+def process_pids(rig: Rig, server: NatsServer, db: str) -> dict[str, int | list[int]]:
+    """The processes a command's CPU is spent in, by name: this one (the client), the
+    two workers, the nats-server, and PostgreSQL's backends when they run here."""
+    assert server.process is not None
+    pids: dict[str, int | list[int]] = {
+        "client": os.getpid(),
+        "worker 1": rig.procs[0].pid,
+        "worker 2": rig.procs[1].pid,
+        "nats-server": server.process.pid,
+    }
+    if backends := database_backends(db):
+        pids["postgres"] = backends
+    return pids
+
+
 def cpu_note(us: dict[str, float]) -> str:
     parts = ", ".join(f"{name} {v:.0f}" for name, v in us.items())
     return f"CPU µs/command: {parts}; total {sum(us.values()):.0f}"
@@ -156,9 +203,15 @@ def batches(ports: list[int]) -> tuple[float, float]:
     return count, total
 
 
+def batch_mean(before: tuple[float, float], after: tuple[float, float]) -> float | None:
+    """Mean batch between two ``batches`` readings; None if no batch came between."""
+    count, messages = after[0] - before[0], after[1] - before[1]
+    return messages / count if count else None
+
+
 def mean_batch(before: tuple[float, float], after: tuple[float, float]) -> str:
-    batches, messages = after[0] - before[0], after[1] - before[1]
-    return f"mean batch {messages / batches:.1f}" if batches else "no batches"
+    mean = batch_mean(before, after)
+    return f"mean batch {mean:.1f}" if mean is not None else "no batches"
 
 
 async def closed_loop(
@@ -225,7 +278,6 @@ class Rig:
     ports: list[int]
     """The workers' HTTP ports (``/metrics``)."""
     consumers: list[str]
-    db: str
 
 
 @asynccontextmanager
@@ -256,7 +308,7 @@ async def two_workers(nc: Client, url: str, tmp: Path, db: str) -> AsyncIterator
                 await client.create_point(system_id=s, point_id=p, coordinates=(0, 0))
             await closed_loop(client, targets, 1000, 500)
             gc.freeze()
-            yield Rig(client, targets, procs, ports, consumers, db)
+            yield Rig(client, targets, procs, ports, consumers)
     finally:
         for proc in procs:
             proc.terminate()

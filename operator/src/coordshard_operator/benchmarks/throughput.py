@@ -32,9 +32,7 @@ import asyncio
 import os
 import sqlite3
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import nats
 import psycopg
@@ -53,18 +51,17 @@ from coordshard_operator.benchmarks.servicerig import (
     batches,
     closed_loop,
     cpu_note,
-    database_backends,
+    embedded,
     gomaxprocs_note,
     mean_batch,
     metric,
     nats_procs,
     paced,
+    process_pids,
     rss_mb,
     store_note,
-    store_url,
     two_workers,
 )
-from coordshard_operator.natsserver import start_server
 
 
 def _payload_size() -> int:
@@ -123,115 +120,99 @@ def _seed_points(db: str, systems: list[str], per_system: int) -> list[tuple[str
 
 
 async def _run(args: argparse.Namespace) -> Table:
-    quick, go_procs = bool(args.quick), nats_procs(args)
+    quick = bool(args.quick)
     n_ceiling = 20_000 if quick else 100_000
     n_peak = 5_000 if quick else 30_000
     half_seconds = 5.0 if quick else 15.0
     cached_points = 10_000 if quick else 100_000
     size = _payload_size()
     table = Table(["phase", "commands", "commands/s", "p50 ms", "p99 ms", "notes"])
-    with (
-        tempfile.TemporaryDirectory(prefix="coordshard-bench-") as tmp,
-        store_url(args, Path(tmp)) as db,
-    ):
-        server = start_server(Path(tmp) / "nats", gomaxprocs=go_procs or None)
-        try:
-            nc = await nats.connect(server.url)
-            assert server.process is not None
-            me, nats_pid = os.getpid(), server.process.pid
-            meter = CpuMeter({"client": me, "nats-server": nats_pid})
-            ceiling = await _ceiling(nc, n_ceiling, size)
-            ceiling_cpu = meter.per_command_us(n_ceiling)
+    async with embedded(args) as setup:
+        nc, server, db = setup.nc, setup.server, setup.db
+        assert server.process is not None
+        meter = CpuMeter({"client": os.getpid(), "nats-server": server.process.pid})
+        ceiling = await _ceiling(nc, n_ceiling, size)
+        ceiling_cpu = meter.per_command_us(n_ceiling)
+        table.rows.append(
+            [
+                "ceiling (raw nats-py)",
+                n_ceiling,
+                round(ceiling),
+                "",
+                "",
+                f"publish_async + fetch(500) + ack, {size} B; {cpu_note(ceiling_cpu)}",
+            ]
+        )
+        async with two_workers(nc, server.url, setup.tmp, db) as rig:
+            client, targets, procs, ports = rig.client, rig.targets, rig.procs, rig.ports
+            meter = CpuMeter(process_pids(rig, server, db))
+            before_peak = batches(ports)
+            peak, lat = await closed_loop(client, targets, n_peak, 1000)
+            peak_cpu = meter.per_command_us(n_peak)
+            after_peak = batches(ports)
+            peak_batch = mean_batch(before_peak, after_peak)
+            table.samples["peak_ms"] = lat
+            table.samples["ceiling_cpu_us"] = list(ceiling_cpu.values())
+            table.samples["peak_cpu_us"] = list(peak_cpu.values())
             table.rows.append(
                 [
-                    "ceiling (raw nats-py)",
-                    n_ceiling,
-                    round(ceiling),
-                    "",
-                    "",
-                    f"publish_async + fetch(500) + ack, {size} B; {cpu_note(ceiling_cpu)}",
+                    "peak (2 workers, SDK)",
+                    n_peak,
+                    round(peak),
+                    percentile(lat, 0.5),
+                    percentile(lat, 0.99),
+                    f"{peak / ceiling:.0%} of ceiling; 1000 in flight; {cpu_note(peak_cpu)}; "
+                    + peak_batch,
                 ]
             )
-            async with two_workers(nc, server.url, Path(tmp), db) as rig:
-                client, targets, procs, ports = rig.client, rig.targets, rig.procs, rig.ports
-                pids: dict[str, int | list[int]] = {
-                    "client": me,
-                    "worker 1": procs[0].pid,
-                    "worker 2": procs[1].pid,
-                    "nats-server": nats_pid,
-                }
-                if backends := database_backends(db):
-                    pids["postgres"] = backends
-                meter = CpuMeter(pids)
-                before_peak = batches(ports)
-                peak, lat = await closed_loop(client, targets, n_peak, 1000)
-                peak_cpu = meter.per_command_us(n_peak)
-                after_peak = batches(ports)
-                peak_batch = mean_batch(before_peak, after_peak)
-                table.samples["peak_ms"] = lat
-                table.samples["ceiling_cpu_us"] = list(ceiling_cpu.values())
-                table.samples["peak_cpu_us"] = list(peak_cpu.values())
-                table.rows.append(
-                    [
-                        "peak (2 workers, SDK)",
-                        n_peak,
-                        round(peak),
-                        percentile(lat, 0.5),
-                        percentile(lat, 0.99),
-                        f"{peak / ceiling:.0%} of ceiling; 1000 in flight; {cpu_note(peak_cpu)}; "
-                        + peak_batch,
-                    ]
-                )
-                meter = CpuMeter(meter.pids)
-                got, lat = await paced(client, targets, peak / 2, half_seconds)
-                half_cpu = meter.per_command_us(len(lat))
-                half_batch = mean_batch(after_peak, batches(ports))
-                busy = sum(half_cpu.values()) * got / 1e6
-                table.samples["half_ms"] = lat
-                table.rows.append(
-                    [
-                        "half of peak, paced",
-                        len(lat),
-                        round(got),
-                        percentile(lat, 0.5),
-                        percentile(lat, 0.99),
-                        f"target {peak / 2:.0f}/s for {half_seconds:.0f}s; "
-                        f"{cpu_note(half_cpu)}; {busy:.2f} cores busy; {half_batch}",
-                    ]
-                )
-                # Memory: hand every shard to w1 (no messages pending, so no reset is needed).
-                await nc.jetstream().delete_consumer(STREAM, rig.consumers[1])
-                await assign(nc, "w1", list(range(SHARDS)))
-                big = [f"big-{i}" for i in range(10)]
-                for s in big:
-                    await client.create_system(system_id=s, name=s, dimension=2)
-                seeded = _seed_points(db, big, cached_points // len(big))
-                started = time.perf_counter()
+            meter = CpuMeter(meter.pids)
+            got, lat = await paced(client, targets, peak / 2, half_seconds)
+            half_cpu = meter.per_command_us(len(lat))
+            half_batch = mean_batch(after_peak, batches(ports))
+            busy = sum(half_cpu.values()) * got / 1e6
+            table.samples["half_ms"] = lat
+            table.rows.append(
+                [
+                    "half of peak, paced",
+                    len(lat),
+                    round(got),
+                    percentile(lat, 0.5),
+                    percentile(lat, 0.99),
+                    f"target {peak / 2:.0f}/s for {half_seconds:.0f}s; "
+                    f"{cpu_note(half_cpu)}; {busy:.2f} cores busy; {half_batch}",
+                ]
+            )
+            # Memory: hand every shard to w1 (no messages pending, so no reset is needed).
+            await nc.jetstream().delete_consumer(STREAM, rig.consumers[1])
+            await assign(nc, "w1", list(range(SHARDS)))
+            big = [f"big-{i}" for i in range(10)]
+            for s in big:
+                await client.create_system(system_id=s, name=s, dimension=2)
+            seeded = _seed_points(db, big, cached_points // len(big))
+            started = time.perf_counter()
 
-                async def reader(first: int) -> None:
-                    for s, p in seeded[first::500]:
-                        await client.get_point(system_id=s, point_id=p)
+            async def reader(first: int) -> None:
+                for s, p in seeded[first::500]:
+                    await client.get_point(system_id=s, point_id=p)
 
-                await asyncio.gather(*(reader(w) for w in range(500)))
-                reads = len(seeded) / (time.perf_counter() - started)
-                entries = metric(ports[0], "coordshard_worker_cache_entries")
-                table.rows.append(
-                    [
-                        "memory (1 worker)",
-                        len(seeded),
-                        round(reads),
-                        "",
-                        "",
-                        f"worker RSS {rss_mb(procs[0].pid):.0f} MB "
-                        f"with {entries:.0f} cached entries (get_point rate shown)",
-                    ]
-                )
-            await nc.close()
-        finally:
-            server.kill()
+            await asyncio.gather(*(reader(w) for w in range(500)))
+            reads = len(seeded) / (time.perf_counter() - started)
+            entries = metric(ports[0], "coordshard_worker_cache_entries")
+            table.rows.append(
+                [
+                    "memory (1 worker)",
+                    len(seeded),
+                    round(reads),
+                    "",
+                    "",
+                    f"worker RSS {rss_mb(procs[0].pid):.0f} MB "
+                    f"with {entries:.0f} cached entries (get_point rate shown)",
+                ]
+            )
     table.notes.append(
         f"Machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}; nats-server "
-        f"({gomaxprocs_note(go_procs)}), both workers and the client share it. " + store_note(db)
+        f"({gomaxprocs_note(nats_procs(args))}), both workers and the client share it. "
+        + store_note(db)
     )
     return table
 
