@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from kubernetes import client, config, utils
 
-from coordshard_operator import crd
-from coordshard_operator.natsserver import NatsServer, start_server
+from coordshard_operator.kube import crd
+from coordshard_operator.local.natsserver import NatsServer, start_server
 from coordshard_operator.testing.cluster import OperatorProcess, wait_until
 
 pytestmark = pytest.mark.e2e

@@ -17,7 +17,7 @@ import pytest
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from coordshard_operator.natsserver import NatsServer, start_cluster, start_server
+from coordshard_operator.local.natsserver import NatsServer, start_cluster, start_server
 
 
 @pytest.fixture

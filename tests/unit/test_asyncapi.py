@@ -10,7 +10,7 @@ import yaml
 
 from coordshard_client.asyncapi import COMMAND_MODELS, document
 from coordshard_client.messages import COMMAND_OPS, QUERY_OPS
-from coordshard_operator.asyncapicmd import render
+from coordshard_operator.cli.asyncapi import render
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "docs" / "asyncapi.yaml"

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from coordshard_operator.balancing import InvalidAssignmentError, assign_shards
+from coordshard_operator.rebalancer.balancing import InvalidAssignmentError, assign_shards
 
 
 def owners(assignment: dict[str, tuple[int, ...]]) -> dict[int, str]:

@@ -9,7 +9,7 @@ import jsonschema
 import pytest
 import yaml
 
-from coordshard_operator import crd
+from coordshard_operator.kube import crd
 
 CRD = yaml.safe_load((Path(__file__).parents[2] / "crds" / "coordinateshards.yaml").read_text())
 VERSION: dict[str, Any] = CRD["spec"]["versions"][0]

@@ -6,8 +6,8 @@ import socket
 
 import pytest
 
-from coordshard_operator import natsserver
-from coordshard_operator.natsserver import free_port
+from coordshard_operator.local import natsserver
+from coordshard_operator.local.natsserver import free_port
 
 
 def test_ports_are_below_the_ephemeral_range_distinct_and_bindable() -> None:

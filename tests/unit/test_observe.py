@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from coordshard_operator.observe import PodState, observe, pod_state
+from coordshard_operator.kube.observe import PodState, observe, pod_state
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from coordshard_operator.cli import main
+from coordshard_operator.cli.main import main
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -97,7 +97,7 @@ def test_unusable_previous_file(
 def test_every_subcommand_has_help(capsys: pytest.CaptureFixture[str]) -> None:
     import argparse
 
-    from coordshard_operator.cli import build_parser
+    from coordshard_operator.cli.main import build_parser
 
     code, out, _ = run(capsys, "--help")
     assert code == 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from coordshard_operator.planning import HandoffStep, plan, plan_handoff
+from coordshard_operator.rebalancer.planning import HandoffStep, plan, plan_handoff
 
 
 def apply_steps(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from coordshard_operator.handlers import give_up_release
+from coordshard_operator.kube.handlers import give_up_release
 
 
 def test_retry_until_the_limit_then_give_up() -> None:

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from coordshard_operator import spec
-from coordshard_operator.errors import InvalidSpecError
+from coordshard_operator.kube import spec
+from coordshard_operator.rebalancer.errors import InvalidSpecError
 
 
 def body(**over: Any) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from coordshard_operator.kubeapi import merge_diff
+from coordshard_operator.kube.kubeapi import merge_diff
 from coordshard_operator.testing.apiserver import merge_patch
 
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from coordshard_operator.workercmd import worker_argv
+from coordshard_operator.cli.worker import worker_argv
 from coordshard_service.__main__ import settings_from
 
 

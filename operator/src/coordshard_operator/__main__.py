@@ -2,6 +2,6 @@
 
 import sys
 
-from coordshard_operator.cli import main
+from coordshard_operator.cli.main import main
 
 sys.exit(main())

@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 import yaml
 
-from coordshard_operator.natsserver import NatsServer
+from coordshard_operator.local.natsserver import NatsServer
 from coordshard_operator.testing.apiserver import ApiServer
 from coordshard_operator.testing.cluster import Cluster, OperatorProcess
 

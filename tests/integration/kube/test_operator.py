@@ -24,12 +24,12 @@ from nats.aio.client import Client
 
 from coordshard_client import CoordinateClient
 from coordshard_client.subjects import shard_filter
-from coordshard_operator import crd
-from coordshard_operator.jetstream import JetStreamApi
-from coordshard_operator.natsserver import NatsServer, free_port
+from coordshard_operator.cli.worker import worker_argv
+from coordshard_operator.kube import crd
+from coordshard_operator.local.natsserver import NatsServer, free_port
+from coordshard_operator.rebalancer.jetstream import JetStreamApi
 from coordshard_operator.testing.apiserver import ApiError
 from coordshard_operator.testing.cluster import Cluster, OperatorProcess, parse_ranges, wait_until
-from coordshard_operator.workercmd import worker_argv
 
 pytestmark = pytest.mark.integration
 

@@ -19,8 +19,8 @@ from typing import Any
 import nats
 import pytest
 
-from coordshard_operator import crd
-from coordshard_operator.natsserver import NatsServer, start_server
+from coordshard_operator.kube import crd
+from coordshard_operator.local.natsserver import NatsServer, start_server
 from coordshard_operator.testing.apiserver import ApiError
 from coordshard_operator.testing.certs import TestCa, server_tls
 from coordshard_operator.testing.cluster import Cluster, OperatorProcess, wait_until

@@ -26,7 +26,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolic
 from coordshard_client import CoordinateClient, Translate, shard_filter
 from coordshard_client.naming import consumer_name
 from coordshard_operator.benchmarks.scratchdb import scratch_database
-from coordshard_operator.natsserver import NatsServer
+from coordshard_operator.local.natsserver import NatsServer
 from coordshard_service import app
 from coordshard_service.consuming import Worker
 from coordshard_service.health import HealthServer

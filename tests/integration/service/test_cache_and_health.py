@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 
 from coordshard_client import CoordinateClient, Translate, shard_of
-from coordshard_operator.natsserver import NatsServer, free_port
+from coordshard_operator.local.natsserver import NatsServer, free_port
 from coordshard_service import app
 
 from .conftest import (

@@ -15,7 +15,7 @@ from coordshard_client.errors import (
     OutOfBoundsError,
 )
 from coordshard_client.messages import Bounds, MoveTo, Translate
-from coordshard_operator.natsserver import NatsServer
+from coordshard_operator.local.natsserver import NatsServer
 
 from .conftest import SHARDS, Provisioner, start_member
 

@@ -16,9 +16,9 @@ import pytest
 from nats.aio.client import Client
 
 from coordshard_client import CoordinateClient
-from coordshard_operator.handoff import Engine, GroupConfig, MemberInfo
-from coordshard_operator.natsserver import NatsServer
-from coordshard_operator.rebalance import rebalance
+from coordshard_operator.local.natsserver import NatsServer
+from coordshard_operator.rebalancer.handoff import Engine, GroupConfig, MemberInfo
+from coordshard_operator.rebalancer.passes import rebalance
 
 from .conftest import (
     GROUP,

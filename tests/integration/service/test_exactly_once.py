@@ -29,7 +29,7 @@ from coordshard_client.messages import (
     Point,
 )
 from coordshard_client.subjects import shard_of
-from coordshard_operator.natsserver import NatsServer
+from coordshard_operator.local.natsserver import NatsServer
 from coordshard_service.cache import Cache
 from coordshard_service.commands import Incoming, apply_batch
 from coordshard_service.consuming import decode

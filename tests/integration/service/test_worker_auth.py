@@ -17,7 +17,7 @@ import nats
 import pytest
 
 from coordshard_client import CoordinateClient
-from coordshard_operator.natsserver import NatsServer, start_server
+from coordshard_operator.local.natsserver import NatsServer, start_server
 from coordshard_operator.testing.certs import TestCa, server_tls
 from coordshard_operator.testing.users import authorization, new_user_seed
 from coordshard_service import app

@@ -26,9 +26,9 @@ from nats.js import JetStreamContext
 
 from coordshard_operator.benchmarks import Table, percentile
 from coordshard_operator.benchmarks.workload import Ledger, SimWorker
-from coordshard_operator.handoff import Engine, GroupConfig, MemberInfo
-from coordshard_operator.natsserver import NatsServer, start_cluster, start_server
-from coordshard_operator.planning import plan
+from coordshard_operator.local.natsserver import NatsServer, start_cluster, start_server
+from coordshard_operator.rebalancer.handoff import Engine, GroupConfig, MemberInfo
+from coordshard_operator.rebalancer.planning import plan
 
 SHARDS = 32
 PREFIX = "bench.cmd"

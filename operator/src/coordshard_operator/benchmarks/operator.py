@@ -32,7 +32,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.errors import NotFoundError, ServiceUnavailableError
 
 from coordshard_operator.benchmarks import Table, percentile
-from coordshard_operator.natsserver import start_server
+from coordshard_operator.local.natsserver import start_server
 from coordshard_operator.testing.apiserver import ApiServer
 from coordshard_operator.testing.cluster import Cluster, OperatorProcess, parse_ranges, wait_until
 

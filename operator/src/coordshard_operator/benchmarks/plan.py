@@ -13,7 +13,7 @@ import sys
 import time
 
 from coordshard_operator.benchmarks import Table, percentile
-from coordshard_operator.planning import plan
+from coordshard_operator.rebalancer.planning import plan
 
 SHARDS = (64, 1024, 4096)
 MEMBERS = (3, 32, 512)

@@ -28,7 +28,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolic
 from coordshard_client import CoordinateClient, Translate, shard_filter
 from coordshard_client.naming import consumer_name
 from coordshard_operator.benchmarks.scratchdb import libpq_url, scratch_database
-from coordshard_operator.natsserver import NatsServer, free_port, start_server
+from coordshard_operator.local.natsserver import NatsServer, free_port, start_server
 
 
 def nats_procs(args: object) -> int:

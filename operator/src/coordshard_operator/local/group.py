@@ -14,11 +14,11 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from coordshard_operator.errors import CoordshardError
-from coordshard_operator.handoff import Engine, MemberInfo
 from coordshard_operator.local.membership import held, members, next_change
 from coordshard_operator.local.workers import WorkerProcess
-from coordshard_operator.rebalance import rebalance
+from coordshard_operator.rebalancer.errors import CoordshardError
+from coordshard_operator.rebalancer.handoff import Engine, MemberInfo
+from coordshard_operator.rebalancer.passes import rebalance
 
 __all__ = ["LocalGroup", "Rebalance"]
 

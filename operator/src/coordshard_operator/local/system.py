@@ -25,13 +25,13 @@ import nats
 from nats.aio.client import Client
 
 from coordshard_client.publisher import CoordinateClient
-from coordshard_operator.errors import TransientError
-from coordshard_operator.handoff import Checkpoint, Engine, GroupConfig
 from coordshard_operator.local.check import Verdict, verify
 from coordshard_operator.local.group import LocalGroup
 from coordshard_operator.local.load import Ledger, LoadGenerator
+from coordshard_operator.local.natsserver import NatsServer, start_cluster, start_server
 from coordshard_operator.local.workers import WorkerProcess, WorkerSpec
-from coordshard_operator.natsserver import NatsServer, start_cluster, start_server
+from coordshard_operator.rebalancer.errors import TransientError
+from coordshard_operator.rebalancer.handoff import Checkpoint, Engine, GroupConfig
 
 __all__ = ["LocalSystem", "SystemOptions", "summarize"]
 

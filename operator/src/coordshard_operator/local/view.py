@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from coordshard_operator.cli.plan import shard_ranges
 from coordshard_operator.local.group import Rebalance
-from coordshard_operator.plancmd import shard_ranges
 
 __all__ = ["Snapshot", "WorkerRow", "render"]
 

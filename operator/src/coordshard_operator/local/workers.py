@@ -25,7 +25,7 @@ import aiohttp
 
 from coordshard_client.naming import consumer_name
 from coordshard_operator.local.membership import WorkerState
-from coordshard_operator.natsserver import free_port
+from coordshard_operator.local.natsserver import free_port
 
 __all__ = ["WorkerProcess", "WorkerSpec"]
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from coordshard_client.naming import consumer_name
-from coordshard_operator import crd
+from coordshard_operator.kube import crd
 from coordshard_operator.testing.apiserver import ApiServer, ResourceType
 
 __all__ = ["Cluster", "OperatorProcess", "parse_ranges", "wait_until"]

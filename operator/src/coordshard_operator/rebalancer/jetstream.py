@@ -3,7 +3,7 @@
 It owns three things: the command stream's shape (``stream_config`` and the
 compatibility check), retries with backoff for conditions that pass by
 themselves (a cluster electing a leader takes ~5 s; a client reconnecting),
-and the mapping of nats-py errors onto ``coordshard_operator.errors``, done
+and the mapping of nats-py errors onto ``coordshard_operator.rebalancer.errors``, done
 once, here. It also counts the requests that change consumers, so a caller
 (and a test) can see that a converged reconcile changed nothing.
 
@@ -35,7 +35,7 @@ from nats.js.api import (
     StreamInfo,
 )
 
-from coordshard_operator.errors import (
+from coordshard_operator.rebalancer.errors import (
     JetStreamApiError,
     JetStreamUnavailableError,
     NatsUnavailableError,

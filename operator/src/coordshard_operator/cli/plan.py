@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from coordshard_operator.balancing import InvalidAssignmentError
-from coordshard_operator.planning import Plan, plan
+from coordshard_operator.rebalancer.balancing import InvalidAssignmentError
+from coordshard_operator.rebalancer.planning import Plan, plan
 
 __all__ = ["add_parser", "load_previous", "plan_to_json", "render_plan", "shard_ranges"]
 

@@ -53,9 +53,9 @@ from nats.js.api import ConsumerInfo
 
 from coordshard_client.naming import DEFAULT_GROUP, DEFAULT_STREAM, consumer_name, validate_name
 from coordshard_client.subjects import DEFAULT_PREFIX, MAX_SHARDS, shard_filter, validate_prefix
-from coordshard_operator.balancing import AssignmentLike
-from coordshard_operator.errors import ConfigError, JetStreamUnavailableError
-from coordshard_operator.jetstream import (
+from coordshard_operator.rebalancer.balancing import AssignmentLike
+from coordshard_operator.rebalancer.errors import ConfigError, JetStreamUnavailableError
+from coordshard_operator.rebalancer.jetstream import (
     JetStreamApi,
     RetryPolicy,
     consumer_config,

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from coordshard_operator.balancing import (
+from coordshard_operator.rebalancer.balancing import (
     AssignmentLike,
     Balance,
     assign_shards,

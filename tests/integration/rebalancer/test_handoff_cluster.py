@@ -14,11 +14,11 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from coordshard_operator.benchmarks.workload import Ledger, Publisher, SimWorker
-from coordshard_operator.errors import JetStreamApiError
-from coordshard_operator.handoff import Engine, GroupConfig, MemberInfo
-from coordshard_operator.jetstream import RetryPolicy
-from coordshard_operator.natsserver import NatsServer
-from coordshard_operator.planning import plan
+from coordshard_operator.local.natsserver import NatsServer
+from coordshard_operator.rebalancer.errors import JetStreamApiError
+from coordshard_operator.rebalancer.handoff import Engine, GroupConfig, MemberInfo
+from coordshard_operator.rebalancer.jetstream import RetryPolicy
+from coordshard_operator.rebalancer.planning import plan
 
 pytestmark = pytest.mark.integration
 

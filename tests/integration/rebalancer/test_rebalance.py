@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from nats.js import JetStreamContext
 
-from coordshard_operator.handoff import Engine, GroupConfig, MemberInfo
-from coordshard_operator.rebalance import rebalance
+from coordshard_operator.rebalancer.handoff import Engine, GroupConfig, MemberInfo
+from coordshard_operator.rebalancer.passes import rebalance
 
 pytestmark = pytest.mark.integration
 

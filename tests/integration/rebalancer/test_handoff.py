@@ -18,16 +18,16 @@ from nats.js import JetStreamContext
 from nats.js.api import RetentionPolicy, StreamConfig
 
 from coordshard_operator.benchmarks.workload import Ledger, Publisher, SimWorker
-from coordshard_operator.errors import (
+from coordshard_operator.local.natsserver import NatsServer
+from coordshard_operator.rebalancer.errors import (
     ConfigError,
     StreamMismatchError,
     StreamMissingError,
     TransientError,
 )
-from coordshard_operator.handoff import Engine, GroupConfig, MemberInfo, Report
-from coordshard_operator.jetstream import RetryPolicy
-from coordshard_operator.natsserver import NatsServer
-from coordshard_operator.planning import plan
+from coordshard_operator.rebalancer.handoff import Engine, GroupConfig, MemberInfo, Report
+from coordshard_operator.rebalancer.jetstream import RetryPolicy
+from coordshard_operator.rebalancer.planning import plan
 
 pytestmark = pytest.mark.integration
 

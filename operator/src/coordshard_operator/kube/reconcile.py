@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from coordshard_operator import conditions, observe, spec
-from coordshard_operator.handoff import Engine, MemberInfo, Report
-from coordshard_operator.rebalance import rebalance
+from coordshard_operator.kube import conditions, observe, spec
+from coordshard_operator.rebalancer.handoff import Engine, MemberInfo, Report
+from coordshard_operator.rebalancer.passes import rebalance
 
 __all__ = ["Notice", "Outcome", "reconcile"]
 

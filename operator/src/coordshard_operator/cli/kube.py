@@ -46,7 +46,7 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import kopf  # imported here: the other subcommands do not need kopf
 
-    from coordshard_operator import handlers  # registers the handlers
+    from coordshard_operator.kube import handlers  # registers the handlers
 
     kopf.configure(verbose=args.verbose)
     kopf.run(

@@ -19,9 +19,9 @@ from typing import Any
 import aiohttp
 import kopf
 
-from coordshard_operator import crd
-from coordshard_operator.errors import SecretUnavailableError, TransientError
-from coordshard_operator.natsauth import Secret
+from coordshard_operator.kube import crd
+from coordshard_operator.kube.natsauth import Secret
+from coordshard_operator.rebalancer.errors import SecretUnavailableError, TransientError
 
 __all__ = ["KubeApi", "merge_diff"]
 

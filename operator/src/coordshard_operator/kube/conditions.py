@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from coordshard_operator import crd
+from coordshard_operator.kube import crd
 
 __all__ = ["Condition", "Summary", "format_ranges", "merge_conditions", "report"]
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from coordshard_operator.handoff import Engine, MemberInfo, Observed, Report
-from coordshard_operator.planning import Plan, plan
+from coordshard_operator.rebalancer.handoff import Engine, MemberInfo, Observed, Report
+from coordshard_operator.rebalancer.planning import Plan, plan
 
 __all__ = ["Pass", "rebalance"]
 

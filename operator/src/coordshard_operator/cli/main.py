@@ -12,7 +12,11 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from coordshard_operator import asyncapicmd, bench, operatorcmd, plancmd, workercmd
+from coordshard_operator.cli import asyncapi as asyncapicmd
+from coordshard_operator.cli import bench
+from coordshard_operator.cli import kube as operatorcmd
+from coordshard_operator.cli import plan as plancmd
+from coordshard_operator.cli import worker as workercmd
 from coordshard_operator.local import up
 
 __all__ = ["main"]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from coordshard_operator.natsserver import NatsServer, start_server
+from coordshard_operator.local.natsserver import NatsServer, start_server
 
 pytestmark = pytest.mark.integration
 

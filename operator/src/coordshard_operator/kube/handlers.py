@@ -27,18 +27,18 @@ from typing import Any
 
 import kopf
 
-from coordshard_operator import conditions, crd, spec
-from coordshard_operator.errors import (
+from coordshard_operator.kube import conditions, crd, spec
+from coordshard_operator.kube.kubeapi import KubeApi
+from coordshard_operator.kube.reconcile import reconcile
+from coordshard_operator.kube.runtime import Runtime
+from coordshard_operator.kube.settings import OperatorSettings
+from coordshard_operator.rebalancer.errors import (
     CoordshardError,
     InvalidSpecError,
     NatsAuthError,
     SecretUnavailableError,
     TransientError,
 )
-from coordshard_operator.kubeapi import KubeApi
-from coordshard_operator.reconcile import reconcile
-from coordshard_operator.runtime import Runtime
-from coordshard_operator.settings import OperatorSettings
 
 __all__ = ["configure", "login", "pod_event", "rebalance", "release", "spec_changed"]
 

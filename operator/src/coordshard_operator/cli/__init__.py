@@ -1,0 +1,1 @@
+"""The ``coordshard`` command: ``main`` wires argparse, one module per subcommand."""
