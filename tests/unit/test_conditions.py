@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from coordshard_operator.kube import crd
-from coordshard_operator.kube.conditions import Summary, format_ranges, merge_conditions, report
+from coordshard_operator.kube.conditions import Summary, merge_conditions, report
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -86,11 +86,3 @@ def test_transition_time_changes_only_on_a_flip() -> None:
     times = {c["type"]: c["lastTransitionTime"] for c in flipped}
     assert times[crd.CONDITION_READY] == "2026-01-01T00:01:00Z"
     assert times[crd.CONDITION_PROGRESSING] == "2026-01-01T00:00:00Z"
-
-
-@pytest.mark.parametrize(
-    ("shards", "text"),
-    [([], ""), ([3], "3"), ([0, 1, 2, 5], "0-2,5"), ([7, 5, 6, 1], "1,5-7")],
-)
-def test_format_ranges(shards: list[int], text: str) -> None:
-    assert format_ranges(shards) == text

@@ -28,8 +28,9 @@ from coordshard_operator.cli.worker import worker_argv
 from coordshard_operator.kube import crd
 from coordshard_operator.local.natsserver import NatsServer, free_port
 from coordshard_operator.rebalancer.jetstream import JetStreamApi
+from coordshard_operator.rebalancer.ranges import parse_ranges
 from coordshard_operator.testing.apiserver import ApiError
-from coordshard_operator.testing.cluster import Cluster, OperatorProcess, parse_ranges, wait_until
+from coordshard_operator.testing.cluster import Cluster, OperatorProcess, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -33,8 +33,9 @@ from nats.js.errors import NotFoundError, ServiceUnavailableError
 
 from coordshard_operator.benchmarks import Table, percentile
 from coordshard_operator.local.natsserver import start_server
+from coordshard_operator.rebalancer.ranges import parse_ranges
 from coordshard_operator.testing.apiserver import ApiServer
-from coordshard_operator.testing.cluster import Cluster, OperatorProcess, parse_ranges, wait_until
+from coordshard_operator.testing.cluster import Cluster, OperatorProcess, wait_until
 
 STREAM = "COORDINATE"
 SHARDS = 32

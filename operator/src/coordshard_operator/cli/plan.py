@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from coordshard_operator.rebalancer import ranges
 from coordshard_operator.rebalancer.balancing import InvalidAssignmentError
 from coordshard_operator.rebalancer.planning import Plan, plan
 
@@ -93,19 +94,8 @@ def plan_to_json(result: Plan) -> dict[str, Any]:
 
 
 def shard_ranges(shards: tuple[int, ...]) -> str:
-    """Compact ``0-3,7,9-10`` form of a sorted shard list."""
-    if not shards:
-        return "-"
-    out: list[str] = []
-    start = prev = shards[0]
-    for s in (*shards[1:], None):
-        if s is not None and s == prev + 1:
-            prev = s
-            continue
-        out.append(str(start) if start == prev else f"{start}-{prev}")
-        if s is not None:
-            start = prev = s
-    return ",".join(out)
+    """Compact ``0-3,7,9-10`` form of a shard list; ``-`` for none (a table cell)."""
+    return ranges.format_ranges(shards) or "-"
 
 
 def render_plan(result: Plan) -> str:

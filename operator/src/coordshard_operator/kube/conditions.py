@@ -8,14 +8,14 @@ not when the operator last looked.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
 from coordshard_operator.kube import crd
 
-__all__ = ["Condition", "Summary", "format_ranges", "merge_conditions", "report"]
+__all__ = ["Condition", "Summary", "merge_conditions", "report"]
 
 Status = Literal["True", "False", "Unknown"]
 
@@ -43,22 +43,6 @@ class Condition:
     status: Status
     reason: str
     message: str
-
-
-def format_ranges(shards: Iterable[int]) -> str:
-    """Shards as compact ranges: ``[0, 1, 2, 5]`` -> ``"0-2,5"``."""
-    out: list[str] = []
-    run: list[int] = []
-    for s in sorted(set(shards)):
-        if run and s == run[-1] + 1:
-            run.append(s)
-            continue
-        if run:
-            out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
-        run = [s]
-    if run:
-        out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
-    return ",".join(out)
 
 
 def report(summary: Summary) -> tuple[Condition, Condition, Condition]:

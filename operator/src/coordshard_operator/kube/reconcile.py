@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from coordshard_operator.kube import conditions, observe, spec
+from coordshard_operator.rebalancer import ranges
 from coordshard_operator.rebalancer.handoff import Engine, MemberInfo, Report
 from coordshard_operator.rebalancer.passes import rebalance
 
@@ -94,7 +95,7 @@ def _notices(
             Notice(
                 "Normal",
                 "ShardsMoved",
-                f"shards {conditions.format_ranges(shards)} from {src} to {dst} ({why})",
+                f"shards {ranges.format_ranges(shards)} from {src} to {dst} ({why})",
             )
         )
     return out
@@ -179,11 +180,9 @@ async def reconcile(
             for mid, p in sorted(live.items(), key=lambda kv: kv[1].name)
         ],
         "assignment": {
-            live[mid].name: conditions.format_ranges(shards)
-            for mid, shards in target.items()
-            if shards
+            live[mid].name: ranges.format_ranges(shards) for mid, shards in target.items() if shards
         },
-        "unassignedShards": conditions.format_ranges(plan.balance.unassigned),
+        "unassignedShards": ranges.format_ranges(plan.balance.unassigned),
         "conditions": conditions.merge_conditions(
             conditions.report(summary),
             previous.get("conditions"),

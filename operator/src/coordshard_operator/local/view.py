@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from coordshard_operator.cli.plan import shard_ranges
 from coordshard_operator.local.group import Rebalance
+from coordshard_operator.rebalancer.ranges import format_ranges
 
 __all__ = ["Snapshot", "WorkerRow", "render"]
 
@@ -46,7 +46,7 @@ def render(snap: Snapshot, *, width: int = 78) -> str:
         f"{'WORKER':<12} {'PID':>7}  {'STATE':<10} {'#':>3}  SHARDS",
     ]
     for w in snap.workers:
-        shards = shard_ranges(w.shards)
+        shards = format_ranges(w.shards) or "-"
         room = max(10, width - 40)
         if len(shards) > room:
             shards = shards[: room - 3] + "..."

@@ -21,7 +21,7 @@ from coordshard_client.naming import consumer_name
 from coordshard_operator.kube import crd
 from coordshard_operator.testing.apiserver import ApiServer, ResourceType
 
-__all__ = ["Cluster", "OperatorProcess", "parse_ranges", "wait_until"]
+__all__ = ["Cluster", "OperatorProcess", "wait_until"]
 
 
 async def wait_until(check: Callable[[], Any], *, timeout: float = 15, what: str = "") -> Any:
@@ -118,15 +118,6 @@ class Cluster:
         """The consumer name of ``pod``'s current incarnation in ``group``."""
         uid = self.api.get(self.pods, self.namespace, pod)["metadata"]["uid"]
         return consumer_name(group=group, member=pod, incarnation=uid)
-
-
-def parse_ranges(ranges: str) -> list[int]:
-    """``"0-2,5"`` -> ``[0, 1, 2, 5]`` (the status' compact form)."""
-    shards: list[int] = []
-    for part in filter(None, ranges.split(",")):
-        lo, _, hi = part.partition("-")
-        shards += range(int(lo), int(hi or lo) + 1)
-    return shards
 
 
 class OperatorProcess:
