@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from coordshard_operator.kube import crd
+from coordshard_operator.kube.errors import SecretUnavailableError
 from coordshard_operator.kube.natsauth import NO_AUTH, Secret, SecretReader, load, tls_context
 from coordshard_operator.kube.spec import SecretRef, Spec
-from coordshard_operator.rebalancer.errors import SecretUnavailableError
 from coordshard_operator.testing.certs import TestCa
 
 SEED = b"SUAJGVIQGFUYPQ4FHPQVTU7JZORWHE4LZ63XXODE3WVCHQ7SW2IU4HROKM\n"

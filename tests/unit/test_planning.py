@@ -69,3 +69,12 @@ def test_join_narrows_the_donors_before_growing_the_newcomer() -> None:
     grow = [st for st in result.steps if st.action == "grow"]
     assert [st.member for st in grow] == ["c"]
     assert len(grow[0].shards) == 2
+
+
+def test_a_live_member_missing_from_the_target_is_narrowed_and_a_dead_one_fenced() -> None:
+    steps = plan_handoff({"a": [0, 1], "b": [2], "gone": [3]}, {"b": (2, 3)}, live=["a", "b"])
+    assert [(st.action, st.member, st.shards, st.changed) for st in steps] == [
+        ("fence", "gone", (), (3,)),
+        ("narrow", "a", (), (0, 1)),
+        ("grow", "b", (2, 3), (3,)),
+    ]

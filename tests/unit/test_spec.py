@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from coordshard_operator.kube import spec
-from coordshard_operator.rebalancer.errors import InvalidSpecError
+from coordshard_operator.kube.errors import InvalidSpecError
 
 
 def body(**over: Any) -> dict[str, Any]:

@@ -154,6 +154,11 @@ async def test_not_ready_within_grace_keeps_shards_and_past_grace_moves_them(
     assert assigned(cluster) == before  # within the grace period nothing moves
     assert cluster.condition(crd.CONDITION_READY) == "True"
     await wait_until(lambda: list(assigned(cluster)) == ["w-0"], what="shards moved past grace")
+    await wait_until(
+        lambda: any("w-1" in m for m in cluster.events(crd.EVENT_POD_NOT_READY_PAST_GRACE)),
+        what="a PodNotReadyPastGrace Event naming w-1",
+    )
+    assert len(cluster.events(crd.EVENT_POD_NOT_READY_PAST_GRACE)) == 1
     # The pod comes back Ready: a member again, and it gets shards back.
     cluster.set_ready("w-1", True)
     await wait_until(lambda: len(assigned(cluster)) == 2, what="w-1 back")

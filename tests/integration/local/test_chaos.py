@@ -110,18 +110,18 @@ async def test_kill9_one_worker_then_two_at_once(tmp_path: Path) -> None:
         assert system.group is not None
         load = system.start_load(rate=RATE)
         await more_successes(load, 100)
-        victim = system.workers["worker-0"].member
+        victim = system.workers["worker-0"].consumer
         system.kill("worker-0")
         await until(lambda: victim not in system.group.assignment, what="worker-0 fenced")
         await system.wait_converged()
         await more_successes(load, 100)
-        gone = {system.workers[n].member for n in ("worker-1", "worker-2")}
+        gone = {system.workers[n].consumer for n in ("worker-1", "worker-2")}
         system.kill("worker-1")
         system.kill("worker-2")
         await until(lambda: not gone & set(system.group.assignment), what="two workers fenced")
         await system.wait_converged()
         # The last worker standing owns every shard.
-        assert list(system.group.assignment) == [system.workers["worker-3"].member]
+        assert list(system.group.assignment) == [system.workers["worker-3"].consumer]
         await more_successes(load, 100)
         summary = await system.finish()
     assert_clean(summary)
@@ -136,11 +136,11 @@ async def test_stopped_worker_past_grace_is_fenced_and_rejoins_on_wake(tmp_path:
         await more_successes(load, 100)
         zombie = system.workers["worker-1"]
         await stop_outside_a_write(zombie, system.data_dir / "store.db")
-        await until(lambda: zombie.member not in system.group.assignment, what="zombie fenced")
+        await until(lambda: zombie.consumer not in system.group.assignment, what="zombie fenced")
         await more_successes(load, 100)
         zombie.signal(signal.SIGCONT)
         # Awake, it answers its probe again and is given shards again.
-        await until(lambda: bool(system.group.assignment.get(zombie.member)), what="rejoin")
+        await until(lambda: bool(system.group.assignment.get(zombie.consumer)), what="rejoin")
         await more_successes(load, 100)
         summary = await system.finish()
     assert_clean(summary)

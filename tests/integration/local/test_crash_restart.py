@@ -23,12 +23,12 @@ async def test_a_crashed_worker_comes_back_as_a_new_incarnation_and_gets_shards(
         assert system.group is not None
         await system.wait_converged()
         worker = system.workers["worker-0"]
-        crashed = worker.member
+        crashed = worker.consumer
         worker.signal(signal.SIGABRT)  # a crash, not a kill by chaos nor a stop
         await until(lambda: crashed not in system.group.assignment, what="the crash handled")
         await until(lambda: worker.generation == 2 and worker.state.ready, what="restarted")
         await system.wait_converged()
-        assert worker.member != crashed and system.group.assignment.get(worker.member)
+        assert worker.consumer != crashed and system.group.assignment.get(worker.consumer)
         assert worker.crashes == 0  # ready again: the back-off starts over
         assert system.kills == []  # not counted as a chaos kill
 

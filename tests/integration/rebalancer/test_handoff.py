@@ -55,7 +55,7 @@ async def converge(engine: Engine, live: Mapping[str, MemberInfo], epoch: int) -
     """What a membership source does: observe, plan over the live members, reconcile."""
     observed = await engine.observe()
     p = plan(shards=engine.config.shards, members=list(live), previous=observed.assignment)
-    return await engine.reconcile(p.balance.assignment, members=live, epoch=epoch)
+    return await engine.apply(p.balance.assignment, members=live, epoch=epoch)
 
 
 async def wait_for(
@@ -112,9 +112,9 @@ async def test_desired_assignment_is_validated(js: JetStreamContext, stream_name
     a, b = member("a"), member("b")
     live = {a.consumer: a, b.consumer: b}
     with pytest.raises(ConfigError, match="both"):
-        await engine.reconcile({a.consumer: (1,), b.consumer: (1,)}, members=live, epoch=1)
+        await engine.apply({a.consumer: (1,), b.consumer: (1,)}, members=live, epoch=1)
     with pytest.raises(ConfigError, match="not a live member"):
-        await engine.reconcile({"ghost": (1,)}, members=live, epoch=1)
+        await engine.apply({"ghost": (1,)}, members=live, epoch=1)
 
 
 async def test_second_reconcile_changes_nothing(js: JetStreamContext, stream_name: str) -> None:
@@ -172,14 +172,14 @@ async def test_fenced_zombie_can_neither_fetch_nor_ack(
     engine = Engine(js, config(stream_name, shards=4))
     await engine.ensure_stream()
     a, b = member("a"), member("b")
-    await engine.reconcile({a.consumer: (0, 1, 2, 3)}, members={a.consumer: a}, epoch=1)
+    await engine.apply({a.consumer: (0, 1, 2, 3)}, members={a.consumer: a}, epoch=1)
     await js.publish(f"{PREFIX}.2.sys.op", b"held")
     await js.publish(f"{PREFIX}.2.sys.op", b"later")
     zombie = await js.pull_subscribe_bind(durable=a.consumer, stream=stream_name)
     [held] = await zombie.fetch(1, timeout=2)
 
     # a is declared dead while its process still runs; b takes its shards.
-    report = await engine.reconcile({b.consumer: (0, 1, 2, 3)}, members={b.consumer: b}, epoch=2)
+    report = await engine.apply({b.consumer: (0, 1, 2, 3)}, members={b.consumer: b}, epoch=2)
 
     assert [f.consumer for f in report.fenced] == [a.consumer]
     assert report.fenced[0].duplicate_range == (1, 1)
@@ -316,7 +316,7 @@ async def test_reconcile_resumes_after_a_crash_between_any_two_steps(
         workers = {n: SimWorker(js, stream=stream, consumer=n, ledger=ledger).start() for n in live}
         a, b, c, d = (member(x) for x in "abcd")
         start = {a.consumer: (0, 1, 2, 3), b.consumer: (4, 5, 6, 7), c.consumer: (8, 9, 10, 11)}
-        await setup.reconcile(start, members=live, epoch=1)
+        await setup.apply(start, members=live, epoch=1)
         publisher = Publisher(js, prefix=PREFIX, shards=12, ledger=ledger).start()
         await wait_for(lambda: len(ledger.processed) > 100, what="traffic")  # noqa: B023
         # c crashes and d joins; a loses 3 to b and gains 8, 9; d gets 10, 11:
@@ -337,7 +337,7 @@ async def test_reconcile_resumes_after_a_crash_between_any_two_steps(
 
         doomed = Engine(js, config(stream, shards=12), checkpoint=die_after)
         try:
-            await doomed.reconcile(target, members=live, epoch=2)
+            await doomed.apply(target, members=live, epoch=2)
             finished = True
         except Crash as e:
             crashed_at.append(str(e))
@@ -346,11 +346,9 @@ async def test_reconcile_resumes_after_a_crash_between_any_two_steps(
             owned = [s for shards in left.assignment.values() for s in shards]
             assert len(owned) == len(set(owned)), "a shard on two consumers"
 
-        report = await Engine(js, config(stream, shards=12)).reconcile(
-            target, members=live, epoch=2
-        )
+        report = await Engine(js, config(stream, shards=12)).apply(target, members=live, epoch=2)
         assert (await setup.observe()).assignment == {n: s for n, s in target.items() if s}
-        again = await setup.reconcile(target, members=live, epoch=2)
+        again = await setup.apply(target, members=live, epoch=2)
         assert again.consumer_updates == 0
         await publisher.stop()
         await wait_for(lambda: not ledger.missing(), what="every message processed")  # noqa: B023
@@ -389,7 +387,7 @@ async def test_a_worker_holding_deliveries_across_a_reset_gets_them_again_in_ord
     engine = Engine(js, config(stream_name))
     await engine.ensure_stream()
     m = member("a")
-    await engine.reconcile({m.consumer: range(SHARDS)}, members={m.consumer: m}, epoch=0)
+    await engine.apply({m.consumer: range(SHARDS)}, members={m.consumer: m}, epoch=0)
     ledger = Ledger()
     publisher = Publisher(js, prefix=PREFIX, shards=SHARDS, ledger=ledger)
     for _ in range(50):

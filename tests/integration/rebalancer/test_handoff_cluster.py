@@ -129,7 +129,7 @@ async def test_r3_churn_and_a_leader_kill_during_a_handoff_lose_nothing(
         nonlocal bound, undrained
         observed = await engine.observe()
         p = plan(shards=SHARDS, members=list(live), previous=observed.assignment)
-        report = await engine.reconcile(p.balance.assignment, members=live, epoch=epoch)
+        report = await engine.apply(p.balance.assignment, members=live, epoch=epoch)
         bound += sum(f.in_flight for f in report.fenced)
         undrained += sum(u.num_ack_pending for u in report.undrained)
         bound += sum(u.num_ack_pending for u in report.undrained)
@@ -195,9 +195,7 @@ async def test_a_worker_keeps_its_deliveries_in_order_through_a_consumer_leader_
     engine = Engine(js, config)
     await ensure_stream(engine)
     member = MemberInfo.of(group="g", member="a", incarnation="1")
-    await engine.reconcile(
-        {member.consumer: range(SHARDS)}, members={member.consumer: member}, epoch=0
-    )
+    await engine.apply({member.consumer: range(SHARDS)}, members={member.consumer: member}, epoch=0)
     ledger = Ledger()
     publisher = Publisher(js, prefix=PREFIX, shards=SHARDS, ledger=ledger)
     for _ in range(100):

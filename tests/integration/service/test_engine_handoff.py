@@ -18,7 +18,7 @@ from nats.aio.client import Client
 from coordshard_client import CoordinateClient
 from coordshard_operator.local.natsserver import NatsServer
 from coordshard_operator.rebalancer.handoff import Engine, GroupConfig, MemberInfo
-from coordshard_operator.rebalancer.passes import rebalance
+from coordshard_operator.rebalancer.passes import run_pass
 
 from .conftest import (
     GROUP,
@@ -42,7 +42,7 @@ async def test_engine_crash_handoff_to_a_live_worker_applies_every_command_once(
     await engine.ensure_stream()
     a = MemberInfo.of(group=GROUP, member="a", incarnation="1")
     b = MemberInfo.of(group=GROUP, member="b", incarnation="1")
-    await rebalance(engine, shards=SHARDS, members={a.consumer: a, b.consumer: b}, epoch=1)
+    await run_pass(engine, shards=SHARDS, members={a.consumer: a, b.consumer: b}, epoch=1)
 
     database_url = f"sqlite:///{tmp_path / 'shared.db'}"
     proc = spawn_worker(
@@ -62,7 +62,7 @@ async def test_engine_crash_handoff_to_a_live_worker_applies_every_command_once(
             proc.wait(10)
             assert load.done() < 800, "everything finished before the kill"
 
-            done = await rebalance(engine, shards=SHARDS, members={b.consumer: b}, epoch=2)
+            done = await run_pass(engine, shards=SHARDS, members={b.consumer: b}, epoch=2)
             assert done.changed
             await wait_until(lambda: survivor.worker.shards == set(range(SHARDS)), timeout=10)
             await load.check_applied_once()

@@ -76,7 +76,7 @@ async def _trials(
     async def converge(epoch: int) -> dict[str, tuple[int, ...]]:
         observed = await engine.observe()
         p = plan(shards=SHARDS, members=list(live), previous=observed.assignment)
-        report = await engine.reconcile(p.balance.assignment, members=live, epoch=epoch)
+        report = await engine.apply(p.balance.assignment, members=live, epoch=epoch)
         return dict(report.grown)
 
     for n in range(3):

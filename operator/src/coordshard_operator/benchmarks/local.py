@@ -70,7 +70,7 @@ async def measure(trials: int, data_dir: Path) -> tuple[list[float], list[float]
         for trial in range(trials):
             await system.wait_converged()
             victim = system.workers[rng.choice(sorted(system.workers))]
-            shards = system.group.assignment.get(victim.member, ())
+            shards = system.group.assignment.get(victim.consumer, ())
             if not shards:
                 continue
             killed_at = time.monotonic()

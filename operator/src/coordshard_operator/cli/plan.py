@@ -118,6 +118,10 @@ def render_plan(result: Plan) -> str:
             )
     if b.ignored_pins:
         lines.append(f"ignored pins (member not live): {shard_ranges(b.ignored_pins)}")
+    lines.append("")
+    lines.append(f"hand-off steps, as the engine runs them: {len(result.steps) or 'none'}")
+    for st in result.steps:
+        lines.append(f"  {st.action:<6}  {st.member:<{width}}  {shard_ranges(st.changed)}")
     return "\n".join(lines)
 
 

@@ -6,8 +6,8 @@
 * ``login`` captures the credentials so the daemon can write status;
 * ``pod_event`` (``kopf.on.event``: no finalizers or annotations on pods)
   records pods and wakes the daemons of their namespace;
-* ``rebalance`` (a daemon per CR) runs parse -> observe -> plan -> apply ->
-  report on every wake-up (debounced), at the grace deadline of a NotReady
+* ``rebalance`` (a daemon per CR) runs parse -> reconcile -> patch -> sleep
+  on every wake-up (debounced), at the grace deadline of a NotReady
   pod and at the periodic resync;
 * ``spec_changed`` wakes the daemon when the spec is edited;
 * ``release`` (on delete; kopf holds our finalizer until it succeeds)
@@ -27,18 +27,14 @@ from typing import Any
 
 import kopf
 
-from coordshard_operator.kube import conditions, crd, spec
+from coordshard_operator.kube import crd, spec
+from coordshard_operator.kube.errors import InvalidSpecError
 from coordshard_operator.kube.kubeapi import KubeApi
-from coordshard_operator.kube.reconcile import reconcile
+from coordshard_operator.kube.metrics import OperatorMetrics
+from coordshard_operator.kube.reconcile import ReconcileResult, reconcile
 from coordshard_operator.kube.runtime import Runtime
 from coordshard_operator.kube.settings import OperatorSettings
-from coordshard_operator.rebalancer.errors import (
-    CoordshardError,
-    InvalidSpecError,
-    NatsAuthError,
-    SecretUnavailableError,
-    TransientError,
-)
+from coordshard_operator.rebalancer.errors import TransientError
 
 __all__ = ["configure", "login", "pod_event", "rebalance", "release", "spec_changed"]
 
@@ -78,7 +74,8 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.login()
 def login(memo: kopf.Memo, **kwargs: Any) -> kopf.ConnectionInfo | None:
-    server = OperatorSettings().kube_server
+    runtime: Runtime | None = memo.get("runtime")  # startup, which reads the settings, runs first
+    server = (runtime.settings if runtime is not None else OperatorSettings()).kube_server
     info: kopf.ConnectionInfo | None
     if server:
         info = kopf.ConnectionInfo(server=server, default_namespace="default")
@@ -118,6 +115,7 @@ async def rebalance(
     logger: kopf.Logger,
     **_: Any,
 ) -> None:
+    """parse → reconcile → patch → sleep, until the CR goes (``reconcile`` does the rest)."""
     runtime: Runtime = memo.runtime
     opts = runtime.settings
     namespace = namespace or "default"
@@ -128,64 +126,51 @@ async def rebalance(
         while not stopped:
             wake.clear()
             now = datetime.now(UTC)
-            delay = opts.resync_seconds
-            try:
-                desired = spec.parse(body)
-                engine = await runtime.engine(desired, secrets=_kube(memo).get_secret)
-                outcome = await reconcile(
-                    desired=desired,
-                    pods=runtime.pods_in(namespace),
-                    engine=engine,
-                    previous=previous,
-                    now=now,
-                )
-            except InvalidSpecError as e:
-                status = _failed(previous, body, now, invalid=str(e))
-                if status != previous:
-                    kopf.warn(body, reason=crd.REASON_INVALID_SPEC, message=str(e))
-            except (TransientError, CoordshardError) as e:
-                logger.warning("reconcile failed: %s", e)
-                runtime.metrics.reconcile_errors.labels(**labels).inc()
-                reason = _REASONS.get(type(e), crd.REASON_RECONCILE_FAILED)
-                status = _failed(previous, body, now, error=str(e), reason=reason)
-                if reason != crd.REASON_RECONCILE_FAILED and status != previous:
-                    kopf.warn(body, reason=reason, message=str(e))
-                delay = min(delay, getattr(e, "delay", 1.0))
-            else:
-                status = outcome.status
-                for notice in outcome.notices:
-                    kopf.event(body, type=notice.type, reason=notice.reason, message=notice.message)
-                if outcome.report is not None and outcome.moved:
-                    runtime.metrics.rebalance_duration.labels(**labels).observe(
-                        outcome.report.duration_s
-                    )
-                    runtime.metrics.moved_shards.labels(**labels).inc(outcome.moved)
-                    logger.info("epoch %d: %d shards moved", outcome.epoch, outcome.moved)
-                    delay = 0.0  # look again at once: confirms convergence, clears Progressing
-                runtime.metrics.unassigned_shards.labels(**labels).set(outcome.unassigned)
-                runtime.metrics.epoch.labels(**labels).set(outcome.epoch)
-                if outcome.recheck_at is not None:
-                    delay = min(delay, max(0.0, (outcome.recheck_at - now).total_seconds()))
-            if status != previous:
+            result = await reconcile(
+                body=body,
+                pods=runtime.pods_in(namespace),
+                engine_for=lambda desired: runtime.engine(desired, secrets=_kube(memo).get_secret),
+                previous=previous,
+                now=now,
+            )
+            _announce(body, result, runtime.metrics, labels, logger)
+            delay = result.next_pass_in(opts.resync_seconds, now=now)
+            if result.status != previous:
                 try:
                     if not await _kube(memo).patch_status(
-                        namespace=namespace, name=name, status=status, previous=previous
+                        namespace=namespace, name=name, status=result.status, previous=previous
                     ):
                         return
-                    previous = status
+                    previous = result.status
                 except TransientError as e:
                     logger.warning("%s", e)
-                    delay = min(delay, 1.0)
+                    delay = min(delay, e.delay)
             await _sleep(wake, delay, stopped, debounce=opts.debounce_seconds)
     finally:
         runtime.forget(namespace, name)
 
 
-_REASONS: dict[type[Exception], str] = {
-    SecretUnavailableError: crd.REASON_SECRET_UNAVAILABLE,
-    NatsAuthError: crd.REASON_NATS_AUTH_FAILED,
-}
-"""Errors with their own condition reason (and a Warning Event); others: ReconcileFailed."""
+def _announce(
+    body: kopf.Body,
+    result: ReconcileResult,
+    metrics: OperatorMetrics,
+    labels: dict[str, str],
+    logger: kopf.Logger,
+) -> None:
+    """Events, metrics and a log line for one reconcile."""
+    for notice in result.notices:
+        kopf.event(body, type=notice.type, reason=notice.reason, message=notice.message)
+    if result.error is not None:
+        if not isinstance(result.error, InvalidSpecError):
+            logger.warning("reconcile failed: %s", result.error)
+            metrics.reconcile_errors.labels(**labels).inc()
+        return
+    if result.report is not None and result.moved:
+        metrics.rebalance_duration.labels(**labels).observe(result.report.duration_s)
+        metrics.moved_shards.labels(**labels).inc(result.moved)
+        logger.info("epoch %d: %d shards moved", result.epoch, result.moved)
+    metrics.unassigned_shards.labels(**labels).set(result.unassigned)
+    metrics.epoch.labels(**labels).set(result.epoch)
 
 
 async def _sleep(
@@ -202,34 +187,6 @@ async def _sleep(
         if debounce:
             await asyncio.sleep(debounce)  # collect a burst of pod events into one reconcile
         return
-
-
-def _failed(
-    previous: dict[str, Any],
-    body: kopf.Body,
-    now: datetime,
-    *,
-    invalid: str | None = None,
-    error: str | None = None,
-    reason: str = crd.REASON_RECONCILE_FAILED,
-) -> dict[str, Any]:
-    """``previous`` with conditions saying why nothing was applied."""
-    generation = int(body.get("metadata", {}).get("generation") or 0)
-    summary = conditions.Summary(
-        generation=generation,
-        shards=int(previous.get("shards") or 0),
-        members=int(previous.get("memberCount") or 0),
-        unassigned=0,
-        invalid=invalid,
-        error=error,
-        error_reason=reason,
-    )
-    return {
-        **previous,
-        "conditions": conditions.merge_conditions(
-            conditions.report(summary), previous.get("conditions"), generation=generation, now=now
-        ),
-    }
 
 
 @kopf.on.delete(*CR)

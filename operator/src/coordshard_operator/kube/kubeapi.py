@@ -20,8 +20,9 @@ import aiohttp
 import kopf
 
 from coordshard_operator.kube import crd
+from coordshard_operator.kube.errors import SecretUnavailableError
 from coordshard_operator.kube.natsauth import Secret
-from coordshard_operator.rebalancer.errors import SecretUnavailableError, TransientError
+from coordshard_operator.rebalancer.errors import TransientError
 
 __all__ = ["KubeApi", "merge_diff"]
 

@@ -26,8 +26,8 @@ from typing import Any
 from nats.aio.client import RawCredentials
 
 from coordshard_operator.kube import crd
+from coordshard_operator.kube.errors import SecretUnavailableError
 from coordshard_operator.kube.spec import Spec
-from coordshard_operator.rebalancer.errors import SecretUnavailableError
 
 __all__ = ["NO_AUTH", "NatsAuth", "Secret", "SecretReader", "load"]
 

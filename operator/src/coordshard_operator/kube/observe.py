@@ -104,10 +104,6 @@ class Observation:
     recheck_at: datetime | None
     """When the earliest held pod's grace ends (then its shards move)."""
 
-    def by_member_id(self, group: str) -> dict[str, PodState]:
-        """Member id -> pod, over members and held pods."""
-        return {p.member_id(group): p for p in (*self.members, *self.held)}
-
 
 def observe(
     pods: Iterable[PodState],

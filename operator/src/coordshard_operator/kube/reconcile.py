@@ -1,30 +1,41 @@
-"""One level-based reconcile of one CoordinateShards: observe -> plan -> apply -> report.
+"""One level-based reconcile of one CoordinateShards: parse -> observe -> pass -> status.
 
-It reads the state (pods, the group's consumers in NATS), never a single
-event, so a pod that crashed while the operator was down is handled the same
-way as one whose deletion was watched. Calling it again with nothing changed
-applies nothing and returns the same status.
+It reads the state (the CR, pods, the group's consumers in NATS), never a
+single event, so a pod that crashed while the operator was down is handled
+the same way as one whose deletion was watched. Calling it again with nothing
+changed applies nothing and returns the same status.
 
 Membership: members are Ready pods; pods NotReady within the grace period
-keep the shards they own (they stay in the engine's live set, so they are not
-fenced) but are offered none; everything else is gone and its consumer is
-fenced by the engine.
+are *held* (``rebalancer.passes``: they keep the consumer and shards they
+have, are offered none, and are not fenced); everything else is gone and its
+consumer is fenced by the engine.
+
+``reconcile`` never raises the package's errors: a failure is a result too,
+with the failure status and the Events to post, so the daemon that calls it
+is parse → reconcile → patch → sleep.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from coordshard_operator.kube import conditions, observe, spec
+from coordshard_operator.kube import crd, observe, spec, status
+from coordshard_operator.kube.errors import InvalidSpecError, NatsAuthError, SecretUnavailableError
+from coordshard_operator.kube.observe import PodState
 from coordshard_operator.rebalancer import ranges
+from coordshard_operator.rebalancer.balancing import Move
+from coordshard_operator.rebalancer.errors import CoordshardError
 from coordshard_operator.rebalancer.handoff import Engine, MemberInfo, Report
-from coordshard_operator.rebalancer.passes import rebalance
+from coordshard_operator.rebalancer.passes import run_pass
 
-__all__ = ["Notice", "Outcome", "reconcile"]
+__all__ = ["EngineFor", "Notice", "ReconcileResult", "reconcile"]
+
+EngineFor = Callable[[spec.Spec], Awaitable[Engine]]
+"""The engine of a parsed spec (connects to its NATS with its Secrets)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,84 +48,78 @@ class Notice:
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
+class ReconcileResult:
+    """What one reconcile wrote and what the daemon does with it."""
+
     status: dict[str, Any]
     notices: tuple[Notice, ...] = ()
     recheck_at: datetime | None = None
+    """When a held pod's grace period ends (its shards move then)."""
     report: Report | None = None
+    """The engine's report when it applied something."""
     moved: int = 0
     unassigned: int = 0
     epoch: int = 0
+    error: CoordshardError | None = None
+    """Why nothing was applied; None when the pass ran."""
+
+    def next_pass_in(self, resync_s: float, *, now: datetime) -> float:
+        """Seconds until the daemon should look again (a wake-up can come sooner)."""
+        delay = resync_s
+        if self.error is not None and not isinstance(self.error, InvalidSpecError):
+            delay = min(delay, self.error.delay)
+        if self.report is not None and self.moved:
+            delay = 0.0  # look again at once: confirms convergence, clears Progressing
+        if self.recheck_at is not None:
+            delay = min(delay, max(0.0, (self.recheck_at - now).total_seconds()))
+        return delay
 
 
-@dataclass(frozen=True, slots=True)
-class _Owners:
-    pod_of: Mapping[str, str] = field(default_factory=dict)
-    """Consumer name -> pod name, for consumers in force and members now."""
-
-
-def _pins(desired: spec.Spec, ids: Mapping[str, observe.PodState]) -> dict[int, str]:
-    by_pod = {p.name: mid for mid, p in ids.items()}
-    return {s: by_pod[pod] for s, pod in desired.pins.items() if pod in by_pod}
-
-
-def _moves(
-    before: Mapping[str, tuple[int, ...]],
-    after: Mapping[str, tuple[int, ...]],
-    pod_of: Mapping[str, str],
-) -> dict[tuple[str, str], list[int]]:
-    """(from pod, to pod) -> shards, for every shard whose owner changed."""
-    old = {s: m for m, shards in before.items() for s in shards}
-    moves: dict[tuple[str, str], list[int]] = {}
-    for m, shards in after.items():
-        for s in shards:
-            if old.get(s) != m:
-                src = pod_of.get(old[s], old[s]) if s in old else "(unassigned)"
-                moves.setdefault((src, pod_of.get(m, m)), []).append(s)
-    return moves
-
-
-def _notices(
-    moves: Mapping[tuple[str, str], list[int]],
-    joined: Iterable[str],
-    left: Iterable[str],
-    why: str,
-) -> list[Notice]:
-    out: list[Notice] = []
-    joined, left = sorted(joined), sorted(left)
-    if joined or left:
-        out.append(
-            Notice(
-                "Normal",
-                "MembersChanged",
-                f"joined: {', '.join(joined) or '-'}; left: {', '.join(left) or '-'}",
-            )
-        )
-    for (src, dst), shards in sorted(moves.items()):
-        out.append(
-            Notice(
-                "Normal",
-                "ShardsMoved",
-                f"shards {ranges.format_ranges(shards)} from {src} to {dst} ({why})",
-            )
-        )
-    return out
+_REASONS: dict[type[Exception], str] = {
+    SecretUnavailableError: crd.REASON_SECRET_UNAVAILABLE,
+    NatsAuthError: crd.REASON_NATS_AUTH_FAILED,
+}
+"""Errors with their own condition reason (and a Warning Event); others: ReconcileFailed."""
 
 
 async def reconcile(
     *,
+    body: Mapping[str, Any],
+    pods: Iterable[PodState],
+    engine_for: EngineFor,
+    previous: Mapping[str, Any],
+    now: datetime,
+) -> ReconcileResult:
+    """Make the group match the pods; the new status, what to announce, or why not.
+
+    ``previous`` is the CR's status as last written.
+    """
+    generation = int((body.get("metadata") or {}).get("generation") or 0)
+    try:
+        desired = spec.parse(body)
+        spec.check_immutable(previous.get("shards"), desired)
+        return await _converge(desired, pods, await engine_for(desired), previous, now)
+    except InvalidSpecError as e:
+        failed = status.failed(previous, generation=generation, now=now, invalid=str(e))
+        warn = () if failed == previous else (Notice("Warning", crd.REASON_INVALID_SPEC, str(e)),)
+        return ReconcileResult(status=failed, notices=warn, error=e)
+    except CoordshardError as e:
+        reason = _REASONS.get(type(e), crd.REASON_RECONCILE_FAILED)
+        failed = status.failed(
+            previous, generation=generation, now=now, error=str(e), reason=reason
+        )
+        own_reason = reason != crd.REASON_RECONCILE_FAILED
+        warn = (Notice("Warning", reason, str(e)),) if own_reason and failed != previous else ()
+        return ReconcileResult(status=failed, notices=warn, error=e)
+
+
+async def _converge(
     desired: spec.Spec,
-    pods: Iterable[observe.PodState],
+    pods: Iterable[PodState],
     engine: Engine,
     previous: Mapping[str, Any],
     now: datetime,
-) -> Outcome:
-    """Make the group match the pods; return the new status and what to announce.
-
-    ``previous`` is the CR's status as last written. Raises InvalidSpecError
-    (nothing applied) and the engine's errors.
-    """
-    spec.check_immutable(previous.get("shards"), desired)
+) -> ReconcileResult:
     seen = observe.observe(
         pods,
         namespace=desired.namespace,
@@ -123,14 +128,11 @@ async def reconcile(
         now=now,
     )
     group = desired.group
-    # Held pods keep a consumer they have; one without gets none (so no new shards).
-    holding = (await engine.observe()).consumers
-    live = {p.member_id(group): p for p in seen.members}
-    live |= {p.member_id(group): p for p in seen.held if p.member_id(group) in holding}
+    live = {p.member_id(group): p for p in (*seen.members, *seen.held)}
     ready_ids = {p.member_id(group) for p in seen.members}
     epoch = int(previous.get("epoch") or 0)
     started = time.perf_counter()
-    done = await rebalance(
+    done = await run_pass(
         engine,
         shards=desired.shards,
         members={
@@ -144,69 +146,96 @@ async def reconcile(
     report = done.report
     if report is not None:
         epoch += 1
-    in_force = done.observed
-    plan = done.plan
-    target: dict[str, tuple[int, ...]] = {str(m): s for m, s in plan.balance.assignment.items()}
-    pod_of = {name: c.member for name, c in in_force.consumers.items()}
-    pod_of |= {mid: p.name for mid, p in live.items()}
-    moves = _moves(in_force.assignment, target, pod_of)
-    moved = sum(len(s) for s in moves.values())
+    balance = done.plan.balance
+    planned = {mid: live[mid] for mid in done.members}
+    pod_of = {name: c.member for name, c in done.observed.consumers.items()}
+    pod_of |= {mid: p.name for mid, p in planned.items()}
+    moved = len(balance.moves)
     before_pods = {m["pod"] for m in previous.get("members") or []}
-    now_pods = {p.name for p in live.values()}
+    now_pods = {p.name for p in planned.values()}
     gone = before_pods - now_pods
     why = "pod lost: " + ", ".join(sorted(gone)) if gone else "rebalance"
-    notices = _notices(moves, now_pods - before_pods, gone, why)
-
-    unassigned = len(plan.balance.unassigned)
-    summary = conditions.Summary(
+    notices = [
+        *_past_grace(seen.lost, before_pods, desired.grace_period_seconds),
+        *_membership(now_pods - before_pods, gone),
+        *_shard_moves(balance.moves, pod_of, why),
+    ]
+    members = [
+        status.Member(
+            pod=p.name, uid=p.uid, ready=p.ready, shards=tuple(balance.assignment.get(mid, ()))
+        )
+        for mid, p in planned.items()
+    ]
+    summary = status.Summary(
         generation=desired.generation,
         shards=desired.shards,
         members=len(seen.members),
-        unassigned=unassigned,
+        unassigned=len(balance.unassigned),
         moved=moved,
     )
-    status: dict[str, Any] = {
-        "observedGeneration": desired.generation,
-        "shards": desired.shards,
-        "epoch": epoch,
-        "memberCount": len(live),
-        "members": [
-            {
-                "pod": p.name,
-                "uid": p.uid,
-                "ready": p.ready,
-                "shards": len(target.get(mid, ())),
-            }
-            for mid, p in sorted(live.items(), key=lambda kv: kv[1].name)
-        ],
-        "assignment": {
-            live[mid].name: ranges.format_ranges(shards) for mid, shards in target.items() if shards
-        },
-        "unassignedShards": ranges.format_ranges(plan.balance.unassigned),
-        "conditions": conditions.merge_conditions(
-            conditions.report(summary),
-            previous.get("conditions"),
-            generation=desired.generation,
-            now=now,
+    duration = report.duration_s if report else time.perf_counter() - started
+    new_status = status.converged(
+        previous,
+        summary=summary,
+        epoch=epoch,
+        members=members,
+        unassigned=balance.unassigned,
+        rebalance=(
+            {"reason": why, "shardsMoved": moved, "durationSeconds": round(duration, 4)}
+            if moved
+            else None
         ),
-    }
-    if moved:
-        status["lastRebalance"] = {
-            "reason": why,
-            "shardsMoved": moved,
-            "durationSeconds": round(
-                report.duration_s if report else time.perf_counter() - started, 4
-            ),
-            "time": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        }
-    elif "lastRebalance" in previous:
-        status["lastRebalance"] = previous["lastRebalance"]
-    return Outcome(
-        status=status,
+        now=now,
+    )
+    return ReconcileResult(
+        status=new_status,
         notices=tuple(notices),
         recheck_at=seen.recheck_at,
         report=report,
         moved=moved,
-        unassigned=unassigned,
+        unassigned=len(balance.unassigned),
         epoch=epoch,
     )
+
+
+def _pins(desired: spec.Spec, ids: Mapping[str, PodState]) -> dict[int, str]:
+    by_pod = {p.name: mid for mid, p in ids.items()}
+    return {s: by_pod[pod] for s, pod in desired.pins.items() if pod in by_pod}
+
+
+def _past_grace(lost: Iterable[PodState], members_before: set[str], grace_s: int) -> list[Notice]:
+    """A Warning for each member that stayed NotReady past its grace period (once:
+    the next status no longer lists it)."""
+    return [
+        Notice(
+            "Warning",
+            crd.EVENT_POD_NOT_READY_PAST_GRACE,
+            f"pod {p.name} NotReady for more than {grace_s} s: its shards move",
+        )
+        for p in lost
+        if p.name in members_before and p.phase == "Running" and not p.terminating
+    ]
+
+
+def _membership(joined: Iterable[str], left: Iterable[str]) -> list[Notice]:
+    joined, left = sorted(joined), sorted(left)
+    if not (joined or left):
+        return []
+    message = f"joined: {', '.join(joined) or '-'}; left: {', '.join(left) or '-'}"
+    return [Notice("Normal", crd.EVENT_MEMBERS_CHANGED, message)]
+
+
+def _shard_moves(moves: Iterable[Move], pod_of: Mapping[str, str], why: str) -> list[Notice]:
+    """One Event per (from pod, to pod), from the planner's moves."""
+    by_route: dict[tuple[str, str], list[int]] = {}
+    for mv in moves:
+        src = pod_of.get(mv.source, mv.source) if mv.source else "(unassigned)"
+        by_route.setdefault((src, pod_of.get(mv.target, mv.target)), []).append(mv.shard)
+    return [
+        Notice(
+            "Normal",
+            crd.EVENT_SHARDS_MOVED,
+            f"shards {ranges.format_ranges(shards)} from {src} to {dst} ({why})",
+        )
+        for (src, dst), shards in sorted(by_route.items())
+    ]

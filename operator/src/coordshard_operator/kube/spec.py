@@ -16,7 +16,7 @@ from typing import Any
 
 from coordshard_client.naming import DEFAULT_STREAM, validate_name
 from coordshard_client.subjects import DEFAULT_PREFIX
-from coordshard_operator.rebalancer.errors import InvalidSpecError
+from coordshard_operator.kube.errors import InvalidSpecError
 
 __all__ = ["MAX_SHARDS", "SecretRef", "Spec", "check_immutable", "parse"]
 

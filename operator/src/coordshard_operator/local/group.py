@@ -18,9 +18,9 @@ from coordshard_operator.local.membership import held, members, next_change
 from coordshard_operator.local.workers import WorkerProcess
 from coordshard_operator.rebalancer.errors import CoordshardError
 from coordshard_operator.rebalancer.handoff import Engine, MemberInfo
-from coordshard_operator.rebalancer.passes import rebalance
+from coordshard_operator.rebalancer.passes import run_pass
 
-__all__ = ["LocalGroup", "Rebalance"]
+__all__ = ["Change", "LocalGroup"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ RESYNC_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
-class Rebalance:
+class Change:
     """One applied change of the assignment."""
 
     at: float
@@ -62,27 +62,27 @@ class LocalGroup:
         self.grace = grace
         self.wake = wake
         self.epoch = 0
-        self.rebalances: list[Rebalance] = []
+        self.rebalances: list[Change] = []
         self.assignment: dict[str, tuple[int, ...]] = {}
         self.live: list[str] = []
         self.errors = 0
 
     def _member_infos(self, live: list[str]) -> dict[str, MemberInfo]:
-        by_member = {w.member: w for w in self.workers.values()}
+        by_consumer = {w.consumer: w for w in self.workers.values()}
         return {
             m: MemberInfo(
-                consumer=m, member=by_member[m].name, incarnation=by_member[m].incarnation
+                consumer=m, member=by_consumer[m].name, incarnation=by_consumer[m].incarnation
             )
             for m in live
         }
 
-    async def reconcile_once(self) -> Rebalance | None:
+    async def pass_once(self) -> Change | None:
         """One observe → plan → apply pass; returns what changed, if anything."""
         started = time.monotonic()
-        states = [w.state for w in self.workers.values() if w.member]
+        states = [w.state for w in self.workers.values() if w.consumer]
         live = members(states, now=started, grace=self.grace)
         self.live = live
-        done = await rebalance(
+        done = await run_pass(
             self.engine,
             shards=self.shards,
             members=self._member_infos(live),
@@ -95,7 +95,7 @@ class LocalGroup:
         if report is None or not report.changed:
             return None
         self.epoch += 1
-        names = {w.member: w.name for w in self.workers.values()}
+        names = {w.consumer: w.name for w in self.workers.values()}
         lost = sorted(names.get(m, m) for m in before - set(live))
         joined = sorted(names.get(m, m) for m in set(live) - before)
         reason = "; ".join(
@@ -106,7 +106,7 @@ class LocalGroup:
             )
             if part
         )
-        change = Rebalance(
+        change = Change(
             at=started,
             epoch=self.epoch,
             reason=reason or "resync",
@@ -129,7 +129,7 @@ class LocalGroup:
         while not stop.is_set():
             self.wake.clear()
             try:
-                await self.reconcile_once()
+                await self.pass_once()
             except CoordshardError as e:
                 # NATS trouble (a restart, an election) must not end local mode: the
                 # next pass resumes where this one stopped.
@@ -137,7 +137,7 @@ class LocalGroup:
                 logger.warning("reconcile failed, retrying: %s", e)
             now = time.monotonic()
             due = next_change(
-                [w.state for w in self.workers.values() if w.member], now=now, grace=self.grace
+                [w.state for w in self.workers.values() if w.consumer], now=now, grace=self.grace
             )
             wait = RESYNC_S if due is None else max(0.0, min(RESYNC_S, due - now + 0.001))
             waiters = [asyncio.ensure_future(self.wake.wait()), asyncio.ensure_future(stop.wait())]

@@ -180,7 +180,7 @@ class LocalSystem:
         deadline = time.monotonic() + timeout
         while True:
             running = {
-                w.member
+                w.consumer
                 for w in self.workers.values()
                 if w.process is not None and w.process.returncode is None
             }

@@ -248,7 +248,7 @@ def _snapshot(system: LocalSystem, generator: LoadGenerator | None) -> Snapshot:
             label = "ready"
         if label != "dead" and not is_member(st, now=now, grace=group.grace):
             label = label if label != "ready" else "joining"
-        rows.append(WorkerRow(w.name, w.pid, label, group.assignment.get(w.member, ())))
+        rows.append(WorkerRow(w.name, w.pid, label, group.assignment.get(w.consumer, ())))
     return Snapshot(
         elapsed_s=now - started,
         workers=rows,

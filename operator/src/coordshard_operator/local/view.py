@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from coordshard_operator.local.group import Rebalance
+from coordshard_operator.local.group import Change
 from coordshard_operator.rebalancer.ranges import format_ranges
 
 __all__ = ["Snapshot", "WorkerRow", "render"]
@@ -33,7 +33,7 @@ class Snapshot:
     failed: int
     unknown: int
     stale_reads: int
-    rebalances: Sequence[Rebalance]
+    rebalances: Sequence[Change]
     epoch: int
 
 

@@ -74,14 +74,15 @@ class WorkerProcess:
         self.incarnation = ""
         self.port = 0
         self.process: asyncio.subprocess.Process | None = None
-        self.state = WorkerState(member="")
+        self.state = WorkerState(consumer="")
         self.wake = wake
         """Set whenever the state changes; the rebalancer clears it after reading."""
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
-    def member(self) -> str:
-        return self.state.member
+    def consumer(self) -> str:
+        """The consumer name of the running incarnation ("" before the first start)."""
+        return self.state.consumer
 
     @property
     def running(self) -> bool:
@@ -129,9 +130,9 @@ class WorkerProcess:
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
             )
-        member = consumer_name(group=s.group, member=self.name, incarnation=self.incarnation)
-        self._set(WorkerState(member=member))
-        logger.info("started worker %s pid=%s consumer=%s", self.name, self.pid, member)
+        consumer = consumer_name(group=s.group, member=self.name, incarnation=self.incarnation)
+        self._set(WorkerState(consumer=consumer))
+        logger.info("started worker %s pid=%s consumer=%s", self.name, self.pid, consumer)
         self._tasks = [
             asyncio.create_task(self._watch_exit(self.process)),
             asyncio.create_task(self._probe(self.process, self.port)),
@@ -159,7 +160,7 @@ class WorkerProcess:
                     self._restart = asyncio.create_task(self._restart_after(delay, process))
             self._set(
                 WorkerState(
-                    member=self.state.member,
+                    consumer=self.state.consumer,
                     exited_at=time.monotonic(),
                     was_ready=self.state.was_ready,
                 )
@@ -186,11 +187,11 @@ class WorkerProcess:
                 st = self.state
                 if ready:
                     self.crashes = 0
-                    self._set(WorkerState(member=st.member, ready=True, was_ready=True))
+                    self._set(WorkerState(consumer=st.consumer, ready=True, was_ready=True))
                 elif st.ready or (st.was_ready and st.not_ready_since is None):
                     self._set(
                         WorkerState(
-                            member=st.member,
+                            consumer=st.consumer,
                             was_ready=st.was_ready,
                             not_ready_since=time.monotonic(),
                         )

@@ -4,18 +4,20 @@
 
     CoordshardError
     ├── ConfigError (ValueError)        bad GroupConfig or desired assignment: fix the input
-    ├── InvalidSpecError (ValueError)   a CoordinateShards spec a human must fix (``field``)
     ├── StreamMismatchError             existing stream is incompatible: left unchanged
     ├── StreamMissingError              the stream is gone (call Engine.ensure_stream)
     ├── JetStreamApiError               JetStream refused a request (carries code and err_code)
     └── TransientError                  retry later; ``delay`` suggests when
         ├── NatsUnavailableError        no connection, no responders, request timed out
-        ├── SecretUnavailableError      a Secret of spec.nats (or a key in it) is missing
-        ├── NatsAuthError               NATS refused the credentials from those Secrets
         └── JetStreamUnavailableError   JetStream disabled or a cluster without a leader (503)
 
-nats-py's errors are mapped onto these once, in ``jetstream.py``; nothing else
-in the package catches a nats error.
+The operator adds its own in ``kube.errors``. nats-py's errors are mapped
+onto these at two boundaries: ``rebalancer.jetstream`` (every JetStream
+request) and ``kube.runtime`` (connecting to a CR's NATS); nothing else in
+the package catches a nats error.
+
+``delay`` is a property of the class (aiokafka's ``retriable`` idea): how
+soon a retry may help; a TransientError carries its own.
 """
 
 from __future__ import annotations
@@ -23,12 +25,9 @@ from __future__ import annotations
 __all__ = [
     "ConfigError",
     "CoordshardError",
-    "InvalidSpecError",
     "JetStreamApiError",
     "JetStreamUnavailableError",
-    "NatsAuthError",
     "NatsUnavailableError",
-    "SecretUnavailableError",
     "StreamMismatchError",
     "StreamMissingError",
     "TransientError",
@@ -38,17 +37,12 @@ __all__ = [
 class CoordshardError(Exception):
     """Base of every error the operator package raises on purpose."""
 
+    delay: float = 1.0
+    """Seconds before trying again may help."""
+
 
 class ConfigError(CoordshardError, ValueError):
     """A GroupConfig or a desired assignment is invalid; the message says which rule."""
-
-
-class InvalidSpecError(CoordshardError, ValueError):
-    """The CoordinateShards spec is invalid; ``field`` names the culprit."""
-
-    def __init__(self, message: str, *, field: str) -> None:
-        super().__init__(f"spec.{field}: {message}")
-        self.field = field
 
 
 class StreamMismatchError(CoordshardError):
@@ -93,17 +87,3 @@ class NatsUnavailableError(TransientError):
 
 class JetStreamUnavailableError(TransientError):
     """JetStream is disabled or has no leader (a cluster election takes ~5 s)."""
-
-
-class SecretUnavailableError(TransientError):
-    """A Secret named in spec.nats, or the key it should hold, cannot be read (yet).
-
-    The message names the Secret and key, never their content.
-    """
-
-
-class NatsAuthError(TransientError):
-    """NATS refused the credentials (nkey, .creds, client certificate) of spec.nats.
-
-    Transient because fixing the Secret fixes it: the next reconcile re-reads it.
-    """

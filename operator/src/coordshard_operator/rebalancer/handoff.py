@@ -8,7 +8,10 @@ sources (the kopf operator and local mode) use it the same way::
     await engine.ensure_stream()
     observed = await engine.observe()                 # what NATS holds: the assignment in force
     plan = planning.plan(shards=64, members=list(live), previous=observed.assignment)
-    report = await engine.reconcile(plan.balance.assignment, members=live, epoch=n)
+    report = await engine.apply(plan.balance.assignment, members=live, epoch=n, observed=observed)
+
+(``passes.run_pass`` is exactly this, plus the rules both membership sources
+share.)
 
 ``live`` maps consumer name → ``MemberInfo`` for every member that is alive
 now. A consumer of the group whose name is not in ``live`` belongs to a dead
@@ -31,12 +34,12 @@ measurements are in the JetStream notes):
   "every subject"). Workers wait for their consumer to appear; they never
   create one.
 
-``reconcile`` is level-based: it reads the consumers that exist and does only
+``apply`` is level-based: it reads the consumers that exist and does only
 the difference, so a second call with the same input changes nothing, and a
 run that died between any two steps is finished by the next call. Pauses are
 given a deadline (``GroupConfig.pause_s``) so a consumer paused by a crashed
 engine resumes by itself. One engine per group at a time: two concurrent
-reconciles of the same group are not supported (the operator runs one leader).
+applies to the same group are not supported (the operator runs one leader).
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ from coordshard_operator.rebalancer.jetstream import (
     consumer_config,
     stream_config,
 )
+from coordshard_operator.rebalancer.planning import plan_handoff
 
 __all__ = [
     "META_EPOCH",
@@ -326,7 +330,7 @@ class Engine:
                 raise ConfigError(f"members key {name} differs from its consumer {info.consumer}")
         return want
 
-    async def _put(self, name: str, shards: frozenset[int], member: MemberInfo, epoch: int) -> None:
+    async def _put(self, name: str, shards: Iterable[int], member: MemberInfo, epoch: int) -> None:
         c = self.config
         await self.api.put_consumer(
             c.stream,
@@ -386,28 +390,39 @@ class Engine:
             f"after {REWIND_ATTEMPTS} attempts; it stays paused for the next reconcile"
         )
 
-    async def reconcile(
+    async def apply(
         self,
         desired: AssignmentLike,
         *,
         members: Mapping[str, MemberInfo],
         epoch: int,
+        observed: Observed | None = None,
     ) -> Report:
         """Make the group's consumers match ``desired``; only the difference is done.
 
-        Order: fence dead members → pause and drain losers and gainers → narrow
+        The difference is ``planning.plan_handoff`` of the consumers in force and
+        ``desired`` — the steps ``coordshard plan`` prints — executed in this
+        order: fence dead members → pause and drain losers and gainers → narrow
         losers (delete those left with nothing) → reset, grow and reset again each
-        existing gainer, create new ones → resume everything of the group that is paused.
+        existing gainer, create new ones → resume everything of the group that is
+        paused. ``observed``: the pass's own reading of the consumers (read here
+        when not given), so one pass reads them once.
         """
         started = time.perf_counter()
         before = self.api.mutations
         stream = self.config.stream
         want = self._validate(desired, members)
-        observed = await self.observe()
+        if observed is None:
+            observed = await self.observe()
         actual = {n: frozenset(c.shards) for n, c in observed.consumers.items()}
+        steps = plan_handoff(observed.assignment, want, live=members)
+        fence = [st.member for st in steps if st.action == "fence"]
+        narrow = {st.member: st for st in steps if st.action == "narrow"}
+        grow = {st.member: st for st in steps if st.action == "grow"}
+        losers, gainers = list(narrow), list(grow)
 
         fenced: list[Fenced] = []
-        for name in sorted(n for n in actual if n not in members):
+        for name in fence:
             c = observed.consumers[name]
             dup = (
                 (c.ack_floor_seq + 1, c.delivered_seq)
@@ -419,9 +434,6 @@ class Engine:
             logger.info("fenced %s (shards %s, %d in flight)", name, c.shards, c.num_ack_pending)
             await self._step(f"fenced {name}")
         live = {n: s for n, s in actual.items() if n in members}
-
-        losers = sorted(n for n, s in live.items() if s - want.get(n, frozenset()))
-        gainers = sorted(n for n, s in want.items() if s - live.get(n, frozenset()))
         rewound = [n for n in gainers if n in live]
         # A consumer of a live member found paused was left so by a run that died
         # mid-handoff, maybe between a grow and its second rewind: drain and
@@ -440,11 +452,10 @@ class Engine:
 
         narrowed: dict[str, tuple[int, ...]] = {}
         removed: list[str] = []
-        for name in losers:
-            keep = live[name] & want.get(name, frozenset())
-            narrowed[name] = tuple(sorted(live[name] - keep))
-            if keep:
-                await self._put(name, keep, members[name], epoch)
+        for name, step in narrow.items():
+            narrowed[name] = step.changed
+            if step.shards:
+                await self._put(name, step.shards, members[name], epoch)
             else:
                 await self.api.delete_consumer(stream, name)
                 removed.append(name)
@@ -455,14 +466,14 @@ class Engine:
         if rewound or left_paused:
             # Read now: every message still in the stream is at or after this.
             first_seq = (await self.api.stream_info(stream)).state.first_seq
-        for name in gainers:
-            grown[name] = tuple(sorted(want[name] - live.get(name, frozenset())))
+        for name, step in grow.items():
+            grown[name] = step.changed
             if name in live:
                 await self.api.reset_consumer(stream, name, seq=first_seq)
                 await self._step(f"reset {name}")
             else:
                 created.append(name)
-            await self._put(name, want[name], members[name], epoch)
+            await self._put(name, step.shards, members[name], epoch)
             await self._step(f"grown {name}")
             if name in live:
                 # Measured on R3: the filter update itself can move the delivery

@@ -1,9 +1,11 @@
 """One pass of the rebalancer, shared by every membership source.
 
-observe (the consumers in NATS) → plan (pure) → apply (the engine), and only
-when something has to change: the plan moves shards, a dead member still has
-a consumer, or a consumer is still paused by a pass that died before its end.
-The operator and local mode differ only in how they decide who is live.
+observe (the consumers in NATS, read once) → plan (pure) → apply (the engine,
+handed the same reading), and only when something has to change: the plan
+moves shards, a dead member still has a consumer, or a consumer is still
+paused by a pass that died before its end. The operator and local mode
+differ only in how they decide who is live; the rules on what a live member
+may own are here, once.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 from coordshard_operator.rebalancer.handoff import Engine, MemberInfo, Observed, Report
 from coordshard_operator.rebalancer.planning import Plan, plan
 
-__all__ = ["Pass", "rebalance"]
+__all__ = ["Pass", "run_pass"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +25,9 @@ class Pass:
 
     observed: Observed
     """The consumers in force before the pass."""
+    members: Mapping[str, MemberInfo]
+    """The members the pass planned for (consumer name → member): the live ones,
+    less held members that had no consumer."""
     plan: Plan
     report: Report | None
     """None when nothing had to change (no JetStream request was made)."""
@@ -32,7 +37,7 @@ class Pass:
         return self.report is not None and self.report.changed
 
 
-async def rebalance(
+async def run_pass(
     engine: Engine,
     *,
     shards: int,
@@ -44,18 +49,27 @@ async def rebalance(
     """Converge the group on the live ``members`` (consumer name → member); see module doc.
 
     ``hold``: members that are live but not ready (within their grace period): they keep
-    their consumer and shards and are given nothing new.
+    the consumer and shards they have and are given nothing new; a held member with no
+    consumer is left out (it owns nothing, and nothing is created for it).
     """
     observed = await engine.observe()
+    held = {m for m in hold if m in members}
+    planned = {
+        name: info
+        for name, info in members.items()
+        if name not in held or name in observed.consumers
+    }
     result = plan(
         shards=shards,
-        members=sorted(members),
+        members=sorted(planned),
         previous=observed.assignment,
         pins=pins,
-        hold=hold,
+        hold=sorted(held & set(planned)),
     )
     stalled = any(c.paused for c in observed.consumers.values())
     if result.converged and not stalled:
-        return Pass(observed, result, None)
-    report = await engine.reconcile(result.balance.assignment, members=members, epoch=epoch)
-    return Pass(observed, result, report)
+        return Pass(observed, planned, result, None)
+    report = await engine.apply(
+        result.balance.assignment, members=planned, epoch=epoch, observed=observed
+    )
+    return Pass(observed, planned, result, report)

@@ -1,13 +1,19 @@
 """Turn "assignment in force → balanced assignment" into ordered handoff steps.
 
-Pure, like ``balancing``. The order is the safety rule JetStream's work-queue
-retention enforces anyway (it refuses two consumers with overlapping
-filters): every shard is taken away from its old owner *before* it is given
-to a new one. So the steps are, in this order:
+Pure, like ``balancing``. These steps are the one diff of a hand-off: the
+engine (``handoff.Engine.apply``) executes exactly ``plan_handoff`` of what it
+observed and what it was asked for, and ``coordshard plan`` prints the same
+steps, so what the CLI shows is what the engine does.
+
+The order is the safety rule JetStream's work-queue retention enforces
+anyway (it refuses two consumers with overlapping filters): every shard is
+taken away from its old owner *before* it is given to a new one. So the steps are, in this order:
 
 1. ``fence``  — a member that is gone: its consumer is deleted (the only hard
    fence against a zombie that still runs);
-2. ``narrow`` — a live member that loses shards: its filter shrinks;
+2. ``narrow`` — a live member that loses shards: its filter shrinks (a
+   member left with none has its consumer deleted: an empty filter list
+   would mean "every subject");
 3. ``grow``   — a member that gains shards (a new member included): its
    filter grows, after the rewind that picks up the leftovers.
 
@@ -20,11 +26,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from coordshard_operator.rebalancer.balancing import (
-    AssignmentLike,
-    Balance,
-    assign_shards,
-)
+from coordshard_operator.rebalancer.balancing import AssignmentLike, Balance, assign_shards
 
 __all__ = ["HandoffStep", "Plan", "StepAction", "plan", "plan_handoff"]
 
@@ -58,19 +60,25 @@ class Plan:
 
 
 def plan_handoff(
-    previous: AssignmentLike, new: Mapping[str, tuple[int, ...]]
+    previous: AssignmentLike,
+    new: AssignmentLike,
+    *,
+    live: Iterable[str] | None = None,
 ) -> tuple[HandoffStep, ...]:
     """The steps from ``previous`` to ``new``: all revocations before any grant.
 
-    ``previous`` may name members absent from ``new`` (they are fenced, even when
-    they owned nothing: their consumer still has to go).
+    ``live``: the members alive now (default: the keys of ``new``). A member of
+    ``previous`` that is not live is fenced, even when it owned nothing: its
+    consumer still has to go. A live member missing from ``new`` owns nothing.
     """
-    prev = {m: frozenset(s for s in owned) for m, owned in previous.items()}
+    prev = {m: frozenset(owned) for m, owned in previous.items()}
+    alive = set(new) if live is None else set(live)
     steps: list[HandoffStep] = []
     for m, owned in prev.items():
-        if m not in new:
+        if m not in alive:
             steps.append(HandoffStep("fence", m, (), tuple(sorted(owned))))
-    for m, shards in new.items():
+    targets = {m: tuple(new.get(m, ())) for m in alive}
+    for m, shards in targets.items():
         before = prev.get(m, frozenset())
         after = frozenset(shards)
         lost = before - after

@@ -1,4 +1,9 @@
-"""The CR's status report: conditions Ready/Progressing/Degraded and their reasons.
+"""The CR's status: its one author, for a pass that converged and one that failed.
+
+``converged`` writes the whole stanza after a pass (members, assignment,
+epoch, lastRebalance, conditions); ``failed`` keeps the last stanza and only
+says in the conditions why nothing was applied. Conditions are
+Ready/Progressing/Degraded with their reasons.
 
 Pure; ``now`` is passed in. As in controller-runtime and NACK, the reasons are
 constants (``crd.REASON_*``) and ``lastTransitionTime`` changes only when a
@@ -14,8 +19,9 @@ from datetime import datetime
 from typing import Any, Literal
 
 from coordshard_operator.kube import crd
+from coordshard_operator.rebalancer import ranges
 
-__all__ = ["Condition", "Summary", "merge_conditions", "report"]
+__all__ = ["Condition", "Member", "Summary", "converged", "failed", "merge_conditions", "report"]
 
 Status = Literal["True", "False", "Unknown"]
 
@@ -105,3 +111,81 @@ def merge_conditions(
             }
         )
     return out
+
+
+def _stamp(now: datetime) -> str:
+    return now.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One pod of the group as the status lists it."""
+
+    pod: str
+    uid: str
+    ready: bool
+    shards: tuple[int, ...]
+
+
+def converged(
+    previous: Mapping[str, Any],
+    *,
+    summary: Summary,
+    epoch: int,
+    members: Sequence[Member],
+    unassigned: Sequence[int],
+    rebalance: Mapping[str, Any] | None,
+    now: datetime,
+) -> dict[str, Any]:
+    """The status after a pass that applied (or found nothing to apply).
+
+    ``rebalance``: what moved (``reason``, ``shardsMoved``, ``durationSeconds``), or
+    None to keep the last ``lastRebalance``.
+    """
+    status: dict[str, Any] = {
+        "observedGeneration": summary.generation,
+        "shards": summary.shards,
+        "epoch": epoch,
+        "memberCount": len(members),
+        "members": [
+            {"pod": m.pod, "uid": m.uid, "ready": m.ready, "shards": len(m.shards)}
+            for m in sorted(members, key=lambda m: m.pod)
+        ],
+        "assignment": {m.pod: ranges.format_ranges(m.shards) for m in members if m.shards},
+        "unassignedShards": ranges.format_ranges(unassigned),
+        "conditions": merge_conditions(
+            report(summary), previous.get("conditions"), generation=summary.generation, now=now
+        ),
+    }
+    if rebalance is not None:
+        status["lastRebalance"] = {**rebalance, "time": _stamp(now)}
+    elif "lastRebalance" in previous:
+        status["lastRebalance"] = previous["lastRebalance"]
+    return status
+
+
+def failed(
+    previous: Mapping[str, Any],
+    *,
+    generation: int,
+    now: datetime,
+    invalid: str | None = None,
+    error: str | None = None,
+    reason: str = crd.REASON_RECONCILE_FAILED,
+) -> dict[str, Any]:
+    """``previous`` with conditions saying why nothing was applied."""
+    summary = Summary(
+        generation=generation,
+        shards=int(previous.get("shards") or 0),
+        members=int(previous.get("memberCount") or 0),
+        unassigned=0,
+        invalid=invalid,
+        error=error,
+        error_reason=reason,
+    )
+    return {
+        **previous,
+        "conditions": merge_conditions(
+            report(summary), previous.get("conditions"), generation=generation, now=now
+        ),
+    }

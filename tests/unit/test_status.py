@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from coordshard_operator.kube import crd
-from coordshard_operator.kube.conditions import Summary, merge_conditions, report
+from coordshard_operator.kube.status import Summary, merge_conditions, report
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
