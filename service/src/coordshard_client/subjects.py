@@ -9,7 +9,10 @@ always agree (a test checks this against a real server).
 
 The shard count is part of the contract: changing it re-maps almost every key
 and only affects messages published afterwards. Treat it as fixed for the
-lifetime of a stream.
+lifetime of a stream. Its default and its bound (``DEFAULT_SHARDS``,
+``MAX_SHARDS``), the prefix rule (``validate_prefix``) and the consumer filter
+of a shard (``shard_filter``) are defined here and nowhere else: the SDK, the
+worker, the operator and the CRD all follow this module.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Final
 
 __all__ = [
     "DEFAULT_PREFIX",
+    "DEFAULT_SHARDS",
     "MAX_SHARDS",
     "CommandSubject",
     "InvalidSubjectError",
@@ -27,11 +31,15 @@ __all__ = [
     "parse_subject",
     "shard_filter",
     "shard_of",
+    "validate_prefix",
     "validate_token",
 ]
 
 DEFAULT_PREFIX: Final = "coordinate.cmd"
+DEFAULT_SHARDS: Final = 16
+"""The shard count everything defaults to; it must equal the stream's."""
 MAX_SHARDS: Final = 4096
+"""The largest shard count: nats-server's ``partition()`` and the CRD allow no more."""
 MAX_TOKEN_BYTES: Final = 128
 """System ids and ops are single NATS tokens of at most this many UTF-8 bytes."""
 

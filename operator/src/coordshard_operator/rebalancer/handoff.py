@@ -52,7 +52,13 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerInfo
 
 from coordshard_client.naming import DEFAULT_GROUP, DEFAULT_STREAM, consumer_name, validate_name
-from coordshard_client.subjects import DEFAULT_PREFIX, MAX_SHARDS, shard_filter, validate_prefix
+from coordshard_client.subjects import (
+    DEFAULT_PREFIX,
+    DEFAULT_SHARDS,
+    MAX_SHARDS,
+    shard_filter,
+    validate_prefix,
+)
 from coordshard_operator.rebalancer.balancing import AssignmentLike
 from coordshard_operator.rebalancer.errors import ConfigError, JetStreamUnavailableError
 from coordshard_operator.rebalancer.jetstream import (
@@ -101,8 +107,8 @@ class GroupConfig:
     """Commands are on ``<prefix>.<shard>.<system_id>.<op>``; default ``coordinate.cmd``."""
     group: str = DEFAULT_GROUP
     """Group name, the first part of every consumer name; default ``coordinate``."""
-    shards: int = 32
-    """Shard count N, fixed for the stream's lifetime; default 32."""
+    shards: int = DEFAULT_SHARDS
+    """Shard count N, fixed for the stream's lifetime; default ``subjects.DEFAULT_SHARDS``."""
     replicas: int = 1
     """Stream replicas, 1 or 3; default 1. Consumers inherit it."""
     ack_wait_s: float = 30.0
