@@ -48,7 +48,12 @@ from coordshard_client.messages import (
     ErrorCode,
     Outcome,
 )
-from coordshard_client.subjects import InvalidSubjectError, parse_subject, shard_of
+from coordshard_client.subjects import (
+    InvalidSubjectError,
+    parse_shard_filter,
+    parse_subject,
+    shard_of,
+)
 from coordshard_service.cache import Cache
 from coordshard_service.commands import Incoming, apply_batch
 from coordshard_service.errors import (
@@ -88,18 +93,16 @@ STORE_RETRY_MAX = 5.0
 
 
 def owned_shards(info: ConsumerInfo, *, prefix: str) -> set[int]:
-    """The shards a consumer's filters name (``<prefix>.<shard>.>``)."""
+    """The shards a consumer's filters name (``<prefix>.<shard>.>``, see ``shard_filter``).
+
+    A filter of another form selects no shard of ours and is passed over.
+    """
     config = info.config
     filters = list(config.filter_subjects or [])
     if config.filter_subject:
         filters.append(config.filter_subject)
-    head = prefix + "."
-    shards: set[int] = set()
-    for f in filters:
-        token = f[len(head) :].split(".", 1)[0] if f.startswith(head) else ""
-        if token.isdigit():
-            shards.add(int(token))
-    return shards
+    shards = (parse_shard_filter(f, prefix=prefix) for f in filters)
+    return {s for s in shards if s is not None}
 
 
 def _reason(error: ValidationError) -> tuple[str, ErrorCode]:
