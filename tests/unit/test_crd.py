@@ -1,7 +1,8 @@
-"""crds/ agrees with crd.py, and the schema says what the issue asks of it."""
+"""crds/ agrees with crd.py and subjects.py, and the schema says what the issue asks of it."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -9,9 +10,11 @@ import jsonschema
 import pytest
 import yaml
 
+from coordshard_client.subjects import DEFAULT_SHARDS, MAX_SHARDS
 from coordshard_operator.kube import crd
 
-CRD = yaml.safe_load((Path(__file__).parents[2] / "crds" / "coordinateshards.yaml").read_text())
+ROOT = Path(__file__).parents[2]
+CRD = yaml.safe_load((ROOT / "crds" / "coordinateshards.yaml").read_text())
 VERSION: dict[str, Any] = CRD["spec"]["versions"][0]
 SCHEMA: dict[str, Any] = VERSION["schema"]["openAPIV3Schema"]
 
@@ -38,10 +41,20 @@ def test_status_subresource_and_printer_columns() -> None:
 
 def test_shards_are_bounded_and_immutable_by_cel() -> None:
     shards = SCHEMA["properties"]["spec"]["properties"]["shards"]
-    assert (shards["minimum"], shards["maximum"]) == (1, 4096)
+    assert (shards["minimum"], shards["maximum"]) == (1, MAX_SHARDS)
+    assert "default" not in shards or shards["default"] == DEFAULT_SHARDS
     assert {"rule": "self == oldSelf", "message": "spec.shards is immutable"} in shards[
         "x-kubernetes-validations"
     ]
+
+
+def test_chart_values_bound_shards_as_subjects_does() -> None:
+    chart = ROOT / "charts" / "coordshard"
+    schema = json.loads((chart / "values.schema.json").read_text())
+    shards = schema["properties"]["example"]["properties"]["shards"]
+    assert (shards["minimum"], shards["maximum"]) == (1, MAX_SHARDS)
+    values = yaml.safe_load((chart / "values.yaml").read_text())
+    assert 1 <= values["example"]["shards"] <= MAX_SHARDS
 
 
 @pytest.mark.parametrize(

@@ -5,12 +5,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from coordshard_client.subjects import (
+    MAX_SHARDS,
     InvalidSubjectError,
     command_subject,
     fnv1a_32,
+    parse_shard_filter,
     parse_subject,
     shard_filter,
     shard_of,
+    shards_of_filters,
     validate_token,
 )
 
@@ -71,6 +74,7 @@ def test_subject_round_trip(system_id: str, shards: int, op: str) -> None:
         "other.1.sys.op",
         "coordinate.cmd.1.sys",
         "coordinate.cmd.01.sys.op",
+        "coordinate.cmd.\u00b2.sys.op",
         "coordinate.cmd.x.sys.op",
         "coordinate.cmd.1.sys.op.extra",
     ],
@@ -87,6 +91,63 @@ def test_custom_prefix_and_filter() -> None:
     assert shard_filter(9, prefix="acme.geo") == "acme.geo.9.>"
     with pytest.raises(InvalidSubjectError):
         command_subject(system_id="s", op="x", shards=4, prefix="bad..prefix")
+
+
+@pytest.mark.parametrize("prefix", ["coordinate.cmd", "acme.geo", "x"])
+def test_shard_filter_round_trips_for_every_shard(prefix: str) -> None:
+    for shard in range(MAX_SHARDS):
+        assert parse_shard_filter(shard_filter(shard, prefix=prefix), prefix=prefix) == shard
+
+
+@pytest.mark.parametrize(
+    "subject",
+    [
+        pytest.param("coordinate.cmd.01.>", id="leading-zero"),
+        pytest.param("coordinate.cmd.00.>", id="double-zero"),
+        pytest.param("coordinate.cmd.-1.>", id="negative"),
+        pytest.param("coordinate.cmd.+1.>", id="plus-sign"),
+        pytest.param("coordinate.cmd. 1.>", id="leading-space"),
+        pytest.param("coordinate.cmd.1 .>", id="trailing-space"),
+        pytest.param("coordinate.cmd.1_0.>", id="underscore"),
+        pytest.param("coordinate.cmd.\u0661.>", id="non-ascii-digit"),
+        pytest.param("coordinate.cmd.\u00b2.>", id="superscript"),
+        pytest.param("coordinate.cmd..>", id="empty-shard"),
+        pytest.param("coordinate.cmd.>", id="no-shard"),
+        pytest.param("other.cmd.1.>", id="other-prefix"),
+        pytest.param("coordinate.cmdx.1.>", id="prefix-not-on-a-dot"),
+        pytest.param("acme.coordinate.cmd.1.>", id="prefix-not-at-start"),
+        pytest.param("coordinate.cmd.1", id="no-wildcard"),
+        pytest.param("coordinate.cmd.1.", id="no-wildcard-token"),
+        pytest.param("coordinate.cmd.1.*", id="star-not-gt"),
+        pytest.param("coordinate.cmd.1.sys.>", id="narrower"),
+        pytest.param("coordinate.cmd.1.>.x", id="tail-after-gt"),
+        pytest.param("coordinate.cmd.*.>", id="any-shard"),
+        pytest.param("", id="empty"),
+    ],
+)
+def test_parse_shard_filter_refuses_what_shard_filter_never_writes(subject: str) -> None:
+    assert parse_shard_filter(subject) is None
+
+
+def test_parse_shard_filter_takes_the_prefix_it_is_given() -> None:
+    assert parse_shard_filter("acme.geo.7.>", prefix="acme.geo") == 7
+    assert parse_shard_filter("acme.geo.7.>") is None
+    assert parse_shard_filter("coordinate.cmd.7.>", prefix="acme.geo") is None
+
+
+@pytest.mark.parametrize(
+    ("filters", "expected"),
+    [
+        pytest.param([], (), id="none"),
+        pytest.param(["p.3.>", "p.0.>", "p.12.>"], (0, 3, 12), id="sorted"),
+        pytest.param(["p.3.>", "p.03.>"], None, id="one-not-canonical"),
+        pytest.param(["p.3.>", "q.4.>"], None, id="one-foreign"),
+    ],
+)
+def test_shards_of_filters_is_all_or_none(
+    filters: list[str], expected: tuple[int, ...] | None
+) -> None:
+    assert shards_of_filters(filters, prefix="p") == expected
 
 
 def test_consumer_names_are_per_incarnation_and_nats_safe() -> None:

@@ -24,9 +24,10 @@ from coordshard_client.messages import (
     System,
     Translate,
 )
-from coordshard_client.publisher import DEFAULT_SHARDS, CoordinateClient
+from coordshard_client.publisher import CoordinateClient
 from coordshard_client.subjects import (
     DEFAULT_PREFIX,
+    DEFAULT_SHARDS,
     CommandSubject,
     InvalidSubjectError,
     command_subject,

@@ -62,17 +62,20 @@ from coordshard_client.messages import (
     System,
 )
 from coordshard_client.naming import DEFAULT_STREAM
-from coordshard_client.subjects import DEFAULT_PREFIX, InvalidSubjectError, command_subject
+from coordshard_client.subjects import (
+    DEFAULT_PREFIX,
+    DEFAULT_SHARDS,
+    InvalidSubjectError,
+    command_subject,
+)
 
-__all__ = ["DEFAULT_SHARDS", "CoordinateClient"]
+__all__ = ["CoordinateClient"]
 
 EXPECTED_STREAM: Final = "Nats-Expected-Stream"
 
 _C = TypeVar("_C", bound=BaseModel)
 _R = TypeVar("_R", bound=BaseModel)
 
-DEFAULT_SHARDS: Final = 16
-"""The shard count everything defaults to; it must equal the stream's."""
 DEFAULT_TIMEOUT: Final = 5.0
 """Seconds a call waits for its outcome by default."""
 _PLAIN_ACK: Final = b'{"stream":'

@@ -9,29 +9,41 @@ always agree (a test checks this against a real server).
 
 The shard count is part of the contract: changing it re-maps almost every key
 and only affects messages published afterwards. Treat it as fixed for the
-lifetime of a stream.
+lifetime of a stream. Its default and its bound (``DEFAULT_SHARDS``,
+``MAX_SHARDS``), the prefix rule (``validate_prefix``) and the consumer filter
+of a shard (``shard_filter`` and its inverse, ``parse_shard_filter``) are
+defined here and nowhere else: the SDK, the worker, the operator and the CRD
+all follow this module.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
 __all__ = [
     "DEFAULT_PREFIX",
+    "DEFAULT_SHARDS",
     "MAX_SHARDS",
     "CommandSubject",
     "InvalidSubjectError",
     "command_subject",
+    "parse_shard_filter",
     "parse_subject",
     "shard_filter",
     "shard_of",
+    "shards_of_filters",
+    "validate_prefix",
     "validate_token",
 ]
 
 DEFAULT_PREFIX: Final = "coordinate.cmd"
+DEFAULT_SHARDS: Final = 16
+"""The shard count everything defaults to; it must equal the stream's."""
 MAX_SHARDS: Final = 4096
+"""The largest shard count: nats-server's ``partition()`` and the CRD allow no more."""
 MAX_TOKEN_BYTES: Final = 128
 """System ids and ops are single NATS tokens of at most this many UTF-8 bytes."""
 
@@ -92,6 +104,11 @@ def validate_prefix(prefix: str) -> str:
 def _check_shards(shards: int) -> None:
     if not 1 <= shards <= MAX_SHARDS:
         raise ValueError(f"shard count must be between 1 and {MAX_SHARDS}, got {shards}")
+
+
+def _is_canonical_int(token: str) -> bool:
+    """``token`` is a non-negative integer in plain decimal without leading zeros."""
+    return token.isascii() and token.isdigit() and (token == "0" or not token.startswith("0"))
 
 
 def shard_of(system_id: str, shards: int) -> int:
@@ -155,7 +172,7 @@ def parse_subject(subject: str, *, prefix: str = DEFAULT_PREFIX) -> CommandSubje
             f"subject {subject!r} must be {prefix}.<shard>.<system_id>.<op>", value=subject
         )
     shard_token, system_id, op = parts
-    if not shard_token.isdigit() or (shard_token != "0" and shard_token.startswith("0")):
+    if not _is_canonical_int(shard_token):
         raise InvalidSubjectError(
             f"subject {subject!r}: shard {shard_token!r} is not a canonical integer",
             value=subject,
@@ -170,3 +187,34 @@ def shard_filter(shard: int, *, prefix: str = DEFAULT_PREFIX) -> str:
     if shard < 0:
         raise ValueError(f"shard must be >= 0, got {shard}")
     return f"{prefix}.{shard}.>"
+
+
+def parse_shard_filter(subject: str, *, prefix: str = DEFAULT_PREFIX) -> int | None:
+    """The shard a consumer filter selects: the inverse of ``shard_filter``.
+
+    Strict: only exactly ``<prefix>.<shard>.>`` with ``shard`` in canonical
+    decimal (no sign, no spaces, no leading zeros) is ours; anything else gives
+    None, so a filter someone else wrote is never read as a shard.
+    """
+    head = prefix + "."
+    if not (subject.startswith(head) and subject.endswith(".>")):
+        return None
+    token = subject[len(head) : -2]
+    return int(token) if _is_canonical_int(token) else None
+
+
+def shards_of_filters(
+    filters: Iterable[str], *, prefix: str = DEFAULT_PREFIX
+) -> tuple[int, ...] | None:
+    """The shards a consumer's filter subjects select, ascending; None if any is not ours.
+
+    None (rather than the shards of the filters that are ours) because a consumer
+    with a filter we did not write is not one this grammar can describe.
+    """
+    shards: list[int] = []
+    for f in filters:
+        shard = parse_shard_filter(f, prefix=prefix)
+        if shard is None:
+            return None
+        shards.append(shard)
+    return tuple(sorted(shards))

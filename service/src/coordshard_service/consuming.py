@@ -21,6 +21,10 @@ send the acks again until they are confirmed. Dropping the deliveries of a
 living consumer would leave them pending until ``ack_wait`` while it goes on
 delivering the same shards' later messages: out of order, and (for a batch
 fetched but not yet applied) past the shards' marks, which would refuse them.
+
+What the server says goes through ``consumerstate``: it reads our consumer
+(``ConsumerInfo``, "gone" or "unknown") and turns nats-py's errors into ours,
+so this module catches only the worker's own errors.
 """
 
 from __future__ import annotations
@@ -33,8 +37,6 @@ import time
 from collections.abc import Sequence
 from typing import Literal
 
-import nats.errors
-import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -48,12 +50,20 @@ from coordshard_client.messages import (
     ErrorCode,
     Outcome,
 )
-from coordshard_client.subjects import InvalidSubjectError, parse_subject, shard_of
+from coordshard_client.subjects import (
+    InvalidSubjectError,
+    parse_shard_filter,
+    parse_subject,
+    shard_of,
+)
+from coordshard_service import consumerstate
 from coordshard_service.cache import Cache
 from coordshard_service.commands import Incoming, apply_batch
+from coordshard_service.consumerstate import ConsumerState
 from coordshard_service.errors import (
     BadMessageError,
     FencedError,
+    NatsUnavailableError,
     StoreUnavailableError,
 )
 from coordshard_service.metrics import Metrics
@@ -88,18 +98,16 @@ STORE_RETRY_MAX = 5.0
 
 
 def owned_shards(info: ConsumerInfo, *, prefix: str) -> set[int]:
-    """The shards a consumer's filters name (``<prefix>.<shard>.>``)."""
+    """The shards a consumer's filters name (``<prefix>.<shard>.>``, see ``shard_filter``).
+
+    A filter of another form selects no shard of ours and is passed over.
+    """
     config = info.config
     filters = list(config.filter_subjects or [])
     if config.filter_subject:
         filters.append(config.filter_subject)
-    head = prefix + "."
-    shards: set[int] = set()
-    for f in filters:
-        token = f[len(head) :].split(".", 1)[0] if f.startswith(head) else ""
-        if token.isdigit():
-            shards.add(int(token))
-    return shards
+    shards = (parse_shard_filter(f, prefix=prefix) for f in filters)
+    return {s for s in shards if s is not None}
 
 
 def _reason(error: ValidationError) -> tuple[str, ErrorCode]:
@@ -235,22 +243,20 @@ class Worker:
         logged = False
         self.state = "waiting"
         while not stop.is_set():
-            try:
-                info = await self.js.consumer_info(self.settings.stream, self.consumer)
-            except nats.js.errors.NotFoundError:
+            info = await self._read_consumer()
+            if info == "gone":
                 if not logged:
                     logger.info(
                         "waiting for consumer %s on stream %s", self.consumer, self.settings.stream
                     )
                     logged = True
-            except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as e:
-                logger.warning("reading consumer %s: %r", self.consumer, e)
-            else:
-                puller = Puller(self.nc, stream=self.settings.stream, consumer=self.consumer)
+            elif info != "unknown":  # "unknown" was logged by read_consumer
                 try:
-                    await puller.start()
-                except nats.errors.Error as e:
-                    logger.warning("binding to consumer %s: %r", self.consumer, e)
+                    puller = await consumerstate.open_puller(
+                        self.nc, stream=self.settings.stream, consumer=self.consumer
+                    )
+                except NatsUnavailableError as e:
+                    logger.warning("%s", e)
                 else:
                     self._puller = puller
                     self._adopt(info)
@@ -271,9 +277,9 @@ class Worker:
         if self._puller is not None:
             puller, self._puller = self._puller, None
             try:
-                await puller.stop()
-            except nats.errors.Error as e:
-                logger.debug("unsubscribing: %r", e)
+                await consumerstate.close_puller(puller)
+            except NatsUnavailableError as e:
+                logger.debug("%s", e)
 
     def _adopt(self, info: ConsumerInfo) -> None:
         shards = owned_shards(info, prefix=self.settings.prefix)
@@ -289,17 +295,12 @@ class Worker:
             self.metrics.owned_shards.set(len(shards))
         self._refreshed = time.monotonic()
 
-    async def _read_consumer(self) -> ConsumerInfo | Literal["gone", "unknown"]:
+    async def _read_consumer(self) -> ConsumerState:
         """Our consumer as the server has it: "gone" is the fence; "unknown" means no
         answer (a leader election, a reconnect), which is not a fence."""
-        try:
-            info: ConsumerInfo = await self.js.consumer_info(self.settings.stream, self.consumer)
-        except nats.js.errors.NotFoundError:
-            return "gone"
-        except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as e:
-            logger.warning("reading consumer %s: %r", self.consumer, e)
-            return "unknown"
-        return info
+        return await consumerstate.read_consumer(
+            self.js, stream=self.settings.stream, consumer=self.consumer
+        )
 
     async def _refresh(self) -> None:
         """Re-read our consumer; FencedError if it is gone."""
@@ -349,8 +350,8 @@ class Worker:
         """One pull: the messages, or none on a timeout or a reconnect."""
         assert self._puller is not None
         try:
-            return await self._puller.fetch(
-                self.settings.batch_size, timeout=self.settings.fetch_timeout
+            return await consumerstate.fetch(
+                self._puller, self.settings.batch_size, timeout=self.settings.fetch_timeout
             )
         except PullError as e:
             # 503: no consumer answers the request; 409: deleted, leader moved, ...
@@ -359,9 +360,9 @@ class Worker:
             logger.warning("fetch refused, consumer %s still exists: %s", self.consumer, e)
             await asyncio.sleep(self.settings.fetch_timeout)  # not a hot loop meanwhile
             return []
-        except nats.errors.Error as e:
+        except NatsUnavailableError as e:
             # A reconnect in progress; the client retries by itself.
-            logger.warning("fetch failed, retrying: %r", e)
+            logger.warning("fetch failed, retrying: %s", e)
             return []
 
     async def _prune(self) -> None:
@@ -448,7 +449,7 @@ class Worker:
                     await self.settle(m, i, o, sync=n == last_good, again=n < counted)
                     counted = max(counted, n + 1)
                 break
-            except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as e:
+            except NatsUnavailableError as e:
                 verdict = await self._after_failed_settle(items, fetched_at=started)
                 if verdict == "fenced":
                     raise FencedError(
@@ -489,24 +490,23 @@ class Worker:
         ack), but nothing is counted or logged twice.
         """
         if item.reply:
-            await self.nc.publish(item.reply, outcome.model_dump_json(exclude_none=True).encode())
+            body = outcome.model_dump_json(exclude_none=True).encode()
+            await consumerstate.reply(self.nc, item.reply, body)
         if not again:
             self._count(item, outcome)
         elif msg.reply:
             # nats-py refuses a second ack of a Msg; the server takes it (and ignores
             # it if the first arrived), so send the same ack message again ourselves.
             body = _TERM if item.bad is not None else _ACK
-            if sync:
-                await self.nc.request(msg.reply, body, timeout=ACK_SYNC_TIMEOUT)
-            else:
-                await self.nc.publish(msg.reply, body)
+            timeout = ACK_SYNC_TIMEOUT if sync else None
+            await consumerstate.resend(self.nc, msg.reply, body, timeout=timeout)
             return
         if item.bad is not None:
-            await msg.term()
+            await consumerstate.term(msg)
         elif sync:
-            await msg.ack_sync(timeout=ACK_SYNC_TIMEOUT)
+            await consumerstate.ack_sync(msg, timeout=ACK_SYNC_TIMEOUT)
         else:
-            await msg.ack()
+            await consumerstate.ack(msg)
 
     def _count(self, item: Incoming, outcome: Outcome) -> None:
         if item.redelivered:

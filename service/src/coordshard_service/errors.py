@@ -3,10 +3,11 @@
 ::
 
     ServiceError
+    ├── ConfigError (ValueError)         a setting that cannot work as given: fix it, restart
     ├── BadMessageError (ValueError)     the message can never be processed: dead-letter + term
     ├── FencedError                      our consumer is gone or an ack failed: rebind
     └── TransientError
-        ├── NatsUnavailableError         NATS did not answer
+        ├── NatsUnavailableError         NATS refused or did not answer (consumerstate.py)
         └── StoreUnavailableError        the database did not answer
 
 Domain refusals (unknown system, out of bounds) are not exceptions here: they
@@ -19,6 +20,7 @@ from coordshard_client.messages import ErrorCode
 
 __all__ = [
     "BadMessageError",
+    "ConfigError",
     "FencedError",
     "NatsUnavailableError",
     "ServiceError",

@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from coordshard_client import DEFAULT_PREFIX
 from coordshard_client.messages import MAX_PAYLOAD_BYTES
 from coordshard_client.naming import DEFAULT_GROUP, DEFAULT_STREAM, consumer_name
-from coordshard_client.publisher import DEFAULT_SHARDS
+from coordshard_client.subjects import DEFAULT_SHARDS, MAX_SHARDS
 
 __all__ = ["ServiceSettings"]
 
@@ -46,7 +46,7 @@ class ServiceSettings(BaseSettings):
     """The consumer group; part of the consumer name."""
     prefix: str = DEFAULT_PREFIX
     """The command subject prefix."""
-    shards: int = Field(default=DEFAULT_SHARDS, ge=1, le=4096)
+    shards: int = Field(default=DEFAULT_SHARDS, ge=1, le=MAX_SHARDS)
     """The shard count N; must equal the one clients and the rebalancer use."""
     pod_name: str = "worker-0"
     """This member's name (downward API ``metadata.name``)."""

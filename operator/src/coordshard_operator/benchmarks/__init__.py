@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from coordshard_operator.local.quantiles import percentile
+
 __all__ = ["SUITES", "Table", "percentile"]
 
 SUITES: dict[str, str] = {
@@ -48,11 +50,3 @@ class Table:
             "notes": self.notes,
             "samples": self.samples,
         }
-
-
-def percentile(values: list[float], q: float) -> float:
-    """The ``q`` quantile (0..1) by nearest rank; 0.0 for no values."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]

@@ -23,12 +23,13 @@ from pathlib import Path
 import nats
 import psycopg
 from nats.aio.client import Client
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StreamConfig
 
 from coordshard_client import CoordinateClient, Translate, shard_filter
 from coordshard_client.naming import consumer_name
 from coordshard_operator.benchmarks.scratchdb import libpq_url, scratch_database
 from coordshard_operator.local.natsserver import NatsServer, free_port, start_server
+from coordshard_operator.rebalancer.handoff import GroupConfig
+from coordshard_operator.rebalancer.jetstream import consumer_config, stream_config
 
 
 def nats_procs(args: object) -> int:
@@ -92,18 +93,24 @@ SHARDS = 16
 STREAM = "COORDINATE"
 PREFIX = "coordinate.cmd"
 GROUP = "coordinate"
+CONFIG = GroupConfig(
+    stream=STREAM, subject_prefix=PREFIX, group=GROUP, shards=SHARDS, max_ack_pending=20_000
+)
+"""The suites' group: the rebalancer's defaults, but room for a whole burst in flight."""
 
 
 async def assign(nc: Client, member: str, shards: list[int]) -> str:
+    """Provision ``member``'s consumer as the rebalancer's engine would (no metadata:
+    nothing here reads it)."""
     name = consumer_name(group=GROUP, member=member, incarnation="bench")
     await nc.jetstream().add_consumer(
         STREAM,
-        ConsumerConfig(
-            durable_name=name,
-            ack_policy=AckPolicy.EXPLICIT,
-            deliver_policy=DeliverPolicy.ALL,
+        consumer_config(
+            name=name,
             filter_subjects=[shard_filter(s, prefix=PREFIX) for s in shards],
-            max_ack_pending=20_000,
+            ack_wait_s=CONFIG.ack_wait_s,
+            max_ack_pending=CONFIG.max_ack_pending,
+            metadata={},
         ),
     )
     return name
@@ -287,7 +294,12 @@ async def two_workers(nc: Client, url: str, tmp: Path, db: str) -> AsyncIterator
     garbage collection, as a latency-minded gateway would once set up (full
     collections paused it up to 55 ms otherwise, counted as outcome latency)."""
     await nc.jetstream().add_stream(
-        StreamConfig(name=STREAM, subjects=[PREFIX + ".>"], retention=RetentionPolicy.WORK_QUEUE)
+        stream_config(
+            name=CONFIG.stream,
+            subject_prefix=CONFIG.subject_prefix,
+            replicas=CONFIG.replicas,
+            duplicate_window_s=CONFIG.duplicate_window_s,
+        )
     )
     half = SHARDS // 2
     ports = [free_port(), free_port()]

@@ -9,22 +9,24 @@ half-applied to NATS.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from coordshard_client.naming import DEFAULT_STREAM, validate_name
-from coordshard_client.subjects import DEFAULT_PREFIX
+from coordshard_client.subjects import (
+    DEFAULT_PREFIX,
+    MAX_SHARDS,
+    InvalidSubjectError,
+    validate_prefix,
+)
 from coordshard_operator.kube.errors import InvalidSpecError
 
-__all__ = ["MAX_SHARDS", "SecretRef", "Spec", "check_immutable", "parse"]
+__all__ = ["SecretRef", "Spec", "check_immutable", "parse"]
 
-MAX_SHARDS = 4096
 DEFAULT_GRACE_SECONDS = 10
 DEFAULT_ACK_WAIT_SECONDS = 30
 DEFAULT_MAX_ACK_PENDING = 1000
-_PREFIX = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,8 +135,10 @@ def parse(body: Mapping[str, Any]) -> Spec:
     except ValueError as e:
         raise InvalidSpecError(str(e), field="stream") from e
     prefix = str(raw.get("subjectPrefix") or DEFAULT_PREFIX)
-    if not _PREFIX.match(prefix):
-        raise InvalidSpecError(f"{prefix!r} is not a subject prefix", field="subjectPrefix")
+    try:
+        validate_prefix(prefix)
+    except InvalidSubjectError as e:
+        raise InvalidSpecError(str(e), field="subjectPrefix") from e
     nats = _obj(raw.get("nats"), field="nats")
     servers = nats.get("servers") or []
     if not isinstance(servers, list) or not all(isinstance(s, str) for s in servers):

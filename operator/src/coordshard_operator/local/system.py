@@ -29,6 +29,7 @@ from coordshard_operator.local.check import Verdict, verify
 from coordshard_operator.local.group import LocalGroup
 from coordshard_operator.local.load import Ledger, LoadGenerator
 from coordshard_operator.local.natsserver import NatsServer, start_cluster, start_server
+from coordshard_operator.local.quantiles import percentile
 from coordshard_operator.local.workers import WorkerProcess, WorkerSpec
 from coordshard_operator.rebalancer.errors import TransientError
 from coordshard_operator.rebalancer.handoff import Checkpoint, Engine, GroupConfig
@@ -267,13 +268,6 @@ async def _retry_transient(call: Any, *, timeout: float = 30.0) -> None:
             await asyncio.sleep(0.2)
 
 
-def _pct(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
-
-
 def summarize(
     *,
     ledger: Ledger,
@@ -307,12 +301,12 @@ def summarize(
         "rebalances": len(group.rebalances),
         "rebalance_ms": {
             "p50": round(statistics.median(rebalance_ms), 1) if rebalance_ms else 0.0,
-            "p99": _pct(rebalance_ms, 0.99),
+            "p99": round(percentile(rebalance_ms, 0.99), 1),
             "max": round(max(rebalance_ms), 1) if rebalance_ms else 0.0,
         },
         "latency_ms": {
-            "p50": _pct(ledger.latencies_ms, 0.5),
-            "p99": _pct(ledger.latencies_ms, 0.99),
+            "p50": round(percentile(ledger.latencies_ms, 0.5), 1),
+            "p99": round(percentile(ledger.latencies_ms, 0.99), 1),
         },
         "throughput_per_s": round(ledger.succeeded / elapsed, 1) if elapsed > 0 else 0.0,
         "reconcile_errors": group.errors,

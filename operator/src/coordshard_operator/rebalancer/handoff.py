@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -55,7 +54,14 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerInfo
 
 from coordshard_client.naming import DEFAULT_GROUP, DEFAULT_STREAM, consumer_name, validate_name
-from coordshard_client.subjects import DEFAULT_PREFIX, MAX_SHARDS, shard_filter, validate_prefix
+from coordshard_client.subjects import (
+    DEFAULT_PREFIX,
+    DEFAULT_SHARDS,
+    MAX_SHARDS,
+    shard_filter,
+    shards_of_filters,
+    validate_prefix,
+)
 from coordshard_operator.rebalancer.balancing import AssignmentLike
 from coordshard_operator.rebalancer.errors import ConfigError, JetStreamUnavailableError
 from coordshard_operator.rebalancer.jetstream import (
@@ -105,8 +111,8 @@ class GroupConfig:
     """Commands are on ``<prefix>.<shard>.<system_id>.<op>``; default ``coordinate.cmd``."""
     group: str = DEFAULT_GROUP
     """Group name, the first part of every consumer name; default ``coordinate``."""
-    shards: int = 32
-    """Shard count N, fixed for the stream's lifetime; default 32."""
+    shards: int = DEFAULT_SHARDS
+    """Shard count N, fixed for the stream's lifetime; default ``subjects.DEFAULT_SHARDS``."""
     replicas: int = 1
     """Stream replicas, 1 or 3; default 1. Consumers inherit it."""
     ack_wait_s: float = 30.0
@@ -232,17 +238,6 @@ class Report:
         return self.consumer_updates > 0
 
 
-def _shards_of(filters: list[str], prefix: str) -> tuple[int, ...] | None:
-    pattern = re.compile(re.escape(prefix) + r"\.(0|[1-9][0-9]*)\.>")
-    shards = []
-    for f in filters:
-        m = pattern.fullmatch(f)
-        if m is None:
-            return None
-        shards.append(int(m.group(1)))
-    return tuple(sorted(shards))
-
-
 class Engine:
     """Applies assignments of one group to JetStream with the safe handoff protocol."""
 
@@ -279,7 +274,7 @@ class Engine:
         if meta.get(META_GROUP) != self.config.group:
             return None
         filters = cfg.filter_subjects or ([cfg.filter_subject] if cfg.filter_subject else [])
-        shards = _shards_of(filters, self.config.subject_prefix)
+        shards = shards_of_filters(filters, prefix=self.config.subject_prefix)
         if shards is None:
             logger.warning("consumer %s has filters we did not write: %s", info.name, filters)
             return None

@@ -1,0 +1,134 @@
+"""The worker's consumer as the server has it, and the calls that settle its deliveries.
+
+This is the one module of the worker that catches nats-py's errors (``store.py``
+is the same boundary for the database). The pull loop in ``consuming.py`` needs
+three answers from NATS and gets them here in its own terms:
+
+- ``read_consumer``: our consumer's ``ConsumerInfo``; ``"gone"`` when the server
+  says it does not exist, which is the fence; ``"unknown"`` when there was no
+  answer (a leader election, a reconnect), which is not.
+- ``open_puller``/``close_puller``/``fetch``: the pull subscription; a NATS
+  failure is ``NatsUnavailableError``, a refused pull stays ``PullError``.
+- ``reply``/``resend``/``ack``/``ack_sync``/``term``: settling; any failure is
+  ``NatsUnavailableError``, and the caller asks ``read_consumer`` what it means.
+
+Each error says what was being done and chains the nats-py error (``from e``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import Literal
+
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerInfo
+
+from coordshard_service.errors import NatsUnavailableError
+from coordshard_service.pulling import Puller
+
+__all__ = [
+    "ConsumerState",
+    "ack",
+    "ack_sync",
+    "close_puller",
+    "fetch",
+    "open_puller",
+    "read_consumer",
+    "reply",
+    "resend",
+    "term",
+]
+
+logger = logging.getLogger(__name__)
+
+ConsumerState = ConsumerInfo | Literal["gone", "unknown"]
+"""Our consumer; "gone": the server says it does not exist; "unknown": no answer."""
+
+_NATS_ERRORS: tuple[type[Exception], ...] = (nats.errors.Error, nats.js.errors.Error, TimeoutError)
+"""What a nats-py request raises when NATS refuses or does not answer."""
+_CONNECTION_ERRORS: tuple[type[Exception], ...] = (nats.errors.Error,)
+"""What the pull subscription's calls raise when the connection fails; a bare
+TimeoutError from them would be a bug of ours, so it is not mapped."""
+
+
+@contextlib.contextmanager
+def _unavailable(what: str, errors: tuple[type[Exception], ...] = _NATS_ERRORS) -> Iterator[None]:
+    try:
+        yield
+    except errors as e:
+        raise NatsUnavailableError(f"{what}: {e!r}") from e
+
+
+async def read_consumer(js: JetStreamContext, *, stream: str, consumer: str) -> ConsumerState:
+    """Our consumer as the server has it; no answer is "unknown" (and logged), never gone."""
+    try:
+        info: ConsumerInfo = await js.consumer_info(stream, consumer)
+    except nats.js.errors.NotFoundError:
+        return "gone"
+    except _NATS_ERRORS as e:
+        logger.warning("reading consumer %s: %r", consumer, e)
+        return "unknown"
+    return info
+
+
+async def open_puller(nc: Client, *, stream: str, consumer: str) -> Puller:
+    """A started ``Puller`` for our consumer; NatsUnavailableError if it cannot subscribe."""
+    puller = Puller(nc, stream=stream, consumer=consumer)
+    with _unavailable(f"binding to consumer {consumer}", _CONNECTION_ERRORS):
+        await puller.start()
+    return puller
+
+
+async def close_puller(puller: Puller) -> None:
+    """Unsubscribe; NatsUnavailableError if NATS did not take it."""
+    with _unavailable("unsubscribing", _CONNECTION_ERRORS):
+        await puller.stop()
+
+
+async def fetch(puller: Puller, batch: int, *, timeout: float) -> list[Msg]:
+    """One pull (see ``Puller.fetch``).
+
+    Raises:
+        PullError: the server refused or cut the request.
+        NatsUnavailableError: the connection failed (a reconnect in progress).
+    """
+    with _unavailable("fetch", _CONNECTION_ERRORS):
+        return await puller.fetch(batch, timeout=timeout)
+
+
+async def reply(nc: Client, subject: str, body: bytes) -> None:
+    """Publish an outcome on the caller's reply subject."""
+    with _unavailable(f"replying on {subject}"):
+        await nc.publish(subject, body)
+
+
+async def resend(nc: Client, ack_subject: str, body: bytes, *, timeout: float | None) -> None:
+    """Send an ack protocol body again ourselves (nats-py refuses a second ack of a Msg);
+    with a ``timeout``, wait that long for the server's confirmation."""
+    with _unavailable("acking again"):
+        if timeout is None:
+            await nc.publish(ack_subject, body)
+        else:
+            await nc.request(ack_subject, body, timeout=timeout)
+
+
+async def ack(msg: Msg) -> None:
+    with _unavailable("ack"):
+        await msg.ack()
+
+
+async def ack_sync(msg: Msg, *, timeout: float) -> None:
+    """Ack and wait up to ``timeout`` seconds for the server's confirmation."""
+    with _unavailable("ack_sync"):
+        await msg.ack_sync(timeout=timeout)
+
+
+async def term(msg: Msg) -> None:
+    with _unavailable("term"):
+        await msg.term()
