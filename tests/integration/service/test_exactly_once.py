@@ -109,9 +109,9 @@ async def test_kill_9_mid_stream_then_handoff_applies_every_command_exactly_once
     nats_server: NatsServer,
     nc: Client,
     provisioner: Provisioner,
+    database_url: str,
     tmp_path: Path,
 ) -> None:
-    database_url = f"sqlite:///{tmp_path / 'shared.db'}"
     dead = await provisioner.assign(member="a", incarnation="1", shards=list(range(SHARDS)))
     proc = spawn_worker(
         nats_server,
@@ -150,9 +150,8 @@ async def test_kill_9_mid_stream_then_handoff_applies_every_command_exactly_once
 
 
 async def test_sigterm_finishes_in_flight_work_and_exits_zero(
-    nats_server: NatsServer, nc: Client, provisioner: Provisioner, tmp_path: Path
+    nats_server: NatsServer, nc: Client, provisioner: Provisioner, database_url: str, tmp_path: Path
 ) -> None:
-    database_url = f"sqlite:///{tmp_path / 'store.db'}"
     await provisioner.assign(member="t", incarnation="1", shards=list(range(SHARDS)))
     proc = spawn_worker(
         nats_server,
@@ -178,11 +177,10 @@ async def test_sigterm_finishes_in_flight_work_and_exits_zero(
 
 
 async def test_a_batch_committed_but_never_acked_is_answered_from_stored_outcomes(
-    nats_server: NatsServer, nc: Client, provisioner: Provisioner, tmp_path: Path
+    nats_server: NatsServer, nc: Client, provisioner: Provisioner, database_url: str
 ) -> None:
     """The crash window that kill -9 only sometimes hits, made deterministic: the test
     plays a worker that commits a batch and dies before replying or acking."""
-    database_url = f"sqlite:///{tmp_path / 'shared.db'}"
     zombie = await provisioner.assign(member="z", incarnation="1", shards=list(range(SHARDS)))
     store = Store(database_url)
     store.migrate()
