@@ -33,6 +33,14 @@ def missing_service(reason: str, *, how: str) -> NoReturn:
     pytest.skip(f"{reason}; {how}")
 
 
+def process_stopped(pid: int) -> bool:
+    """True when every thread of ``pid`` is in the stopped state (after SIGSTOP lands)."""
+    tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    return bool(tasks) and all(
+        (t / "stat").read_text().rpartition(")")[2].split()[0] == "T" for t in tasks
+    )
+
+
 @pytest.fixture
 def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
     server = start_server(tmp_path / "nats")

@@ -36,6 +36,7 @@ from coordshard_service.consuming import decode
 from coordshard_service.metrics import Metrics
 from coordshard_service.store import Store
 
+from ..conftest import process_stopped
 from .conftest import (
     PREFIX,
     SHARDS,
@@ -244,8 +245,7 @@ async def test_acks_that_fail_while_the_consumer_lives_are_retried_not_taken_for
     settle = worker.settle
     frozen: list[asyncio.Task[None]] = []
 
-    async def freeze_for_a_while() -> None:
-        os.kill(pid, signal.SIGSTOP)
+    async def thaw_later() -> None:
         try:
             await asyncio.sleep(3.0)  # the outage: longer than an ack_sync waits
         finally:
@@ -253,8 +253,10 @@ async def test_acks_that_fail_while_the_consumer_lives_are_retried_not_taken_for
 
     async def settle_then_freeze(msg: Msg, *args: object, **kw: object) -> None:
         if not frozen:
-            frozen.append(asyncio.create_task(freeze_for_a_while()))
-            await asyncio.sleep(0)  # let it stop the server before this ack goes out
+            os.kill(pid, signal.SIGSTOP)
+            frozen.append(asyncio.create_task(thaw_later()))
+            # SIGSTOP lands asynchronously: the ack must not go out before it has.
+            await wait_until(lambda: process_stopped(pid), timeout=2)
         await settle(msg, *args, **kw)  # type: ignore[arg-type]
 
     worker.settle = settle_then_freeze  # type: ignore[method-assign]
