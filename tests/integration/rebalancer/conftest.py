@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator
 from typing import TypeVar
 
 import pytest
-from nats.js import JetStreamContext
 
 from coordshard_operator.benchmarks.workload import Publisher, SimWorker
 
@@ -47,8 +46,8 @@ class Fleet:
 
 
 @pytest.fixture
-async def fleet(js: JetStreamContext) -> AsyncIterator[Fleet]:
-    """Depends on ``js`` so that it stops its members before the client closes."""
+async def fleet() -> AsyncIterator[Fleet]:
+    """Ask for it after the client, so that its members stop before the client closes."""
     started = Fleet()
     try:
         yield started
