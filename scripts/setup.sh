@@ -15,4 +15,4 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install --quiet -e ".[service,operator,dev]"
   touch "$stamp"
 fi
-bash scripts/get-helm.sh || echo "setup: could not get helm; chart tests will skip" >&2
+bash scripts/get-helm.sh || echo "setup: could not get helm; chart tests will skip (and fail under CI=true)" >&2

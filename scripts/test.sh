@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: lint, types, import layering, then pytest.
 # This is the README's test command and what CI runs. Extra args go to pytest.
+# Under CI=true the mutant check (scripts/mutants.sh, about a minute) runs after.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -13,3 +14,7 @@ echo "== import-linter" >&2
 lint-imports
 echo "== pytest" >&2
 pytest "$@"
+if [ "${CI:-}" = true ]; then
+  echo "== mutants" >&2
+  python scripts/mutants.py
+fi

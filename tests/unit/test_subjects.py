@@ -40,6 +40,40 @@ def test_shard_of_known_vectors(system_id: str, shards: int, expected: int) -> N
     assert shard_of(system_id, shards) == expected
 
 
+NON_ASCII_IDS = ["é", "système-1", "東京", "🚀-rocket", "Ωmega", "naïve:ü"]
+"""System ids whose UTF-8 bytes differ from any one-byte-per-character encoding."""
+
+
+def _reference_fnv1a_32(system_id: str) -> int:
+    """FNV-1a 32 over the id's UTF-8 bytes, written out from the published definition."""
+    h = 2166136261
+    for byte in system_id.encode("utf-8"):
+        h = ((h ^ byte) * 16777619) % 2**32
+    return h
+
+
+@pytest.mark.parametrize("system_id", NON_ASCII_IDS)
+@pytest.mark.parametrize("shards", [16, 1024, 4096])
+def test_shard_of_hashes_the_utf8_bytes_of_non_ascii_ids(system_id: str, shards: int) -> None:
+    assert shard_of(system_id, shards) == _reference_fnv1a_32(system_id) % shards
+
+
+@pytest.mark.parametrize(
+    ("system_id", "shards", "expected"),
+    [
+        # Checked against nats-server's {{partition(N, k)}} by the partition test,
+        # which maps these same ids on a real server.
+        pytest.param("é", 1024, 193, id="e-acute"),
+        pytest.param("système-1", 16, 13, id="latin"),
+        pytest.param("東京", 1024, 879, id="cjk"),
+        pytest.param("🚀-rocket", 1024, 37, id="emoji"),
+        pytest.param("Ωmega", 16, 14, id="greek"),
+    ],
+)
+def test_shard_of_known_non_ascii_vectors(system_id: str, shards: int, expected: int) -> None:
+    assert shard_of(system_id, shards) == expected
+
+
 def test_fnv1a_reference_values() -> None:
     # Published FNV-1a 32-bit test vectors.
     assert fnv1a_32(b"") == 0x811C9DC5

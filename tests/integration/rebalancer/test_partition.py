@@ -19,7 +19,10 @@ async def test_shard_of_matches_server_partition(js: JetStreamContext, shards: i
     rng = random.Random(shards)
     alphabet = string.ascii_letters + string.digits + "-_:é"
     ids = sorted({"".join(rng.choices(alphabet, k=rng.randint(1, 24))) for _ in range(2000)})
-    ids += ["sys-1", "sys-2", "a"]
+    # Multi-byte UTF-8 ids too, the unit tests' non-ASCII vectors among them.
+    ids += ["sys-1", "sys-2", "a", "é", "système-1", "東京", "🚀-rocket", "Ωmega", "naïve:ü"]
+    ids += ["".join(rng.choices("éüΩ東京🚀ß", k=rng.randint(1, 8))) for _ in range(200)]
+    ids = sorted(set(ids))
     await js.add_stream(
         StreamConfig(
             name=f"PART{shards}",

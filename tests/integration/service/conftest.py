@@ -32,18 +32,25 @@ from coordshard_service.consuming import Worker
 from coordshard_service.health import HealthServer
 from coordshard_service.settings import ServiceSettings
 
+from ..conftest import missing_service
+
 PREFIX = "coordinate.cmd"
 SHARDS = 8
 GROUP = "coordinate"
 PG_ADMIN = os.environ.get("COORDSHARD_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
 
-def _postgres_reachable() -> str | None:
+def require_postgres() -> None:
+    """Skip (fail under ``CI=true``) unless PostgreSQL answers at ``PG_ADMIN``."""
     try:
         with psycopg.connect(PG_ADMIN, connect_timeout=2):
-            return None
+            return
     except psycopg.Error as e:
-        return f"PostgreSQL not reachable at {PG_ADMIN}: {e}"
+        missing_service(
+            f"PostgreSQL not reachable at {PG_ADMIN}: {e}".strip(),
+            how="as root, `bash scripts/services.sh` starts one; "
+            "or point COORDSHARD_TEST_POSTGRES at yours",
+        )
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -52,9 +59,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'store.db'}"
         return
-    reason = _postgres_reachable()
-    if reason:
-        pytest.skip(reason)
+    require_postgres()
     admin = PG_ADMIN.replace("postgresql://", "postgresql+psycopg://", 1)
     with scratch_database(admin, prefix="cs_") as url:
         yield url

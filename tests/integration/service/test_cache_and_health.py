@@ -9,10 +9,24 @@ import aiohttp
 import pytest
 
 from coordshard_client import CoordinateClient, Translate, shard_of
+from coordshard_client.messages import (
+    Command,
+    CreatePoint,
+    CreateSystem,
+    GetPoint,
+    MovePoint,
+    Outcome,
+    Point,
+)
 from coordshard_operator.local.natsserver import NatsServer, free_port
 from coordshard_service import app
+from coordshard_service.cache import Cache
+from coordshard_service.commands import Incoming, apply_batch
+from coordshard_service.metrics import Metrics
+from coordshard_service.store import Store
 
 from .conftest import (
+    PREFIX,
     SHARDS,
     Provisioner,
     RunningWorker,
@@ -154,3 +168,51 @@ async def test_while_nats_is_unreachable_it_is_alive_not_ready_and_stops_cleanly
         assert seen[2]["state"] == "connecting" and seen[2]["nats"] is False
     stop.set()
     await asyncio.wait_for(task, 10)  # returns, no exception
+
+
+def test_a_pod_whose_shard_was_written_elsewhere_meanwhile_reads_the_store_not_its_cache(
+    database_url: str,
+) -> None:
+    # Pod a caches a point; the shard moves to pod b and back between two of a's
+    # looks at its consumer, so a never saw it leave (retain did not run). Only
+    # the shard's mark in the store, changed by b's batch, tells a its cache is stale.
+    store = Store(database_url)
+    store.migrate()
+    sid = "roamer"
+    shard = shard_of(sid, SHARDS)
+    metrics = Metrics()
+
+    def incoming(seq: int, command: Command) -> Incoming:
+        return Incoming(
+            stream_seq=seq,
+            subject=f"{PREFIX}.{shard}.{sid}.{command.op}",
+            shard=shard,
+            key=f"k-{seq}",
+            reply=None,
+            command=command,
+        )
+
+    def move(seq: int, dx: float) -> Incoming:
+        return incoming(
+            seq, MovePoint(system_id=sid, point_id="p", moves=(Translate(delta=(dx, 0)),))
+        )
+
+    def apply(cache: Cache, *items: Incoming) -> list[Outcome]:
+        return apply_batch(store, cache, list(items), shards=SHARDS, consumer="c", metrics=metrics)
+
+    on_a, on_b = Cache(100), Cache(100)
+    try:
+        apply(
+            on_a,
+            incoming(1, CreateSystem(system_id=sid, name="r", dimension=2)),
+            incoming(2, CreatePoint(system_id=sid, point_id="p", coordinates=(0, 0))),
+            incoming(3, GetPoint(system_id=sid, point_id="p")),
+        )
+        assert on_a.point(sid, "p") is not None
+        (elsewhere,) = apply(on_b, move(4, 5))
+        assert elsewhere.ok
+        (back,) = apply(on_a, move(5, 1))
+        assert isinstance(back.result, Point)
+        assert (back.result.coordinates, back.result.version) == ((6.0, 0.0), 3)
+    finally:
+        store.dispose()

@@ -35,7 +35,7 @@ pytestmark = pytest.mark.integration
 
 
 async def test_engine_crash_handoff_to_a_live_worker_applies_every_command_once(
-    nats_server: NatsServer, nc: Client, stream_name: str, tmp_path: Path
+    nats_server: NatsServer, nc: Client, stream_name: str, database_url: str, tmp_path: Path
 ) -> None:
     js = nc.jetstream()
     engine = Engine(js, GroupConfig(stream=stream_name, subject_prefix=PREFIX, shards=SHARDS))
@@ -44,7 +44,6 @@ async def test_engine_crash_handoff_to_a_live_worker_applies_every_command_once(
     b = MemberInfo.of(group=GROUP, member="b", incarnation="1")
     await run_pass(engine, shards=SHARDS, members={a.consumer: a, b.consumer: b}, epoch=1)
 
-    database_url = f"sqlite:///{tmp_path / 'shared.db'}"
     proc = spawn_worker(
         nats_server, stream=stream_name, database_url=database_url, member="a", log=tmp_path / "a"
     )

@@ -36,6 +36,7 @@ from coordshard_service.consuming import decode
 from coordshard_service.metrics import Metrics
 from coordshard_service.store import Store
 
+from ..conftest import process_stopped
 from .conftest import (
     PREFIX,
     SHARDS,
@@ -44,7 +45,9 @@ from .conftest import (
     RunningWorker,
     spawn_worker,
     start_member,
+    start_worker,
     wait_until,
+    worker_settings,
 )
 
 pytestmark = pytest.mark.integration
@@ -107,9 +110,9 @@ async def test_kill_9_mid_stream_then_handoff_applies_every_command_exactly_once
     nats_server: NatsServer,
     nc: Client,
     provisioner: Provisioner,
+    database_url: str,
     tmp_path: Path,
 ) -> None:
-    database_url = f"sqlite:///{tmp_path / 'shared.db'}"
     dead = await provisioner.assign(member="a", incarnation="1", shards=list(range(SHARDS)))
     proc = spawn_worker(
         nats_server,
@@ -148,9 +151,8 @@ async def test_kill_9_mid_stream_then_handoff_applies_every_command_exactly_once
 
 
 async def test_sigterm_finishes_in_flight_work_and_exits_zero(
-    nats_server: NatsServer, nc: Client, provisioner: Provisioner, tmp_path: Path
+    nats_server: NatsServer, nc: Client, provisioner: Provisioner, database_url: str, tmp_path: Path
 ) -> None:
-    database_url = f"sqlite:///{tmp_path / 'store.db'}"
     await provisioner.assign(member="t", incarnation="1", shards=list(range(SHARDS)))
     proc = spawn_worker(
         nats_server,
@@ -176,11 +178,10 @@ async def test_sigterm_finishes_in_flight_work_and_exits_zero(
 
 
 async def test_a_batch_committed_but_never_acked_is_answered_from_stored_outcomes(
-    nats_server: NatsServer, nc: Client, provisioner: Provisioner, tmp_path: Path
+    nats_server: NatsServer, nc: Client, provisioner: Provisioner, database_url: str
 ) -> None:
     """The crash window that kill -9 only sometimes hits, made deterministic: the test
     plays a worker that commits a batch and dies before replying or acking."""
-    database_url = f"sqlite:///{tmp_path / 'shared.db'}"
     zombie = await provisioner.assign(member="z", incarnation="1", shards=list(range(SHARDS)))
     store = Store(database_url)
     store.migrate()
@@ -244,8 +245,7 @@ async def test_acks_that_fail_while_the_consumer_lives_are_retried_not_taken_for
     settle = worker.settle
     frozen: list[asyncio.Task[None]] = []
 
-    async def freeze_for_a_while() -> None:
-        os.kill(pid, signal.SIGSTOP)
+    async def thaw_later() -> None:
         try:
             await asyncio.sleep(3.0)  # the outage: longer than an ack_sync waits
         finally:
@@ -253,8 +253,10 @@ async def test_acks_that_fail_while_the_consumer_lives_are_retried_not_taken_for
 
     async def settle_then_freeze(msg: Msg, *args: object, **kw: object) -> None:
         if not frozen:
-            frozen.append(asyncio.create_task(freeze_for_a_while()))
-            await asyncio.sleep(0)  # let it stop the server before this ack goes out
+            os.kill(pid, signal.SIGSTOP)
+            frozen.append(asyncio.create_task(thaw_later()))
+            # SIGSTOP lands asynchronously: the ack must not go out before it has.
+            await wait_until(lambda: process_stopped(pid), timeout=2)
         await settle(msg, *args, **kw)  # type: ignore[arg-type]
 
     worker.settle = settle_then_freeze  # type: ignore[method-assign]
@@ -387,4 +389,75 @@ def test_a_late_delivery_below_the_mark_is_applied_once_an_old_unknown_one_refus
         assert isinstance(point.result, Point)
         assert point.result.coordinates == (11.0, 0.0) and point.result.version == 3
     finally:
+        store.dispose()
+
+
+async def test_a_redelivery_at_its_shards_mark_after_its_outcome_was_pruned_is_not_applied_again(
+    nats_server: NatsServer, nc: Client, provisioner: Provisioner, database_url: str
+) -> None:
+    # The test plays a worker that commits a batch and dies before acking; the
+    # outcomes are then pruned and the batch is redelivered to a real worker, old
+    # enough that no outcome of it could still be stored. The last command of the
+    # batch sits exactly at its shard's mark: it was applied, and must not be again.
+    zombie = await provisioner.assign(member="z", incarnation="1", shards=list(range(SHARDS)))
+    store = Store(database_url)
+    store.migrate()
+    b: RunningWorker | None = None
+    try:
+        async with CoordinateClient(
+            nc, shards=SHARDS, prefix=PREFIX, stream=provisioner.stream, timeout=30
+        ) as client:
+            calls: list[asyncio.Task[object]] = [
+                asyncio.create_task(client.create_system(system_id="m", name="m", dimension=2)),
+                asyncio.create_task(
+                    client.create_point(system_id="m", point_id="p", coordinates=(0, 0))
+                ),
+                asyncio.create_task(
+                    client.move_point(system_id="m", point_id="p", moves=[Translate(delta=(1, 0))])
+                ),
+            ]
+            psub = await nc.jetstream().pull_subscribe_bind(
+                durable=zombie, stream=provisioner.stream
+            )
+            fetched: list[Msg] = []
+            while len(fetched) < 3:
+                fetched += await psub.fetch(3 - len(fetched), timeout=5)
+            published = time.time()
+            items = [decode(m, prefix=PREFIX, shards=SHARDS, max_payload=65536) for m in fetched]
+            assert [i.command.op for i in items if i.command] == [
+                "create-system",
+                "create-point",
+                "move-point",
+            ]
+            committed = apply_batch(
+                store, Cache(100), items, shards=SHARDS, consumer=zombie, metrics=Metrics()
+            )
+            assert all(o.ok for o in committed)
+            await psub.unsubscribe()
+            with store.transaction() as tx:
+                assert tx.lock_marks([items[-1].shard]) == {items[-1].shard: items[-1].stream_seq}
+            retention = 0.5
+            # Past the retention (and the clock margin) since the stream stored them.
+            await asyncio.sleep(max(0.0, published + retention - time.time()))
+            assert store.prune_outcomes(older_than=0) == 3
+
+            await provisioner.delete(zombie)
+            await provisioner.assign(member="b", incarnation="1", shards=list(range(SHARDS)))
+            b = await start_worker(
+                worker_settings(
+                    nats_server,
+                    stream=provisioner.stream,
+                    database_url=database_url,
+                    member="b",
+                    incarnation="1",
+                    outcome_retention=retention,
+                )
+            )
+            answers = await asyncio.gather(*calls, return_exceptions=True)
+            assert all(isinstance(a, CoordinateConflictError) for a in answers), answers
+            point = await client.get_point(system_id="m", point_id="p")
+            assert (point.coordinates, point.version) == ((1.0, 0.0), 2)
+    finally:
+        if b is not None:
+            await b.shutdown()
         store.dispose()

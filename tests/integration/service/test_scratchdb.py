@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import os
-
 import psycopg
 import pytest
 
 from coordshard_operator.benchmarks.scratchdb import libpq_url, scratch_database
 
-pytestmark = pytest.mark.integration
+from .conftest import PG_ADMIN as ADMIN
+from .conftest import require_postgres
 
-ADMIN = os.environ.get("COORDSHARD_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+pytestmark = pytest.mark.integration
 
 
 def _databases() -> set[str]:
@@ -20,10 +19,8 @@ def _databases() -> set[str]:
 
 
 def test_the_database_is_made_empty_and_dropped() -> None:
-    try:
-        before = _databases()
-    except psycopg.Error as e:
-        pytest.skip(f"PostgreSQL not reachable at {ADMIN}: {e}")
+    require_postgres()
+    before = _databases()
     given = ADMIN.replace("postgresql://", "postgresql+psycopg://", 1)
     with scratch_database(given, prefix="cs_scratch_") as url:
         assert url.startswith("postgresql+psycopg://")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
 import sqlalchemy as sa
@@ -154,3 +155,57 @@ def _take_shard(store: Store, shard: int) -> int:
         mark = tx.lock_marks([shard])[shard]
         tx.set_marks({shard: 9})
     return mark
+
+
+def test_postgres_writers_on_one_shard_take_its_mark_one_after_the_other(
+    database_url: str,
+) -> None:
+    # Two writers on one shard at once (a shard's old owner finishing a batch as
+    # its new owner starts one): the second must read the mark the first commits,
+    # never the one before it, or it moves the mark back and applies again what
+    # lies between. SQLite has one write lock for the whole file; PostgreSQL
+    # needs the marks' row lock.
+    if database_url.startswith("sqlite"):
+        pytest.skip("SQLite's BEGIN IMMEDIATE serialises every writer already")
+    first, second = Store(database_url), Store(database_url)
+    pool = ThreadPoolExecutor(1)
+    try:
+        first.migrate()
+        with first.transaction() as tx:
+            tx.lock_marks([4])  # the row exists, at 0
+        with first.transaction() as tx:
+            assert tx.lock_marks([4]) == {4: 0}
+            tx.set_marks({4: 5})
+            seen = pool.submit(_advance_to, second, 4, 3)
+            # Commit only once the second writer has read the mark or waits for it.
+            _wait_for_read_or_lock_wait(first, seen)
+        assert seen.result(timeout=30) == 5
+        with first.transaction() as tx:
+            assert tx.lock_marks([4]) == {4: 5}
+    finally:
+        pool.shutdown(wait=False)
+        first.dispose()
+        second.dispose()
+
+
+def _advance_to(store: Store, shard: int, seq: int) -> int:
+    """A batch applying ``seq`` on ``shard``: the mark goes to the larger; returns what it read."""
+    with store.transaction() as tx:
+        mark = tx.lock_marks([shard])[shard]
+        tx.set_marks({shard: max(mark, seq)})
+    return mark
+
+
+def _wait_for_read_or_lock_wait(store: Store, done: Future[int], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    waiting = sa.text(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    with store.engine.connect() as conn:
+        while not done.done():
+            if conn.execute(waiting).scalar():
+                return
+            assert time.monotonic() < deadline, "the second writer neither read nor waited"
+            conn.rollback()  # a fresh snapshot of pg_stat_activity each time
+            time.sleep(0.01)
