@@ -11,6 +11,8 @@ three answers from NATS and gets them here in its own terms:
   failure is ``NatsUnavailableError``, a refused pull stays ``PullError``.
 - ``reply``/``resend``/``ack``/``ack_sync``/``term``: settling; any failure is
   ``NatsUnavailableError``, and the caller asks ``read_consumer`` what it means.
+- ``rewind``: put our consumer's cursor back to the stream's first message, so
+  deliveries a previous process of ours held come again, in stream order.
 
 Each error says what was being done and chains the nats-py error (``from e``).
 """
@@ -42,6 +44,7 @@ __all__ = [
     "read_consumer",
     "reply",
     "resend",
+    "rewind",
     "term",
 ]
 
@@ -132,3 +135,19 @@ async def ack_sync(msg: Msg, *, timeout: float) -> None:
 async def term(msg: Msg) -> None:
     with _unavailable("term"):
         await msg.term()
+
+
+async def rewind(js: JetStreamContext, *, stream: str, consumer: str) -> int:
+    """Reset our consumer to the stream's first sequence and return that sequence.
+
+    Everything still in the stream that the consumer's filters match is then
+    delivered again, oldest first, and the deliveries pending before the reset
+    are forgotten (their acks are ignored). On a WorkQueue stream whatever is
+    left on our shards is ours, so nothing of another member comes with it.
+    Needs nats-server 2.14+ (consumer reset).
+    """
+    with _unavailable(f"rewinding consumer {consumer}"):
+        info = await js.stream_info(stream)
+        first = max(1, info.state.first_seq)
+        await js.reset_consumer(stream, consumer, seq=first)
+    return first

@@ -259,15 +259,49 @@ class Worker:
                     logger.warning("%s", e)
                 else:
                     self._puller = puller
-                    self._adopt(info)
-                    self.state = "bound"
-                    logger.info(
-                        "bound to consumer %s, shards %s", self.consumer, sorted(self.shards)
-                    )
-                    return True
+                    if await self._take_over(info):
+                        self._adopt(info)
+                        self.state = "bound"
+                        logger.info(
+                            "bound to consumer %s, shards %s", self.consumer, sorted(self.shards)
+                        )
+                        return True
+                    await self._unbind()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.settings.bind_poll)
         return False
+
+    async def _take_over(self, info: ConsumerInfo) -> bool:
+        """Make our consumer deliver in stream order from here; False if NATS did not answer.
+
+        A consumer that has deliveries pending when we bind holds them for a
+        process of ours that died: a container restarted in place keeps its pod
+        UID, so its consumer, and within the grace period nothing moves. Those
+        deliveries would come back only after ``ack_wait``, behind the later
+        commands of their shards, and be applied late, out of order. So we
+        rewind first: the consumer delivers everything left on our shards again,
+        oldest first; what the dead process committed is answered from its
+        stored outcomes, the rest is applied in order.
+        """
+        held = info.num_ack_pending or 0
+        if held == 0:
+            return True
+        try:
+            first = await consumerstate.rewind(
+                self.js, stream=self.settings.stream, consumer=self.consumer
+            )
+        except NatsUnavailableError as e:
+            logger.warning("%s", e)
+            return False
+        self.metrics.rewinds.inc()
+        logger.warning(
+            "consumer %s held %d deliveries of a previous process of ours; "
+            "rewound it to stream sequence %d so they come again in order",
+            self.consumer,
+            held,
+            first,
+        )
+        return True
 
     async def _unbind(self) -> None:
         self.state = "waiting"

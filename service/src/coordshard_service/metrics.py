@@ -69,6 +69,12 @@ class Metrics:
             "Shards named by this worker's consumer filter.",
             registry=self.registry,
         )
+        self.rewinds = Counter(
+            "coordshard_worker_rewinds",
+            "Times the worker bound to its consumer with deliveries of a previous process "
+            "pending and rewound it so they come again in stream order.",
+            registry=self.registry,
+        )
         self.fenced = Counter(
             "coordshard_worker_fenced",
             "Times the worker found its consumer deleted (fenced) and waited for it again.",

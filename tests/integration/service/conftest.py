@@ -83,7 +83,9 @@ class Provisioner:
             )
         )
 
-    async def assign(self, *, member: str, incarnation: str, shards: list[int]) -> str:
+    async def assign(
+        self, *, member: str, incarnation: str, shards: list[int], ack_wait: float = 30.0
+    ) -> str:
         """Create or rewrite a member's consumer to own exactly ``shards``."""
         name = consumer_name(group=GROUP, member=member, incarnation=incarnation)
         await self.js.add_consumer(
@@ -93,7 +95,7 @@ class Provisioner:
                 ack_policy=AckPolicy.EXPLICIT,
                 deliver_policy=DeliverPolicy.ALL,
                 filter_subjects=[shard_filter(s, prefix=PREFIX) for s in shards] or None,
-                ack_wait=30.0,
+                ack_wait=ack_wait,
                 max_ack_pending=10_000,
             ),
         )
@@ -149,13 +151,19 @@ class RunningWorker:
 
 
 def spawn_worker(
-    server: NatsServer, *, stream: str, database_url: str, member: str, log: Path
+    server: NatsServer,
+    *,
+    stream: str,
+    database_url: str,
+    member: str,
+    log: Path,
+    incarnation: str = "1",
 ) -> subprocess.Popen[bytes]:
     """A worker as a subprocess (``python -m coordshard_service``), for kill -9."""
     args = [
         sys.executable, "-m", "coordshard_service",
         "--nats-url", server.url, "--stream", stream, "--prefix", PREFIX,
-        "--shards", str(SHARDS), "--pod-name", member, "--pod-uid", "1",
+        "--shards", str(SHARDS), "--pod-name", member, "--pod-uid", incarnation,
         "--database-url", database_url, "--no-http-enabled",
         "--fetch-timeout", "0.2", "--bind-poll", "0.05", "--batch-size", "64",
     ]  # fmt: skip
