@@ -10,7 +10,7 @@ import pytest
 
 from coordshard_operator.local.system import LocalSystem, SystemOptions
 
-from .test_chaos import until
+from .test_chaos import more_successes, until
 
 pytestmark = pytest.mark.integration
 
@@ -47,3 +47,29 @@ async def test_a_killed_or_stopped_worker_is_not_restarted_by_the_crash_rule(
         await until(lambda: system.group is not None and not system.group.assignment, what="none")
         await asyncio.sleep(1.0)  # 5x the restart delay: proving a negative needs a window
         assert victim.generation == 1 and system.workers["worker-1"].generation == 1
+
+
+async def test_a_worker_restarted_in_place_keeps_its_consumer_and_shards_and_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    # A container restarted inside its pod: the same pod UID, so the same consumer,
+    # and within the grace period its shards stay where they are.
+    options = SystemOptions(workers=2, shards=8, systems=8, grace_s=30.0)
+    async with LocalSystem(options, tmp_path) as system:
+        assert system.group is not None
+        await system.wait_converged()
+        worker = system.workers["worker-0"]
+        consumer = worker.consumer
+        shards = list(system.group.assignment[consumer])
+        load = system.start_load(rate=150.0)
+        await more_successes(load, 100)
+        system.kill("worker-0")
+        await until(lambda: not worker.running, what="the kill")
+        await worker.start(in_place=True)
+        await until(lambda: worker.state.ready, what="ready again")
+        await more_successes(load, 100)
+        assert (worker.consumer, worker.generation, worker.restarts) == (consumer, 1, 1)
+        assert list(system.group.assignment[consumer]) == shards
+        summary = await system.finish()
+        assert summary["lost"] == 0 and summary["duplicate_effects"] == 0, summary
+        assert summary["succeeded"] > 0

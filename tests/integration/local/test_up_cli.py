@@ -72,15 +72,23 @@ def _worker_logs(data_dir: Path) -> str:
     return "".join(parts)
 
 
-def test_up_refuses_nonsense_with_exit_2() -> None:
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--workers", "0"], "must be >= 1"),
+        (["--restart-in-place"], "needs --chaos"),
+        (["--restart-in-place", "--chaos", "5", "--grace", "1"], "longer than --restart-delay"),
+    ],
+)
+def test_up_refuses_nonsense_with_exit_2(args: list[str], says: str) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "coordshard_operator", "up", "--workers", "0"],
+        [sys.executable, "-m", "coordshard_operator", "up", *args],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
-    assert proc.returncode == 2 and "must be >= 1" in proc.stderr
+    assert proc.returncode == 2 and says in proc.stderr
 
 
 def _processes_mentioning(text: str) -> list[int]:

@@ -3,7 +3,8 @@
 Starts an embedded nats-server (or uses ``--nats``), the command stream, N
 worker processes sharing one store, and the local rebalancer; optionally drives
 load through the SDK and kills a random worker every ``--chaos`` seconds
-(restarting it after ``--restart-delay``, as Kubernetes would). While it runs a
+(restarting it after ``--restart-delay``, as Kubernetes would: as a new pod, or
+with ``--restart-in-place`` as a container restarted in its pod). While it runs a
 live view shows who owns what; ``--duration S --json`` runs unattended and
 prints one JSON summary. The exit code is 1 if the independent check finds a
 lost or twice-applied command.
@@ -45,6 +46,7 @@ class UpOptions:
     load: float = 0.0
     chaos_s: float = 0.0
     restart_delay_s: float = 2.0
+    restart_in_place: bool = False
     duration_s: float = 0.0
     json: bool = False
     data_dir: Path | None = None
@@ -80,6 +82,12 @@ def add_parser(sub: Any) -> None:
         default=2.0,
         metavar="SECONDS",
         help="restart a killed worker after this long (default 2)",
+    )
+    p.add_argument(
+        "--restart-in-place",
+        action="store_true",
+        help="chaos restarts a killed worker in place (same pod UID and consumer, as a "
+        "kubelet restarts a crashed container); needs --grace longer than --restart-delay",
     )
     p.add_argument(
         "--grace",
@@ -130,6 +138,12 @@ def _run_command(args: argparse.Namespace) -> int:
     if args.workers < 1 or args.shards < 1:
         sys.stderr.write("coordshard up: error: --workers and --shards must be >= 1\n")
         return 2
+    if args.restart_in_place and not (args.chaos > 0 and args.grace > args.restart_delay):
+        sys.stderr.write(
+            "coordshard up: error: --restart-in-place needs --chaos and a --grace longer "
+            "than --restart-delay (else the killed worker's shards move before it is back)\n"
+        )
+        return 2
     options = UpOptions(
         system=SystemOptions(
             workers=args.workers,
@@ -144,6 +158,7 @@ def _run_command(args: argparse.Namespace) -> int:
         load=args.load,
         chaos_s=args.chaos,
         restart_delay_s=args.restart_delay,
+        restart_in_place=args.restart_in_place,
         duration_s=args.duration,
         json=args.json,
         data_dir=args.data_dir,
@@ -205,7 +220,7 @@ async def _chaos(system: LocalSystem, options: UpOptions, stop: asyncio.Event) -
 
     async def restart(w: WorkerProcess) -> None:
         await asyncio.sleep(options.restart_delay_s)  # the "kubelet" back-off, by design
-        await w.start()
+        await w.start(in_place=options.restart_in_place)
 
     try:
         while not stop.is_set():

@@ -3,7 +3,8 @@
 Each worker is ``python -m coordshard_service`` with its configuration in
 ``COORDSHARD_*`` variables, exactly as a pod gets it from its manifest and the
 downward API. A restart is a new *incarnation* (a fresh id, so a fresh
-consumer), as a restarted pod gets a new UID. Readiness is read from the
+consumer), as a restarted pod gets a new UID; ``start(in_place=True)`` is a
+container restarted inside its pod instead (same UID, same consumer). Readiness is read from the
 worker's own ``/readyz``, as the kubelet does.
 """
 
@@ -71,6 +72,8 @@ class WorkerProcess:
         self._restart: asyncio.Task[None] | None = None
         self.spec = spec
         self.generation = 0
+        self.restarts = 0
+        """Restarts in place (same incarnation), as a pod's container restartCount."""
         self.incarnation = ""
         self.port = 0
         self.process: asyncio.subprocess.Process | None = None
@@ -97,11 +100,20 @@ class WorkerProcess:
             self.state = state
             self.wake.set()
 
-    async def start(self) -> None:
-        """Start a new incarnation of this worker."""
+    async def start(self, *, in_place: bool = False) -> None:
+        """Start a new incarnation of this worker, or with ``in_place`` the same one again.
+
+        In place is a container restarted inside its pod: same pod UID, so the same
+        consumer, and still a member (held, not ready) until its grace runs out.
+        """
         self._stopping = False
-        self.generation += 1
-        self.incarnation = f"{self.generation}-{uuid.uuid4().hex[:8]}"
+        previous = self.state
+        in_place = in_place and bool(self.incarnation)
+        if in_place:
+            self.restarts += 1
+        else:
+            self.generation += 1
+            self.incarnation = f"{self.generation}-{uuid.uuid4().hex[:8]}"
         self.port = free_port()
         s = self.spec
         env = {
@@ -131,7 +143,13 @@ class WorkerProcess:
                 start_new_session=True,
             )
         consumer = consumer_name(group=s.group, member=self.name, incarnation=self.incarnation)
-        self._set(WorkerState(consumer=consumer))
+        if in_place:
+            down = previous.exited_at or previous.not_ready_since or time.monotonic()
+            self._set(
+                WorkerState(consumer=consumer, was_ready=previous.was_ready, not_ready_since=down)
+            )
+        else:
+            self._set(WorkerState(consumer=consumer))
         logger.info("started worker %s pid=%s consumer=%s", self.name, self.pid, consumer)
         self._tasks = [
             asyncio.create_task(self._watch_exit(self.process)),
