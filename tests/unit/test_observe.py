@@ -115,3 +115,15 @@ def test_a_returning_pod_with_a_new_uid_is_a_new_member() -> None:
     again = PodState(namespace="ns", name="w-0", uid="2")
     assert first.member_id("g") != again.member_id("g")
     assert first.member_id("g").startswith("g_w-0_")
+
+
+def test_a_container_restarted_in_place_is_the_same_member_with_its_restarts_counted() -> None:
+    body = pod("w-0")
+    before = pod_state(body)
+    body["status"]["containerStatuses"] = [
+        {"name": "worker", "restartCount": 2},
+        {"name": "sidecar", "restartCount": 1},
+    ]
+    after = pod_state(body)
+    assert (before.restarts, after.restarts) == (0, 3)
+    assert after.member_id("g") == before.member_id("g")

@@ -82,6 +82,7 @@ EVENT_MEMBERS_CHANGED: Final = "MembersChanged"
 EVENT_SHARDS_MOVED: Final = REASON_SHARDS_MOVED
 EVENT_POD_NOT_READY_PAST_GRACE: Final = "PodNotReadyPastGrace"
 EVENT_CONSUMERS_LEFT: Final = "ConsumersLeftBehind"
+EVENT_RESTARTED_IN_PLACE: Final = "RestartedInPlace"
 """Warning: a deleted CR's consumers could not be removed within the release timeout."""
 
 LABEL_WORKER: Final = f"{GROUP}/worker"

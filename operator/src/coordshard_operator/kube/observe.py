@@ -11,7 +11,9 @@ Pure; ``now`` is passed in. The rules (issue 5):
 
 Deleted pods are simply absent from the input. The member id the planner sees
 is the consumer name of the pod's incarnation (name + uid), so a pod that
-comes back under the same name with a new uid is a new member.
+comes back under the same name with a new uid is a new member, while a
+container restarted in place (same uid, a higher ``restartCount``) is the
+same member: its worker rewinds the consumer it finds with deliveries pending.
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ class PodState:
     ready_changed_at: datetime | None = None
     """lastTransitionTime of the Ready condition, if the pod has one."""
     terminating: bool = False
+    restarts: int = 0
+    """Sum of the containers' ``restartCount``: a container restarted in place keeps
+    the pod's uid, so its consumer; the worker rewinds it on bind (see the service)."""
 
     def member_id(self, group: str) -> str:
         """The consumer name of this incarnation in ``group``."""
@@ -72,6 +77,9 @@ def pod_state(body: Mapping[str, Any]) -> PodState:
         ready=ready,
         ready_changed_at=changed,
         terminating=bool(meta.get("deletionTimestamp")),
+        restarts=sum(
+            int(c.get("restartCount") or 0) for c in status.get("containerStatuses") or []
+        ),
     )
 
 

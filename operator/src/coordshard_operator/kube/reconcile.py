@@ -159,10 +159,15 @@ async def _converge(
         *_past_grace(seen.lost, before_pods, desired.grace_period_seconds),
         *_membership(now_pods - before_pods, gone),
         *_shard_moves(balance.moves, pod_of, why),
+        *_restarts(planned.values(), previous.get("members") or []),
     ]
     members = [
         status.Member(
-            pod=p.name, uid=p.uid, ready=p.ready, shards=tuple(balance.assignment.get(mid, ()))
+            pod=p.name,
+            uid=p.uid,
+            ready=p.ready,
+            shards=tuple(balance.assignment.get(mid, ())),
+            restarts=p.restarts,
         )
         for mid, p in planned.items()
     ]
@@ -215,6 +220,26 @@ def _past_grace(lost: Iterable[PodState], members_before: set[str], grace_s: int
         for p in lost
         if p.name in members_before and p.phase == "Running" and not p.terminating
     ]
+
+
+def _restarts(pods: Iterable[PodState], before: Iterable[Mapping[str, Any]]) -> list[Notice]:
+    """A Warning for each member whose container restarted in place since the last status:
+    it keeps its consumer and shards (nothing moves within the grace period)."""
+    seen = {(m.get("pod"), m.get("uid")): int(m.get("restarts") or 0) for m in before}
+    notices = []
+    for p in sorted(pods, key=lambda p: p.name):
+        last = seen.get((p.name, p.uid))
+        if last is not None and p.restarts > last:
+            notices.append(
+                Notice(
+                    "Warning",
+                    crd.EVENT_RESTARTED_IN_PLACE,
+                    f"pod {p.name} restarted in place ({p.restarts} restarts): it keeps its "
+                    "consumer and shards; its worker redelivers what the old process held, "
+                    "in stream order",
+                )
+            )
+    return notices
 
 
 def _membership(joined: Iterable[str], left: Iterable[str]) -> list[Notice]:

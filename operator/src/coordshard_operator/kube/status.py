@@ -125,6 +125,8 @@ class Member:
     uid: str
     ready: bool
     shards: tuple[int, ...]
+    restarts: int = 0
+    """Container restarts in place (the pod's containerStatuses restartCount)."""
 
 
 def converged(
@@ -148,7 +150,13 @@ def converged(
         "epoch": epoch,
         "memberCount": len(members),
         "members": [
-            {"pod": m.pod, "uid": m.uid, "ready": m.ready, "shards": len(m.shards)}
+            {
+                "pod": m.pod,
+                "uid": m.uid,
+                "ready": m.ready,
+                "shards": len(m.shards),
+                "restarts": m.restarts,
+            }
             for m in sorted(members, key=lambda m: m.pod)
         ],
         "assignment": {m.pod: ranges.format_ranges(m.shards) for m in members if m.shards},

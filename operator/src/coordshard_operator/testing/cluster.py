@@ -12,6 +12,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,6 +47,17 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _container(ready: bool, restarts: int) -> dict[str, Any]:
+    """A worker container's status as a kubelet reports it."""
+    return {
+        "name": "worker",
+        "ready": ready,
+        "restartCount": restarts,
+        "containerID": f"containerd://{uuid.uuid4().hex}",
+        "state": {"running": {"startedAt": _now()}},
+    }
+
+
 class Cluster:
     """Pods and CRs of one namespace in the double."""
 
@@ -65,9 +77,25 @@ class Cluster:
                 "conditions": [
                     {"type": "Ready", "status": str(ready), "lastTransitionTime": _now()}
                 ],
+                "containerStatuses": [_container(ready=ready, restarts=0)],
             },
         }
         return self.api.create(self.pods, self.namespace, body)
+
+    def restart_container(self, name: str, *, ready: bool = True) -> None:
+        """What a kubelet does when the worker container crashes and is restarted in the
+        same pod: same uid, ``restartCount`` + 1, a new container ID, Ready again."""
+        pod = self.api.get(self.pods, self.namespace, name)
+        statuses = pod.get("status", {}).get("containerStatuses") or [_container(True, 0)]
+        restarts = int(statuses[0].get("restartCount") or 0) + 1
+        cond = {"type": "Ready", "status": str(ready), "lastTransitionTime": _now()}
+        patch = {
+            "status": {
+                "conditions": [cond],
+                "containerStatuses": [_container(ready=ready, restarts=restarts)],
+            }
+        }
+        self.api.patch(self.pods, self.namespace, name, patch, status=True)
 
     def set_ready(self, name: str, ready: bool) -> None:
         cond = {"type": "Ready", "status": str(ready), "lastTransitionTime": _now()}
