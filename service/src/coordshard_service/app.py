@@ -141,6 +141,7 @@ async def run(
             metrics=metrics,
             status=status,
             db_ok=store.ping,
+            alive=lambda: worker is None or worker.alive(),
         )
         await health.start()
     try:

@@ -67,6 +67,7 @@ from coordshard_service.errors import (
     StoreUnavailableError,
 )
 from coordshard_service.metrics import Metrics
+from coordshard_service.progress import Progress
 from coordshard_service.pulling import Puller, PullError
 from coordshard_service.settings import ServiceSettings
 from coordshard_service.store import Store
@@ -208,6 +209,8 @@ class Worker:
         self._stopping = asyncio.Event()
         """The ``stop`` given to ``run``."""
         self._pruned = time.monotonic()
+        self.progress = Progress()
+        """Fed by the loop; what /readyz and /healthz follow (``stuck``)."""
 
     @property
     def bound(self) -> bool:
@@ -215,13 +218,26 @@ class Worker:
         return self.state == "bound"
 
     def status(self) -> dict[str, object]:
-        """What /readyz reports."""
-        return {
+        """What /readyz reports; ``stuck_s`` and ``stuck`` say if and why the loop is stuck."""
+        stuck, why = self.progress.stuck()
+        body: dict[str, object] = {
             "state": self.state,
             "consumer": self.consumer,
             "shards": sorted(self.shards),
             "nats": self.nc.is_connected,
+            "stuck_s": round(stuck, 3),
         }
+        if stuck > self.settings.stall_timeout:
+            body["stuck"] = why
+        return body
+
+    def serving(self) -> bool:
+        """Not stuck for longer than ``stall_timeout`` (readiness)."""
+        return self.progress.stuck()[0] <= self.settings.stall_timeout
+
+    def alive(self) -> bool:
+        """Not stuck for longer than twice ``stall_timeout`` (liveness)."""
+        return self.progress.stuck()[0] <= 2 * self.settings.stall_timeout
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set; the batch in hand is finished and acked first."""
@@ -242,7 +258,9 @@ class Worker:
         """Wait for our consumer to exist and bind to it; False if stopped first."""
         logged = False
         self.state = "waiting"
+        self.progress.bind(False)
         while not stop.is_set():
+            self.progress.beat()
             info = await self._read_consumer()
             if info == "gone":
                 if not logged:
@@ -262,6 +280,7 @@ class Worker:
                     if await self._take_over(info):
                         self._adopt(info)
                         self.state = "bound"
+                        self.progress.bind(True)
                         logger.info(
                             "bound to consumer %s, shards %s", self.consumer, sorted(self.shards)
                         )
@@ -305,6 +324,7 @@ class Worker:
 
     async def _unbind(self) -> None:
         self.state = "waiting"
+        self.progress.bind(False)
         self.cache.clear()
         self.shards = set()
         self.metrics.owned_shards.set(0)
@@ -332,9 +352,14 @@ class Worker:
     async def _read_consumer(self) -> ConsumerState:
         """Our consumer as the server has it: "gone" is the fence; "unknown" means no
         answer (a leader election, a reconnect), which is not a fence."""
-        return await consumerstate.read_consumer(
+        info = await consumerstate.read_consumer(
             self.js, stream=self.settings.stream, consumer=self.consumer
         )
+        if not isinstance(info, str) and self.progress.bound:
+            self.progress.heard(
+                pending=info.num_pending or 0, ack_pending=info.num_ack_pending or 0
+            )
+        return info
 
     async def _refresh(self) -> None:
         """Re-read our consumer; FencedError if it is gone."""
@@ -370,6 +395,7 @@ class Worker:
     async def _serve(self, stop: asyncio.Event) -> None:
         """Pull, handle, repeat; a batch pulled as ``stop`` is set is still handled."""
         while not stop.is_set():
+            self.progress.beat()
             await self._prune()
             msgs = await self._fetch()
             if not msgs:
@@ -507,6 +533,7 @@ class Worker:
                     e,
                 )
                 await asyncio.sleep(min(ACK_RETRY_MAX, ACK_RETRY_FIRST * 2**attempt))
+        self.progress.settled()
         elapsed = time.perf_counter() - started
         for _ in msgs:
             self.metrics.latency.observe(elapsed)

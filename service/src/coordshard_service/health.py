@@ -5,7 +5,14 @@ NATS is connected and the worker is bound to its consumer *or waiting to be
 given one*. A worker with no shards has no consumer (the engine deletes
 consumers of members without shards), so requiring a consumer for readiness
 would keep a new pod from ever being given shards. ``/readyz`` reports the
-state and the shards in its body. Liveness only says the event loop runs.
+state and the shards in its body.
+
+Both follow the serving loop itself (``progress.Progress``): a loop stuck for
+longer than ``stall_timeout`` — no batch settled while the consumer has messages
+for us, no answer from NATS about our consumer, or the loop not coming round —
+is not ready (the body's ``stuck`` says why), so the rebalancer's grace period
+moves its shards; stuck for twice that, ``/healthz`` fails too, so a liveness
+probe restarts the process.
 """
 
 from __future__ import annotations
@@ -37,12 +44,14 @@ class HealthServer:
         metrics: Metrics,
         status: Callable[[], dict[str, object]],
         db_ok: Callable[[], bool],
+        alive: Callable[[], bool] = lambda: True,
     ) -> None:
         self.host = host
         self.port = port
         self._metrics = metrics
         self._status = status
         self._db_ok = db_ok
+        self._alive = alive
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
@@ -67,12 +76,19 @@ class HealthServer:
             self._runner = None
 
     async def _healthz(self, _request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
+        if self._alive():
+            return web.json_response({"status": "ok"})
+        return web.json_response({"status": "stuck", **self._status()}, status=503)
 
     async def _readyz(self, _request: web.Request) -> web.Response:
         body = dict(self._status())
         body["database"] = await asyncio.to_thread(self._db_ok)
-        ready = body["database"] and body.get("nats") and body.get("state") in READY_STATES
+        ready = (
+            body["database"]
+            and body.get("nats")
+            and body.get("state") in READY_STATES
+            and "stuck" not in body
+        )
         return web.json_response(body, status=200 if ready else 503)
 
     async def _metrics_view(self, _request: web.Request) -> web.Response:

@@ -69,6 +69,13 @@ class ServiceSettings(BaseSettings):
     bounds failover latency (0.5 s put the local kill-to-answer p99 at ~520 ms, 0.1 s at
     ~160 ms). It also bounds how fast SIGTERM is noticed. Idle cost: one empty pull per
     period (consumer re-reads on empty pulls are limited to 4 a second)."""
+    stall_timeout: float = Field(default=30.0, gt=0)
+    """Seconds the serving loop may be stuck (no batch settled while the consumer has
+    messages for us, no answer about our consumer, or the loop not coming round) before
+    /readyz says 503, so the rebalancer's grace period moves our shards; at twice this
+    /healthz says 503 too, so a liveness probe restarts the process. Must exceed the
+    longest a healthy batch takes (default 30 s: a batch of 256 on a slow store is well
+    under a second; an ack is retried for at most a few seconds)."""
     bind_poll: float = Field(default=0.2, gt=0)
     """Seconds between looks for our consumer while it does not exist yet."""
     max_payload: int = Field(default=MAX_PAYLOAD_BYTES, ge=256)
