@@ -20,6 +20,7 @@ __all__ = [
     "COMMAND_OPS",
     "HEADER_KEY",
     "HEADER_REPLY",
+    "KEY_PATTERN",
     "MAX_KEY_LENGTH",
     "MAX_PAYLOAD_BYTES",
     "QUERY_OPS",

@@ -366,13 +366,13 @@ class CoordinateClient:
                 nothing was published.
             CoordinateError: a subclass naming the refusal, timeout or outage.
         """
-        if self._nc is None or self._sub is None:
-            raise CoordinateUnavailableError("client not started: use 'async with'")
         key = idempotency_key or f"{self._keys}{next(self._counter)}"
         try:
             check_key(key)
         except ValueError as e:
             raise CoordinateValidationError(f"idempotency_key: {e}") from e
+        if self._nc is None or self._sub is None:
+            raise CoordinateUnavailableError("client not started: use 'async with'")
         wait = self.timeout if timeout is None else timeout
         try:
             subject = command_subject(

@@ -19,7 +19,7 @@ from nats.aio.msg import Msg
 
 from coordshard_client import CoordinateClient, Translate, shard_of
 from coordshard_client.messages import HEADER_KEY, HEADER_REPLY, Outcome
-from coordshard_service.store import Store
+from coordshard_service.store import DeadLetter, Store
 
 from .conftest import (
     PREFIX,
@@ -234,6 +234,30 @@ async def test_numbers_sent_as_strings_or_booleans_are_refused(
     assert (point.coordinates, point.version) == ((0.0, 0.0), 1)
 
 
+def test_a_dead_letter_is_stored_whatever_its_message_holds(database_url: str) -> None:
+    """NUL (no PostgreSQL text holds it) and lone surrogates (no UTF-8 text does)."""
+    store = Store(database_url)
+    try:
+        store.migrate()
+        letter = DeadLetter(
+            stream_seq=7,
+            subject=f"{PREFIX}.1.s\x00\udcffs.op",
+            reason="quotes \x00 and \udcff verbatim",
+            headers={"K\x00": "v\x00\udcff"},
+            data=b"\x00\xff",
+            consumer="c",
+        )
+        with store.transaction() as tx:
+            tx.dead_letter(letter)
+            tx.dead_letter(letter)  # kept once
+        (kept,) = store.dead_letters()
+        assert kept.subject == f"{PREFIX}.1.s\\x00\\udcffs.op"
+        assert kept.reason == "quotes \\x00 and \\udcff verbatim"
+        assert kept.headers == letter.headers and kept.data == letter.data
+    finally:
+        store.dispose()
+
+
 _REFUSED = "refused-by-the-database"
 
 
@@ -295,7 +319,13 @@ async def test_a_command_the_database_refuses_is_dead_lettered_and_the_rest_of_i
         letters = await asyncio.to_thread(running.worker.store.dead_letters)
         assert [d.stream_seq for d in letters] == [refused_seq]
         assert "database refused" in letters[0].reason
-        assert running.worker.metrics.store_retries._value.get() == 0
+        metrics = running.worker.metrics
+        assert metrics.store_retries._value.get() == 0
+        assert metrics.store_refusals._value.get() == 1
+        batches = metrics.registry.get_sample_value("coordshard_worker_batch_size_count")
+        messages = metrics.registry.get_sample_value("coordshard_worker_batch_size_sum")
+        assert batches is not None and messages == len(published) + len(systems)
+        assert batches < messages, "the refused command came in a batch of others"
         async with CoordinateClient(
             nc, shards=SHARDS, prefix=PREFIX, stream=provisioner.stream, timeout=BOUND
         ) as client:
