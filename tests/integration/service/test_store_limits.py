@@ -335,3 +335,50 @@ async def test_a_command_the_database_refuses_is_dead_lettered_and_the_rest_of_i
         await _drained(nc, provisioner.stream)
     finally:
         await running.shutdown()
+
+
+async def test_after_an_outage_part_way_through_a_split_only_the_rest_is_applied_again(
+    nats_server: Any, provisioner: Provisioner, database_url: str, nc: Client
+) -> None:
+    """B commits, A is refused, then the database fails (a real SQLSTATE 08006 raised by
+    a trigger, once) on C: only C is tried again, so B's first answer is not a replay."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("a trigger raising a connection failure needs PostgreSQL")
+    _refuse_one_point_id(database_url)
+    store = Store(database_url)
+    try:
+        with store.engine.begin() as conn:
+            conn.exec_driver_sql("CREATE SEQUENCE outage_once")
+            conn.exec_driver_sql(
+                "CREATE FUNCTION outage_once() RETURNS trigger LANGUAGE plpgsql AS $$"
+                " BEGIN IF NEW.point_id = 'c' AND nextval('outage_once') = 1 THEN"
+                " RAISE EXCEPTION 'test outage' USING ERRCODE = '08006'; END IF;"
+                " RETURN NEW; END $$"
+            )
+            conn.exec_driver_sql(
+                "CREATE TRIGGER outage_once BEFORE INSERT ON points"
+                " FOR EACH ROW EXECUTE FUNCTION outage_once()"
+            )
+    finally:
+        store.dispose()
+    # One batch: S, B commit as its first half; A is refused; C meets the outage.
+    create = {"op": "create-system", "system_id": "sys", "name": "n", "dimension": 2}
+    answers = [await _publish(nc, _subject("create-system"), _payload(create))]
+    for point_id in ("b", _REFUSED, "c"):
+        point = {"op": "create-point", "system_id": "sys", "point_id": point_id}
+        point["coordinates"] = [0, 0]  # type: ignore[assignment]
+        answers.append(await _publish(nc, _subject("create-point"), _payload(point)))
+    await provisioner.assign(member="w1", incarnation="i1", shards=list(range(SHARDS)))
+    running = await start_member(
+        nats_server, provisioner, database_url=database_url, member="w1", incarnation="i1"
+    )
+    try:
+        made, b, a, c = await asyncio.wait_for(asyncio.gather(*(f for _, f in answers)), BOUND)
+        assert all(o.ok and not o.replayed for o in (made, b, c)), (made, b, c)
+        assert a.error is not None and "database refused" in a.error.message
+        metrics = running.worker.metrics
+        assert metrics.store_retries._value.get() == 1
+        assert metrics.store_refusals._value.get() == 1
+        assert metrics.registry.get_sample_value("coordshard_worker_batch_size_count") == 1
+    finally:
+        await running.shutdown()
