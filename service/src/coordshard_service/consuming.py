@@ -49,6 +49,7 @@ from coordshard_client.messages import (
     Envelope,
     ErrorCode,
     Outcome,
+    check_key,
 )
 from coordshard_client.subjects import (
     InvalidSubjectError,
@@ -58,7 +59,7 @@ from coordshard_client.subjects import (
 )
 from coordshard_service import consumerstate
 from coordshard_service.cache import Cache
-from coordshard_service.commands import Incoming, apply_batch
+from coordshard_service.commands import Applied, Incoming, apply_isolating
 from coordshard_service.consumerstate import ConsumerState
 from coordshard_service.errors import (
     BadMessageError,
@@ -150,6 +151,11 @@ def decode(msg: Msg, *, prefix: str, shards: int, max_payload: int) -> Incoming:
         subject = parse_subject(msg.subject, prefix=prefix)
     except InvalidSubjectError as e:
         return bad(f"bad subject: {e}")
+    try:
+        check_key(key)  # the store keeps it; refuse here what it could not hold
+    except ValueError as e:
+        header = HEADER_KEY if headers.get(HEADER_KEY) else "Nats-Msg-Id"
+        return bad(f"bad {header} header: {e}", subject.shard)
     if len(msg.data) > max_payload:
         return bad(f"oversize payload: {len(msg.data)} bytes > {max_payload}", subject.shard)
     try:
@@ -178,6 +184,8 @@ def decode(msg: Msg, *, prefix: str, shards: int, max_payload: int) -> Incoming:
         key=key,
         reply=reply,
         command=command,
+        headers=headers,
+        data=msg.data,  # kept in case the store refuses it (see apply_isolating)
         redelivered=meta.num_delivered > 1,
         published_at=published_at,
     )
@@ -441,26 +449,31 @@ class Worker:
         if gone:
             logger.info("pruned %d stored outcomes", gone)
 
-    async def _apply(self, msgs: Sequence[Msg], items: list[Incoming]) -> list[Outcome] | None:
-        """Apply a batch, holding it while the store refuses; None if stopped or fenced.
+    async def _apply(self, msgs: Sequence[Msg], items: list[Incoming]) -> list[Applied] | None:
+        """Apply a batch, holding it while the store is unavailable; None if stopped or fenced.
 
         Held, not nak'ed: a nak'ed batch comes back after the ones fetched behind
         it, and a shard's mark, moved past it by those, would refuse it as applied.
-        Nothing is fetched meanwhile, so each shard's order is kept.
+        Nothing is fetched meanwhile, so each shard's order is kept. A command the
+        store refuses for a data reason is not held: ``apply_isolating`` dead-letters
+        it and applies the rest; after an outage part-way, only the rest is retried.
         """
         s = self.settings
+        applied: list[Applied] = []
         for attempt in itertools.count():
             try:
-                return await asyncio.to_thread(
-                    apply_batch,
+                await asyncio.to_thread(
+                    apply_isolating,
                     self.store,
                     self.cache,
-                    items,
+                    items[len(applied) :],
+                    applied=applied,
                     shards=s.shards,
                     consumer=self.consumer,
                     metrics=self.metrics,
                     retention=s.outcome_retention,
                 )
+                return applied
             except StoreUnavailableError as e:
                 self.metrics.store_retries.inc()
                 logger.error(
@@ -490,9 +503,11 @@ class Worker:
         items = [
             decode(m, prefix=s.prefix, shards=s.shards, max_payload=s.max_payload) for m in msgs
         ]
-        outcomes = await self._apply(msgs, items)
-        if outcomes is None:
+        applied = await self._apply(msgs, items)
+        if applied is None:
             return
+        items = [i for i, _ in applied]  # a command the store refused is now a bad one
+        outcomes = [o for _, o in applied]
         # Settle in order; the last good message is acked with ack_sync. JetStream
         # applies a consumer's acks in arrival order, so its confirmation covers the
         # plain acks before it on this connection. If it fails, we are fenced only

@@ -6,6 +6,8 @@
     ├── ConfigError (ValueError)         a setting that cannot work as given: fix it, restart
     ├── BadMessageError (ValueError)     the message can never be processed: dead-letter + term
     ├── FencedError                      our consumer is gone or an ack failed: rebind
+    ├── StoreRefusedError                the database refused a value (data, constraint):
+    │                                    the same batch fails again; isolate the command
     └── TransientError
         ├── NatsUnavailableError         NATS refused or did not answer (consumerstate.py)
         └── StoreUnavailableError        the database did not answer
@@ -24,6 +26,7 @@ __all__ = [
     "FencedError",
     "NatsUnavailableError",
     "ServiceError",
+    "StoreRefusedError",
     "StoreUnavailableError",
     "TransientError",
 ]
@@ -52,6 +55,12 @@ class FencedError(ServiceError):
     def __init__(self, message: str, *, consumer: str) -> None:
         super().__init__(message)
         self.consumer = consumer
+
+
+class StoreRefusedError(ServiceError):
+    """The database refused what a transaction wrote or asked for, for a data reason (a
+    value it cannot hold, a constraint), not because it is down: retrying the same
+    batch fails the same way, so the command that causes it must be found and refused."""
 
 
 class TransientError(ServiceError):

@@ -90,6 +90,12 @@ class Metrics:
             "Times the store refused a batch, which the worker held and applied again.",
             registry=self.registry,
         )
+        self.store_refusals = Counter(
+            "coordshard_worker_store_refusals",
+            "Commands the database refused for a data reason (a value it cannot hold, a"
+            " constraint) although they passed validation; each was dead-lettered.",
+            registry=self.registry,
+        )
         self.ack_retries = Counter(
             "coordshard_worker_ack_retries",
             "Times settling a batch failed while its consumer still existed, and was retried.",
