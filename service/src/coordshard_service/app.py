@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import ssl
 from dataclasses import dataclass
@@ -97,6 +98,21 @@ async def _connect(
     return nc
 
 
+PARENT_POLL_S = 0.5
+"""Seconds between looks at whether our parent (``parent_pid``) still is."""
+
+
+async def _stop_when_orphaned(parent: int, stop: asyncio.Event) -> None:
+    """Set ``stop`` once ``parent`` is no longer our parent (it died: we were re-parented)."""
+    while not stop.is_set():
+        if os.getppid() != parent:
+            logger.warning("our parent (pid %d) is gone: stopping", parent)
+            stop.set()
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), PARENT_POLL_S)
+
+
 async def run(
     settings: ServiceSettings,
     *,
@@ -115,6 +131,9 @@ async def run(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
 
+    orphaned = None
+    if settings.parent_pid is not None:
+        orphaned = asyncio.create_task(_stop_when_orphaned(settings.parent_pid, stop))
     options = connect_options(settings)  # a bad credentials setting fails before anything starts
     store = Store(
         settings.database_url,
@@ -151,6 +170,8 @@ async def run(
             if health is not None:
                 await health.stop()
             store.dispose()
+            if orphaned is not None:
+                orphaned.cancel()
     if nc is None:
         logger.info("worker %s stopped before NATS answered", settings.pod_name)
         return
@@ -172,4 +193,6 @@ async def run(
             await health.stop()
         await nc.drain()
         store.dispose()
+        if orphaned is not None:
+            orphaned.cancel()
         logger.info("worker %s stopped", settings.pod_name)

@@ -97,6 +97,9 @@ class ServiceSettings(BaseSettings):
     uvloop: bool = True
     """Run on uvloop when it is installed (the service extra installs it): ~8% less worker
     CPU per command than asyncio's own loop (docs/benchmarks.md)."""
+    parent_pid: int | None = Field(default=None, ge=1)
+    """Stop (as on SIGTERM) once this process is no longer our parent: local mode's
+    supervisor sets it, so a worker does not outlive a ``coordshard up`` killed with -9."""
     log_level: str = "INFO"
     """Python logging level name."""
     log_json: bool = False
