@@ -207,9 +207,7 @@ def is_owned_subject(subject: str, *, shards: int, prefix: str = DEFAULT_PREFIX)
     if not subject.startswith(head):
         return False
     parts = subject[len(head) :].split(".")
-    return (
-        len(parts) == 3 and all(parts) and _is_canonical_int(parts[0]) and int(parts[0]) < shards
-    )
+    return len(parts) == 3 and all(parts) and _is_canonical_int(parts[0]) and int(parts[0]) < shards
 
 
 def shard_filter(shard: int, *, prefix: str = DEFAULT_PREFIX) -> str:

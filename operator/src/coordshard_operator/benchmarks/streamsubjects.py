@@ -94,7 +94,10 @@ async def _one(url: str, layout: str, shards: int, *, messages: int) -> list[obj
         grow = await _ms(lambda: js.add_consumer("S", _consumer("c1", [*owned[1], moved])))
         rate = await _publish_rate(js, shards, messages)
         sweep = statistics.median(
-            [await _ms(lambda: js.stream_info("S", subjects_filter=f"{PREFIX}.>")) for _ in range(5)]
+            [
+                await _ms(lambda: js.stream_info("S", subjects_filter=f"{PREFIX}.>"))
+                for _ in range(5)
+            ]
         )
         await js.delete_stream("S")
         upgrade = "-"
