@@ -9,6 +9,8 @@ stored before is swept by the next pass.
 
 from __future__ import annotations
 
+import dataclasses
+
 import nats.errors
 import nats.js.errors
 import pytest
@@ -17,7 +19,7 @@ from nats.js.api import RetentionPolicy, StreamConfig
 
 from coordshard_client.subjects import stream_subjects
 from coordshard_operator.rebalancer.errors import StreamMismatchError
-from coordshard_operator.rebalancer.handoff import Engine, GroupConfig, MemberInfo
+from coordshard_operator.rebalancer.handoff import MAX_DELIVER, Engine, GroupConfig, MemberInfo
 from coordshard_operator.rebalancer.passes import run_pass
 
 pytestmark = pytest.mark.integration
@@ -157,3 +159,22 @@ async def test_a_rewrite_the_server_refuses_is_a_clear_error(
     with pytest.raises(StreamMismatchError, match=r"overlap.*by hand"):
         await Engine(js, config(stream_name)).ensure_stream()
     assert (await js.stream_info(stream_name)).config.subjects == [f"{PREFIX}.x.>"]
+
+
+async def test_consumers_get_max_deliver_and_older_ones_are_brought_up_to_it(
+    js: JetStreamContext, stream_name: str
+) -> None:
+    old = Engine(js, dataclasses.replace(config(stream_name), max_deliver=5))
+    await old.ensure_stream()
+    await run_pass(old, shards=SHARDS, members=one_member(), epoch=1)
+    [info] = await js.consumers_info(stream_name)
+    assert info.config.max_deliver == 5
+
+    engine = Engine(js, config(stream_name))
+    done = await run_pass(engine, shards=SHARDS, members=one_member(), epoch=2)
+    assert done.report is not None and done.report.consumer_updates == 1
+    [info] = await js.consumers_info(stream_name)
+    assert info.config.max_deliver == MAX_DELIVER == engine.config.max_deliver
+    assert len(info.config.filter_subjects or []) == SHARDS
+    again = await run_pass(engine, shards=SHARDS, members=one_member(), epoch=3)
+    assert again.report is None

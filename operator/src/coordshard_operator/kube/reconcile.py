@@ -60,6 +60,8 @@ class ReconcileResult:
     moved: int = 0
     unassigned: int = 0
     epoch: int = 0
+    unowned_removed: int = 0
+    """Messages on subjects no shard owns that the pass removed from the stream."""
     error: CoordshardError | None = None
     """Why nothing was applied; None when the pass ran."""
 
@@ -146,6 +148,7 @@ async def _converge(
     report = done.report
     if report is not None:
         epoch += 1
+    removed = done.swept.messages if done.swept else 0
     balance = done.plan.balance
     planned = {mid: live[mid] for mid in done.members}
     pod_of = {name: c.member for name, c in done.observed.consumers.items()}
@@ -159,6 +162,7 @@ async def _converge(
         *_past_grace(seen.lost, before_pods, desired.grace_period_seconds),
         *_membership(now_pods - before_pods, gone),
         *_shard_moves(balance.moves, pod_of, why),
+        *_unowned(done.swept.subjects if done.swept else (), removed),
     ]
     members = [
         status.Member(
@@ -172,6 +176,7 @@ async def _converge(
         members=len(seen.members),
         unassigned=len(balance.unassigned),
         moved=moved,
+        unowned_removed=removed,
     )
     duration = report.duration_s if report else time.perf_counter() - started
     new_status = status.converged(
@@ -195,6 +200,7 @@ async def _converge(
         moved=moved,
         unassigned=len(balance.unassigned),
         epoch=epoch,
+        unowned_removed=removed,
     )
 
 
@@ -215,6 +221,16 @@ def _past_grace(lost: Iterable[PodState], members_before: set[str], grace_s: int
         for p in lost
         if p.name in members_before and p.phase == "Running" and not p.terminating
     ]
+
+
+def _unowned(subjects: Iterable[str], removed: int) -> list[Notice]:
+    """A Warning when the pass removed messages no shard owns (it happens once)."""
+    listed = sorted(subjects)
+    if not removed:
+        return []
+    more = f" and {len(listed) - 5} more" if len(listed) > 5 else ""
+    message = f"removed {removed} messages on subjects no shard owns: {', '.join(listed[:5])}{more}"
+    return [Notice("Warning", crd.EVENT_UNOWNED_REMOVED, message)]
 
 
 def _membership(joined: Iterable[str], left: Iterable[str]) -> list[Notice]:
