@@ -443,7 +443,8 @@ def _duplicate(msg: Msg, *, subject: str, stream: str, key: str) -> bool:
         return False  # the common case, read without parsing
     if msg.headers and msg.headers.get("Status") == "503":
         raise CoordinateUnavailableError(
-            f"no stream answered a publish to {subject} (is stream {stream} there?)",
+            f"no stream answered a publish to {subject} (is stream {stream} there, "
+            "and is this client's shard count the stream's?)",
             idempotency_key=key,
         )
     try:

@@ -30,11 +30,13 @@ __all__ = [
     "CommandSubject",
     "InvalidSubjectError",
     "command_subject",
+    "is_owned_subject",
     "parse_shard_filter",
     "parse_subject",
     "shard_filter",
     "shard_of",
     "shards_of_filters",
+    "stream_subjects",
     "validate_prefix",
     "validate_token",
 ]
@@ -180,6 +182,32 @@ def parse_subject(subject: str, *, prefix: str = DEFAULT_PREFIX) -> CommandSubje
     validate_token(system_id)
     validate_token(op, what="op")
     return CommandSubject(prefix, int(shard_token), system_id, op)
+
+
+def stream_subjects(shards: int, *, prefix: str = DEFAULT_PREFIX) -> list[str]:
+    """The command stream's subjects: exactly those a consumer can own, one per shard.
+
+    ``<prefix>.<s>.*.*`` for ``s`` in ``0..shards-1``. A NATS wildcard matches a
+    whole token, so no shorter list can say "a shard token from 0 to N-1 in
+    canonical decimal"; with this one the server itself refuses a publish to any
+    other subject (``03``, ``-1``, ``x``, ``16`` of 16, too few or too many tokens)
+    instead of storing a message no consumer will ever deliver.
+    """
+    _check_shards(shards)
+    return [f"{prefix}.{s}.*.*" for s in range(shards)]
+
+
+def is_owned_subject(subject: str, *, shards: int, prefix: str = DEFAULT_PREFIX) -> bool:
+    """Whether ``subject`` matches one of ``stream_subjects(shards, prefix=prefix)``.
+
+    The test a message already stored in the stream must pass to have an owner;
+    the engine sweeps those that fail it.
+    """
+    head = prefix + "."
+    if not subject.startswith(head):
+        return False
+    parts = subject[len(head) :].split(".")
+    return len(parts) == 3 and all(parts) and _is_canonical_int(parts[0]) and int(parts[0]) < shards
 
 
 def shard_filter(shard: int, *, prefix: str = DEFAULT_PREFIX) -> str:

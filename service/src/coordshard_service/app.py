@@ -19,6 +19,7 @@ import nats
 import nats.errors
 from nats.aio.client import Client
 
+from coordshard_service.advisories import GiveUps
 from coordshard_service.cache import Cache
 from coordshard_service.consuming import Worker
 from coordshard_service.errors import NatsUnavailableError
@@ -39,6 +40,7 @@ class Services:
 
     worker: Worker
     health: HealthServer | None
+    give_ups: GiveUps
 
 
 def refused(e: BaseException) -> bool:
@@ -176,6 +178,9 @@ async def run(
         logger.info("worker %s stopped before NATS answered", settings.pod_name)
         return
     worker = Worker(settings, nc=nc, store=store, cache=cache, metrics=metrics)
+    give_ups = GiveUps(
+        nc, stream=settings.stream, consumer=settings.consumer, store=store, metrics=metrics
+    )
     logger.info(
         "worker %s starting: stream=%s consumer=%s shards=%d loop=%s",
         settings.pod_name,
@@ -185,10 +190,12 @@ async def run(
         type(asyncio.get_running_loop()).__module__.split(".")[0],
     )
     if started is not None:
-        started.set_result(Services(worker, health))
+        started.set_result(Services(worker, health, give_ups))
     try:
+        await give_ups.start()
         await worker.run(stop)
     finally:
+        await give_ups.stop()
         if health is not None:
             await health.stop()
         await nc.drain()

@@ -13,6 +13,8 @@ three answers from NATS and gets them here in its own terms:
   ``NatsUnavailableError``, and the caller asks ``read_consumer`` what it means.
 - ``rewind``: put our consumer's cursor back to the stream's first message, so
   deliveries a previous process of ours held come again, in stream order.
+- ``stored_message``/``delete_message``: one message by stream sequence, for the
+  messages a consumer gave up on (``advisories``); None / no error when it is gone.
 
 Each error says what was being done and chains the nats-py error (``from e``).
 """
@@ -29,7 +31,7 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerInfo
+from nats.js.api import ConsumerInfo, RawStreamMsg
 
 from coordshard_service.errors import NatsUnavailableError
 from coordshard_service.pulling import Puller
@@ -39,12 +41,14 @@ __all__ = [
     "ack",
     "ack_sync",
     "close_puller",
+    "delete_message",
     "fetch",
     "open_puller",
     "read_consumer",
     "reply",
     "resend",
     "rewind",
+    "stored_message",
     "term",
 ]
 
@@ -55,6 +59,8 @@ ConsumerState = ConsumerInfo | Literal["gone", "unknown"]
 
 _NATS_ERRORS: tuple[type[Exception], ...] = (nats.errors.Error, nats.js.errors.Error, TimeoutError)
 """What a nats-py request raises when NATS refuses or does not answer."""
+SEQUENCE_NOT_FOUND = 10043
+"""JetStream's err_code for a delete of a sequence the stream does not hold."""
 _CONNECTION_ERRORS: tuple[type[Exception], ...] = (nats.errors.Error,)
 """What the pull subscription's calls raise when the connection fails; a bare
 TimeoutError from them would be a bug of ours, so it is not mapped."""
@@ -151,3 +157,26 @@ async def rewind(js: JetStreamContext, *, stream: str, consumer: str) -> int:
         first = max(1, info.state.first_seq)
         await js.reset_consumer(stream, consumer, seq=first)
     return first
+
+
+async def stored_message(js: JetStreamContext, *, stream: str, seq: int) -> RawStreamMsg | None:
+    """The message at ``seq`` as the stream stores it (raw headers and bytes); None if gone."""
+    try:
+        msg: RawStreamMsg = await js.get_msg(stream, seq=seq)
+    except nats.js.errors.NotFoundError:
+        return None
+    except _NATS_ERRORS as e:
+        raise NatsUnavailableError(f"reading message {seq} of {stream}: {e!r}") from e
+    return msg
+
+
+async def delete_message(js: JetStreamContext, *, stream: str, seq: int) -> None:
+    """Delete the message at ``seq``; one already gone (err_code 10043) counts as deleted."""
+    try:
+        await js.delete_msg(stream, seq)
+    except nats.js.errors.APIError as e:
+        if e.err_code == SEQUENCE_NOT_FOUND:
+            return
+        raise NatsUnavailableError(f"deleting message {seq} of {stream}: {e!r}") from e
+    except _NATS_ERRORS as e:
+        raise NatsUnavailableError(f"deleting message {seq} of {stream}: {e!r}") from e

@@ -50,6 +50,12 @@ class Metrics:
             "Messages kept for inspection and terminated.",
             registry=self.registry,
         )
+        self.given_up = Counter(
+            "coordshard_worker_given_up",
+            "Messages our consumer gave up on (max_deliver reached) and that were moved"
+            " into the dead letters (also counted there).",
+            registry=self.registry,
+        )
         self.cache_hits = Gauge(
             "coordshard_worker_cache_hits", "Cache lookups that hit.", registry=self.registry
         )

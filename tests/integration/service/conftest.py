@@ -2,8 +2,8 @@
 consumers provisioned the way the rebalancing engine does, and workers run
 in-process (fast) or as subprocesses (for kill -9).
 
-``Provisioner`` stands in for the engine: a WorkQueue stream over
-``<prefix>.>`` and one durable pull consumer per worker incarnation, explicit
+``Provisioner`` stands in for the engine: a WorkQueue stream over the shards'
+own subjects (``stream_subjects``) and one durable pull consumer per worker incarnation, explicit
 ack, ``filter_subjects`` = the shards it owns. Workers never create consumers.
 """
 
@@ -25,6 +25,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolic
 
 from coordshard_client import CoordinateClient, Translate, shard_filter
 from coordshard_client.naming import consumer_name
+from coordshard_client.subjects import stream_subjects
 from coordshard_operator.benchmarks.scratchdb import scratch_database
 from coordshard_operator.local.natsserver import NatsServer
 from coordshard_service import app
@@ -77,7 +78,7 @@ class Provisioner:
         await self.js.add_stream(
             StreamConfig(
                 name=self.stream,
-                subjects=[PREFIX + ".>"],
+                subjects=stream_subjects(SHARDS, prefix=PREFIX),
                 retention=RetentionPolicy.WORK_QUEUE,
                 duplicate_window=120.0,
             )
