@@ -84,6 +84,12 @@ class Metrics:
             "Times the store refused a batch, which the worker held and applied again.",
             registry=self.registry,
         )
+        self.reply_failures = Counter(
+            "coordshard_worker_reply_failures",
+            "Outcomes that could not be published to their reply subject; the message was"
+            " settled anyway.",
+            registry=self.registry,
+        )
         self.ack_retries = Counter(
             "coordshard_worker_ack_retries",
             "Times settling a batch failed while its consumer still existed, and was retried.",
