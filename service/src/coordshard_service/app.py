@@ -23,7 +23,7 @@ from coordshard_service.consuming import Worker
 from coordshard_service.errors import NatsUnavailableError
 from coordshard_service.health import HealthServer
 from coordshard_service.metrics import Metrics
-from coordshard_service.natsconnect import connect_options
+from coordshard_service.natsconnect import WorkerClient, connect_options
 from coordshard_service.settings import ServiceSettings
 from coordshard_service.store import Store
 
@@ -63,8 +63,9 @@ async def _connect(
             refusal.set_result(e)
         logger.warning("NATS: %r", e)
 
+    nc = WorkerClient()
     attempt = asyncio.ensure_future(
-        nats.connect(
+        nc.connect(
             servers=settings.servers,
             name=settings.consumer,
             max_reconnect_attempts=-1,
@@ -86,7 +87,7 @@ async def _connect(
             raise NatsUnavailableError(
                 f"connecting to {settings.nats_url}: refused: {refusal.result()!r}"
             )
-        nc = attempt.result()
+        attempt.result()
     except (OSError, nats.errors.Error) as e:
         raise NatsUnavailableError(f"connecting to {settings.nats_url}: {e!r}") from e
     finally:

@@ -73,6 +73,7 @@ from coordshard_service.errors import (
     StoreUnavailableError,
 )
 from coordshard_service.metrics import Metrics
+from coordshard_service.natsconnect import RAW
 from coordshard_service.pulling import Puller, PullError
 from coordshard_service.settings import ServiceSettings
 from coordshard_service.store import Store
@@ -150,11 +151,18 @@ def decode(
     if bad_reply is not None:
         reply = None
     key = headers.get(HEADER_KEY) or headers.get("Nats-Msg-Id") or f"seq-{seq}"
+    raw_subject: bytes | None = None  # set when the subject is not UTF-8 on the wire
+    subject_text = msg.subject
+    try:
+        msg.subject.encode()
+    except UnicodeEncodeError:  # lone surrogates: see natsconnect.WorkerClient
+        raw_subject = msg.subject.encode("utf-8", RAW)
+        subject_text = raw_subject.decode("utf-8", "backslashreplace")
 
     def bad(reason: str, shard: int = -1, code: ErrorCode = ErrorCode.VALIDATION) -> Incoming:
         return Incoming(
             stream_seq=seq,
-            subject=msg.subject,
+            subject=subject_text,
             shard=shard,
             key=key,
             reply=reply,
@@ -166,6 +174,9 @@ def decode(
             published_at=published_at,
         )
 
+    if raw_subject is not None:
+        # Stored as text with each undecodable byte as \xNN; the reason keeps the bytes.
+        return bad(f"subject is not UTF-8: {raw_subject!r}")
     try:
         subject = parse_subject(msg.subject, prefix=prefix)
     except InvalidSubjectError as e:
