@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 from nats.aio.client import Client
@@ -98,14 +99,14 @@ async def test_a_bad_reply_is_dead_lettered_not_published_and_the_worker_serves_
 
 
 async def test_a_reply_that_cannot_be_sent_is_counted_and_the_message_still_acked(
-    nats_server: NatsServer, nc: Client, provisioner: Provisioner, tmp_path: object
+    nats_server: NatsServer, nc: Client, provisioner: Provisioner, tmp_path: Path
 ) -> None:
     """The second line of defence: settle skips a reply nats-py refuses, and acks."""
     name = await provisioner.assign(member="w", incarnation="1", shards=list(range(SHARDS)))
     settings = worker_settings(
         nats_server,
         stream=provisioner.stream,
-        database_url=f"sqlite:///{tmp_path}/store.db",
+        database_url=f"sqlite:///{tmp_path / 'store.db'}",
         member="w",
         incarnation="1",
     )
