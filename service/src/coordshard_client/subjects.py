@@ -25,7 +25,9 @@ from typing import Final
 
 __all__ = [
     "DEFAULT_PREFIX",
+    "DEFAULT_REPLY_PREFIX",
     "DEFAULT_SHARDS",
+    "MAX_REPLY_BYTES",
     "MAX_SHARDS",
     "CommandSubject",
     "InvalidSubjectError",
@@ -33,6 +35,7 @@ __all__ = [
     "is_owned_subject",
     "parse_shard_filter",
     "parse_subject",
+    "reply_problem",
     "shard_filter",
     "shard_of",
     "shards_of_filters",
@@ -246,3 +249,37 @@ def shards_of_filters(
             return None
         shards.append(shard)
     return tuple(sorted(shards))
+
+
+DEFAULT_REPLY_PREFIX: Final = "_INBOX"
+"""Replies go to subjects under ``<reply prefix>.>``: nats-py's own inbox prefix, which
+the SDK's inboxes (``Client.new_inbox()``) start with."""
+MAX_REPLY_BYTES: Final = 256
+"""Longest reply subject a worker publishes to. nats-server closes a connection whose
+``PUB <subject> <size>`` control line exceeds its limit (4096 bytes by default), and
+nats-py then gives up on it for good; the SDK's replies are about 40 bytes."""
+_REPLY_TOKEN_RE: Final = re.compile(r"^[!-~]+$")
+"""A reply token is printable ASCII (no space, no control character), and no wildcard."""
+
+
+def reply_problem(subject: str, *, prefix: str = DEFAULT_REPLY_PREFIX) -> str | None:
+    """Why a worker must not publish to ``subject`` as a reply, or None if it may.
+
+    A reply subject must be ``<prefix>.<token>[.<token>...]``, at most
+    ``MAX_REPLY_BYTES`` long, each token printable ASCII without whitespace or
+    wildcards. Anything else is refused rather than published: outside the
+    prefix it would land on another stream's or our own command subjects, and
+    what nats-py or the server refuses would cost the connection or the ack.
+    """
+    size = len(subject.encode("utf-8", "surrogateescape"))
+    if size > MAX_REPLY_BYTES:
+        return f"{size} bytes long, more than {MAX_REPLY_BYTES}"
+    if not subject.startswith(prefix + "."):
+        return f"{subject!r} is not under {prefix}.>"
+    for token in subject[len(prefix) + 1 :].split("."):
+        if not _REPLY_TOKEN_RE.match(token) or "*" in token or ">" in token:
+            return (
+                f"{subject!r} is not a NATS subject: a token is empty or holds "
+                "whitespace, a wildcard or a character that is not printable ASCII"
+            )
+    return None

@@ -15,7 +15,7 @@ as a dead letter with its bytes.
 A worker listens for its own consumer only, so each message is handled by
 the member that owned it. Advisories are core NATS messages: one sent while
 no worker of that consumer is connected is not seen again (docs/service.md).
-The NATS permissions these need are ``permissions`` below.
+The NATS permissions these need are in ``coordshard_client.permissions.worker_permissions``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from dataclasses import dataclass
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -34,7 +33,7 @@ from coordshard_service.errors import NatsUnavailableError, StoreUnavailableErro
 from coordshard_service.metrics import Metrics
 from coordshard_service.store import DeadLetter, Store
 
-__all__ = ["MAX_DELIVERIES_ADVISORY", "GiveUps", "advisory_subject", "permissions"]
+__all__ = ["MAX_DELIVERIES_ADVISORY", "GiveUps", "advisory_subject"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,22 +47,6 @@ left in the stream, logged at ERROR."""
 
 def advisory_subject(*, stream: str, consumer: str) -> str:
     return f"{MAX_DELIVERIES_ADVISORY}.{stream}.{consumer}"
-
-
-@dataclass(frozen=True, slots=True)
-class Permissions:
-    """NATS subjects a worker needs for this module, beyond its pulls and acks."""
-
-    subscribe: tuple[str, ...]
-    publish: tuple[str, ...]
-
-
-def permissions(*, stream: str, consumer: str) -> Permissions:
-    """What a worker's NATS user must be allowed, for ``GiveUps`` to work."""
-    return Permissions(
-        subscribe=(advisory_subject(stream=stream, consumer=consumer),),
-        publish=(f"$JS.API.STREAM.MSG.GET.{stream}", f"$JS.API.STREAM.MSG.DELETE.{stream}"),
-    )
 
 
 class GiveUps:

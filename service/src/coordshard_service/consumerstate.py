@@ -9,12 +9,14 @@ three answers from NATS and gets them here in its own terms:
   answer (a leader election, a reconnect), which is not.
 - ``open_puller``/``close_puller``/``fetch``: the pull subscription; a NATS
   failure is ``NatsUnavailableError``, a refused pull stays ``PullError``.
-- ``reply``/``resend``/``ack``/``ack_sync``/``term``: settling; any failure is
+- ``resend``/``ack``/``ack_sync``/``term``: settling; any failure is
   ``NatsUnavailableError``, and the caller asks ``read_consumer`` what it means.
 - ``rewind``: put our consumer's cursor back to the stream's first message, so
   deliveries a previous process of ours held come again, in stream order.
 - ``stored_message``/``delete_message``: one message by stream sequence, for the
   messages a consumer gave up on (``advisories``); None / no error when it is gone.
+- ``reply``: the outcome; any failure is ``ReplyError``, which is not a failed
+  ack: the caller counts it and settles the message anyway.
 
 Each error says what was being done and chains the nats-py error (``from e``).
 """
@@ -33,7 +35,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerInfo, RawStreamMsg
 
-from coordshard_service.errors import NatsUnavailableError
+from coordshard_service.errors import NatsUnavailableError, ReplyError
 from coordshard_service.pulling import Puller
 
 __all__ = [
@@ -61,6 +63,9 @@ _NATS_ERRORS: tuple[type[Exception], ...] = (nats.errors.Error, nats.js.errors.E
 """What a nats-py request raises when NATS refuses or does not answer."""
 SEQUENCE_NOT_FOUND = 10043
 """JetStream's err_code for a delete of a sequence the stream does not hold."""
+_REPLY_ERRORS: tuple[type[Exception], ...] = (*_NATS_ERRORS, ValueError)
+"""What publishing a reply raises: NATS's refusals, and ``ValueError`` for a subject
+nats-py cannot even encode."""
 _CONNECTION_ERRORS: tuple[type[Exception], ...] = (nats.errors.Error,)
 """What the pull subscription's calls raise when the connection fails; a bare
 TimeoutError from them would be a bug of ours, so it is not mapped."""
@@ -112,9 +117,13 @@ async def fetch(puller: Puller, batch: int, *, timeout: float) -> list[Msg]:
 
 
 async def reply(nc: Client, subject: str, body: bytes) -> None:
-    """Publish an outcome on the caller's reply subject."""
-    with _unavailable(f"replying on {subject}"):
+    """Publish an outcome on the caller's reply subject; ReplyError if it did not go out
+    (``decode`` refuses the subjects nats-py or the server would refuse: this is the
+    second line)."""
+    try:
         await nc.publish(subject, body)
+    except _REPLY_ERRORS as e:
+        raise ReplyError(f"replying on {subject[:100]!r}: {e!r}", subject=subject) from e
 
 
 async def resend(nc: Client, ack_subject: str, body: bytes, *, timeout: float | None) -> None:

@@ -8,9 +8,12 @@ entries of shards it no longer owns.
 
 Settling lives in one function, ``settle``: reply if the caller gave a reply
 subject, then ack (or ``term`` for a bad message, which was already kept as a
-dead letter in the batch transaction). The batch's last ack is ``ack_sync``:
-the server applies a consumer's acks in order, so that one confirmation
-covers the batch, at one round trip instead of one per message.
+dead letter in the batch transaction). A reply goes only to a subject under the
+reply prefix that ``reply_problem`` accepts (``decode`` dead-letters the rest);
+one that fails all the same is counted and skipped, never taken for a failed ack.
+The batch's last ack is ``ack_sync``: the server applies a consumer's acks in
+order, so that one confirmation covers the batch, at one round trip instead of
+one per message.
 
 An ack or a fetch that fails makes the worker ask whether its consumer still
 exists. Gone means fenced: stop, drop the cache and the deliveries in hand,
@@ -52,9 +55,11 @@ from coordshard_client.messages import (
     check_key,
 )
 from coordshard_client.subjects import (
+    DEFAULT_REPLY_PREFIX,
     InvalidSubjectError,
     parse_shard_filter,
     parse_subject,
+    reply_problem,
     shard_of,
 )
 from coordshard_service import consumerstate
@@ -65,9 +70,11 @@ from coordshard_service.errors import (
     BadMessageError,
     FencedError,
     NatsUnavailableError,
+    ReplyError,
     StoreUnavailableError,
 )
 from coordshard_service.metrics import Metrics
+from coordshard_service.natsconnect import RAW
 from coordshard_service.progress import Progress
 from coordshard_service.pulling import Puller, PullError
 from coordshard_service.settings import ServiceSettings
@@ -123,19 +130,41 @@ def _reason(error: ValidationError) -> tuple[str, ErrorCode]:
     return f"schema-invalid: {where}: {first['msg']}", ErrorCode.VALIDATION
 
 
-def decode(msg: Msg, *, prefix: str, shards: int, max_payload: int) -> Incoming:
-    """Turn a fetched message into an ``Incoming``: a valid command, or the reason it is bad."""
+def decode(
+    msg: Msg,
+    *,
+    prefix: str,
+    shards: int,
+    max_payload: int,
+    reply_prefix: str = DEFAULT_REPLY_PREFIX,
+) -> Incoming:
+    """Turn a fetched message into an ``Incoming``: a valid command, or the reason it is bad.
+
+    A reply header that ``reply_problem`` refuses makes the message bad, and it is
+    not answered: its reply would go where replies do not belong, cost the
+    connection, or fail the settle.
+    """
     headers = dict(msg.headers or {})
     meta = msg.metadata
     seq = meta.sequence.stream
     published_at = meta.timestamp.timestamp() if meta.timestamp else None
     reply = headers.get(HEADER_REPLY)
+    bad_reply = reply_problem(reply, prefix=reply_prefix) if reply is not None else None
+    if bad_reply is not None:
+        reply = None
     key = headers.get(HEADER_KEY) or headers.get("Nats-Msg-Id") or f"seq-{seq}"
+    raw_subject: bytes | None = None  # set when the subject is not UTF-8 on the wire
+    subject_text = msg.subject
+    try:
+        msg.subject.encode()
+    except UnicodeEncodeError:  # lone surrogates: see natsconnect.WorkerClient
+        raw_subject = msg.subject.encode("utf-8", RAW)
+        subject_text = raw_subject.decode("utf-8", "backslashreplace")
 
     def bad(reason: str, shard: int = -1, code: ErrorCode = ErrorCode.VALIDATION) -> Incoming:
         return Incoming(
             stream_seq=seq,
-            subject=msg.subject,
+            subject=subject_text,
             shard=shard,
             key=key,
             reply=reply,
@@ -147,10 +176,15 @@ def decode(msg: Msg, *, prefix: str, shards: int, max_payload: int) -> Incoming:
             published_at=published_at,
         )
 
+    if raw_subject is not None:
+        # Stored as text with each undecodable byte as \xNN; the reason keeps the bytes.
+        return bad(f"subject is not UTF-8: {raw_subject!r}")
     try:
         subject = parse_subject(msg.subject, prefix=prefix)
     except InvalidSubjectError as e:
         return bad(f"bad subject: {e}")
+    if bad_reply is not None:
+        return bad(f"bad reply subject ({HEADER_REPLY}): {bad_reply}", subject.shard)
     try:
         check_key(key)  # the store keeps it; refuse here what it could not hold
     except ValueError as e:
@@ -501,7 +535,14 @@ class Worker:
         self.metrics.batch_size.observe(len(msgs))
         s = self.settings
         items = [
-            decode(m, prefix=s.prefix, shards=s.shards, max_payload=s.max_payload) for m in msgs
+            decode(
+                m,
+                prefix=s.prefix,
+                shards=s.shards,
+                max_payload=s.max_payload,
+                reply_prefix=s.reply_prefix,
+            )
+            for m in msgs
         ]
         applied = await self._apply(msgs, items)
         if applied is None:
@@ -561,13 +602,23 @@ class Worker:
     ) -> None:
         """Reply (if asked), then ack (``ack_sync`` if ``sync``), or term a bad message.
 
+        A reply that fails is logged, counted and skipped: the outcome is stored,
+        and a retry of the command is answered from it; taking it for a failed ack
+        would hold the batch (and its shards) until ``ack_wait``, then fail again.
+
         ``again``: settled before, in a try that failed later in its batch; the reply
         and ack go out again (a client ignores a second reply, JetStream a second
         ack), but nothing is counted or logged twice.
         """
         if item.reply:
             body = outcome.model_dump_json(exclude_none=True).encode()
-            await consumerstate.reply(self.nc, item.reply, body)
+            try:
+                await consumerstate.reply(self.nc, item.reply, body)
+            except ReplyError as e:
+                self.metrics.reply_failures.inc()
+                logger.warning(
+                    "no reply for stream_seq=%d, settling it anyway: %s", item.stream_seq, e
+                )
         if not again:
             self._count(item, outcome)
         elif msg.reply:

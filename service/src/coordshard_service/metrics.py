@@ -102,6 +102,12 @@ class Metrics:
             " constraint) although they passed validation; each was dead-lettered.",
             registry=self.registry,
         )
+        self.reply_failures = Counter(
+            "coordshard_worker_reply_failures",
+            "Outcomes that could not be published to their reply subject; the message was"
+            " settled anyway.",
+            registry=self.registry,
+        )
         self.ack_retries = Counter(
             "coordshard_worker_ack_retries",
             "Times settling a batch failed while its consumer still existed, and was retried.",

@@ -13,7 +13,7 @@ import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -159,14 +159,17 @@ def spawn_worker(
     member: str,
     log: Path,
     incarnation: str = "1",
+    extra: Sequence[str] = (),
 ) -> subprocess.Popen[bytes]:
-    """A worker as a subprocess (``python -m coordshard_service``), for kill -9."""
+    """A worker as a subprocess (``python -m coordshard_service``), for kill -9;
+    ``extra``: more flags."""
     args = [
         sys.executable, "-m", "coordshard_service",
         "--nats-url", server.url, "--stream", stream, "--prefix", PREFIX,
         "--shards", str(SHARDS), "--pod-name", member, "--pod-uid", incarnation,
         "--database-url", database_url, "--no-http-enabled",
         "--fetch-timeout", "0.2", "--bind-poll", "0.05", "--batch-size", "64",
+        *extra,
     ]  # fmt: skip
     with log.open("wb") as sink:
         return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=sink)
