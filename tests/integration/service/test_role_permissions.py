@@ -72,7 +72,9 @@ async def test_each_role_serves_everything_under_exactly_its_permissions(
     try:
         api = JetStreamApi(operator_nc.jetstream())
         await api.ensure_stream(
-            stream_config(name=STREAM, subject_prefix=PREFIX, replicas=1, duplicate_window_s=60)
+            stream_config(
+                name=STREAM, subject_prefix=PREFIX, replicas=1, duplicate_window_s=60, shards=SHARDS
+            )
         )
         name = consumer_name(group=GROUP, member="w", incarnation="1")
         await api.put_consumer(
@@ -82,6 +84,7 @@ async def test_each_role_serves_everything_under_exactly_its_permissions(
                 filter_subjects=[shard_filter(s, prefix=PREFIX) for s in range(SHARDS)],
                 ack_wait_s=30,
                 max_ack_pending=1000,
+                max_deliver=20,
                 metadata={},
             ),
         )
