@@ -275,3 +275,13 @@ async def client(nc: Client, provisioner: Provisioner) -> AsyncIterator[Coordina
         nc, shards=SHARDS, prefix=PREFIX, stream=provisioner.stream, timeout=10
     ) as c:
         yield c
+
+
+async def wait_drained(js: JetStreamContext, stream: str, *, timeout: float = 5.0) -> None:
+    """Wait until ``stream`` holds no message: a worker replies before it acks, so an
+    answer can arrive a moment before its message leaves the work queue."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while (await js.stream_info(stream)).state.messages:
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"stream {stream} never drained within {timeout}s")
+        await asyncio.sleep(0.02)

@@ -29,7 +29,15 @@ from coordshard_service.metrics import Metrics
 from coordshard_service.pulling import Puller
 from coordshard_service.store import DeadLetter, Store
 
-from .conftest import PREFIX, SHARDS, Provisioner, RunningWorker, wait_until, worker_settings
+from .conftest import (
+    PREFIX,
+    SHARDS,
+    Provisioner,
+    RunningWorker,
+    wait_drained,
+    wait_until,
+    worker_settings,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -94,7 +102,7 @@ async def test_a_bad_reply_is_dead_lettered_not_published_and_the_worker_serves_
     # stream, none back on our own command subject (it would be a second dead letter).
     assert (await js.stream_info(_OTHER_STREAM)).state.messages == 0
     assert len(await asyncio.to_thread(worker.store.dead_letters)) == 1
-    assert (await js.stream_info(worker.settings.stream)).state.messages == 0
+    await wait_drained(js, worker.settings.stream)
     await wait_until(lambda: worker.metrics.dead_letters._value.get() == 1)
 
 

@@ -17,7 +17,7 @@ from nats.js import JetStreamContext
 from coordshard_client import CoordinateClient, shard_of
 from coordshard_operator.local.natsserver import NatsServer
 
-from .conftest import PREFIX, SHARDS, RunningWorker, wait_until
+from .conftest import PREFIX, SHARDS, RunningWorker, wait_drained, wait_until
 from .test_bad_reply import DEAD_LETTER_BOUND, dead_letters
 
 pytestmark = pytest.mark.integration
@@ -60,5 +60,5 @@ async def test_a_subject_that_is_not_utf8_is_dead_lettered_and_the_worker_serves
     await client.create_system(system_id=other, name="other shard", dimension=2)
     await client.create_system(system_id="sys", name="same shard", dimension=2)
     assert worker.nc.is_connected and worker.bound
-    assert (await js.stream_info(worker.settings.stream)).state.messages == 0
+    await wait_drained(js, worker.settings.stream)
     await wait_until(lambda: worker.metrics.dead_letters._value.get() == 1)
