@@ -7,7 +7,9 @@ key, or a stream sequence at or below the shard's mark) or runs the op and
 stores its outcome with the new mark. The state changes, outcomes, marks and
 dead letters of the batch commit together, before anything is replied or
 acked, so a crash at any point leaves either nothing or everything, and a
-redelivery finds its outcome.
+redelivery finds its outcome. Marks and stream sequences are those of the
+stream instance the batch came from (``stream``): a re-created stream starts
+with no marks, and is never answered from the outcomes of the old one.
 """
 
 from __future__ import annotations
@@ -271,20 +273,23 @@ def apply_batch(
     items: Sequence[Incoming],
     *,
     shards: int,
+    stream: str,
     consumer: str,
     metrics: Metrics,
     retention: float = DEFAULT_RETENTION,
 ) -> list[Outcome]:
     """Apply ``items`` in order in one transaction; return one outcome per item.
 
-    ``retention``: how long stored outcomes are kept (seconds); it tells a late
-    delivery below its shard's mark from one applied long ago.
+    ``stream``: the stream instance the items were delivered from
+    (``consumerstate.StreamInstance.key``). ``retention``: how long stored outcomes
+    are kept (seconds); it tells a late delivery below its shard's mark from one
+    applied long ago.
 
     Raises:
         StoreUnavailableError: nothing was committed; the caller naks the batch.
     """
     results: list[Outcome] = []
-    with store.transaction() as tx:
+    with store.transaction(stream=stream) as tx:
         marks = tx.lock_marks(sorted({i.shard for i in items if i.command is not None}))
         for shard, mark in marks.items():
             cache.validate(shard, mark)

@@ -25,6 +25,11 @@ fetched but not yet applied) past the shards' marks, which would refuse them.
 What the server says goes through ``consumerstate``: it reads our consumer
 (``ConsumerInfo``, "gone" or "unknown") and turns nats-py's errors into ours,
 so this module catches only the worker's own errors.
+
+Each bind also reads which instance of the stream we serve (its name and
+creation time), since a stream deleted and re-created under a kept store
+deletes our consumer too, and so always comes after a fence: the store counts
+marks per instance, and the worker says so when it finds a new one.
 """
 
 from __future__ import annotations
@@ -59,7 +64,7 @@ from coordshard_client.subjects import (
 from coordshard_service import consumerstate
 from coordshard_service.cache import Cache
 from coordshard_service.commands import Incoming, apply_batch
-from coordshard_service.consumerstate import ConsumerState
+from coordshard_service.consumerstate import ConsumerState, StreamInstance
 from coordshard_service.errors import (
     BadMessageError,
     FencedError,
@@ -121,14 +126,19 @@ def _reason(error: ValidationError) -> tuple[str, ErrorCode]:
     return f"schema-invalid: {where}: {first['msg']}", ErrorCode.VALIDATION
 
 
-def decode(msg: Msg, *, prefix: str, shards: int, max_payload: int) -> Incoming:
-    """Turn a fetched message into an ``Incoming``: a valid command, or the reason it is bad."""
+def decode(msg: Msg, *, prefix: str, shards: int, max_payload: int, stream: str) -> Incoming:
+    """Turn a fetched message into an ``Incoming``: a valid command, or the reason it is bad.
+
+    ``stream``: the stream instance it came from (``StreamInstance.key``). A message
+    without a key is keyed by its sequence in that instance, since keys dedupe
+    across instances and a new instance's sequence 1 is not the old one's.
+    """
     headers = dict(msg.headers or {})
     meta = msg.metadata
     seq = meta.sequence.stream
     published_at = meta.timestamp.timestamp() if meta.timestamp else None
     reply = headers.get(HEADER_REPLY)
-    key = headers.get(HEADER_KEY) or headers.get("Nats-Msg-Id") or f"seq-{seq}"
+    key = headers.get(HEADER_KEY) or headers.get("Nats-Msg-Id") or f"{stream}:seq-{seq}"
 
     def bad(reason: str, shard: int = -1, code: ErrorCode = ErrorCode.VALIDATION) -> Incoming:
         return Incoming(
@@ -201,6 +211,8 @@ class Worker:
         self.cache = cache
         self.metrics = metrics
         self.consumer = settings.consumer
+        self.stream: StreamInstance | None = None
+        """The stream instance of our last bind (kept while unbound, to compare)."""
         self.shards: set[int] = set()
         self.state: WorkerState = "starting"
         self._puller: Puller | None = None
@@ -219,6 +231,7 @@ class Worker:
         return {
             "state": self.state,
             "consumer": self.consumer,
+            "stream": self.stream.key if self.stream else None,
             "shards": sorted(self.shards),
             "nats": self.nc.is_connected,
         }
@@ -259,7 +272,7 @@ class Worker:
                     logger.warning("%s", e)
                 else:
                     self._puller = puller
-                    if await self._take_over(info):
+                    if await self._enter_stream() and await self._take_over(info):
                         self._adopt(info)
                         self.state = "bound"
                         logger.info(
@@ -270,6 +283,43 @@ class Worker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.settings.bind_poll)
         return False
+
+    async def _enter_stream(self) -> bool:
+        """Read the stream instance we now serve; False if NATS did not answer."""
+        try:
+            instance = await consumerstate.stream_instance(self.js, self.settings.stream)
+        except NatsUnavailableError as e:
+            logger.warning("%s", e)
+            return False
+        if self.stream is None or self.stream.key != instance.key:
+            await self._notice_instance(instance)
+        self.stream = instance
+        return True
+
+    async def _notice_instance(self, instance: StreamInstance) -> None:
+        """Log and count a stream instance new to us or to the store.
+
+        New: we served another instance before this bind, or the store has marks
+        of our group for another instance of this stream and none for this one
+        (a stream re-created while the store kept its data, or a server that lost
+        its storage). Nothing needs doing: the store's marks start afresh for it.
+        """
+        try:
+            known = await asyncio.to_thread(self.store.stream_instances)
+        except StoreUnavailableError as e:
+            logger.warning("reading the store's stream instances: %s", e)
+            known = set()
+        others = sorted(k for k in known if k.startswith(f"{instance.name}@"))
+        served = self.stream is not None and self.stream.key != instance.key
+        if served or (instance.key not in known and others):
+            self.metrics.stream_instances.inc()
+            logger.warning(
+                "stream %s is a new instance (created %s): sequence marks start afresh "
+                "(before: %s)",
+                instance.name,
+                instance.created.isoformat(),
+                self.stream.key if served and self.stream else ", ".join(others),
+            )
 
     async def _take_over(self, info: ConsumerInfo) -> bool:
         """Make our consumer deliver in stream order from here; False if NATS did not answer.
@@ -286,10 +336,9 @@ class Worker:
         held = info.num_ack_pending or 0
         if held == 0:
             return True
+        assert self.stream is not None
         try:
-            first = await consumerstate.rewind(
-                self.js, stream=self.settings.stream, consumer=self.consumer
-            )
+            first = await consumerstate.rewind(self.js, stream=self.stream, consumer=self.consumer)
         except NatsUnavailableError as e:
             logger.warning("%s", e)
             return False
@@ -423,6 +472,7 @@ class Worker:
         Nothing is fetched meanwhile, so each shard's order is kept.
         """
         s = self.settings
+        assert self.stream is not None
         for attempt in itertools.count():
             try:
                 return await asyncio.to_thread(
@@ -431,6 +481,7 @@ class Worker:
                     self.cache,
                     items,
                     shards=s.shards,
+                    stream=self.stream.key,
                     consumer=self.consumer,
                     metrics=self.metrics,
                     retention=s.outcome_retention,
@@ -461,8 +512,11 @@ class Worker:
         started = time.perf_counter()
         self.metrics.batch_size.observe(len(msgs))
         s = self.settings
+        assert self.stream is not None
+        stream = self.stream.key
         items = [
-            decode(m, prefix=s.prefix, shards=s.shards, max_payload=s.max_payload) for m in msgs
+            decode(m, prefix=s.prefix, shards=s.shards, max_payload=s.max_payload, stream=stream)
+            for m in msgs
         ]
         outcomes = await self._apply(msgs, items)
         if outcomes is None:

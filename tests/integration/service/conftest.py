@@ -27,7 +27,7 @@ from coordshard_client import CoordinateClient, Translate, shard_filter
 from coordshard_client.naming import consumer_name
 from coordshard_operator.benchmarks.scratchdb import scratch_database
 from coordshard_operator.local.natsserver import NatsServer
-from coordshard_service import app
+from coordshard_service import app, consumerstate
 from coordshard_service.consuming import Worker
 from coordshard_service.health import HealthServer
 from coordshard_service.settings import ServiceSettings
@@ -37,6 +37,8 @@ from ..conftest import missing_service
 PREFIX = "coordinate.cmd"
 SHARDS = 8
 GROUP = "coordinate"
+STREAM_KEY = "TEST@2000-01-01T00:00:00.000000Z"
+"""A stream instance key for store tests that fetch from no stream."""
 PG_ADMIN = os.environ.get("COORDSHARD_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
 
@@ -51,6 +53,11 @@ def require_postgres() -> None:
             how="as root, `bash scripts/services.sh` starts one; "
             "or point COORDSHARD_TEST_POSTGRES at yours",
         )
+
+
+async def stream_key(js: JetStreamContext, stream: str) -> str:
+    """The key of a stream's current instance, as a worker bound to it has it."""
+    return (await consumerstate.stream_instance(js, stream)).key
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
