@@ -79,12 +79,14 @@ class Provisioner:
     js: JetStreamContext
     stream: str
     consumers: dict[str, str] = field(default_factory=dict)
+    prefix: str = PREFIX
+    group: str = GROUP
 
     async def create_stream(self) -> None:
         await self.js.add_stream(
             StreamConfig(
                 name=self.stream,
-                subjects=[PREFIX + ".>"],
+                subjects=[self.prefix + ".>"],
                 retention=RetentionPolicy.WORK_QUEUE,
                 duplicate_window=120.0,
             )
@@ -94,14 +96,14 @@ class Provisioner:
         self, *, member: str, incarnation: str, shards: list[int], ack_wait: float = 30.0
     ) -> str:
         """Create or rewrite a member's consumer to own exactly ``shards``."""
-        name = consumer_name(group=GROUP, member=member, incarnation=incarnation)
+        name = consumer_name(group=self.group, member=member, incarnation=incarnation)
         await self.js.add_consumer(
             self.stream,
             ConsumerConfig(
                 durable_name=name,
                 ack_policy=AckPolicy.EXPLICIT,
                 deliver_policy=DeliverPolicy.ALL,
-                filter_subjects=[shard_filter(s, prefix=PREFIX) for s in shards] or None,
+                filter_subjects=[shard_filter(s, prefix=self.prefix) for s in shards] or None,
                 ack_wait=ack_wait,
                 max_ack_pending=10_000,
             ),
@@ -127,14 +129,17 @@ def worker_settings(
     database_url: str,
     member: str,
     incarnation: str,
+    group: str = GROUP,
+    prefix: str = PREFIX,
+    shards: int = SHARDS,
     **extra: object,
 ) -> ServiceSettings:
     return ServiceSettings(
         nats_url=server.url,
         stream=stream,
-        group=GROUP,
-        prefix=PREFIX,
-        shards=SHARDS,
+        group=group,
+        prefix=prefix,
+        shards=shards,
         pod_name=member,
         pod_uid=incarnation,
         database_url=database_url,
