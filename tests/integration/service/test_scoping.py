@@ -8,18 +8,28 @@ Neither may be answered from the other's rows.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 
 import pytest
+import sqlalchemy as sa
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from coordshard_client import CoordinateClient, CoordinateNotFoundError, Point, Translate
+from coordshard_client.messages import Command, CreatePoint, MovePoint, Outcome
+from coordshard_client.subjects import shard_of
 from coordshard_operator.local.natsserver import NatsServer
+from coordshard_service.cache import Cache
+from coordshard_service.commands import Incoming, apply_batch, fingerprint
+from coordshard_service.metrics import Metrics
+from coordshard_service.migrations import upgrade
+from coordshard_service.store import Store, metadata
 
 from .conftest import (
     PREFIX,
     SHARDS,
+    STREAM_KEY,
     Provisioner,
     RunningWorker,
     start_worker,
@@ -195,3 +205,99 @@ async def test_a_stream_recreated_under_a_kept_store_is_applied_afresh_not_answe
     # The worker noticed, and says so.
     assert worker.metrics.stream_instances._value.get() == 1
     assert worker.status()["stream"] not in (None, old)
+
+
+def test_a_store_at_0002_with_data_moves_to_group_and_stream_keys(database_url: str) -> None:
+    """Migration 0003: the old rows go to the first group that migrates, the old marks
+    go (nobody recorded their stream), and the old outcomes still answer by key."""
+    shard = shard_of("s1", SHARDS)
+    created = CreatePoint(system_id="s1", point_id="p1", coordinates=(1, 2))
+    stored = Outcome(
+        ok=True,
+        result=Point(system_id="s1", point_id="p1", coordinates=(1, 2), version=1),
+        stream_seq=17,
+    )
+    old = Store(database_url, group="billing")
+    try:
+        upgrade(old.engine, revision="0002")
+        with old.engine.begin() as conn:
+            for statement, values in (
+                ("INSERT INTO systems VALUES ('s1', :shard, 'old', 2, 'm', NULL)", {}),
+                ("INSERT INTO points VALUES ('s1', 'p1', '[1, 2]', 1)", {}),
+                ("INSERT INTO shard_marks VALUES (:shard, 17)", {}),
+                (
+                    "INSERT INTO outcomes VALUES ('k1', :shard, 17, :outcome, :now, :fp)",
+                    {
+                        "outcome": stored.model_dump_json(),
+                        "now": time.time(),
+                        "fp": fingerprint(created),
+                    },
+                ),
+                (
+                    "INSERT INTO dead_letters (stream_seq, subject, reason, headers, data,"
+                    " consumer, created_at) VALUES (3, 'x', 'bad', '{}', :data, 'c', 0)",
+                    {"data": b"?"},
+                ),
+            ):
+                conn.execute(sa.text(statement), {"shard": shard, **values})
+        old.migrate()
+        _assert_schema_is_the_models(old)
+    finally:
+        old.dispose()
+
+    billing, other = Store(database_url, group="billing"), Store(database_url, group="other")
+    try:
+        other.migrate()  # a later group's first start claims nothing
+        with other.transaction(stream=STREAM_KEY) as tx:
+            assert tx.system("s1") is None and tx.outcomes_by_keys(["k1"]) == {}
+        assert other.dead_letters() == []
+        assert [(d.stream, d.stream_seq) for d in billing.dead_letters()] == [("", 3)]
+        with billing.transaction(stream=STREAM_KEY) as tx:
+            assert tx.system("s1") is not None and tx.point("s1", "p1") is not None
+            assert tx.lock_marks([shard]) == {shard: 0}
+            assert tx.outcome_by_seq(shard, 17) is None
+
+        def incoming(seq: int, key: str, command: Command) -> Incoming:
+            return Incoming(
+                stream_seq=seq,
+                subject=f"{PREFIX}.{shard}.s1.{command.op}",
+                shard=shard,
+                key=key,
+                reply=None,
+                command=command,
+                published_at=time.time(),
+            )
+
+        move = MovePoint(system_id="s1", point_id="p1", moves=(Translate(delta=(1, 0)),))
+        moved, retried = apply_batch(
+            billing,
+            Cache(10),
+            [incoming(17, "fresh", move), incoming(18, "k1", created)],
+            shards=SHARDS,
+            stream=STREAM_KEY,
+            consumer="c",
+            metrics=Metrics(),
+        )
+        # Sequence 17 of the new instance is applied, not answered from the old 17;
+        # the retry of key k1 is answered from its stored outcome.
+        assert not moved.replayed and isinstance(moved.result, Point)
+        assert moved.result.coordinates == (2.0, 2.0) and moved.result.version == 2
+        assert retried.replayed and retried.result == stored.result
+    finally:
+        billing.dispose()
+        other.dispose()
+
+
+def _assert_schema_is_the_models(store: Store) -> None:
+    """The migrated tables have the model's columns, keys and indexes (``store.metadata``)."""
+    with store.engine.connect() as conn:
+        inspector = sa.inspect(conn)
+        for table in metadata.sorted_tables:
+            columns = {c["name"]: c["nullable"] for c in inspector.get_columns(table.name)}
+            assert columns == {c.name: c.nullable for c in table.columns}, table.name
+            key = inspector.get_pk_constraint(table.name)["constrained_columns"]
+            assert key == [c.name for c in table.primary_key.columns], table.name
+            indexes = {i["name"]: i["column_names"] for i in inspector.get_indexes(table.name)}
+            assert indexes == {i.name: [c.name for c in i.columns] for i in table.indexes}, (
+                table.name
+            )

@@ -17,10 +17,9 @@ Revises: 0002
 
 from __future__ import annotations
 
-from typing import Any
-
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.schema import SchemaItem
 
 revision = "0003"
 down_revision = "0002"
@@ -38,14 +37,15 @@ _KEYS = {
 def _old(table: str) -> sa.Table:
     """A table as 0002 left it, but with no primary key: on SQLite a batch copies the
     table, and the old key, reflected, would fight the new one."""
-    columns: dict[str, list[sa.Column[Any]]] = {
+    columns: dict[str, list[SchemaItem]] = {
         "systems": [
             sa.Column("system_id", sa.String(128), nullable=False),
-            sa.Column("shard", sa.Integer, nullable=False, index=True),
+            sa.Column("shard", sa.Integer, nullable=False),
             sa.Column("name", sa.String(200), nullable=False),
             sa.Column("dimension", sa.Integer, nullable=False),
             sa.Column("units", sa.String(32), nullable=False),
             sa.Column("bounds", sa.Text, nullable=True),
+            sa.Index("ix_systems_shard", "shard"),
         ],
         "points": [
             sa.Column("system_id", sa.String(128), nullable=False),
