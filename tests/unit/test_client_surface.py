@@ -12,6 +12,7 @@ EXPECTED = {
     "CoordinateClient",
     "CoordinateConflictError",
     "CoordinateError",
+    "CoordinateMismatchError",
     "CoordinateNotFoundError",
     "CoordinateTimeoutError",
     "CoordinateUnavailableError",

@@ -8,6 +8,7 @@ the wire models live in ``coordshard_client.messages``.
 from coordshard_client.errors import (
     CoordinateConflictError,
     CoordinateError,
+    CoordinateMismatchError,
     CoordinateNotFoundError,
     CoordinateTimeoutError,
     CoordinateUnavailableError,
@@ -44,6 +45,7 @@ __all__ = [
     "CoordinateClient",
     "CoordinateConflictError",
     "CoordinateError",
+    "CoordinateMismatchError",
     "CoordinateNotFoundError",
     "CoordinateTimeoutError",
     "CoordinateUnavailableError",

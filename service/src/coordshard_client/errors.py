@@ -7,6 +7,7 @@
     ├── CoordinateNotFoundError (LookupError)    the system or point does not exist
     ├── CoordinateConflictError                  the state forbids it (exists, version mismatch)
     │   └── OutOfBoundsError                     a move would leave the system's bounds
+    ├── CoordinateMismatchError                  the answer belongs to another command
     └── CoordinateUnavailableError               transient: retry with the same idempotency key
         └── CoordinateTimeoutError (TimeoutError)  no outcome in time; it may still be applied
 
@@ -20,6 +21,7 @@ from coordshard_client.messages import ErrorCode, ErrorInfo
 __all__ = [
     "CoordinateConflictError",
     "CoordinateError",
+    "CoordinateMismatchError",
     "CoordinateNotFoundError",
     "CoordinateTimeoutError",
     "CoordinateUnavailableError",
@@ -51,6 +53,31 @@ class CoordinateConflictError(CoordinateError):
 
 class OutOfBoundsError(CoordinateConflictError):
     """A create or move would put a point outside its system's bounds; nothing was applied."""
+
+
+class CoordinateMismatchError(CoordinateError):
+    """The outcome that came back answers another command: its stream sequence is not
+    the one the stream stored this command at (a reply from a worker of another
+    stream or group, or a store answering from another stream's records).
+
+    The command itself may or may not have been applied. Fix the deployment (each
+    group's workers, stream and store must be its own), then retry with the same
+    idempotency key: a retry is applied at most once, and answered with its own outcome.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        idempotency_key: str | None = None,
+        stream_seq: int | None = None,
+        expected: tuple[int, ...] = (),
+    ) -> None:
+        super().__init__(message, idempotency_key=idempotency_key)
+        self.stream_seq = stream_seq
+        """The sequence the received outcome names."""
+        self.expected = expected
+        """The sequences the stream stored this command's messages at."""
 
 
 class CoordinateUnavailableError(CoordinateError):

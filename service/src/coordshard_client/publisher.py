@@ -14,6 +14,17 @@ answer. When the publish ack says ``duplicate``, the client publishes a
 *replay* (a fresh ``Nats-Msg-Id``, the same idempotency-key header): it lands
 behind the original on the same shard, and the worker answers it with the
 stored outcome, so a retry never applies twice and always gets an answer.
+
+Each outcome names the stream sequence of the message that produced it, and
+each publish ack the sequence the stream stored ours at (for a duplicate, the
+original's): an outcome fresh from a message that is not ours is refused
+(``CoordinateMismatchError``), never returned as our result. The two arrive on
+one subscription but from different senders (the stream, the worker), so an
+outcome may come first; it is then held until the ack says where we were
+stored. A replayed outcome answers our idempotency key, and its sequence is
+that of whichever publish of the key was first applied, which may be one this
+call never saw (a retry after the duplicate window, or on an earlier stream):
+it is accepted once an ack has come.
 """
 
 from __future__ import annotations
@@ -21,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,6 +47,7 @@ from pydantic import BaseModel, ValidationError
 
 from coordshard_client.errors import (
     CoordinateError,
+    CoordinateMismatchError,
     CoordinateTimeoutError,
     CoordinateUnavailableError,
     CoordinateValidationError,
@@ -81,6 +94,8 @@ DEFAULT_TIMEOUT: Final = 5.0
 """Seconds a call waits for its outcome by default."""
 _PLAIN_ACK: Final = b'{"stream":'
 """How a stream's ack of a fresh publish begins; refusals begin with ``{"error"``."""
+_ACK_SEQ: Final = re.compile(rb'"seq":\s*(\d+)')
+"""The stream sequence in a publish ack, read without parsing the JSON."""
 
 
 @dataclass(slots=True)
@@ -93,6 +108,13 @@ class _Call:
     key: str
     future: asyncio.Future[Outcome]
     replayed: bool = field(default=False)
+    seqs: list[int] = field(default_factory=list)
+    """Where the stream stored this call's messages, from their acks (a duplicate's
+    ack names the original's)."""
+    unacked: int = 0
+    """Publishes whose ack has not come yet."""
+    held: Outcome | None = None
+    """An outcome that came before the ack it must be checked against."""
 
 
 class CoordinateClient:
@@ -186,27 +208,33 @@ class CoordinateClient:
             await self._on_ack(token[1:], msg)
             return
         call = self._calls.get(token)
-        if call is None or call.future.done():
+        if call is None or call.future.done() or call.held is not None:
             return
         try:
-            call.future.set_result(Outcome.model_validate_json(msg.data))
+            outcome = Outcome.model_validate_json(msg.data)
         except ValidationError as e:
             call.future.set_exception(CoordinateError(f"malformed outcome from worker: {e}"))
+            return
+        _judge(call, outcome, final=False)
 
     async def _on_ack(self, token: str, msg: Msg) -> None:
         """A refusal fails the call; a duplicate gets a replay published behind the original."""
         call = self._calls.get(token)
         if call is None or call.future.done():
             return  # answered already, or given up
+        call.unacked -= 1
         try:
-            if not _duplicate(msg, subject=call.subject, stream=self.stream, key=call.key):
-                return
-            if call.replayed:
-                return  # the replay's own ack: a fresh Nats-Msg-Id is never a duplicate
-            # Seen before: ask for the stored outcome behind the original.
-            call.replayed = True
-            call.headers["Nats-Msg-Id"] = f"{call.key}~replay~{uuid.uuid4().hex}"
-            await self._publish(token, call)
+            seq, duplicate = _read_ack(msg, subject=call.subject, stream=self.stream, key=call.key)
+            if seq is not None:
+                call.seqs.append(seq)
+            if duplicate and not call.replayed:
+                # Seen before: ask for the stored outcome behind the original. (The
+                # replay's own ack is never a duplicate: its Nats-Msg-Id is fresh.)
+                call.replayed = True
+                call.headers["Nats-Msg-Id"] = f"{call.key}~replay~{uuid.uuid4().hex}"
+                await self._publish(token, call)
+            elif call.held is not None:
+                _judge(call, call.held, final=False)
         except CoordinateError as e:
             if not call.future.done():
                 call.future.set_exception(e)
@@ -397,7 +425,7 @@ class CoordinateClient:
         self._calls[token] = call
         # One timer per call on the loop's own heap (asyncio.timeout costs a
         # context, a task lookup and a reschedule on top); it fails the future.
-        timer = loop.call_at(loop.time() + wait, _expire, call.future)
+        timer = loop.call_at(loop.time() + wait, _expire, call)
         try:
             await self._publish(token, call)
             outcome = await call.future
@@ -422,6 +450,7 @@ class CoordinateClient:
         bounded by the connection's ``flush_timeout`` (set for owned connections).
         """
         assert self._nc is not None
+        call.unacked += 1
         try:
             await self._nc.publish(
                 call.subject, call.payload, reply=f"{self._inbox}.a{token}", headers=call.headers
@@ -432,15 +461,57 @@ class CoordinateClient:
             ) from e
 
 
-def _expire(future: asyncio.Future[Outcome]) -> None:
-    if not future.done():
-        future.set_exception(TimeoutError())
+def _expire(call: _Call) -> None:
+    """Time is up: an outcome still waiting for its ack is judged without it."""
+    if call.future.done():
+        return
+    if call.held is not None:
+        _judge(call, call.held, final=True)
+    else:
+        call.future.set_exception(TimeoutError())
 
 
-def _duplicate(msg: Msg, *, subject: str, stream: str, key: str) -> bool:
-    """Read a stream's publish ack: whether it was a duplicate; raise if it was refused."""
+def _judge(call: _Call, outcome: Outcome, *, final: bool) -> None:
+    """Settle ``call`` with ``outcome`` if it answers this command, hold it while an ack
+    that could say so is still to come, else fail the call (see the module docstring).
+
+    ``final``: no more acks will be waited for; with none at all, the outcome is
+    taken unchecked (there is nothing to check it against).
+    """
+    seq = outcome.stream_seq
+    if (
+        seq is None
+        or seq in call.seqs
+        or (outcome.replayed and call.seqs)
+        or (final and not call.seqs)
+    ):
+        call.held = None
+        call.future.set_result(outcome)
+        return
+    if call.unacked > 0 and not final:
+        call.held = outcome
+        return
+    call.held = None
+    stored = ", ".join(map(str, call.seqs))
+    call.future.set_exception(
+        CoordinateMismatchError(
+            f"the outcome received for {call.subject} was produced by stream sequence {seq}, "
+            f"but the stream stored this command at {stored}: a reply from a worker of "
+            "another stream or group? Check that the workers' stream, prefix and shards "
+            "are the client's, then retry with the same idempotency key",
+            idempotency_key=call.key,
+            stream_seq=seq,
+            expected=tuple(call.seqs),
+        )
+    )
+
+
+def _read_ack(msg: Msg, *, subject: str, stream: str, key: str) -> tuple[int | None, bool]:
+    """Read a stream's publish ack: the sequence it stored the message at (for a
+    duplicate, the original's) and whether it was a duplicate; raise if it was refused."""
     if msg.data.startswith(_PLAIN_ACK) and b'"duplicate"' not in msg.data and not msg.headers:
-        return False  # the common case, read without parsing
+        found = _ACK_SEQ.search(msg.data)  # the common case, read without parsing
+        return (int(found.group(1)) if found else None), False
     if msg.headers and msg.headers.get("Status") == "503":
         raise CoordinateUnavailableError(
             f"no stream answered a publish to {subject} (is stream {stream} there, "
@@ -459,7 +530,8 @@ def _duplicate(msg: Msg, *, subject: str, stream: str, key: str) -> bool:
             f"stream refused a publish to {subject}: {error.get('description', error)}",
             idempotency_key=key,
         )
-    return bool(ack.get("duplicate"))
+    seq = ack.get("seq")
+    return (seq if isinstance(seq, int) else None), bool(ack.get("duplicate"))
 
 
 def _build(model: type[_C], **fields: Any) -> _C:

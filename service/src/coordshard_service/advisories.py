@@ -113,7 +113,9 @@ class GiveUps:
         raw = await consumerstate.stored_message(self.js, stream=self.stream, seq=seq)
         if raw is None:
             return True  # acked late, or moved already
+        instance = await consumerstate.stream_instance(self.js, self.stream)
         letter = DeadLetter(
+            stream=instance.key,
             stream_seq=seq,
             subject=raw.subject or "",
             reason=f"given up: delivered {deliveries} times to {self.consumer} without an ack",
@@ -134,5 +136,5 @@ class GiveUps:
         return True
 
     def _keep(self, letter: DeadLetter) -> None:
-        with self.store.transaction() as tx:
+        with self.store.transaction(stream=letter.stream) as tx:
             tx.dead_letter(letter)

@@ -164,6 +164,7 @@ async def run(
     options = connect_options(settings)  # a bad credentials setting fails before anything starts
     store = Store(
         settings.database_url,
+        group=settings.group,
         idle_transaction_timeout=settings.store_idle_transaction_timeout,
     )
     await asyncio.to_thread(store.migrate)

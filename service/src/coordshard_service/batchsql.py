@@ -25,7 +25,7 @@ from typing import Any
 __all__ = ["ROWS_PER_STATEMENT", "BatchSql", "chunks"]
 
 ROWS_PER_STATEMENT = 500
-"""Most rows (or keys) in one statement: 500 rows of 6 parameters stays under SQLite's
+"""Most rows (or keys) in one statement: 500 rows of 8 parameters stays under SQLite's
 limit of 32,766 bound parameters."""
 
 
@@ -36,7 +36,11 @@ def chunks(rows: Sequence[Any]) -> Iterator[Sequence[Any]]:
 
 
 class BatchSql:
-    """The statements for one dialect: ``sqlite`` (``?``), else ``%s`` (PostgreSQL)."""
+    """The statements for one dialect: ``sqlite`` (``?``), else ``%s`` (PostgreSQL).
+
+    Every statement names its group (``group_name``) first, and the mark statements
+    their stream instance: see ``store`` for why.
+    """
 
     def __init__(self, dialect: str) -> None:
         p = "?" if dialect == "sqlite" else "%s"
@@ -46,10 +50,11 @@ class BatchSql:
         self._for_update = "" if dialect == "sqlite" else " FOR UPDATE"
         self.point = (
             "SELECT system_id, point_id, coordinates, version FROM points"
-            f" WHERE system_id = {p} AND point_id = {p}"
+            f" WHERE group_name = {p} AND system_id = {p} AND point_id = {p}"
         )
         self.system = (
-            f"SELECT system_id, name, dimension, units, bounds FROM systems WHERE system_id = {p}"
+            "SELECT system_id, name, dimension, units, bounds FROM systems"
+            f" WHERE group_name = {p} AND system_id = {p}"
         )
         # One cache per instance: the strings depend on the dialect and the count.
         self.marks: Callable[[int], str] = cache(self._marks)
@@ -68,50 +73,58 @@ class BatchSql:
         return ", ".join([row] * n)
 
     def _marks(self, n: int) -> str:
-        """Lock and read ``n`` shards' marks, in shard order."""
+        """Lock and read ``n`` shards' marks, in shard order; parameters: the group, the
+        stream instance, then the shards."""
         return (
-            f"SELECT shard, high_seq FROM shard_marks WHERE shard IN ({self._list(n)})"
+            f"SELECT shard, high_seq FROM shard_marks WHERE group_name = {self._p}"
+            f" AND stream = {self._p} AND shard IN ({self._list(n)})"
             f" ORDER BY shard{self._for_update}"
         )
 
     def _outcomes(self, n: int) -> str:
-        """Read the stored outcomes of ``n`` idempotency keys."""
+        """Read the stored outcomes of ``n`` idempotency keys; parameters: the group,
+        then the keys."""
         return (
             'SELECT "key", shard, stream_seq, outcome, fingerprint FROM outcomes'
-            f' WHERE "key" IN ({self._list(n)})'
+            f' WHERE group_name = {self._p} AND "key" IN ({self._list(n)})'
         )
 
     def _new_marks(self, n: int) -> str:
-        """Insert ``n`` marks at 0; parameters: the shards."""
-        values = ", ".join([f"({self._p}, 0)"] * n)
-        return f"INSERT INTO shard_marks (shard, high_seq) VALUES {values}"
+        """Insert ``n`` marks at 0; parameters: group, stream instance, shard per row."""
+        values = ", ".join([f"({self._list(3)}, 0)"] * n)
+        return f"INSERT INTO shard_marks (group_name, stream, shard, high_seq) VALUES {values}"
 
     def _set_marks(self, n: int) -> str:
-        """Set ``n`` marks; parameters: (shard, seq) pairs, then the shards again."""
+        """Set ``n`` marks; parameters: (shard, seq) pairs, the group, the stream
+        instance, then the shards again."""
         cases = " ".join([f"WHEN {self._p} THEN {self._p}"] * n)
         return (
             f"UPDATE shard_marks SET high_seq = CASE shard {cases} END"
-            f" WHERE shard IN ({self._list(n)})"
+            f" WHERE group_name = {self._p} AND stream = {self._p}"
+            f" AND shard IN ({self._list(n)})"
         )
 
     def _save_outcomes(self, n: int) -> str:
-        """Insert ``n`` outcomes; parameters: key, shard, stream_seq, outcome, fingerprint,
-        created_at per row."""
+        """Insert ``n`` outcomes; parameters: group, key, stream instance, shard, stream_seq,
+        outcome, fingerprint, created_at per row."""
         return (
-            'INSERT INTO outcomes ("key", shard, stream_seq, outcome, fingerprint, created_at)'
-            f" VALUES {self._rows(n, 6)}"
+            'INSERT INTO outcomes (group_name, "key", stream, shard, stream_seq, outcome,'
+            f" fingerprint, created_at) VALUES {self._rows(n, 8)}"
         )
 
     def _upsert_points(self, n: int) -> str:
-        """Insert or update ``n`` distinct points; parameters: system_id, point_id,
+        """Insert or update ``n`` distinct points; parameters: group, system_id, point_id,
         coordinates, version per row."""
         return (
-            "INSERT INTO points (system_id, point_id, coordinates, version)"
-            f" VALUES {self._rows(n, 4)}"
-            " ON CONFLICT (system_id, point_id) DO UPDATE"
+            "INSERT INTO points (group_name, system_id, point_id, coordinates, version)"
+            f" VALUES {self._rows(n, 5)}"
+            " ON CONFLICT (group_name, system_id, point_id) DO UPDATE"
             " SET coordinates = excluded.coordinates, version = excluded.version"
         )
 
     def _delete_points(self, n: int) -> str:
-        """Delete ``n`` points; parameters: system_id, point_id per row."""
-        return f"DELETE FROM points WHERE (system_id, point_id) IN (VALUES {self._rows(n, 2)})"
+        """Delete ``n`` points; parameters: group, system_id, point_id per row."""
+        return (
+            "DELETE FROM points WHERE (group_name, system_id, point_id)"
+            f" IN (VALUES {self._rows(n, 3)})"
+        )

@@ -7,7 +7,10 @@ key, or a stream sequence at or below the shard's mark) or runs the op and
 stores its outcome with the new mark. The state changes, outcomes, marks and
 dead letters of the batch commit together, before anything is replied or
 acked, so a crash at any point leaves either nothing or everything, and a
-redelivery finds its outcome.
+redelivery finds its outcome. Marks and stream sequences are those of the
+stream instance the batch came from (``stream``): a re-created stream starts
+with no marks, and is never answered from the outcomes of the old one.
+
 
 ``apply_isolating`` wraps it for values the database refuses (a data error,
 a constraint) although they passed validation: such a refusal names no
@@ -277,20 +280,23 @@ def apply_batch(
     items: Sequence[Incoming],
     *,
     shards: int,
+    stream: str,
     consumer: str,
     metrics: Metrics,
     retention: float = DEFAULT_RETENTION,
 ) -> list[Outcome]:
     """Apply ``items`` in order in one transaction; return one outcome per item.
 
-    ``retention``: how long stored outcomes are kept (seconds); it tells a late
-    delivery below its shard's mark from one applied long ago.
+    ``stream``: the stream instance the items were delivered from
+    (``consumerstate.StreamInstance.key``). ``retention``: how long stored outcomes
+    are kept (seconds); it tells a late delivery below its shard's mark from one
+    applied long ago.
 
     Raises:
         StoreUnavailableError: nothing was committed; the caller naks the batch.
     """
     results: list[Outcome] = []
-    with store.transaction() as tx:
+    with store.transaction(stream=stream) as tx:
         marks = tx.lock_marks(sorted({i.shard for i in items if i.command is not None}))
         for shard, mark in marks.items():
             cache.validate(shard, mark)
@@ -327,6 +333,7 @@ def apply_isolating(
     *,
     applied: list[Applied],
     shards: int,
+    stream: str,
     consumer: str,
     metrics: Metrics,
     retention: float = DEFAULT_RETENTION,
@@ -352,6 +359,7 @@ def apply_isolating(
                     cache,
                     part,
                     shards=shards,
+                    stream=stream,
                     consumer=consumer,
                     metrics=metrics,
                     retention=retention,

@@ -11,6 +11,8 @@ three answers from NATS and gets them here in its own terms:
   failure is ``NatsUnavailableError``, a refused pull stays ``PullError``.
 - ``resend``/``ack``/``ack_sync``/``term``: settling; any failure is
   ``NatsUnavailableError``, and the caller asks ``read_consumer`` what it means.
+- ``stream_instance``: which life of the stream we serve (its name and creation
+  time); the store scopes its sequence bookkeeping by it.
 - ``rewind``: put our consumer's cursor back to the stream's first message, so
   deliveries a previous process of ours held come again, in stream order.
 - ``stored_message``/``delete_message``: one message by stream sequence, for the
@@ -26,6 +28,8 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Literal
 
 import nats.errors
@@ -33,13 +37,14 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerInfo, RawStreamMsg
+from nats.js.api import ConsumerInfo, RawStreamMsg, StreamInfo
 
 from coordshard_service.errors import NatsUnavailableError, ReplyError
 from coordshard_service.pulling import Puller
 
 __all__ = [
     "ConsumerState",
+    "StreamInstance",
     "ack",
     "ack_sync",
     "close_puller",
@@ -51,6 +56,7 @@ __all__ = [
     "resend",
     "rewind",
     "stored_message",
+    "stream_instance",
     "term",
 ]
 
@@ -58,6 +64,30 @@ logger = logging.getLogger(__name__)
 
 ConsumerState = ConsumerInfo | Literal["gone", "unknown"]
 """Our consumer; "gone": the server says it does not exist; "unknown": no answer."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamInstance:
+    """One life of a stream: its name and the time the server created it.
+
+    A stream deleted and made again under its name, or lost with a server's
+    storage and re-created, is a new instance: its sequences start at 1 again,
+    so the marks and sequence-keyed outcomes of the old one mean nothing for
+    it. The creation time is the stream's own record (kept across server
+    restarts, leader changes and config updates), so no one has to write an id
+    into the stream when creating it.
+    """
+
+    name: str
+    created: datetime
+    first_seq: int
+    """The stream's first sequence when it was read (where a rewind starts)."""
+
+    @property
+    def key(self) -> str:
+        """``<name>@<creation time, UTC, microseconds>``: what the store records."""
+        return f"{self.name}@{self.created.astimezone(UTC):%Y-%m-%dT%H:%M:%S.%fZ}"
+
 
 _NATS_ERRORS: tuple[type[Exception], ...] = (nats.errors.Error, nats.js.errors.Error, TimeoutError)
 """What a nats-py request raises when NATS refuses or does not answer."""
@@ -152,8 +182,18 @@ async def term(msg: Msg) -> None:
         await msg.term()
 
 
-async def rewind(js: JetStreamContext, *, stream: str, consumer: str) -> int:
-    """Reset our consumer to the stream's first sequence and return that sequence.
+async def stream_instance(js: JetStreamContext, stream: str) -> StreamInstance:
+    """The stream's current instance; NatsUnavailableError if it cannot be read."""
+    with _unavailable(f"reading stream {stream}"):
+        info: StreamInfo = await js.stream_info(stream)
+    if info.created is None:  # servers older than the 2.14 we require
+        raise NatsUnavailableError(f"stream {stream}: the server reports no creation time")
+    return StreamInstance(stream, info.created, info.state.first_seq)
+
+
+async def rewind(js: JetStreamContext, *, stream: StreamInstance, consumer: str) -> int:
+    """Reset our consumer to the stream's first sequence (as read with ``stream``) and
+    return that sequence.
 
     Everything still in the stream that the consumer's filters match is then
     delivered again, oldest first, and the deliveries pending before the reset
@@ -161,10 +201,9 @@ async def rewind(js: JetStreamContext, *, stream: str, consumer: str) -> int:
     left on our shards is ours, so nothing of another member comes with it.
     Needs nats-server 2.14+ (consumer reset).
     """
+    first = max(1, stream.first_seq)
     with _unavailable(f"rewinding consumer {consumer}"):
-        info = await js.stream_info(stream)
-        first = max(1, info.state.first_seq)
-        await js.reset_consumer(stream, consumer, seq=first)
+        await js.reset_consumer(stream.name, consumer, seq=first)
     return first
 
 

@@ -28,6 +28,11 @@ fetched but not yet applied) past the shards' marks, which would refuse them.
 What the server says goes through ``consumerstate``: it reads our consumer
 (``ConsumerInfo``, "gone" or "unknown") and turns nats-py's errors into ours,
 so this module catches only the worker's own errors.
+
+Each bind also reads which instance of the stream we serve (its name and
+creation time), since a stream deleted and re-created under a kept store
+deletes our consumer too, and so always comes after a fence: the store counts
+marks per instance, and the worker says so when it finds a new one.
 """
 
 from __future__ import annotations
@@ -65,7 +70,7 @@ from coordshard_client.subjects import (
 from coordshard_service import consumerstate
 from coordshard_service.cache import Cache
 from coordshard_service.commands import Applied, Incoming, apply_isolating
-from coordshard_service.consumerstate import ConsumerState
+from coordshard_service.consumerstate import ConsumerState, StreamInstance
 from coordshard_service.errors import (
     BadMessageError,
     FencedError,
@@ -136,6 +141,7 @@ def decode(
     prefix: str,
     shards: int,
     max_payload: int,
+    stream: str,
     reply_prefix: str = DEFAULT_REPLY_PREFIX,
 ) -> Incoming:
     """Turn a fetched message into an ``Incoming``: a valid command, or the reason it is bad.
@@ -143,6 +149,10 @@ def decode(
     A reply header that ``reply_problem`` refuses makes the message bad, and it is
     not answered: its reply would go where replies do not belong, cost the
     connection, or fail the settle.
+
+    ``stream``: the stream instance it came from (``StreamInstance.key``). A message
+    without a key is keyed by its sequence in that instance, since keys dedupe
+    across instances and a new instance's sequence 1 is not the old one's.
     """
     headers = dict(msg.headers or {})
     meta = msg.metadata
@@ -152,7 +162,7 @@ def decode(
     bad_reply = reply_problem(reply, prefix=reply_prefix) if reply is not None else None
     if bad_reply is not None:
         reply = None
-    key = headers.get(HEADER_KEY) or headers.get("Nats-Msg-Id") or f"seq-{seq}"
+    key = headers.get(HEADER_KEY) or headers.get("Nats-Msg-Id") or f"{stream}:seq-{seq}"
     raw_subject: bytes | None = None  # set when the subject is not UTF-8 on the wire
     subject_text = msg.subject
     try:
@@ -244,6 +254,8 @@ class Worker:
         self.cache = cache
         self.metrics = metrics
         self.consumer = settings.consumer
+        self.stream: StreamInstance | None = None
+        """The stream instance of our last bind (kept while unbound, to compare)."""
         self.shards: set[int] = set()
         self.state: WorkerState = "starting"
         self._puller: Puller | None = None
@@ -265,6 +277,7 @@ class Worker:
         body: dict[str, object] = {
             "state": self.state,
             "consumer": self.consumer,
+            "stream": self.stream.key if self.stream else None,
             "shards": sorted(self.shards),
             "nats": self.nc.is_connected,
             "stuck_s": round(stuck, 3),
@@ -319,7 +332,7 @@ class Worker:
                     logger.warning("%s", e)
                 else:
                     self._puller = puller
-                    if await self._take_over(info):
+                    if await self._enter_stream() and await self._take_over(info):
                         self._adopt(info)
                         self.state = "bound"
                         self.progress.bind(True)
@@ -331,6 +344,43 @@ class Worker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.settings.bind_poll)
         return False
+
+    async def _enter_stream(self) -> bool:
+        """Read the stream instance we now serve; False if NATS did not answer."""
+        try:
+            instance = await consumerstate.stream_instance(self.js, self.settings.stream)
+        except NatsUnavailableError as e:
+            logger.warning("%s", e)
+            return False
+        if self.stream is None or self.stream.key != instance.key:
+            await self._notice_instance(instance)
+        self.stream = instance
+        return True
+
+    async def _notice_instance(self, instance: StreamInstance) -> None:
+        """Log and count a stream instance new to us or to the store.
+
+        New: we served another instance before this bind, or the store has marks
+        of our group for another instance of this stream and none for this one
+        (a stream re-created while the store kept its data, or a server that lost
+        its storage). Nothing needs doing: the store's marks start afresh for it.
+        """
+        try:
+            known = await asyncio.to_thread(self.store.stream_instances)
+        except StoreUnavailableError as e:
+            logger.warning("reading the store's stream instances: %s", e)
+            known = set()
+        others = sorted(k for k in known if k.startswith(f"{instance.name}@"))
+        served = self.stream is not None and self.stream.key != instance.key
+        if served or (instance.key not in known and others):
+            self.metrics.stream_instances.inc()
+            logger.warning(
+                "stream %s is a new instance (created %s): sequence marks start afresh "
+                "(before: %s)",
+                instance.name,
+                instance.created.isoformat(),
+                self.stream.key if served and self.stream else ", ".join(others),
+            )
 
     async def _take_over(self, info: ConsumerInfo) -> bool:
         """Make our consumer deliver in stream order from here; False if NATS did not answer.
@@ -347,10 +397,9 @@ class Worker:
         held = info.num_ack_pending or 0
         if held == 0:
             return True
+        assert self.stream is not None
         try:
-            first = await consumerstate.rewind(
-                self.js, stream=self.settings.stream, consumer=self.consumer
-            )
+            first = await consumerstate.rewind(self.js, stream=self.stream, consumer=self.consumer)
         except NatsUnavailableError as e:
             logger.warning("%s", e)
             return False
@@ -494,6 +543,7 @@ class Worker:
         """
         s = self.settings
         applied: list[Applied] = []
+        assert self.stream is not None
         for attempt in itertools.count():
             try:
                 await asyncio.to_thread(
@@ -503,6 +553,7 @@ class Worker:
                     items[len(applied) :],
                     applied=applied,
                     shards=s.shards,
+                    stream=self.stream.key,
                     consumer=self.consumer,
                     metrics=self.metrics,
                     retention=s.outcome_retention,
@@ -534,6 +585,8 @@ class Worker:
         started = time.perf_counter()
         self.metrics.batch_size.observe(len(msgs))
         s = self.settings
+        assert self.stream is not None
+        stream = self.stream.key
         items = [
             decode(
                 m,
@@ -541,6 +594,7 @@ class Worker:
                 shards=s.shards,
                 max_payload=s.max_payload,
                 reply_prefix=s.reply_prefix,
+                stream=stream,
             )
             for m in msgs
         ]

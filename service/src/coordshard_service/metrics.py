@@ -86,6 +86,12 @@ class Metrics:
             "Times the worker found its consumer deleted (fenced) and waited for it again.",
             registry=self.registry,
         )
+        self.stream_instances = Counter(
+            "coordshard_worker_stream_instances",
+            "Times the worker bound to a stream instance new to it or to the store (the"
+            " stream re-created, or lost with a server's storage): its marks start afresh.",
+            registry=self.registry,
+        )
         self.late_applies = Counter(
             "coordshard_worker_late_applies",
             "Commands delivered behind later ones of their shard and applied late.",

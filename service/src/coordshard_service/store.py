@@ -9,6 +9,16 @@ Dedupe lives here too, in the same transaction as the state change:
 ``shard_marks`` holds each shard's highest applied stream sequence (locked
 first, so two workers never apply the same shard at once), and ``outcomes``
 maps an idempotency key to the outcome it produced.
+
+One database may hold many groups, so every row carries its group
+(``group_name``) and every query filters by the ``Store``'s own: two groups
+may use the same system ids, shard numbers and keys. What is counted in stream
+sequences is scoped further, to the stream *instance* a transaction serves
+(``Store.transaction(stream=...)``, see ``consumerstate.StreamInstance``): a
+stream deleted and re-created, or emptied by a server that lost its storage,
+restarts its sequences at 1, and the marks and outcome sequences of the old
+one say nothing about the new. A new instance therefore starts with no marks,
+while the group's domain rows and its key-based outcomes stay.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError, StatementError
 
 from coordshard_client.messages import Bounds, Point, System
+from coordshard_client.naming import DEFAULT_GROUP
 from coordshard_service.batchsql import BatchSql, chunks
 from coordshard_service.errors import StoreRefusedError, StoreUnavailableError
 from coordshard_service.walcheckpoint import WalCheckpointer
@@ -37,9 +48,14 @@ logger = logging.getLogger(__name__)
 
 metadata = sa.MetaData()
 
+UNOWNED = ""
+"""The group of rows stored before groups were recorded (migration 0003); the first
+worker to migrate the store claims them for its group."""
+
 systems = sa.Table(
     "systems",
     metadata,
+    sa.Column("group_name", sa.String(128), primary_key=True),
     sa.Column("system_id", sa.String(128), primary_key=True),
     sa.Column("shard", sa.Integer, nullable=False, index=True),
     sa.Column("name", sa.String(200), nullable=False),
@@ -51,6 +67,7 @@ systems = sa.Table(
 points = sa.Table(
     "points",
     metadata,
+    sa.Column("group_name", sa.String(128), primary_key=True),
     sa.Column("system_id", sa.String(128), primary_key=True),
     sa.Column("point_id", sa.String(128), primary_key=True),
     sa.Column("coordinates", sa.Text, nullable=False),
@@ -60,6 +77,8 @@ points = sa.Table(
 shard_marks = sa.Table(
     "shard_marks",
     metadata,
+    sa.Column("group_name", sa.String(128), primary_key=True),
+    sa.Column("stream", sa.String(300), primary_key=True),
     sa.Column("shard", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("high_seq", sa.BigInteger, nullable=False),
 )
@@ -67,19 +86,24 @@ shard_marks = sa.Table(
 outcomes = sa.Table(
     "outcomes",
     metadata,
+    sa.Column("group_name", sa.String(128), primary_key=True),
     sa.Column("key", sa.String(200), primary_key=True),
+    # The stream instance whose stream_seq this is (UNOWNED: stored before 0003).
+    sa.Column("stream", sa.String(300), nullable=False),
     sa.Column("shard", sa.Integer, nullable=False),
     sa.Column("stream_seq", sa.BigInteger, nullable=False),
     sa.Column("outcome", sa.Text, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("fingerprint", sa.String(32), nullable=True),
-    sa.Index("ix_outcomes_shard_seq", "shard", "stream_seq"),
+    sa.Index("ix_outcomes_stream_seq", "group_name", "stream", "shard", "stream_seq"),
 )
 
 dead_letters = sa.Table(
     "dead_letters",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("group_name", sa.String(128), nullable=False, index=True),
+    sa.Column("stream", sa.String(300), nullable=False),
     sa.Column("stream_seq", sa.BigInteger, nullable=False, index=True),
     sa.Column("subject", sa.Text, nullable=False),
     sa.Column("reason", sa.Text, nullable=False),
@@ -103,9 +127,13 @@ class SavedOutcome(NamedTuple):
 
 
 class DeadLetter:
-    """A message kept for inspection because it could never be processed."""
+    """A message kept for inspection because it could never be processed.
 
-    __slots__ = ("consumer", "data", "headers", "reason", "stream_seq", "subject")
+    ``stream``: the stream instance ``stream_seq`` counts in; read back from the
+    store (a transaction writes its own instance, whatever is given here).
+    """
+
+    __slots__ = ("consumer", "data", "headers", "reason", "stream", "stream_seq", "subject")
 
     def __init__(
         self,
@@ -116,7 +144,9 @@ class DeadLetter:
         headers: dict[str, str],
         data: bytes,
         consumer: str,
+        stream: str = "",
     ) -> None:
+        self.stream = stream
         self.stream_seq = stream_seq
         self.subject = subject
         self.reason = reason
@@ -193,16 +223,22 @@ def begin_immediate(raw: Any, *, timeout: float | None = None) -> float:
 
 
 class Store:
-    """A connection pool to the shared database."""
+    """A connection pool to the shared database, serving one group's rows."""
 
-    def __init__(self, url: str, *, idle_transaction_timeout: float = 10.0) -> None:
-        """``idle_transaction_timeout``: seconds PostgreSQL lets a session sit idle inside a
+    def __init__(
+        self, url: str, *, group: str = DEFAULT_GROUP, idle_transaction_timeout: float = 10.0
+    ) -> None:
+        """``group``: the consumer group whose rows this store reads and writes; other
+        groups' rows in the same database are never seen.
+
+        ``idle_transaction_timeout``: seconds PostgreSQL lets a session sit idle inside a
         transaction before it ends the session (``idle_in_transaction_session_timeout``;
         0 never). A worker frozen mid-transaction (SIGSTOP, a wedged node) holds its
         shards' mark rows locked, and their new owner waits on them; this bounds the wait.
         The frozen worker's commit then fails and its batch is retried, and refused if its
         shards moved. SQLite has no such bound: its lock belongs to the frozen process."""
         self.url = url
+        self.group = group
         self.checkpointer: WalCheckpointer | None = None
         """SQLite on a file: checkpoints its write-ahead log (see ``walcheckpoint``)."""
         try:
@@ -238,11 +274,16 @@ class Store:
             return "(a URL SQLAlchemy cannot read)"  # nor can we hide its password
 
     def migrate(self) -> None:
-        """Bring the schema to the newest version (Alembic migrations shipped in the package)."""
+        """Bring the schema to the newest version (Alembic migrations shipped in the package).
+
+        Rows stored before groups were recorded (0003) are claimed for this store's
+        group in the same transaction: a store that served one group before serves
+        it on, provided a worker of that group is the first to start on it.
+        """
         from coordshard_service.migrations import upgrade
 
         try:
-            upgrade(self.engine)
+            upgrade(self.engine, then=lambda conn: _claim_unowned(conn, self.group))
         except SQLAlchemyError as e:
             raise StoreUnavailableError(f"migrating {self._safe_url()}: {e}") from e
 
@@ -270,8 +311,11 @@ class Store:
             return False
 
     @contextmanager
-    def transaction(self) -> Iterator[StoreTx]:
+    def transaction(self, *, stream: str) -> Iterator[StoreTx]:
         """One transaction; commits on success, rolls back on any exception.
+
+        ``stream``: the stream instance whose sequences the transaction's marks,
+        outcomes and dead letters count (``consumerstate.StreamInstance.key``).
 
         Raises:
             StoreRefusedError: the database refused a value for a data reason.
@@ -280,7 +324,7 @@ class Store:
         dbapi = self.engine.dialect.loaded_dbapi
         try:
             with self.engine.begin() as conn:
-                yield StoreTx(conn, self._sql)
+                yield StoreTx(conn, self._sql, group=self.group, stream=stream)
         except (SQLAlchemyError, dbapi.Error, UnicodeEncodeError) as e:
             # Driver errors come from BEGIN IMMEDIATE and the batch statements, which
             # run on the raw cursor; SQLAlchemy wraps the others (``e.orig``).
@@ -290,11 +334,16 @@ class Store:
             raise StoreUnavailableError(f"transaction on {self._safe_url()}: {e}") from e
 
     def dead_letters(self) -> list[DeadLetter]:
-        """Every kept message, oldest first (for inspection and tests)."""
+        """Every message this group kept, oldest first (for inspection and tests)."""
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(dead_letters).order_by(dead_letters.c.id)).all()
+            rows = conn.execute(
+                sa.select(dead_letters)
+                .where(dead_letters.c.group_name == self.group)
+                .order_by(dead_letters.c.id)
+            ).all()
         return [
             DeadLetter(
+                stream=r.stream,
                 stream_seq=r.stream_seq,
                 subject=r.subject,
                 reason=r.reason,
@@ -310,11 +359,27 @@ class Store:
         try:
             with self.engine.begin() as conn:
                 result = conn.execute(
-                    sa.delete(outcomes).where(outcomes.c.created_at < time.time() - older_than)
+                    sa.delete(outcomes).where(
+                        outcomes.c.group_name == self.group,
+                        outcomes.c.created_at < time.time() - older_than,
+                    )
                 )
         except SQLAlchemyError as e:
             raise StoreUnavailableError(f"pruning outcomes on {self._safe_url()}: {e}") from e
         return int(result.rowcount)
+
+    def stream_instances(self) -> set[str]:
+        """The stream instances this group has marks for (to notice a new one)."""
+        try:
+            with self.engine.connect() as conn:
+                rows = conn.execute(
+                    sa.select(shard_marks.c.stream)
+                    .where(shard_marks.c.group_name == self.group)
+                    .distinct()
+                ).all()
+        except SQLAlchemyError as e:
+            raise StoreUnavailableError(f"reading marks on {self._safe_url()}: {e}") from e
+        return {str(r.stream) for r in rows}
 
     def dispose(self) -> None:
         if self.checkpointer is not None:
@@ -330,6 +395,26 @@ def storable(text: str) -> str:
     if text.isascii() and "\x00" not in text:
         return text
     return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+
+
+def _claim_unowned(conn: Connection, group: str) -> None:
+    """Give the rows stored before groups were recorded to ``group`` (see ``UNOWNED``).
+
+    Their marks were dropped by migration 0003 (they belong to a stream instance
+    nobody recorded); their outcomes keep answering retries by key.
+    """
+    claimed = {
+        table.name: conn.execute(
+            sa.update(table).where(table.c.group_name == UNOWNED).values(group_name=group)
+        ).rowcount
+        for table in (systems, points, outcomes, dead_letters)
+    }
+    if any(claimed.values()):
+        logger.warning(
+            "store rows from before groups were recorded now belong to group %s: %s",
+            group,
+            ", ".join(f"{n} {name}" for name, n in claimed.items()),
+        )
 
 
 def _system(system_id: str, name: str, dimension: Any, units: str, bounds: str | None) -> System:
@@ -353,11 +438,14 @@ def _point(system_id: str, point_id: str, coordinates: str, version: int) -> Poi
 
 
 class StoreTx:
-    """Reads and writes inside one open transaction."""
+    """Reads and writes inside one open transaction, on one group's rows; marks and
+    outcome sequences of one stream instance."""
 
-    def __init__(self, conn: Connection, sql: BatchSql) -> None:
+    def __init__(self, conn: Connection, sql: BatchSql, *, group: str, stream: str) -> None:
         self._conn = conn
         self._sql = sql
+        self._group = group
+        self._stream = stream
         self._cursor: Any = conn.connection.cursor()
         """The transaction's own DB-API cursor, for the statements of ``batchsql``."""
 
@@ -365,26 +453,28 @@ class StoreTx:
         """Stored outcomes of whichever of ``keys`` have one (one query per 500 keys)."""
         found: dict[str, SavedOutcome] = {}
         for chunk in chunks(sorted(set(keys))):
-            self._cursor.execute(self._sql.outcomes(len(chunk)), chunk)
+            self._cursor.execute(self._sql.outcomes(len(chunk)), [self._group, *chunk])
             for key, shard, seq, outcome, digest in self._cursor.fetchall():
                 found[key] = SavedOutcome(key, shard, seq, outcome, digest)
         return found
 
     def save_outcomes(self, rows: Sequence[SavedOutcome]) -> None:
-        """Store outcomes, 500 to a statement."""
+        """Store outcomes, 500 to a statement, under this transaction's stream instance."""
         now = time.time()
+        g, st = self._group, self._stream
         self._per_rows(
             self._sql.save_outcomes,
-            [(r.key, r.shard, r.stream_seq, r.outcome, r.fingerprint, now) for r in rows],
+            [(g, r.key, st, r.shard, r.stream_seq, r.outcome, r.fingerprint, now) for r in rows],
         )
 
     def write_points(self, upserts: Sequence[Point], deletes: Sequence[tuple[str, str]]) -> None:
         """Apply a batch's final point states: upsert the living, delete the gone."""
-        self._per_rows(self._sql.delete_points, deletes)
+        g = self._group
+        self._per_rows(self._sql.delete_points, [(g, s, p) for s, p in deletes])
         self._per_rows(
             self._sql.upsert_points,
             [
-                (p.system_id, p.point_id, json.dumps(list(p.coordinates)), p.version)
+                (g, p.system_id, p.point_id, json.dumps(list(p.coordinates)), p.version)
                 for p in upserts
             ],
         )
@@ -395,39 +485,45 @@ class StoreTx:
             self._cursor.execute(sql(len(chunk)), [v for row in chunk for v in row])
 
     def lock_marks(self, shards: Sequence[int]) -> dict[int, int]:
-        """Lock the shards' marks in shard order; each high-water sequence (0 if new)."""
+        """Lock the shards' marks in shard order; each high-water sequence (0 if new,
+        as every shard is on a stream instance new to the store)."""
         wanted = sorted(set(shards))
         marks: dict[int, int] = {}
         for chunk in chunks(wanted):
-            self._cursor.execute(self._sql.marks(len(chunk)), chunk)
+            self._cursor.execute(self._sql.marks(len(chunk)), [self._group, self._stream, *chunk])
             marks.update((int(shard), int(seq)) for shard, seq in self._cursor.fetchall())
         new = [s for s in wanted if s not in marks]
-        self._per_rows(self._sql.new_marks, [(s,) for s in new])
+        self._per_rows(self._sql.new_marks, [(self._group, self._stream, s) for s in new])
         marks.update(dict.fromkeys(new, 0))
         return marks
 
     def set_marks(self, marks: Mapping[int, int]) -> None:
         """Store each shard's new high-water sequence."""
         for chunk in chunks(sorted(marks.items())):
-            params = [v for pair in chunk for v in pair] + [shard for shard, _ in chunk]
+            params = [v for pair in chunk for v in pair] + [self._group, self._stream]
+            params += [shard for shard, _ in chunk]
             self._cursor.execute(self._sql.set_marks(len(chunk)), params)
 
     def outcome_by_seq(self, shard: int, seq: int) -> str | None:
         row = self._conn.execute(
             sa.select(outcomes.c.outcome).where(
-                outcomes.c.shard == shard, outcomes.c.stream_seq == seq
+                outcomes.c.group_name == self._group,
+                outcomes.c.stream == self._stream,
+                outcomes.c.shard == shard,
+                outcomes.c.stream_seq == seq,
             )
         ).first()
         return None if row is None else str(row.outcome)
 
     def system(self, system_id: str) -> System | None:
-        self._cursor.execute(self._sql.system, (system_id,))
+        self._cursor.execute(self._sql.system, (self._group, system_id))
         row = self._cursor.fetchone()
         return None if row is None else _system(*row)
 
     def put_system(self, system: System, *, shard: int) -> None:
         self._conn.execute(
             sa.insert(systems).values(
+                group_name=self._group,
                 system_id=system.system_id,
                 shard=shard,
                 name=system.name,
@@ -439,24 +535,34 @@ class StoreTx:
 
     def delete_system(self, system_id: str) -> int:
         """Delete a system and its points; return how many points went."""
-        gone = self._conn.execute(sa.delete(points).where(points.c.system_id == system_id))
-        self._conn.execute(sa.delete(systems).where(systems.c.system_id == system_id))
+        gone = self._conn.execute(
+            sa.delete(points).where(
+                points.c.group_name == self._group, points.c.system_id == system_id
+            )
+        )
+        self._conn.execute(
+            sa.delete(systems).where(
+                systems.c.group_name == self._group, systems.c.system_id == system_id
+            )
+        )
         return int(gone.rowcount)
 
     def point(self, system_id: str, point_id: str) -> Point | None:
-        self._cursor.execute(self._sql.point, (system_id, point_id))
+        self._cursor.execute(self._sql.point, (self._group, system_id, point_id))
         row = self._cursor.fetchone()
         return None if row is None else _point(*row)
 
     def list_points(self, system_id: str, *, after: str | None, limit: int) -> list[Point]:
-        query = sa.select(points).where(points.c.system_id == system_id)
+        query = sa.select(
+            points.c.system_id, points.c.point_id, points.c.coordinates, points.c.version
+        ).where(points.c.group_name == self._group, points.c.system_id == system_id)
         if after is not None:
             query = query.where(points.c.point_id > after)
         rows = self._conn.execute(query.order_by(points.c.point_id).limit(limit)).all()
         return [_point(*r) for r in rows]
 
     def dead_letter(self, letter: DeadLetter) -> None:
-        """Keep a message for inspection (once per stream sequence and subject).
+        """Keep a message for inspection (once per stream instance, sequence and subject).
 
         Whatever the message holds, the row can be stored: the subject and the reason
         (which may quote the input) go through ``storable``, the headers as ASCII
@@ -465,6 +571,8 @@ class StoreTx:
         subject = storable(letter.subject)
         seen = self._conn.execute(
             sa.select(dead_letters.c.id).where(
+                dead_letters.c.group_name == self._group,
+                dead_letters.c.stream == self._stream,
                 dead_letters.c.stream_seq == letter.stream_seq,
                 dead_letters.c.subject == subject,
             )
@@ -473,6 +581,8 @@ class StoreTx:
             return
         self._conn.execute(
             sa.insert(dead_letters).values(
+                group_name=self._group,
+                stream=self._stream,
                 stream_seq=letter.stream_seq,
                 subject=subject,
                 reason=storable(letter.reason),

@@ -28,7 +28,7 @@ from coordshard_client.naming import consumer_name
 from coordshard_client.subjects import stream_subjects
 from coordshard_operator.benchmarks.scratchdb import scratch_database
 from coordshard_operator.local.natsserver import NatsServer
-from coordshard_service import app
+from coordshard_service import app, consumerstate
 from coordshard_service.consuming import Worker
 from coordshard_service.health import HealthServer
 from coordshard_service.settings import ServiceSettings
@@ -38,6 +38,8 @@ from ..conftest import missing_service
 PREFIX = "coordinate.cmd"
 SHARDS = 8
 GROUP = "coordinate"
+STREAM_KEY = "TEST@2000-01-01T00:00:00.000000Z"
+"""A stream instance key for store tests that fetch from no stream."""
 PG_ADMIN = os.environ.get("COORDSHARD_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
 
@@ -52,6 +54,11 @@ def require_postgres() -> None:
             how="as root, `bash scripts/services.sh` starts one; "
             "or point COORDSHARD_TEST_POSTGRES at yours",
         )
+
+
+async def stream_key(js: JetStreamContext, stream: str) -> str:
+    """The key of a stream's current instance, as a worker bound to it has it."""
+    return (await consumerstate.stream_instance(js, stream)).key
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -73,12 +80,15 @@ class Provisioner:
     js: JetStreamContext
     stream: str
     consumers: dict[str, str] = field(default_factory=dict)
+    prefix: str = PREFIX
+    group: str = GROUP
+    shards: int = SHARDS
 
     async def create_stream(self) -> None:
         await self.js.add_stream(
             StreamConfig(
                 name=self.stream,
-                subjects=stream_subjects(SHARDS, prefix=PREFIX),
+                subjects=stream_subjects(self.shards, prefix=self.prefix),
                 retention=RetentionPolicy.WORK_QUEUE,
                 duplicate_window=120.0,
             )
@@ -88,14 +98,14 @@ class Provisioner:
         self, *, member: str, incarnation: str, shards: list[int], ack_wait: float = 30.0
     ) -> str:
         """Create or rewrite a member's consumer to own exactly ``shards``."""
-        name = consumer_name(group=GROUP, member=member, incarnation=incarnation)
+        name = consumer_name(group=self.group, member=member, incarnation=incarnation)
         await self.js.add_consumer(
             self.stream,
             ConsumerConfig(
                 durable_name=name,
                 ack_policy=AckPolicy.EXPLICIT,
                 deliver_policy=DeliverPolicy.ALL,
-                filter_subjects=[shard_filter(s, prefix=PREFIX) for s in shards] or None,
+                filter_subjects=[shard_filter(s, prefix=self.prefix) for s in shards] or None,
                 ack_wait=ack_wait,
                 max_ack_pending=10_000,
             ),
@@ -121,14 +131,17 @@ def worker_settings(
     database_url: str,
     member: str,
     incarnation: str,
+    group: str = GROUP,
+    prefix: str = PREFIX,
+    shards: int = SHARDS,
     **extra: object,
 ) -> ServiceSettings:
     return ServiceSettings(
         nats_url=server.url,
         stream=stream,
-        group=GROUP,
-        prefix=PREFIX,
-        shards=SHARDS,
+        group=group,
+        prefix=prefix,
+        shards=shards,
         pod_name=member,
         pod_uid=incarnation,
         database_url=database_url,

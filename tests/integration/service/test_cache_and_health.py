@@ -28,6 +28,7 @@ from coordshard_service.store import Store
 from .conftest import (
     PREFIX,
     SHARDS,
+    STREAM_KEY,
     Provisioner,
     RunningWorker,
     start_member,
@@ -198,7 +199,10 @@ def test_a_pod_whose_shard_was_written_elsewhere_meanwhile_reads_the_store_not_i
         )
 
     def apply(cache: Cache, *items: Incoming) -> list[Outcome]:
-        return apply_batch(store, cache, list(items), shards=SHARDS, consumer="c", metrics=metrics)
+        return apply_batch(
+            store, cache, list(items), shards=SHARDS, stream=STREAM_KEY, consumer="c",
+            metrics=metrics,
+        )  # fmt: skip
 
     on_a, on_b = Cache(100), Cache(100)
     try:

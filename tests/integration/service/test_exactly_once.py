@@ -40,12 +40,14 @@ from ..conftest import process_stopped
 from .conftest import (
     PREFIX,
     SHARDS,
+    STREAM_KEY,
     MoveLoad,
     Provisioner,
     RunningWorker,
     spawn_worker,
     start_member,
     start_worker,
+    stream_key,
     wait_until,
     worker_settings,
 )
@@ -203,10 +205,14 @@ async def test_a_batch_committed_but_never_acked_is_answered_from_stored_outcome
         fetched: list[Msg] = []
         while len(fetched) < 6:
             fetched += await psub.fetch(6 - len(fetched), timeout=5)
-        items = [decode(m, prefix=PREFIX, shards=SHARDS, max_payload=65536) for m in fetched]
+        key = await stream_key(js, provisioner.stream)
+        items = [
+            decode(m, prefix=PREFIX, shards=SHARDS, max_payload=65536, stream=key) for m in fetched
+        ]
         committed = apply_batch(
-            store, Cache(100), items, shards=SHARDS, consumer=zombie, metrics=Metrics()
-        )
+            store, Cache(100), items, shards=SHARDS, stream=key, consumer=zombie,
+            metrics=Metrics(),
+        )  # fmt: skip
         assert all(o.ok for o in committed)
         await psub.unsubscribe()
 
@@ -368,8 +374,8 @@ def test_a_late_delivery_below_the_mark_is_applied_once_an_old_unknown_one_refus
 
     def apply(*items: Incoming) -> list[Outcome]:
         return apply_batch(
-            store, Cache(100), list(items), shards=SHARDS, consumer="c", metrics=metrics,
-            retention=3600,
+            store, Cache(100), list(items), shards=SHARDS, stream=STREAM_KEY, consumer="c",
+            metrics=metrics, retention=3600,
         )  # fmt: skip
 
     try:
@@ -423,18 +429,23 @@ async def test_a_redelivery_at_its_shards_mark_after_its_outcome_was_pruned_is_n
             while len(fetched) < 3:
                 fetched += await psub.fetch(3 - len(fetched), timeout=5)
             published = time.time()
-            items = [decode(m, prefix=PREFIX, shards=SHARDS, max_payload=65536) for m in fetched]
+            key = await stream_key(nc.jetstream(), provisioner.stream)
+            items = [
+                decode(m, prefix=PREFIX, shards=SHARDS, max_payload=65536, stream=key)
+                for m in fetched
+            ]
             assert [i.command.op for i in items if i.command] == [
                 "create-system",
                 "create-point",
                 "move-point",
             ]
             committed = apply_batch(
-                store, Cache(100), items, shards=SHARDS, consumer=zombie, metrics=Metrics()
-            )
+                store, Cache(100), items, shards=SHARDS, stream=key, consumer=zombie,
+                metrics=Metrics(),
+            )  # fmt: skip
             assert all(o.ok for o in committed)
             await psub.unsubscribe()
-            with store.transaction() as tx:
+            with store.transaction(stream=key) as tx:
                 assert tx.lock_marks([items[-1].shard]) == {items[-1].shard: items[-1].stream_seq}
             retention = 0.5
             # Past the retention (and the clock margin) since the stream stored them.

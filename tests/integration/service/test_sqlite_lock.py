@@ -11,6 +11,8 @@ import pytest
 from coordshard_service.errors import StoreUnavailableError
 from coordshard_service.store import SQLITE_LOCK_TIMEOUT, Store, begin_immediate
 
+from .conftest import STREAM_KEY
+
 pytestmark = pytest.mark.integration
 
 
@@ -69,7 +71,10 @@ def test_the_store_reports_a_lock_it_cannot_get_as_unavailable(
     holder.execute("BEGIN IMMEDIATE")
     monkeypatch.setattr("coordshard_service.store.SQLITE_LOCK_TIMEOUT", 0.05)
     try:
-        with pytest.raises(StoreUnavailableError, match="locked"), store.transaction() as tx:
+        with (
+            pytest.raises(StoreUnavailableError, match="locked"),
+            store.transaction(stream=STREAM_KEY) as tx,
+        ):
             tx.lock_marks([1])
     finally:
         holder.execute("ROLLBACK")

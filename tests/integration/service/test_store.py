@@ -14,6 +14,8 @@ from coordshard_service.errors import StoreUnavailableError
 from coordshard_service.migrations import HEAD
 from coordshard_service.store import SavedOutcome, Store
 
+from .conftest import STREAM_KEY
+
 pytestmark = pytest.mark.integration
 
 
@@ -36,14 +38,14 @@ def test_marks_start_at_zero_and_commit_with_the_transaction(database_url: str) 
     store = Store(database_url)
     try:
         store.migrate()
-        with store.transaction() as tx:
+        with store.transaction(stream=STREAM_KEY) as tx:
             assert tx.lock_marks([3, 1]) == {1: 0, 3: 0}
             tx.set_marks({3: 42})
             tx.save_outcomes([SavedOutcome("k", 3, 42, "{}", "f1")])
-        with pytest.raises(RuntimeError), store.transaction() as tx:
+        with pytest.raises(RuntimeError), store.transaction(stream=STREAM_KEY) as tx:
             tx.set_marks({3: 99})
             raise RuntimeError("roll back")
-        with store.transaction() as tx:
+        with store.transaction(stream=STREAM_KEY) as tx:
             assert tx.lock_marks([3, 5, 1]) == {1: 0, 3: 42, 5: 0}
             assert tx.outcomes_by_keys(["k", "nope"]) == {"k": SavedOutcome("k", 3, 42, "{}", "f1")}
             assert tx.outcome_by_seq(3, 42) == "{}"
@@ -57,7 +59,7 @@ def test_batch_statements_take_more_rows_than_one_statement_holds(database_url: 
     store = Store(database_url)
     try:
         store.migrate()
-        with store.transaction() as tx:
+        with store.transaction(stream=STREAM_KEY) as tx:
             shards = list(range(n))
             assert tx.lock_marks(shards) == dict.fromkeys(shards, 0)
             tx.set_marks({s: s + 1 for s in shards})
@@ -71,7 +73,7 @@ def test_batch_statements_take_more_rows_than_one_statement_holds(database_url: 
                 ],
                 [],
             )
-        with store.transaction() as tx:
+        with store.transaction(stream=STREAM_KEY) as tx:
             assert tx.lock_marks(shards) == {s: s + 1 for s in shards}
             found = tx.outcomes_by_keys([f"k{i}" for i in range(n)] + ["absent"])
             assert len(found) == n and found[f"k{n - 1}"].outcome == f'{{"i":{n - 1}}}'
@@ -82,7 +84,7 @@ def test_batch_statements_take_more_rows_than_one_statement_holds(database_url: 
                 [Point(system_id="s", point_id="p0", coordinates=(5, 5), version=2)],
                 [("s", f"p{i}") for i in range(1, n)],
             )
-        with store.transaction() as tx:
+        with store.transaction(stream=STREAM_KEY) as tx:
             assert tx.list_points("s", after=None, limit=10) == [
                 Point(system_id="s", point_id="p0", coordinates=(5, 5), version=2)
             ]
@@ -94,14 +96,14 @@ def test_prune_forgets_only_outcomes_past_retention(database_url: str) -> None:
     store = Store(database_url)
     try:
         store.migrate()
-        with store.transaction() as tx:
+        with store.transaction(stream=STREAM_KEY) as tx:
             tx.lock_marks([0])
             tx.save_outcomes(
                 [SavedOutcome("old", 0, 1, "{}", None), SavedOutcome("older", 0, 2, "{}", None)]
             )
         assert store.prune_outcomes(older_than=3600) == 0
         assert store.prune_outcomes(older_than=-1) == 2
-        with store.transaction() as tx:
+        with store.transaction(stream=STREAM_KEY) as tx:
             assert tx.outcomes_by_keys(["old", "older"]) == {}
     finally:
         store.dispose()
@@ -116,7 +118,7 @@ def test_ping_answers_while_another_writer_holds_its_transaction(
     frozen, other = Store(database_url), Store(database_url)
     try:
         frozen.migrate()
-        with frozen.transaction() as tx:
+        with frozen.transaction(stream=STREAM_KEY) as tx:
             tx.lock_marks([0])
             assert other.ping()
     finally:
@@ -134,7 +136,7 @@ def test_postgres_ends_a_frozen_writers_session_so_its_shards_new_owner_goes_on(
     pool = ThreadPoolExecutor(1)
     try:
         frozen.migrate()
-        with pytest.raises(StoreUnavailableError), frozen.transaction() as tx:
+        with pytest.raises(StoreUnavailableError), frozen.transaction(stream=STREAM_KEY) as tx:
             tx.lock_marks([7])
             tx.set_marks({7: 5})
             # Frozen here: the new owner of shard 7 waits for its row until the
@@ -142,7 +144,7 @@ def test_postgres_ends_a_frozen_writers_session_so_its_shards_new_owner_goes_on(
             # writer's commit fails.
             took = pool.submit(_take_shard, owner, 7).result(timeout=30)
             assert took == 0  # the frozen writer's mark never landed
-        with owner.transaction() as tx:
+        with owner.transaction(stream=STREAM_KEY) as tx:
             assert tx.lock_marks([7]) == {7: 9}
     finally:
         pool.shutdown(wait=False)
@@ -151,7 +153,7 @@ def test_postgres_ends_a_frozen_writers_session_so_its_shards_new_owner_goes_on(
 
 
 def _take_shard(store: Store, shard: int) -> int:
-    with store.transaction() as tx:
+    with store.transaction(stream=STREAM_KEY) as tx:
         mark = tx.lock_marks([shard])[shard]
         tx.set_marks({shard: 9})
     return mark
@@ -171,16 +173,16 @@ def test_postgres_writers_on_one_shard_take_its_mark_one_after_the_other(
     pool = ThreadPoolExecutor(1)
     try:
         first.migrate()
-        with first.transaction() as tx:
+        with first.transaction(stream=STREAM_KEY) as tx:
             tx.lock_marks([4])  # the row exists, at 0
-        with first.transaction() as tx:
+        with first.transaction(stream=STREAM_KEY) as tx:
             assert tx.lock_marks([4]) == {4: 0}
             tx.set_marks({4: 5})
             seen = pool.submit(_advance_to, second, 4, 3)
             # Commit only once the second writer has read the mark or waits for it.
             _wait_for_read_or_lock_wait(first, seen)
         assert seen.result(timeout=30) == 5
-        with first.transaction() as tx:
+        with first.transaction(stream=STREAM_KEY) as tx:
             assert tx.lock_marks([4]) == {4: 5}
     finally:
         pool.shutdown(wait=False)
@@ -190,7 +192,7 @@ def test_postgres_writers_on_one_shard_take_its_mark_one_after_the_other(
 
 def _advance_to(store: Store, shard: int, seq: int) -> int:
     """A batch applying ``seq`` on ``shard``: the mark goes to the larger; returns what it read."""
-    with store.transaction() as tx:
+    with store.transaction(stream=STREAM_KEY) as tx:
         mark = tx.lock_marks([shard])[shard]
         tx.set_marks({shard: max(mark, seq)})
     return mark

@@ -8,6 +8,8 @@ import pytest
 
 from coordshard_service.store import SavedOutcome, Store
 
+from .conftest import STREAM_KEY
+
 pytestmark = pytest.mark.integration
 
 PAGE = 4096
@@ -16,7 +18,7 @@ PAGE = 4096
 def _write_pages(store: Store, pages: int, *, tag: str) -> None:
     """One transaction of ``pages`` outcome rows of about a page each."""
     body = "x" * (PAGE - 200)
-    with store.transaction() as tx:
+    with store.transaction(stream=STREAM_KEY) as tx:
         tx.save_outcomes([SavedOutcome(f"{tag}-{n}", 0, n + 1, body, "f") for n in range(pages)])
 
 
