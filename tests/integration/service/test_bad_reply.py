@@ -127,7 +127,9 @@ async def test_a_reply_that_cannot_be_sent_is_counted_and_the_message_still_acke
         [msg] = await puller.fetch(1, timeout=5)
     finally:
         await puller.stop()
-    item = decode(msg, prefix=PREFIX, shards=SHARDS, max_payload=settings.max_payload)
+    item = decode(
+        msg, prefix=PREFIX, shards=SHARDS, max_payload=settings.max_payload, stream="S@test"
+    )
     item = dataclasses.replace(item, reply="_INBOX.abc.a b")  # as if decode had let it by
 
     await worker.settle(msg, item, Outcome(ok=True, stream_seq=item.stream_seq), sync=True)

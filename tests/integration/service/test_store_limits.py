@@ -247,7 +247,7 @@ def test_a_dead_letter_is_stored_whatever_its_message_holds(database_url: str) -
             data=b"\x00\xff",
             consumer="c",
         )
-        with store.transaction() as tx:
+        with store.transaction(stream="S@test") as tx:
             tx.dead_letter(letter)
             tx.dead_letter(letter)  # kept once
         (kept,) = store.dead_letters()
