@@ -21,6 +21,7 @@ def test_minimal_spec_gets_the_schema_defaults() -> None:
     assert (s.name, s.namespace, s.generation, s.shards) == ("orders", "ns", 3, 8)
     assert s.stream == "COORDINATE"
     assert s.subject_prefix == "coordinate.cmd"
+    assert s.reply_prefix == "_INBOX"
     assert s.grace_period_seconds == spec.DEFAULT_GRACE_SECONDS
     assert s.label_selector == "app=w"
     assert s.group == "orders"
@@ -32,6 +33,7 @@ def test_full_spec_is_read_field_by_field() -> None:
         body(
             stream="S1",
             subjectPrefix="a.b",
+            replyPrefix="_INBOX.gw",
             nats={
                 "servers": ["nats://n:4222"],
                 "credentialsSecretRef": {"name": "c"},
@@ -47,6 +49,7 @@ def test_full_spec_is_read_field_by_field() -> None:
     assert s.tls_secret == "t"
     assert (s.grace_period_seconds, s.ack_wait_seconds, s.max_ack_pending) == (0, 5, 10)
     assert s.pins == {3: "w-1"}
+    assert s.reply_prefix == "_INBOX.gw"
 
 
 @pytest.mark.parametrize(
@@ -58,6 +61,7 @@ def test_full_spec_is_read_field_by_field() -> None:
         pytest.param({"selector": {"matchLabels": {}}}, "selector.matchLabels", id="no-labels"),
         pytest.param({"stream": "a.b"}, "stream", id="bad-stream"),
         pytest.param({"subjectPrefix": "a..b"}, "subjectPrefix", id="bad-prefix"),
+        pytest.param({"replyPrefix": "_INBOX.>"}, "replyPrefix", id="bad-reply-prefix"),
         pytest.param({"pins": {"9": "w"}}, "pins", id="pin-out-of-range"),
         pytest.param(
             {"failover": {"gracePeriodSeconds": -1}},

@@ -86,3 +86,36 @@ def test_transition_time_changes_only_on_a_flip() -> None:
     times = {c["type"]: c["lastTransitionTime"] for c in flipped}
     assert times[crd.CONDITION_READY] == "2026-01-01T00:01:00Z"
     assert times[crd.CONDITION_PROGRESSING] == "2026-01-01T00:00:00Z"
+
+
+def test_unowned_messages_removed_add_up_and_hold_the_condition() -> None:
+    from coordshard_operator.kube.status import converged, failed
+
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    base = {"generation": 1, "shards": 16, "members": 1, "unassigned": 0}
+    first = converged(
+        {},
+        summary=Summary(**base),  # type: ignore[arg-type]
+        epoch=1,
+        members=[],
+        unassigned=[],
+        rebalance=None,
+        now=now,
+    )
+    cond = {c["type"]: c for c in first["conditions"]}[crd.CONDITION_UNOWNED_MESSAGES]
+    assert (first["unownedMessagesRemoved"], cond["status"]) == (0, "False")
+    swept = converged(
+        first,
+        summary=Summary(**base, unowned_removed=3),  # type: ignore[arg-type]
+        epoch=1,
+        members=[],
+        unassigned=[],
+        rebalance=None,
+        now=now + timedelta(seconds=5),
+    )
+    later = failed(swept, generation=1, now=now + timedelta(seconds=9), error="NATS down")
+    for status in (swept, later):
+        cond = {c["type"]: c for c in status["conditions"]}[crd.CONDITION_UNOWNED_MESSAGES]
+        assert status["unownedMessagesRemoved"] == 3
+        assert (cond["status"], cond["reason"]) == ("True", crd.REASON_UNOWNED_REMOVED)
+        assert cond["lastTransitionTime"] == "2026-01-01T00:00:05Z"

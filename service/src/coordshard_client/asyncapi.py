@@ -17,6 +17,8 @@ from pydantic.json_schema import models_json_schema
 from coordshard_client.messages import (
     HEADER_KEY,
     HEADER_REPLY,
+    KEY_PATTERN,
+    MAX_KEY_LENGTH,
     MAX_PAYLOAD_BYTES,
     WIRE_VERSION,
     CreatePoint,
@@ -77,13 +79,18 @@ def _headers_schema() -> dict[str, Any]:
             "Nats-Msg-Id": {
                 "type": "string",
                 "description": "The idempotency key on a first attempt; the stream drops "
-                "a second publish with the same id inside its duplicate window.",
+                "a second publish with the same id inside its duplicate window. Without "
+                f"{HEADER_KEY}, it is the key, and is held to the same limits.",
             },
             HEADER_KEY: {
                 "type": "string",
+                "minLength": 1,
+                "maxLength": MAX_KEY_LENGTH,
+                "pattern": KEY_PATTERN,
                 "description": "The idempotency key. A replay (a retry the stream "
                 "deduplicated) carries a fresh Nats-Msg-Id and this same key; the worker "
-                "answers it with the stored outcome.",
+                "answers it with the stored outcome. A key past these limits is "
+                "dead-lettered with a validation outcome.",
             },
             HEADER_REPLY: {
                 "type": "string",

@@ -10,15 +10,18 @@ guessing. The AsyncAPI document is generated from these models.
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Annotated, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 __all__ = [
     "COMMAND_OPS",
     "HEADER_KEY",
     "HEADER_REPLY",
+    "KEY_PATTERN",
+    "MAX_KEY_LENGTH",
     "MAX_PAYLOAD_BYTES",
     "QUERY_OPS",
     "WIRE_VERSION",
@@ -44,6 +47,7 @@ __all__ = [
     "Result",
     "System",
     "Translate",
+    "check_key",
 ]
 
 WIRE_VERSION: Final = 1
@@ -53,12 +57,46 @@ HEADER_REPLY: Final = "Coordshard-Reply-To"
 """Header carrying the core NATS subject the worker sends the outcome to."""
 HEADER_KEY: Final = "Coordshard-Idempotency-Key"
 """Header carrying the idempotency key (equal to ``Nats-Msg-Id`` on a first attempt)."""
+MAX_KEY_LENGTH: Final = 200
+"""Most characters in an idempotency key: the store keeps it in a ``varchar(200)``."""
+KEY_PATTERN: Final = r"^[^\x00-\x1f\x7f]+$"
+"""An idempotency key holds no control character: NUL cannot be stored in a PostgreSQL
+text column, and CR or LF would end the header that carries it."""
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
+_KEY_RE: Final = re.compile(KEY_PATTERN)
 
+# Every limit below is one the store has (column lengths, no NUL in text, finite
+# numbers), checked here so that the SDK cannot build, and the worker does not
+# accept, a command the database would refuse; docs/service.md lists them.
 Token = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^.*>\s\x00-\x1f\x7f]+$")]
-Coordinate = Annotated[float, Field(allow_inf_nan=False)]
+Text = Annotated[str, Field(min_length=1, pattern=r"^[^\x00]+$")]
+"""Free text: anything but NUL, which PostgreSQL text cannot hold."""
+Coordinate = Annotated[float, Field(allow_inf_nan=False, strict=True)]
+"""A finite JSON number; strict, so ``"1"`` and ``true`` are refused as the contract says."""
 Coordinates = Annotated[tuple[Coordinate, ...], Field(min_length=2, max_length=3)]
+
+
+def _not_bool(value: object) -> object:
+    """Refuse ``true``/``false`` where an integer constant is expected (``True == 1``)."""
+    if isinstance(value, bool):
+        raise ValueError("expected an integer, not a boolean")
+    return value
+
+
+def check_key(key: str) -> str:
+    """Return ``key`` if it can serve as an idempotency key, else raise ValueError saying why.
+
+    The SDK checks the key it is given before publishing; the worker checks the one
+    a message carries and dead-letters the message if it fails.
+    """
+    if len(key) > MAX_KEY_LENGTH:
+        raise ValueError(
+            f"idempotency key is {len(key)} characters long; at most {MAX_KEY_LENGTH} are kept"
+        )
+    if not _KEY_RE.match(key):
+        raise ValueError("idempotency key must be non-empty and hold no control characters")
+    return key
 
 
 class Bounds(BaseModel):
@@ -83,9 +121,9 @@ class CreateSystem(BaseModel):
     model_config = _FROZEN
     op: Literal["create-system"] = "create-system"
     system_id: Token
-    name: Annotated[str, Field(min_length=1, max_length=200)]
+    name: Annotated[Text, Field(max_length=200)]
     dimension: Literal[2, 3]
-    units: Annotated[str, Field(min_length=1, max_length=32)] = "m"
+    units: Annotated[Text, Field(max_length=32)] = "m"
     bounds: Bounds | None = None
 
     @model_validator(mode="after")
@@ -140,7 +178,7 @@ class MovePoint(BaseModel):
     system_id: Token
     point_id: Token
     moves: Annotated[tuple[Move, ...], Field(min_length=1, max_length=100)]
-    expected_version: Annotated[int, Field(ge=1)] | None = None
+    expected_version: Annotated[int, Field(ge=1, strict=True)] | None = None
     """If set, refuse with ``conflict`` unless the point is at this version."""
 
 
@@ -178,7 +216,7 @@ class ListPoints(BaseModel):
     system_id: Token
     after: Token | None = None
     """Return points whose id sorts after this one (the previous page's ``next_after``)."""
-    limit: Annotated[int, Field(ge=1, le=1000)] = 100
+    limit: Annotated[int, Field(ge=1, le=1000, strict=True)] = 100
 
 
 Command = Annotated[
@@ -209,7 +247,7 @@ class Envelope(BaseModel):
     """What a command message's payload is: a version and one command."""
 
     model_config = _FROZEN
-    v: Literal[1] = WIRE_VERSION
+    v: Annotated[Literal[1], BeforeValidator(_not_bool)] = WIRE_VERSION
     command: Command
 
 

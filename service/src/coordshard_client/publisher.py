@@ -60,6 +60,7 @@ from coordshard_client.messages import (
     Point,
     PointPage,
     System,
+    check_key,
 )
 from coordshard_client.naming import DEFAULT_STREAM
 from coordshard_client.subjects import (
@@ -356,15 +357,22 @@ class CoordinateClient:
         Args:
             command: any command or query model.
             idempotency_key: the ``Nats-Msg-Id``; a retry with the same key is
-                applied at most once and answered with the first outcome.
+                applied at most once and answered with the first outcome. At most
+                ``MAX_KEY_LENGTH`` (200) characters, no control characters.
             timeout: seconds to wait for the outcome (default: the client's).
 
         Raises:
+            CoordinateValidationError: the key (or the command's subject) is invalid;
+                nothing was published.
             CoordinateError: a subclass naming the refusal, timeout or outage.
         """
+        key = idempotency_key or f"{self._keys}{next(self._counter)}"
+        try:
+            check_key(key)
+        except ValueError as e:
+            raise CoordinateValidationError(f"idempotency_key: {e}") from e
         if self._nc is None or self._sub is None:
             raise CoordinateUnavailableError("client not started: use 'async with'")
-        key = idempotency_key or f"{self._keys}{next(self._counter)}"
         wait = self.timeout if timeout is None else timeout
         try:
             subject = command_subject(
@@ -435,7 +443,8 @@ def _duplicate(msg: Msg, *, subject: str, stream: str, key: str) -> bool:
         return False  # the common case, read without parsing
     if msg.headers and msg.headers.get("Status") == "503":
         raise CoordinateUnavailableError(
-            f"no stream answered a publish to {subject} (is stream {stream} there?)",
+            f"no stream answered a publish to {subject} (is stream {stream} there, "
+            "and is this client's shard count the stream's?)",
             idempotency_key=key,
         )
     try:

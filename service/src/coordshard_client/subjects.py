@@ -25,16 +25,21 @@ from typing import Final
 
 __all__ = [
     "DEFAULT_PREFIX",
+    "DEFAULT_REPLY_PREFIX",
     "DEFAULT_SHARDS",
+    "MAX_REPLY_BYTES",
     "MAX_SHARDS",
     "CommandSubject",
     "InvalidSubjectError",
     "command_subject",
+    "is_owned_subject",
     "parse_shard_filter",
     "parse_subject",
+    "reply_problem",
     "shard_filter",
     "shard_of",
     "shards_of_filters",
+    "stream_subjects",
     "validate_prefix",
     "validate_token",
 ]
@@ -182,6 +187,32 @@ def parse_subject(subject: str, *, prefix: str = DEFAULT_PREFIX) -> CommandSubje
     return CommandSubject(prefix, int(shard_token), system_id, op)
 
 
+def stream_subjects(shards: int, *, prefix: str = DEFAULT_PREFIX) -> list[str]:
+    """The command stream's subjects: exactly those a consumer can own, one per shard.
+
+    ``<prefix>.<s>.*.*`` for ``s`` in ``0..shards-1``. A NATS wildcard matches a
+    whole token, so no shorter list can say "a shard token from 0 to N-1 in
+    canonical decimal"; with this one the server itself refuses a publish to any
+    other subject (``03``, ``-1``, ``x``, ``16`` of 16, too few or too many tokens)
+    instead of storing a message no consumer will ever deliver.
+    """
+    _check_shards(shards)
+    return [f"{prefix}.{s}.*.*" for s in range(shards)]
+
+
+def is_owned_subject(subject: str, *, shards: int, prefix: str = DEFAULT_PREFIX) -> bool:
+    """Whether ``subject`` matches one of ``stream_subjects(shards, prefix=prefix)``.
+
+    The test a message already stored in the stream must pass to have an owner;
+    the engine sweeps those that fail it.
+    """
+    head = prefix + "."
+    if not subject.startswith(head):
+        return False
+    parts = subject[len(head) :].split(".")
+    return len(parts) == 3 and all(parts) and _is_canonical_int(parts[0]) and int(parts[0]) < shards
+
+
 def shard_filter(shard: int, *, prefix: str = DEFAULT_PREFIX) -> str:
     """The consumer filter subject that selects every command of one shard."""
     if shard < 0:
@@ -218,3 +249,37 @@ def shards_of_filters(
             return None
         shards.append(shard)
     return tuple(sorted(shards))
+
+
+DEFAULT_REPLY_PREFIX: Final = "_INBOX"
+"""Replies go to subjects under ``<reply prefix>.>``: nats-py's own inbox prefix, which
+the SDK's inboxes (``Client.new_inbox()``) start with."""
+MAX_REPLY_BYTES: Final = 256
+"""Longest reply subject a worker publishes to. nats-server closes a connection whose
+``PUB <subject> <size>`` control line exceeds its limit (4096 bytes by default), and
+nats-py then gives up on it for good; the SDK's replies are about 40 bytes."""
+_REPLY_TOKEN_RE: Final = re.compile(r"^[!-~]+$")
+"""A reply token is printable ASCII (no space, no control character), and no wildcard."""
+
+
+def reply_problem(subject: str, *, prefix: str = DEFAULT_REPLY_PREFIX) -> str | None:
+    """Why a worker must not publish to ``subject`` as a reply, or None if it may.
+
+    A reply subject must be ``<prefix>.<token>[.<token>...]``, at most
+    ``MAX_REPLY_BYTES`` long, each token printable ASCII without whitespace or
+    wildcards. Anything else is refused rather than published: outside the
+    prefix it would land on another stream's or our own command subjects, and
+    what nats-py or the server refuses would cost the connection or the ack.
+    """
+    size = len(subject.encode("utf-8", "surrogateescape"))
+    if size > MAX_REPLY_BYTES:
+        return f"{size} bytes long, more than {MAX_REPLY_BYTES}"
+    if not subject.startswith(prefix + "."):
+        return f"{subject!r} is not under {prefix}.>"
+    for token in subject[len(prefix) + 1 :].split("."):
+        if not _REPLY_TOKEN_RE.match(token) or "*" in token or ">" in token:
+            return (
+                f"{subject!r} is not a NATS subject: a token is empty or holds "
+                "whitespace, a wildcard or a character that is not printable ASCII"
+            )
+    return None

@@ -2,6 +2,12 @@
 
 Nothing here decides anything; it builds the parts, connects them and owns
 their lifetimes (start in order, stop in reverse).
+
+A NATS connection lost for good ends the worker with an error (exit 1), so its
+supervisor (the kubelet, local mode) restarts it: nats-py gives a connection up
+on a server's ``-ERR`` (a control line over the limit, an authorization
+violation), and a reconnect the server refuses is retried for ever in vain.
+Either way the worker would sit alive and deaf.
 """
 
 from __future__ import annotations
@@ -9,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import ssl
 from dataclasses import dataclass
@@ -18,12 +25,13 @@ import nats
 import nats.errors
 from nats.aio.client import Client
 
+from coordshard_service.advisories import GiveUps
 from coordshard_service.cache import Cache
 from coordshard_service.consuming import Worker
 from coordshard_service.errors import NatsUnavailableError
 from coordshard_service.health import HealthServer
 from coordshard_service.metrics import Metrics
-from coordshard_service.natsconnect import connect_options
+from coordshard_service.natsconnect import WorkerClient, connect_options
 from coordshard_service.settings import ServiceSettings
 from coordshard_service.store import Store
 
@@ -38,6 +46,7 @@ class Services:
 
     worker: Worker
     health: HealthServer | None
+    give_ups: GiveUps
 
 
 def refused(e: BaseException) -> bool:
@@ -49,27 +58,46 @@ def refused(e: BaseException) -> bool:
     return isinstance(e, nats.errors.Error) and "authorization violation" in str(e).lower()
 
 
+CLOSED_FOR_GOOD = "NATS connection closed for good"
+"""How the error that ends a worker whose connection is lost for good begins."""
+
+
 async def _connect(
-    settings: ServiceSettings, options: dict[str, Any], stop: asyncio.Event
+    settings: ServiceSettings,
+    options: dict[str, Any],
+    stop: asyncio.Event,
+    *,
+    lost: asyncio.Future[str],
 ) -> Client | None:
     """Connect, retrying an unreachable NATS for ever (pods may start before it), but
     giving up at once when the server refuses us, so a wrong Secret is a clear failure
-    and not a silent retry loop. None if ``stop`` is set first."""
+    and not a silent retry loop. None if ``stop`` is set first.
+
+    Once connected, ``lost`` gets the reason when the connection is gone for good:
+    nats-py closed it, or the server refused a reconnect."""
     refusal: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
 
     async def on_error(e: Exception) -> None:
-        # Once connected nobody waits on ``refusal``: a later refusal is only logged.
-        if refused(e) and not refusal.done():
-            refusal.set_result(e)
+        if refused(e):
+            if not refusal.done():
+                refusal.set_result(e)
+            elif attempt.done() and not lost.done():
+                lost.set_result(f"{CLOSED_FOR_GOOD}: the server refused a reconnect: {e!r}")
         logger.warning("NATS: %r", e)
 
+    async def on_closed() -> None:
+        if attempt.done() and not lost.done():
+            lost.set_result(f"{CLOSED_FOR_GOOD}: {nc.last_error!r}")
+
+    nc = WorkerClient()
     attempt = asyncio.ensure_future(
-        nats.connect(
+        nc.connect(
             servers=settings.servers,
             name=settings.consumer,
             max_reconnect_attempts=-1,
             ping_interval=10,
             error_cb=on_error,
+            closed_cb=on_closed,
             **options,
         )
     )
@@ -86,7 +114,7 @@ async def _connect(
             raise NatsUnavailableError(
                 f"connecting to {settings.nats_url}: refused: {refusal.result()!r}"
             )
-        nc = attempt.result()
+        attempt.result()
     except (OSError, nats.errors.Error) as e:
         raise NatsUnavailableError(f"connecting to {settings.nats_url}: {e!r}") from e
     finally:
@@ -95,6 +123,21 @@ async def _connect(
             with contextlib.suppress(BaseException):
                 await attempt
     return nc
+
+
+PARENT_POLL_S = 0.5
+"""Seconds between looks at whether our parent (``parent_pid``) still is."""
+
+
+async def _stop_when_orphaned(parent: int, stop: asyncio.Event) -> None:
+    """Set ``stop`` once ``parent`` is no longer our parent (it died: we were re-parented)."""
+    while not stop.is_set():
+        if os.getppid() != parent:
+            logger.warning("our parent (pid %d) is gone: stopping", parent)
+            stop.set()
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), PARENT_POLL_S)
 
 
 async def run(
@@ -115,6 +158,9 @@ async def run(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
 
+    orphaned = None
+    if settings.parent_pid is not None:
+        orphaned = asyncio.create_task(_stop_when_orphaned(settings.parent_pid, stop))
     options = connect_options(settings)  # a bad credentials setting fails before anything starts
     store = Store(
         settings.database_url,
@@ -144,17 +190,23 @@ async def run(
             alive=lambda: worker is None or worker.alive(),
         )
         await health.start()
+    lost: asyncio.Future[str] = asyncio.get_running_loop().create_future()
     try:
-        nc = await _connect(settings, options, stop)
+        nc = await _connect(settings, options, stop, lost=lost)
     finally:
         if nc is None:  # refused, or stopped while connecting
             if health is not None:
                 await health.stop()
             store.dispose()
+            if orphaned is not None:
+                orphaned.cancel()
     if nc is None:
         logger.info("worker %s stopped before NATS answered", settings.pod_name)
         return
     worker = Worker(settings, nc=nc, store=store, cache=cache, metrics=metrics)
+    give_ups = GiveUps(
+        nc, stream=settings.stream, consumer=settings.consumer, store=store, metrics=metrics
+    )
     logger.info(
         "worker %s starting: stream=%s consumer=%s shards=%d loop=%s",
         settings.pod_name,
@@ -164,12 +216,33 @@ async def run(
         type(asyncio.get_running_loop()).__module__.split(".")[0],
     )
     if started is not None:
-        started.set_result(Services(worker, health))
+        started.set_result(Services(worker, health, give_ups))
+    serving: asyncio.Future[None] | None = None
     try:
-        await worker.run(stop)
+        await give_ups.start()
+        serving = asyncio.ensure_future(worker.run(stop))
+        either: set[asyncio.Future[Any]] = {serving, lost}
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        if not serving.done():
+            # Deaf for good: what it holds is unacked, delivered again after ack_wait.
+            serving.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await serving
+            raise NatsUnavailableError(lost.result())
+        serving.result()
     finally:
+        if serving is not None and not serving.done():  # run() itself was cancelled
+            serving.cancel()
+        await give_ups.stop()
         if health is not None:
             await health.stop()
-        await nc.drain()
+        if lost.done() or nc.is_closed:
+            # nats-py's close() may trip over the dead socket; nothing is left to flush.
+            with contextlib.suppress(OSError, nats.errors.Error):
+                await nc.close()
+        else:
+            await nc.drain()
         store.dispose()
+        if orphaned is not None:
+            orphaned.cancel()
         logger.info("worker %s stopped", settings.pod_name)

@@ -8,10 +8,16 @@ stores its outcome with the new mark. The state changes, outcomes, marks and
 dead letters of the batch commit together, before anything is replied or
 acked, so a crash at any point leaves either nothing or everything, and a
 redelivery finds its outcome.
+
+``apply_isolating`` wraps it for values the database refuses (a data error,
+a constraint) although they passed validation: such a refusal names no
+command, so the batch is split in halves, applied in order, down to the one
+command refused on its own, which is dead-lettered; the rest is applied.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import time
@@ -41,11 +47,11 @@ from coordshard_client.messages import (
 from coordshard_client.subjects import shard_of
 from coordshard_service import domain
 from coordshard_service.cache import Cache
-from coordshard_service.errors import BadMessageError
+from coordshard_service.errors import BadMessageError, StoreRefusedError
 from coordshard_service.metrics import Metrics
 from coordshard_service.store import DeadLetter, SavedOutcome, Store, StoreTx
 
-__all__ = ["Incoming", "apply_batch", "fingerprint"]
+__all__ = ["Applied", "Incoming", "apply_batch", "apply_isolating", "fingerprint"]
 
 logger = logging.getLogger(__name__)
 
@@ -307,6 +313,90 @@ def apply_batch(
     for shard, mark in marks.items():
         cache.advance(shard, mark)
     return results
+
+
+Applied = tuple[Incoming, Outcome]
+"""A message as it was applied (a command the database refused comes back bad) and its
+outcome."""
+
+
+def apply_isolating(
+    store: Store,
+    cache: Cache,
+    items: Sequence[Incoming],
+    *,
+    applied: list[Applied],
+    shards: int,
+    consumer: str,
+    metrics: Metrics,
+    retention: float = DEFAULT_RETENTION,
+) -> None:
+    """Apply ``items`` in order as ``apply_batch`` does, isolating what the database refuses.
+
+    Each part's results are appended to ``applied`` as it commits, so that after a
+    ``StoreUnavailableError`` part-way the caller retries only the items not yet in
+    it. A command the database refuses (``StoreRefusedError``) on its own, twice
+    (once could be a race: two writers inserting the same new mark or key), is
+    dead-lettered instead, with a validation outcome.
+
+    Raises:
+        StoreUnavailableError: the items from ``len(applied)`` on are not committed.
+    """
+
+    def run(part: Sequence[Incoming]) -> None:
+        applied.extend(
+            zip(
+                part,
+                apply_batch(
+                    store,
+                    cache,
+                    part,
+                    shards=shards,
+                    consumer=consumer,
+                    metrics=metrics,
+                    retention=retention,
+                ),
+                strict=True,
+            )
+        )
+
+    def isolate(part: Sequence[Incoming], *, tries: int) -> None:
+        try:
+            run(part)
+            return
+        except StoreRefusedError as e:
+            refused = e
+        if len(part) > 1:
+            half = len(part) // 2
+            isolate(part[:half], tries=1)
+            isolate(part[half:], tries=1)
+        elif tries < 2:
+            isolate(part, tries=tries + 1)
+        else:
+            refuse(part[0], refused)
+
+    def refuse(item: Incoming, error: StoreRefusedError) -> None:
+        metrics.store_refusals.inc()
+        logger.error("the store refused stream_seq=%d alone: %s", item.stream_seq, error)
+        bad = dataclasses.replace(
+            item, command=None, bad=BadMessageError(f"the database refused it: {error}")
+        )
+        try:
+            run([bad])
+        except StoreRefusedError as e:
+            # Not even its dead letter can be stored: answer it, keep it in the log.
+            logger.error(
+                "the store refused the dead letter of stream_seq=%d too, dropping it "
+                "(subject %r, headers %r, payload %r): %s",
+                bad.stream_seq,
+                bad.subject,
+                bad.headers,
+                bad.data,
+                e,
+            )
+            applied.append((bad, _bad_outcome(bad)))
+
+    isolate(items, tries=1)
 
 
 def fingerprint(command: Command) -> str:

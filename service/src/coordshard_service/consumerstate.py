@@ -9,10 +9,14 @@ three answers from NATS and gets them here in its own terms:
   answer (a leader election, a reconnect), which is not.
 - ``open_puller``/``close_puller``/``fetch``: the pull subscription; a NATS
   failure is ``NatsUnavailableError``, a refused pull stays ``PullError``.
-- ``reply``/``resend``/``ack``/``ack_sync``/``term``: settling; any failure is
+- ``resend``/``ack``/``ack_sync``/``term``: settling; any failure is
   ``NatsUnavailableError``, and the caller asks ``read_consumer`` what it means.
 - ``rewind``: put our consumer's cursor back to the stream's first message, so
   deliveries a previous process of ours held come again, in stream order.
+- ``stored_message``/``delete_message``: one message by stream sequence, for the
+  messages a consumer gave up on (``advisories``); None / no error when it is gone.
+- ``reply``: the outcome; any failure is ``ReplyError``, which is not a failed
+  ack: the caller counts it and settles the message anyway.
 
 Each error says what was being done and chains the nats-py error (``from e``).
 """
@@ -29,9 +33,9 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerInfo
+from nats.js.api import ConsumerInfo, RawStreamMsg
 
-from coordshard_service.errors import NatsUnavailableError
+from coordshard_service.errors import NatsUnavailableError, ReplyError
 from coordshard_service.pulling import Puller
 
 __all__ = [
@@ -39,12 +43,14 @@ __all__ = [
     "ack",
     "ack_sync",
     "close_puller",
+    "delete_message",
     "fetch",
     "open_puller",
     "read_consumer",
     "reply",
     "resend",
     "rewind",
+    "stored_message",
     "term",
 ]
 
@@ -55,6 +61,11 @@ ConsumerState = ConsumerInfo | Literal["gone", "unknown"]
 
 _NATS_ERRORS: tuple[type[Exception], ...] = (nats.errors.Error, nats.js.errors.Error, TimeoutError)
 """What a nats-py request raises when NATS refuses or does not answer."""
+SEQUENCE_NOT_FOUND = 10043
+"""JetStream's err_code for a delete of a sequence the stream does not hold."""
+_REPLY_ERRORS: tuple[type[Exception], ...] = (*_NATS_ERRORS, ValueError)
+"""What publishing a reply raises: NATS's refusals, and ``ValueError`` for a subject
+nats-py cannot even encode."""
 _CONNECTION_ERRORS: tuple[type[Exception], ...] = (nats.errors.Error,)
 """What the pull subscription's calls raise when the connection fails; a bare
 TimeoutError from them would be a bug of ours, so it is not mapped."""
@@ -106,9 +117,13 @@ async def fetch(puller: Puller, batch: int, *, timeout: float) -> list[Msg]:
 
 
 async def reply(nc: Client, subject: str, body: bytes) -> None:
-    """Publish an outcome on the caller's reply subject."""
-    with _unavailable(f"replying on {subject}"):
+    """Publish an outcome on the caller's reply subject; ReplyError if it did not go out
+    (``decode`` refuses the subjects nats-py or the server would refuse: this is the
+    second line)."""
+    try:
         await nc.publish(subject, body)
+    except _REPLY_ERRORS as e:
+        raise ReplyError(f"replying on {subject[:100]!r}: {e!r}", subject=subject) from e
 
 
 async def resend(nc: Client, ack_subject: str, body: bytes, *, timeout: float | None) -> None:
@@ -151,3 +166,26 @@ async def rewind(js: JetStreamContext, *, stream: str, consumer: str) -> int:
         first = max(1, info.state.first_seq)
         await js.reset_consumer(stream, consumer, seq=first)
     return first
+
+
+async def stored_message(js: JetStreamContext, *, stream: str, seq: int) -> RawStreamMsg | None:
+    """The message at ``seq`` as the stream stores it (raw headers and bytes); None if gone."""
+    try:
+        msg: RawStreamMsg = await js.get_msg(stream, seq=seq)
+    except nats.js.errors.NotFoundError:
+        return None
+    except _NATS_ERRORS as e:
+        raise NatsUnavailableError(f"reading message {seq} of {stream}: {e!r}") from e
+    return msg
+
+
+async def delete_message(js: JetStreamContext, *, stream: str, seq: int) -> None:
+    """Delete the message at ``seq``; one already gone (err_code 10043) counts as deleted."""
+    try:
+        await js.delete_msg(stream, seq)
+    except nats.js.errors.APIError as e:
+        if e.err_code == SEQUENCE_NOT_FOUND:
+            return
+        raise NatsUnavailableError(f"deleting message {seq} of {stream}: {e!r}") from e
+    except _NATS_ERRORS as e:
+        raise NatsUnavailableError(f"deleting message {seq} of {stream}: {e!r}") from e

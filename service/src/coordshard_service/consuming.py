@@ -8,9 +8,12 @@ entries of shards it no longer owns.
 
 Settling lives in one function, ``settle``: reply if the caller gave a reply
 subject, then ack (or ``term`` for a bad message, which was already kept as a
-dead letter in the batch transaction). The batch's last ack is ``ack_sync``:
-the server applies a consumer's acks in order, so that one confirmation
-covers the batch, at one round trip instead of one per message.
+dead letter in the batch transaction). A reply goes only to a subject under the
+reply prefix that ``reply_problem`` accepts (``decode`` dead-letters the rest);
+one that fails all the same is counted and skipped, never taken for a failed ack.
+The batch's last ack is ``ack_sync``: the server applies a consumer's acks in
+order, so that one confirmation covers the batch, at one round trip instead of
+one per message.
 
 An ack or a fetch that fails makes the worker ask whether its consumer still
 exists. Gone means fenced: stop, drop the cache and the deliveries in hand,
@@ -49,24 +52,29 @@ from coordshard_client.messages import (
     Envelope,
     ErrorCode,
     Outcome,
+    check_key,
 )
 from coordshard_client.subjects import (
+    DEFAULT_REPLY_PREFIX,
     InvalidSubjectError,
     parse_shard_filter,
     parse_subject,
+    reply_problem,
     shard_of,
 )
 from coordshard_service import consumerstate
 from coordshard_service.cache import Cache
-from coordshard_service.commands import Incoming, apply_batch
+from coordshard_service.commands import Applied, Incoming, apply_isolating
 from coordshard_service.consumerstate import ConsumerState
 from coordshard_service.errors import (
     BadMessageError,
     FencedError,
     NatsUnavailableError,
+    ReplyError,
     StoreUnavailableError,
 )
 from coordshard_service.metrics import Metrics
+from coordshard_service.natsconnect import RAW
 from coordshard_service.progress import Progress
 from coordshard_service.pulling import Puller, PullError
 from coordshard_service.settings import ServiceSettings
@@ -122,19 +130,41 @@ def _reason(error: ValidationError) -> tuple[str, ErrorCode]:
     return f"schema-invalid: {where}: {first['msg']}", ErrorCode.VALIDATION
 
 
-def decode(msg: Msg, *, prefix: str, shards: int, max_payload: int) -> Incoming:
-    """Turn a fetched message into an ``Incoming``: a valid command, or the reason it is bad."""
+def decode(
+    msg: Msg,
+    *,
+    prefix: str,
+    shards: int,
+    max_payload: int,
+    reply_prefix: str = DEFAULT_REPLY_PREFIX,
+) -> Incoming:
+    """Turn a fetched message into an ``Incoming``: a valid command, or the reason it is bad.
+
+    A reply header that ``reply_problem`` refuses makes the message bad, and it is
+    not answered: its reply would go where replies do not belong, cost the
+    connection, or fail the settle.
+    """
     headers = dict(msg.headers or {})
     meta = msg.metadata
     seq = meta.sequence.stream
     published_at = meta.timestamp.timestamp() if meta.timestamp else None
     reply = headers.get(HEADER_REPLY)
+    bad_reply = reply_problem(reply, prefix=reply_prefix) if reply is not None else None
+    if bad_reply is not None:
+        reply = None
     key = headers.get(HEADER_KEY) or headers.get("Nats-Msg-Id") or f"seq-{seq}"
+    raw_subject: bytes | None = None  # set when the subject is not UTF-8 on the wire
+    subject_text = msg.subject
+    try:
+        msg.subject.encode()
+    except UnicodeEncodeError:  # lone surrogates: see natsconnect.WorkerClient
+        raw_subject = msg.subject.encode("utf-8", RAW)
+        subject_text = raw_subject.decode("utf-8", "backslashreplace")
 
     def bad(reason: str, shard: int = -1, code: ErrorCode = ErrorCode.VALIDATION) -> Incoming:
         return Incoming(
             stream_seq=seq,
-            subject=msg.subject,
+            subject=subject_text,
             shard=shard,
             key=key,
             reply=reply,
@@ -146,10 +176,20 @@ def decode(msg: Msg, *, prefix: str, shards: int, max_payload: int) -> Incoming:
             published_at=published_at,
         )
 
+    if raw_subject is not None:
+        # Stored as text with each undecodable byte as \xNN; the reason keeps the bytes.
+        return bad(f"subject is not UTF-8: {raw_subject!r}")
     try:
         subject = parse_subject(msg.subject, prefix=prefix)
     except InvalidSubjectError as e:
         return bad(f"bad subject: {e}")
+    if bad_reply is not None:
+        return bad(f"bad reply subject ({HEADER_REPLY}): {bad_reply}", subject.shard)
+    try:
+        check_key(key)  # the store keeps it; refuse here what it could not hold
+    except ValueError as e:
+        header = HEADER_KEY if headers.get(HEADER_KEY) else "Nats-Msg-Id"
+        return bad(f"bad {header} header: {e}", subject.shard)
     if len(msg.data) > max_payload:
         return bad(f"oversize payload: {len(msg.data)} bytes > {max_payload}", subject.shard)
     try:
@@ -178,6 +218,8 @@ def decode(msg: Msg, *, prefix: str, shards: int, max_payload: int) -> Incoming:
         key=key,
         reply=reply,
         command=command,
+        headers=headers,
+        data=msg.data,  # kept in case the store refuses it (see apply_isolating)
         redelivered=meta.num_delivered > 1,
         published_at=published_at,
     )
@@ -441,26 +483,31 @@ class Worker:
         if gone:
             logger.info("pruned %d stored outcomes", gone)
 
-    async def _apply(self, msgs: Sequence[Msg], items: list[Incoming]) -> list[Outcome] | None:
-        """Apply a batch, holding it while the store refuses; None if stopped or fenced.
+    async def _apply(self, msgs: Sequence[Msg], items: list[Incoming]) -> list[Applied] | None:
+        """Apply a batch, holding it while the store is unavailable; None if stopped or fenced.
 
         Held, not nak'ed: a nak'ed batch comes back after the ones fetched behind
         it, and a shard's mark, moved past it by those, would refuse it as applied.
-        Nothing is fetched meanwhile, so each shard's order is kept.
+        Nothing is fetched meanwhile, so each shard's order is kept. A command the
+        store refuses for a data reason is not held: ``apply_isolating`` dead-letters
+        it and applies the rest; after an outage part-way, only the rest is retried.
         """
         s = self.settings
+        applied: list[Applied] = []
         for attempt in itertools.count():
             try:
-                return await asyncio.to_thread(
-                    apply_batch,
+                await asyncio.to_thread(
+                    apply_isolating,
                     self.store,
                     self.cache,
-                    items,
+                    items[len(applied) :],
+                    applied=applied,
                     shards=s.shards,
                     consumer=self.consumer,
                     metrics=self.metrics,
                     retention=s.outcome_retention,
                 )
+                return applied
             except StoreUnavailableError as e:
                 self.metrics.store_retries.inc()
                 logger.error(
@@ -488,11 +535,20 @@ class Worker:
         self.metrics.batch_size.observe(len(msgs))
         s = self.settings
         items = [
-            decode(m, prefix=s.prefix, shards=s.shards, max_payload=s.max_payload) for m in msgs
+            decode(
+                m,
+                prefix=s.prefix,
+                shards=s.shards,
+                max_payload=s.max_payload,
+                reply_prefix=s.reply_prefix,
+            )
+            for m in msgs
         ]
-        outcomes = await self._apply(msgs, items)
-        if outcomes is None:
+        applied = await self._apply(msgs, items)
+        if applied is None:
             return
+        items = [i for i, _ in applied]  # a command the store refused is now a bad one
+        outcomes = [o for _, o in applied]
         # Settle in order; the last good message is acked with ack_sync. JetStream
         # applies a consumer's acks in arrival order, so its confirmation covers the
         # plain acks before it on this connection. If it fails, we are fenced only
@@ -546,13 +602,23 @@ class Worker:
     ) -> None:
         """Reply (if asked), then ack (``ack_sync`` if ``sync``), or term a bad message.
 
+        A reply that fails is logged, counted and skipped: the outcome is stored,
+        and a retry of the command is answered from it; taking it for a failed ack
+        would hold the batch (and its shards) until ``ack_wait``, then fail again.
+
         ``again``: settled before, in a try that failed later in its batch; the reply
         and ack go out again (a client ignores a second reply, JetStream a second
         ack), but nothing is counted or logged twice.
         """
         if item.reply:
             body = outcome.model_dump_json(exclude_none=True).encode()
-            await consumerstate.reply(self.nc, item.reply, body)
+            try:
+                await consumerstate.reply(self.nc, item.reply, body)
+            except ReplyError as e:
+                self.metrics.reply_failures.inc()
+                logger.warning(
+                    "no reply for stream_seq=%d, settling it anyway: %s", item.stream_seq, e
+                )
         if not again:
             self._count(item, outcome)
         elif msg.reply:

@@ -8,6 +8,7 @@ and makes "a move leaving the bounds is rejected as a whole" one visible loop.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from coordshard_client.messages import (
@@ -85,7 +86,8 @@ def create_point(
 
 
 def move_point(system: System | None, point: Point | None, command: MovePoint) -> Point | ErrorInfo:
-    """Apply every move in order; refuse the whole command if any step leaves the bounds."""
+    """Apply every move in order; refuse the whole command if any step leaves the bounds
+    or overflows to a position that is not finite."""
     if system is None:
         return refusal(ErrorCode.NOT_FOUND, f"system {command.system_id!r} does not exist")
     if point is None:
@@ -106,6 +108,14 @@ def move_point(system: System | None, point: Point | None, command: MovePoint) -
             position = move.position
         else:
             position = tuple(x + d for x, d in zip(position, move.delta, strict=True))
+        if not all(math.isfinite(x) for x in position):
+            # Finite inputs can add up to an overflow; stored, it would read back as a
+            # JSON Infinity that no outcome can carry.
+            return refusal(
+                ErrorCode.VALIDATION,
+                f"move {step} of {len(command.moves)} takes point {command.point_id!r} "
+                f"to {list(position)}, which is not finite; nothing was applied",
+            )
         if not inside(system.bounds, position):
             return refusal(
                 ErrorCode.OUT_OF_BOUNDS,

@@ -6,6 +6,9 @@
     ├── ConfigError (ValueError)         a setting that cannot work as given: fix it, restart
     ├── BadMessageError (ValueError)     the message can never be processed: dead-letter + term
     ├── FencedError                      our consumer is gone or an ack failed: rebind
+    ├── StoreRefusedError                the database refused a value (data, constraint):
+    │                                    the same batch fails again; isolate the command
+    ├── ReplyError                       an outcome could not be sent: counted, settled anyway
     └── TransientError
         ├── NatsUnavailableError         NATS refused or did not answer (consumerstate.py)
         └── StoreUnavailableError        the database did not answer
@@ -23,7 +26,9 @@ __all__ = [
     "ConfigError",
     "FencedError",
     "NatsUnavailableError",
+    "ReplyError",
     "ServiceError",
+    "StoreRefusedError",
     "StoreUnavailableError",
     "TransientError",
 ]
@@ -52,6 +57,22 @@ class FencedError(ServiceError):
     def __init__(self, message: str, *, consumer: str) -> None:
         super().__init__(message)
         self.consumer = consumer
+
+
+class StoreRefusedError(ServiceError):
+    """The database refused what a transaction wrote or asked for, for a data reason (a
+    value it cannot hold, a constraint), not because it is down: retrying the same
+    batch fails the same way, so the command that causes it must be found and refused."""
+
+
+class ReplyError(ServiceError):
+    """An outcome that could not be published (nats-py refused the subject, or the publish
+    failed). Not a failed ack: the message is settled all the same, or it would come back
+    and fail the same way, holding its shard meanwhile."""
+
+    def __init__(self, message: str, *, subject: str) -> None:
+        super().__init__(message)
+        self.subject = subject
 
 
 class TransientError(ServiceError):

@@ -50,6 +50,12 @@ class Metrics:
             "Messages kept for inspection and terminated.",
             registry=self.registry,
         )
+        self.given_up = Counter(
+            "coordshard_worker_given_up",
+            "Messages our consumer gave up on (max_deliver reached) and that were moved"
+            " into the dead letters (also counted there).",
+            registry=self.registry,
+        )
         self.cache_hits = Gauge(
             "coordshard_worker_cache_hits", "Cache lookups that hit.", registry=self.registry
         )
@@ -88,6 +94,18 @@ class Metrics:
         self.store_retries = Counter(
             "coordshard_worker_store_retries",
             "Times the store refused a batch, which the worker held and applied again.",
+            registry=self.registry,
+        )
+        self.store_refusals = Counter(
+            "coordshard_worker_store_refusals",
+            "Commands the database refused for a data reason (a value it cannot hold, a"
+            " constraint) although they passed validation; each was dead-lettered.",
+            registry=self.registry,
+        )
+        self.reply_failures = Counter(
+            "coordshard_worker_reply_failures",
+            "Outcomes that could not be published to their reply subject; the message was"
+            " settled anyway.",
             registry=self.registry,
         )
         self.ack_retries = Counter(

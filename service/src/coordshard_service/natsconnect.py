@@ -1,8 +1,16 @@
-"""The worker's NATS connect options: credentials and TLS from mounted files.
+"""The worker's NATS client and connect options: credentials and TLS from mounted files.
 
 In Kubernetes the worker's Secrets are mounted as files; these settings name
 them. Pure but for reading those files: a missing or unreadable one is a
 ``ConfigError`` naming the setting and the path, never the content.
+
+``WorkerClient`` is nats-py's client with one change: a delivered subject that
+is not UTF-8 does not kill it. nats-server stores a message whose subject
+tokens hold any bytes; nats-py decodes each delivered subject strictly, and the
+``UnicodeDecodeError`` ends its reader task: the worker stays bound and
+"ready" but hears nothing more. Decoded with ``surrogateescape`` instead, the
+subject keeps its raw bytes (``subject.encode("utf-8", "surrogateescape")``)
+and ``consuming.decode`` dead-letters the message.
 """
 
 from __future__ import annotations
@@ -11,10 +19,33 @@ import ssl
 from pathlib import Path
 from typing import Any
 
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
 from coordshard_service.errors import ConfigError
 from coordshard_service.settings import ServiceSettings
 
-__all__ = ["connect_options"]
+__all__ = ["WorkerClient", "connect_options"]
+
+RAW = "surrogateescape"
+"""How the worker decodes delivered subjects: undecodable bytes become lone
+surrogates, which ``str.encode("utf-8", RAW)`` turns back into the same bytes."""
+
+
+class WorkerClient(Client):
+    """nats-py's ``Client``, but an undecodable subject is kept, not fatal (see above)."""
+
+    def _build_message(
+        self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: dict[str, str] | None
+    ) -> Msg:
+        return self.msg_class(
+            subject=subject.decode("utf-8", RAW),
+            reply=reply.decode("utf-8", RAW),
+            data=data,
+            headers=headers,
+            _client=self,
+            _sid=sid,
+        )
 
 
 def connect_options(settings: ServiceSettings) -> dict[str, Any]:

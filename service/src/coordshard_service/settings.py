@@ -16,7 +16,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from coordshard_client import DEFAULT_PREFIX
 from coordshard_client.messages import MAX_PAYLOAD_BYTES
 from coordshard_client.naming import DEFAULT_GROUP, DEFAULT_STREAM, consumer_name
-from coordshard_client.subjects import DEFAULT_SHARDS, MAX_SHARDS
+from coordshard_client.subjects import (
+    DEFAULT_REPLY_PREFIX,
+    DEFAULT_SHARDS,
+    MAX_SHARDS,
+    InvalidSubjectError,
+    validate_prefix,
+)
 
 __all__ = ["ServiceSettings"]
 
@@ -46,6 +52,11 @@ class ServiceSettings(BaseSettings):
     """The consumer group; part of the consumer name."""
     prefix: str = DEFAULT_PREFIX
     """The command subject prefix."""
+    reply_prefix: str = DEFAULT_REPLY_PREFIX
+    """Outcomes are published only to reply subjects under ``<reply_prefix>.>`` (default
+    ``_INBOX``, nats-py's inbox prefix, which the SDK uses); a command whose reply
+    header names anything else is dead-lettered, not answered. Set it to the
+    ``inbox_prefix`` your gateways' NATS connections use."""
     shards: int = Field(default=DEFAULT_SHARDS, ge=1, le=MAX_SHARDS)
     """The shard count N; must equal the one clients and the rebalancer use."""
     pod_name: str = "worker-0"
@@ -97,10 +108,21 @@ class ServiceSettings(BaseSettings):
     uvloop: bool = True
     """Run on uvloop when it is installed (the service extra installs it): ~8% less worker
     CPU per command than asyncio's own loop (docs/benchmarks.md)."""
+    parent_pid: int | None = Field(default=None, ge=1)
+    """Stop (as on SIGTERM) once this process is no longer our parent: local mode's
+    supervisor sets it, so a worker does not outlive a ``coordshard up`` killed with -9."""
     log_level: str = "INFO"
     """Python logging level name."""
     log_json: bool = False
     """Log one JSON object per line instead of key=value text."""
+
+    @model_validator(mode="after")
+    def _reply_prefix(self) -> Self:
+        try:
+            validate_prefix(self.reply_prefix)
+        except InvalidSubjectError as e:
+            raise ValueError(f"reply_prefix: {e}") from e
+        return self
 
     @model_validator(mode="after")
     def _tls_pair(self) -> Self:

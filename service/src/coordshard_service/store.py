@@ -24,14 +24,14 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError, StatementError
 
 from coordshard_client.messages import Bounds, Point, System
 from coordshard_service.batchsql import BatchSql, chunks
-from coordshard_service.errors import StoreUnavailableError
+from coordshard_service.errors import StoreRefusedError, StoreUnavailableError
 from coordshard_service.walcheckpoint import WalCheckpointer
 
-__all__ = ["DeadLetter", "SavedOutcome", "Store", "StoreTx", "metadata"]
+__all__ = ["DeadLetter", "SavedOutcome", "Store", "StoreTx", "metadata", "storable"]
 
 logger = logging.getLogger(__name__)
 
@@ -271,12 +271,22 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[StoreTx]:
-        """One transaction; commits on success, rolls back on any exception."""
+        """One transaction; commits on success, rolls back on any exception.
+
+        Raises:
+            StoreRefusedError: the database refused a value for a data reason.
+            StoreUnavailableError: it did not answer, or failed in any other way.
+        """
+        dbapi = self.engine.dialect.loaded_dbapi
         try:
             with self.engine.begin() as conn:
                 yield StoreTx(conn, self._sql)
-        except (SQLAlchemyError, self.engine.dialect.loaded_dbapi.Error) as e:
-            # Driver errors come from BEGIN IMMEDIATE and the batch statements.
+        except (SQLAlchemyError, dbapi.Error, UnicodeEncodeError) as e:
+            # Driver errors come from BEGIN IMMEDIATE and the batch statements, which
+            # run on the raw cursor; SQLAlchemy wraps the others (``e.orig``).
+            cause = e.orig if isinstance(e, StatementError) else e
+            if isinstance(cause, (dbapi.DataError, dbapi.IntegrityError, UnicodeEncodeError)):
+                raise StoreRefusedError(f"refused by {self._safe_url()}: {e}") from e
             raise StoreUnavailableError(f"transaction on {self._safe_url()}: {e}") from e
 
     def dead_letters(self) -> list[DeadLetter]:
@@ -310,6 +320,16 @@ class Store:
         if self.checkpointer is not None:
             self.checkpointer.stop()
         self.engine.dispose()
+
+
+def storable(text: str) -> str:
+    """``text`` as any text column can hold it: NUL (which PostgreSQL text cannot hold)
+    and lone surrogates (which no UTF-8 column can) written as Python escapes,
+    ``\\x00`` and ``\\udcff``. For what a dead letter quotes of its message (its
+    payload is kept as bytes, exactly as it came)."""
+    if text.isascii() and "\x00" not in text:
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
 
 
 def _system(system_id: str, name: str, dimension: Any, units: str, bounds: str | None) -> System:
@@ -436,11 +456,17 @@ class StoreTx:
         return [_point(*r) for r in rows]
 
     def dead_letter(self, letter: DeadLetter) -> None:
-        """Keep a message for inspection (once per stream sequence and subject)."""
+        """Keep a message for inspection (once per stream sequence and subject).
+
+        Whatever the message holds, the row can be stored: the subject and the reason
+        (which may quote the input) go through ``storable``, the headers as ASCII
+        JSON, the payload as bytes.
+        """
+        subject = storable(letter.subject)
         seen = self._conn.execute(
             sa.select(dead_letters.c.id).where(
                 dead_letters.c.stream_seq == letter.stream_seq,
-                dead_letters.c.subject == letter.subject,
+                dead_letters.c.subject == subject,
             )
         ).first()
         if seen is not None:
@@ -448,11 +474,11 @@ class StoreTx:
         self._conn.execute(
             sa.insert(dead_letters).values(
                 stream_seq=letter.stream_seq,
-                subject=letter.subject,
-                reason=letter.reason,
-                headers=json.dumps(letter.headers),
+                subject=subject,
+                reason=storable(letter.reason),
+                headers=json.dumps(letter.headers),  # ASCII JSON: NUL as \u0000
                 data=letter.data,
-                consumer=letter.consumer,
+                consumer=storable(letter.consumer),
                 created_at=time.time(),
             )
         )

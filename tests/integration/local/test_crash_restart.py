@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 from pathlib import Path
 
@@ -73,3 +74,17 @@ async def test_a_worker_restarted_in_place_keeps_its_consumer_and_shards_and_los
         summary = await system.finish()
         assert summary["lost"] == 0 and summary["duplicate_effects"] == 0, summary
         assert summary["succeeded"] > 0
+
+
+async def test_a_kill_9_the_supervisor_did_not_send_is_restarted(tmp_path: Path) -> None:
+    # The OOM killer or a user's kill -9: not chaos, so nobody else restarts it.
+    options = SystemOptions(workers=2, shards=8, systems=8, restart_crashed_s=0.2)
+    async with LocalSystem(options, tmp_path) as system:
+        assert system.group is not None
+        await system.wait_converged()
+        worker = system.workers["worker-1"]
+        assert worker.pid is not None
+        os.kill(worker.pid, signal.SIGKILL)
+        await until(lambda: worker.generation == 2 and worker.state.ready, what="restarted")
+        await system.wait_converged()
+        assert system.kills == []

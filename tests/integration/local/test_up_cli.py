@@ -145,3 +145,58 @@ def test_ctrl_c_stops_everything_and_leaves_no_process(tmp_path: Path) -> None:
     assert proc.returncode == 0
     assert "nothing lost" in out
     assert [p for p in _processes_mentioning(data) if p != proc.pid] == []
+
+
+def _start_up(data: str) -> tuple[subprocess.Popen[str], str]:
+    """``up`` with two workers on ``data`` once its first progress line is out, and its
+    stderr so far."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "coordshard_operator", "up", "--workers", "2", "--shards", "4",
+         "--json", "--data-dir", data],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if line.startswith("up "):
+            return proc, "".join(seen)
+    raise AssertionError(f"up never started: {proc.wait(30)}")
+
+
+def _workers_of(data: str) -> list[int]:
+    return [
+        p
+        for p in _processes_mentioning(data)
+        if b"coordshard_service" in Path(f"/proc/{p}/cmdline").read_bytes()
+    ]
+
+
+def test_workers_stop_when_up_is_killed_and_the_next_up_stops_what_was_left(
+    tmp_path: Path,
+) -> None:
+    import time
+
+    data = str(tmp_path)
+    first, _ = _start_up(data)
+    workers = _workers_of(data)
+    assert len(workers) == 2
+    first.kill()  # kill -9: no cleanup runs in up itself
+    first.communicate(timeout=10)
+    deadline = time.monotonic() + 15
+    while _workers_of(data) and time.monotonic() < deadline:
+        time.sleep(0.1)  # they are not our children: nothing to wait on
+    assert _workers_of(data) == [], "workers outlived their supervisor"
+    left = [p for p in _processes_mentioning(data) if p not in workers]
+    assert left, "the embedded nats-server is what kill -9 leaves behind"
+
+    second, err = _start_up(data)
+    try:
+        second.send_signal(__import__("signal").SIGINT)
+        second.communicate(timeout=60)
+    finally:
+        second.kill()
+    assert "left running by an earlier run" in err, err[-3000:]
+    assert not [p for p in left if Path(f"/proc/{p}").exists()]

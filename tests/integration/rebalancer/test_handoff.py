@@ -18,6 +18,7 @@ import pytest
 from nats.js import JetStreamContext
 from nats.js.api import RetentionPolicy, StreamConfig
 
+from coordshard_client.subjects import stream_subjects
 from coordshard_operator.benchmarks.workload import Ledger, Publisher, SimWorker
 from coordshard_operator.local.natsserver import NatsServer
 from coordshard_operator.rebalancer.errors import (
@@ -91,7 +92,7 @@ async def test_ensure_stream_creates_a_work_queue_and_accepts_it_again(
     await engine.ensure_stream()
     info = await js.stream_info(stream_name)
     assert info.config.retention == RetentionPolicy.WORK_QUEUE
-    assert info.config.subjects == [f"{PREFIX}.>"]
+    assert info.config.subjects == stream_subjects(SHARDS, prefix=PREFIX)
 
 
 async def test_incompatible_stream_is_reported_and_left_alone(

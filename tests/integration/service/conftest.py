@@ -2,8 +2,8 @@
 consumers provisioned the way the rebalancing engine does, and workers run
 in-process (fast) or as subprocesses (for kill -9).
 
-``Provisioner`` stands in for the engine: a WorkQueue stream over
-``<prefix>.>`` and one durable pull consumer per worker incarnation, explicit
+``Provisioner`` stands in for the engine: a WorkQueue stream over the shards'
+own subjects (``stream_subjects``) and one durable pull consumer per worker incarnation, explicit
 ack, ``filter_subjects`` = the shards it owns. Workers never create consumers.
 """
 
@@ -13,7 +13,7 @@ import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +25,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolic
 
 from coordshard_client import CoordinateClient, Translate, shard_filter
 from coordshard_client.naming import consumer_name
+from coordshard_client.subjects import stream_subjects
 from coordshard_operator.benchmarks.scratchdb import scratch_database
 from coordshard_operator.local.natsserver import NatsServer
 from coordshard_service import app
@@ -77,7 +78,7 @@ class Provisioner:
         await self.js.add_stream(
             StreamConfig(
                 name=self.stream,
-                subjects=[PREFIX + ".>"],
+                subjects=stream_subjects(SHARDS, prefix=PREFIX),
                 retention=RetentionPolicy.WORK_QUEUE,
                 duplicate_window=120.0,
             )
@@ -158,14 +159,17 @@ def spawn_worker(
     member: str,
     log: Path,
     incarnation: str = "1",
+    extra: Sequence[str] = (),
 ) -> subprocess.Popen[bytes]:
-    """A worker as a subprocess (``python -m coordshard_service``), for kill -9."""
+    """A worker as a subprocess (``python -m coordshard_service``), for kill -9;
+    ``extra``: more flags."""
     args = [
         sys.executable, "-m", "coordshard_service",
         "--nats-url", server.url, "--stream", stream, "--prefix", PREFIX,
         "--shards", str(SHARDS), "--pod-name", member, "--pod-uid", incarnation,
         "--database-url", database_url, "--no-http-enabled",
         "--fetch-timeout", "0.2", "--bind-poll", "0.05", "--batch-size", "64",
+        *extra,
     ]  # fmt: skip
     with log.open("wb") as sink:
         return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=sink)

@@ -17,6 +17,7 @@ SUITES: dict[str, str] = {
     "sqlite-lock": "coordshard_operator.benchmarks.sqlitelock",
     "operator": "coordshard_operator.benchmarks.operator",
     "local": "coordshard_operator.benchmarks.local",
+    "stream-subjects": "coordshard_operator.benchmarks.streamsubjects",
 }
 """Suite name → module path (imported only when the suite runs)."""
 

@@ -110,6 +110,7 @@ async def assign(nc: Client, member: str, shards: list[int]) -> str:
             filter_subjects=[shard_filter(s, prefix=PREFIX) for s in shards],
             ack_wait_s=CONFIG.ack_wait_s,
             max_ack_pending=CONFIG.max_ack_pending,
+            max_deliver=CONFIG.max_deliver,
             metadata={},
         ),
     )
@@ -297,6 +298,7 @@ async def two_workers(nc: Client, url: str, tmp: Path, db: str) -> AsyncIterator
         stream_config(
             name=CONFIG.stream,
             subject_prefix=CONFIG.subject_prefix,
+            shards=CONFIG.shards,
             replicas=CONFIG.replicas,
             duplicate_window_s=CONFIG.duplicate_window_s,
         )

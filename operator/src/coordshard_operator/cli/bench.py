@@ -48,6 +48,12 @@ def add_parser(sub: Any) -> None:
         "(default: a SQLite file in a temporary folder)",
     )
     p.add_argument(
+        "--shards",
+        metavar="N,N,...",
+        help="stream-subjects suite: the shard counts to measure, comma-separated "
+        "(default 16,256,1024,4096)",
+    )
+    p.add_argument(
         "--out",
         type=Path,
         metavar="DIR",

@@ -14,6 +14,7 @@ __all__ = [
     "CONDITION_DEGRADED",
     "CONDITION_PROGRESSING",
     "CONDITION_READY",
+    "CONDITION_UNOWNED_MESSAGES",
     "FINALIZER",
     "GROUP",
     "KIND",
@@ -23,10 +24,12 @@ __all__ = [
     "REASON_INVALID_SPEC",
     "REASON_NATS_AUTH_FAILED",
     "REASON_NO_MEMBERS",
+    "REASON_NO_UNOWNED",
     "REASON_RECONCILE_FAILED",
     "REASON_SECRET_UNAVAILABLE",
     "REASON_SHARDS_MOVED",
     "REASON_SHARDS_UNASSIGNED",
+    "REASON_UNOWNED_REMOVED",
     "SECRETS",
     "SECRET_CA",
     "SECRET_TLS_CERT",
@@ -50,6 +53,8 @@ FINALIZER: Final = f"{GROUP}/consumers"
 CONDITION_READY: Final = "Ready"
 CONDITION_PROGRESSING: Final = "Progressing"
 CONDITION_DEGRADED: Final = "Degraded"
+CONDITION_UNOWNED_MESSAGES: Final = "UnownedMessages"
+"""True once the stream was found holding messages no shard owns (they were removed)."""
 
 # Condition reasons: constant CamelCase, one per situation an admin acts on.
 REASON_CONVERGED: Final = "Converged"
@@ -69,6 +74,10 @@ REASON_SECRET_UNAVAILABLE: Final = "SecretUnavailable"
 
 REASON_NATS_AUTH_FAILED: Final = "NatsAuthFailed"
 """Degraded=True: NATS refused the credentials the Secrets hold."""
+REASON_UNOWNED_REMOVED: Final = "UnownedMessagesRemoved"
+"""UnownedMessages=True: messages stored under older stream subjects were removed."""
+REASON_NO_UNOWNED: Final = "NoUnownedMessages"
+"""UnownedMessages=False."""
 
 SECRETS: Final = "secrets"
 """core/v1 resource read (``get`` only) for spec.nats.*SecretRef."""
@@ -81,6 +90,7 @@ SECRET_TLS_KEY: Final = "tls.key"
 EVENT_MEMBERS_CHANGED: Final = "MembersChanged"
 EVENT_SHARDS_MOVED: Final = REASON_SHARDS_MOVED
 EVENT_POD_NOT_READY_PAST_GRACE: Final = "PodNotReadyPastGrace"
+EVENT_UNOWNED_REMOVED: Final = REASON_UNOWNED_REMOVED
 EVENT_CONSUMERS_LEFT: Final = "ConsumersLeftBehind"
 EVENT_RESTARTED_IN_PLACE: Final = "RestartedInPlace"
 """Warning: a deleted CR's consumers could not be removed within the release timeout."""

@@ -169,6 +169,8 @@ def _announce(
         metrics.rebalance_duration.labels(**labels).observe(result.report.duration_s)
         metrics.moved_shards.labels(**labels).inc(result.moved)
         logger.info("epoch %d: %d shards moved", result.epoch, result.moved)
+    if result.unowned_removed:
+        metrics.unowned_removed.labels(**labels).inc(result.unowned_removed)
     metrics.unassigned_shards.labels(**labels).set(result.unassigned)
     metrics.epoch.labels(**labels).set(result.epoch)
 

@@ -36,6 +36,12 @@ class OperatorMetrics:
             registry=self.registry,
         )
         self.epoch = Gauge("coordshard_epoch", "Assignment epoch.", labels, registry=self.registry)
+        self.unowned_removed = Counter(
+            "coordshard_unowned_messages_removed_total",
+            "Messages on subjects no shard owns, removed from the stream.",
+            labels,
+            registry=self.registry,
+        )
         self.reconcile_errors = Counter(
             "coordshard_reconcile_errors_total",
             "Failed reconciles.",

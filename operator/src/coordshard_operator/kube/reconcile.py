@@ -60,6 +60,8 @@ class ReconcileResult:
     moved: int = 0
     unassigned: int = 0
     epoch: int = 0
+    unowned_removed: int = 0
+    """Messages on subjects no shard owns that the pass removed from the stream."""
     error: CoordshardError | None = None
     """Why nothing was applied; None when the pass ran."""
 
@@ -146,6 +148,7 @@ async def _converge(
     report = done.report
     if report is not None:
         epoch += 1
+    removed = done.swept.messages if done.swept else 0
     balance = done.plan.balance
     planned = {mid: live[mid] for mid in done.members}
     pod_of = {name: c.member for name, c in done.observed.consumers.items()}
@@ -160,6 +163,7 @@ async def _converge(
         *_membership(now_pods - before_pods, gone),
         *_shard_moves(balance.moves, pod_of, why),
         *_restarts(planned.values(), previous.get("members") or []),
+        *_unowned(done.swept.subjects if done.swept else (), removed),
     ]
     members = [
         status.Member(
@@ -177,6 +181,7 @@ async def _converge(
         members=len(seen.members),
         unassigned=len(balance.unassigned),
         moved=moved,
+        unowned_removed=removed,
     )
     duration = report.duration_s if report else time.perf_counter() - started
     new_status = status.converged(
@@ -200,6 +205,7 @@ async def _converge(
         moved=moved,
         unassigned=len(balance.unassigned),
         epoch=epoch,
+        unowned_removed=removed,
     )
 
 
@@ -240,6 +246,16 @@ def _restarts(pods: Iterable[PodState], before: Iterable[Mapping[str, Any]]) -> 
                 )
             )
     return notices
+
+
+def _unowned(subjects: Iterable[str], removed: int) -> list[Notice]:
+    """A Warning when the pass removed messages no shard owns (it happens once)."""
+    listed = sorted(subjects)
+    if not removed:
+        return []
+    more = f" and {len(listed) - 5} more" if len(listed) > 5 else ""
+    message = f"removed {removed} messages on subjects no shard owns: {', '.join(listed[:5])}{more}"
+    return [Notice("Warning", crd.EVENT_UNOWNED_REMOVED, message)]
 
 
 def _membership(joined: Iterable[str], left: Iterable[str]) -> list[Notice]:

@@ -16,6 +16,7 @@ from typing import Any
 from coordshard_client.naming import DEFAULT_STREAM, validate_name
 from coordshard_client.subjects import (
     DEFAULT_PREFIX,
+    DEFAULT_REPLY_PREFIX,
     MAX_SHARDS,
     InvalidSubjectError,
     validate_prefix,
@@ -48,6 +49,8 @@ class Spec:
     shards: int
     stream: str = DEFAULT_STREAM
     subject_prefix: str = DEFAULT_PREFIX
+    reply_prefix: str = DEFAULT_REPLY_PREFIX
+    """Replies go under ``<reply_prefix>.>``; the workers' ``COORDSHARD_REPLY_PREFIX``."""
     selector: Mapping[str, str] = field(default_factory=dict)
     nats_servers: tuple[str, ...] = ()
     """Empty: the operator's own default servers."""
@@ -139,6 +142,11 @@ def parse(body: Mapping[str, Any]) -> Spec:
         validate_prefix(prefix)
     except InvalidSubjectError as e:
         raise InvalidSpecError(str(e), field="subjectPrefix") from e
+    reply_prefix = str(raw.get("replyPrefix") or DEFAULT_REPLY_PREFIX)
+    try:
+        validate_prefix(reply_prefix)
+    except InvalidSubjectError as e:
+        raise InvalidSpecError(str(e), field="replyPrefix") from e
     nats = _obj(raw.get("nats"), field="nats")
     servers = nats.get("servers") or []
     if not isinstance(servers, list) or not all(isinstance(s, str) for s in servers):
@@ -153,6 +161,7 @@ def parse(body: Mapping[str, Any]) -> Spec:
         shards=shards,
         stream=stream,
         subject_prefix=prefix,
+        reply_prefix=reply_prefix,
         selector=_selector(raw.get("selector")),
         nats_servers=tuple(servers),
         credentials=_secret(

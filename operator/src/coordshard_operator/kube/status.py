@@ -1,9 +1,10 @@
 """The CR's status: its one author, for a pass that converged and one that failed.
 
 ``converged`` writes the whole stanza after a pass (members, assignment,
-epoch, lastRebalance, conditions); ``failed`` keeps the last stanza and only
-says in the conditions why nothing was applied. Conditions are
-Ready/Progressing/Degraded with their reasons.
+epoch, lastRebalance, unownedMessagesRemoved, conditions); ``failed`` keeps
+the last stanza and only says in the conditions why nothing was applied.
+Conditions are Ready/Progressing/Degraded with their reasons, and
+UnownedMessages (True once messages no shard owns were removed from the stream).
 
 Pure; ``now`` is passed in. As in controller-runtime and NACK, the reasons are
 constants (``crd.REASON_*``) and ``lastTransitionTime`` changes only when a
@@ -21,7 +22,16 @@ from typing import Any, Literal
 from coordshard_operator.kube import crd
 from coordshard_operator.rebalancer import ranges
 
-__all__ = ["Condition", "Member", "Summary", "converged", "failed", "merge_conditions", "report"]
+__all__ = [
+    "Condition",
+    "Member",
+    "Summary",
+    "converged",
+    "failed",
+    "merge_conditions",
+    "report",
+    "unowned",
+]
 
 Status = Literal["True", "False", "Unknown"]
 
@@ -41,6 +51,8 @@ class Summary:
     """The reason of the conditions ``error`` sets."""
     invalid: str | None = None
     """An invalid spec: nothing was applied."""
+    unowned_removed: int = 0
+    """Messages on subjects no shard owns that this pass removed from the stream."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +96,24 @@ def report(summary: Summary) -> tuple[Condition, Condition, Condition]:
             crd.CONDITION_PROGRESSING, "False", crd.REASON_CONVERGED, "no hand-off in flight"
         )
     return ready, progressing, degraded
+
+
+def unowned(total: int) -> Condition:
+    """The UnownedMessages condition for ``total`` messages removed so far."""
+    if total:
+        return Condition(
+            crd.CONDITION_UNOWNED_MESSAGES,
+            "True",
+            crd.REASON_UNOWNED_REMOVED,
+            f"{total} messages on subjects no shard owns were removed from the stream "
+            "(stored under its older subjects; see the operator log for each subject)",
+        )
+    return Condition(
+        crd.CONDITION_UNOWNED_MESSAGES,
+        "False",
+        crd.REASON_NO_UNOWNED,
+        "every message in the stream has an owner",
+    )
 
 
 def merge_conditions(
@@ -144,6 +174,7 @@ def converged(
     ``rebalance``: what moved (``reason``, ``shardsMoved``, ``durationSeconds``), or
     None to keep the last ``lastRebalance``.
     """
+    removed = int(previous.get("unownedMessagesRemoved") or 0) + summary.unowned_removed
     status: dict[str, Any] = {
         "observedGeneration": summary.generation,
         "shards": summary.shards,
@@ -161,8 +192,12 @@ def converged(
         ],
         "assignment": {m.pod: ranges.format_ranges(m.shards) for m in members if m.shards},
         "unassignedShards": ranges.format_ranges(unassigned),
+        "unownedMessagesRemoved": removed,
         "conditions": merge_conditions(
-            report(summary), previous.get("conditions"), generation=summary.generation, now=now
+            (*report(summary), unowned(removed)),
+            previous.get("conditions"),
+            generation=summary.generation,
+            now=now,
         ),
     }
     if rebalance is not None:
@@ -194,6 +229,9 @@ def failed(
     return {
         **previous,
         "conditions": merge_conditions(
-            report(summary), previous.get("conditions"), generation=generation, now=now
+            (*report(summary), unowned(int(previous.get("unownedMessagesRemoved") or 0))),
+            previous.get("conditions"),
+            generation=generation,
+            now=now,
         ),
     }

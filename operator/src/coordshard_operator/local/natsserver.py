@@ -187,6 +187,14 @@ class NatsServer:
             time.sleep(0.02)
         return self
 
+    def reload(self) -> None:
+        """Rewrite the config (after a change of ``extra_config``) and make the running
+        server read it again (SIGHUP), as an operator changing users or TLS would."""
+        if self.process is None or self.process.poll() is not None:
+            raise NatsServerError(f"{self.name} is not running")
+        (self.store_dir / f"{self.name}.conf").write_text(self._config())
+        self.process.send_signal(signal.SIGHUP)
+
     def stop(self, *, timeout: float = 10.0) -> None:
         """Graceful stop (SIGTERM, then SIGKILL after ``timeout``)."""
         if self.process is None or self.process.poll() is not None:

@@ -30,7 +30,7 @@ from coordshard_operator.local.group import LocalGroup
 from coordshard_operator.local.load import Ledger, LoadGenerator
 from coordshard_operator.local.natsserver import NatsServer, start_cluster, start_server
 from coordshard_operator.local.quantiles import percentile
-from coordshard_operator.local.workers import WorkerProcess, WorkerSpec
+from coordshard_operator.local.workers import WorkerProcess, WorkerSpec, pid_file, stop_leftovers
 from coordshard_operator.rebalancer.errors import TransientError
 from coordshard_operator.rebalancer.handoff import Checkpoint, Engine, GroupConfig
 
@@ -116,6 +116,14 @@ class LocalSystem:
     async def _start(self) -> None:
         o = self.options
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        logs = self.data_dir / "logs"
+        for name, pid in await asyncio.to_thread(stop_leftovers, logs):
+            logger.warning(
+                "stopped %s (pid %d), left running by an earlier run on %s",
+                name,
+                pid,
+                self.data_dir,
+            )
         if not o.nats_url:
             if o.cluster > 1:
                 self.servers = await asyncio.to_thread(
@@ -123,6 +131,9 @@ class LocalSystem:
                 )
             else:
                 self.servers = [await asyncio.to_thread(start_server, self.data_dir / "nats")]
+            for server in self.servers:
+                assert server.process is not None
+                pid_file(logs, server.name).write_text(f"{server.process.pid}\n")
         self.nc = await nats.connect(
             servers=self.url.split(","),
             max_reconnect_attempts=-1,
@@ -139,7 +150,7 @@ class LocalSystem:
             stream=config.stream,
             prefix=config.subject_prefix,
             shards=o.shards,
-            log_dir=self.data_dir / "logs",
+            log_dir=logs,
             extra_env={"COORDSHARD_FETCH_TIMEOUT": str(o.fetch_timeout_s), **o.worker_env},
         )
         self.workers = {

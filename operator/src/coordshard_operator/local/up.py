@@ -165,7 +165,8 @@ def _run_command(args: argparse.Namespace) -> int:
         view=not args.json and sys.stdout.isatty(),
     )
     logging.basicConfig(
-        level=logging.WARNING if options.view or options.json else logging.INFO,
+        # --json: the summary alone on stdout, INFO logs on stderr as without it.
+        level=logging.WARNING if options.view else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )

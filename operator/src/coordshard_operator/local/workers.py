@@ -28,7 +28,7 @@ from coordshard_client.naming import consumer_name
 from coordshard_operator.local.membership import WorkerState
 from coordshard_operator.local.natsserver import free_port
 
-__all__ = ["WorkerProcess", "WorkerSpec"]
+__all__ = ["WorkerProcess", "WorkerSpec", "pid_file", "stop_leftovers"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +69,8 @@ class WorkerProcess:
         self.crashes = 0
         """Crashes in a row (reset when an incarnation turns ready)."""
         self._stopping = False
+        self._killed: asyncio.subprocess.Process | None = None
+        """The incarnation we sent kill -9 (chaos restarts its victims itself)."""
         self._restart: asyncio.Task[None] | None = None
         self.spec = spec
         self.generation = 0
@@ -128,6 +130,9 @@ class WorkerProcess:
             "COORDSHARD_POD_UID": self.incarnation,
             "COORDSHARD_HTTP_HOST": "127.0.0.1",
             "COORDSHARD_HTTP_PORT": str(self.port),
+            # The worker stops by itself if we die (kill -9 of ``up``), as a pod's
+            # containers do not outlive their pod.
+            "COORDSHARD_PARENT_PID": str(os.getpid()),
             **s.extra_env,
         }
         s.log_dir.mkdir(parents=True, exist_ok=True)
@@ -142,6 +147,7 @@ class WorkerProcess:
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
             )
+        pid_file(s.log_dir, self.name).write_text(f"{self.process.pid}\n")
         consumer = consumer_name(group=s.group, member=self.name, incarnation=self.incarnation)
         if in_place:
             down = previous.exited_at or previous.not_ready_since or time.monotonic()
@@ -159,9 +165,11 @@ class WorkerProcess:
     async def _watch_exit(self, process: asyncio.subprocess.Process) -> None:
         code = await process.wait()
         if process is self.process:
-            if code in (0, -signal.SIGKILL):  # a clean stop, or our kill -9
+            if self._stopping or self._killed is process:  # our stop, or our kill -9
                 logger.info("worker %s pid=%s exited with %s", self.name, process.pid, code)
             else:
+                # Any exit we did not cause (a crash, the OOM killer, a user's kill -9,
+                # even a clean exit) is restarted, as a kubelet restarts a container.
                 log = self.spec.log_dir / f"{self.name}.log"
                 logger.warning(
                     "worker %s pid=%s exited with %s; the end of %s:\n%s",
@@ -223,7 +231,8 @@ class WorkerProcess:
                 os.kill(self.process.pid, sig)
 
     def kill(self) -> None:
-        """kill -9, as a crash does."""
+        """kill -9, as a crash does (not restarted by the crash rule: the caller does)."""
+        self._killed = self.process
         self.signal(signal.SIGKILL)
 
     async def stop(self, *, grace: float = 10.0) -> None:
@@ -245,6 +254,54 @@ class WorkerProcess:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def pid_file(log_dir: Path, name: str) -> Path:
+    """Where a worker's pid is kept, so a later ``up`` on the same data dir finds it."""
+    run = log_dir.parent / "run"
+    run.mkdir(parents=True, exist_ok=True)
+    return run / f"{name}.pid"
+
+
+def stop_leftovers(log_dir: Path, *, grace: float = 10.0) -> list[tuple[str, int]]:
+    """Stop the processes an earlier ``up`` on this data dir left running (it was killed
+    with -9: its nats-server, and workers frozen or too old to watch their parent);
+    return (name, pid) of each one stopped.
+
+    A pid counts only while it is still a worker or a nats-server (its command line
+    says so): pids are reused.
+    """
+    stopped = []
+    run = log_dir.parent / "run"
+    for path in sorted(run.glob("*.pid")) if run.is_dir() else []:
+        try:
+            pid = int(path.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            alive = b"coordshard_service" in cmdline or b"nats-server" in cmdline
+        except (OSError, ValueError):
+            alive = False
+        if alive:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+                os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + grace
+            while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+                if _zombie(pid):
+                    break
+                time.sleep(0.05)  # not our child: nothing to wait on but its /proc entry
+            if Path(f"/proc/{pid}").exists() and not _zombie(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            stopped.append((path.stem, pid))
+        path.unlink(missing_ok=True)
+    return stopped
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
+    except OSError:
+        return False
 
 
 def _tail(path: Path, lines: int = 15) -> str:

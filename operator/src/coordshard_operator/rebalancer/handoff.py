@@ -51,7 +51,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerInfo
+from nats.js.api import ConsumerInfo, StreamConfig
 
 from coordshard_client.naming import DEFAULT_GROUP, DEFAULT_STREAM, consumer_name, validate_name
 from coordshard_client.subjects import (
@@ -71,8 +71,10 @@ from coordshard_operator.rebalancer.jetstream import (
     stream_config,
 )
 from coordshard_operator.rebalancer.planning import plan_handoff
+from coordshard_operator.rebalancer.strays import Swept, sweep
 
 __all__ = [
+    "MAX_DELIVER",
     "META_EPOCH",
     "META_GROUP",
     "META_INCARNATION",
@@ -93,6 +95,13 @@ META_GROUP = "coordshard.group"
 META_MEMBER = "coordshard.member"
 META_INCARNATION = "coordshard.incarnation"
 META_EPOCH = "coordshard.epoch"
+
+MAX_DELIVER = 20
+"""The last resort against a message no worker can settle (one that kills or wedges
+it before the ack). A valid command is redelivered only when its worker stopped or
+died before acking it (a held batch is kept with ``in_progress``, which is no new
+delivery), so 20 is far past any run of restarts; with the default ``ack_wait`` of
+30 s it is at least 10 minutes of tries."""
 
 REWIND_ATTEMPTS = 3
 """Resets sent before a consumer whose cursor will not go back is given up on."""
@@ -119,6 +128,10 @@ class GroupConfig:
     """Seconds before an unacked delivery is redelivered; default 30."""
     max_ack_pending: int = 1000
     """Most unacked deliveries per consumer; default 1000."""
+    max_deliver: int = MAX_DELIVER
+    """Deliveries of one message before its consumer gives up on it; default 20. The
+    server then sends its max-deliveries advisory, on which the worker moves the
+    message into the dead-letter store (``coordshard_service.advisories``)."""
     duplicate_window_s: float = 120.0
     """Stream duplicate window for ``Nats-Msg-Id`` publisher retries, seconds; default 120."""
     drain_timeout_s: float = 2.0
@@ -141,6 +154,8 @@ class GroupConfig:
             raise ConfigError(f"shards must be 1..{MAX_SHARDS}, got {self.shards}")
         if self.replicas not in (1, 3, 5):
             raise ConfigError(f"replicas must be 1, 3 or 5, got {self.replicas}")
+        if self.max_deliver < 2:
+            raise ConfigError(f"max_deliver must be at least 2, got {self.max_deliver}")
         if self.drain_timeout_s <= 0 or self.pause_s <= self.drain_timeout_s:
             raise ConfigError("need 0 < drain_timeout_s < pause_s")
 
@@ -174,6 +189,8 @@ class ConsumerState:
     ack_floor_seq: int
     delivered_seq: int
     paused: bool
+    max_deliver: int = -1
+    """As configured; -1 (the server's "unlimited") on consumers made before it was set."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,22 +268,54 @@ class Engine:
         self.config = config
         self.api = JetStreamApi(js, retry=config.retry)
         self._checkpoint = checkpoint
+        self._swept = False
+        """Whether a sweep found the stream free of unowned messages since its
+        subjects were last written (or since this engine started)."""
+        self._stream_subjects: list[str] | None = None
+        """The stream's subjects as the last ``observe`` read them."""
 
     async def _step(self, name: str) -> None:
         if self._checkpoint is not None:
             await self._checkpoint(name)
 
-    async def ensure_stream(self) -> None:
-        """Create the stream if missing; an incompatible one raises StreamMismatchError."""
+    def _stream_config(self) -> StreamConfig:
         c = self.config
-        await self.api.ensure_stream(
-            stream_config(
-                name=c.stream,
-                subject_prefix=c.subject_prefix,
-                replicas=c.replicas,
-                duplicate_window_s=c.duplicate_window_s,
-            )
+        return stream_config(
+            name=c.stream,
+            subject_prefix=c.subject_prefix,
+            shards=c.shards,
+            replicas=c.replicas,
+            duplicate_window_s=c.duplicate_window_s,
         )
+
+    async def ensure_stream(self) -> None:
+        """Create the stream if missing, or rewrite its subjects to the shards' own.
+
+        An incompatible stream (retention), or a rewrite the server refuses, raises
+        StreamMismatchError. After a write the next ``sweep_strays`` looks for
+        messages stored under the old subjects.
+        """
+        info, written = await self.api.ensure_stream(self._stream_config())
+        self._stream_subjects = info.config.subjects
+        if written:
+            self._swept = False
+
+    async def sweep_strays(self) -> Swept | None:
+        """Keep the stream's subjects the shards' own, and remove messages no shard owns.
+
+        Level-based and cheap when nothing is wrong: the subjects read by the last
+        ``observe`` are compared (a stream rewritten by hand is put back), and the
+        stream is listed only until one sweep after the last write found it clean
+        (``strays``). None when no sweep ran.
+        """
+        if self._stream_subjects != self._stream_config().subjects:
+            await self.ensure_stream()
+        if self._swept:
+            return None
+        c = self.config
+        swept = await sweep(self.api, stream=c.stream, prefix=c.subject_prefix, shards=c.shards)
+        self._swept = swept.complete
+        return swept
 
     def _state(self, info: ConsumerInfo) -> ConsumerState | None:
         cfg = info.config
@@ -289,12 +338,14 @@ class Engine:
             ack_floor_seq=info.ack_floor.stream_seq if info.ack_floor else 0,
             delivered_seq=info.delivered.stream_seq if info.delivered else 0,
             paused=bool(info.paused),
+            max_deliver=cfg.max_deliver if cfg.max_deliver is not None else -1,
         )
 
     async def observe(self) -> Observed:
         """The group's consumers (by metadata) and the stream's sequence range."""
         infos = await self.api.consumers(self.config.stream)
         stream = await self.api.stream_info(self.config.stream)
+        self._stream_subjects = stream.config.subjects
         states = (self._state(i) for i in infos)
         return Observed(
             consumers={s.name: s for s in states if s is not None},
@@ -334,6 +385,7 @@ class Engine:
                 filter_subjects=[shard_filter(s, prefix=c.subject_prefix) for s in sorted(shards)],
                 ack_wait_s=c.ack_wait_s,
                 max_ack_pending=c.max_ack_pending,
+                max_deliver=c.max_deliver,
                 metadata={
                     META_GROUP: c.group,
                     META_MEMBER: member.member,
@@ -383,6 +435,14 @@ class Engine:
         raise JetStreamUnavailableError(
             f"consumer {name}: a reset to {first_seq} did not take "
             f"after {REWIND_ATTEMPTS} attempts; it stays paused for the next reconcile"
+        )
+
+    def drifted(self, observed: Observed) -> list[str]:
+        """The group's consumers whose settings differ from the config's (not their filters)."""
+        return sorted(
+            name
+            for name, c in observed.consumers.items()
+            if c.max_deliver != self.config.max_deliver
         )
 
     async def apply(
@@ -477,6 +537,13 @@ class Engine:
                 # first one keeps the ack floor below them meanwhile.
                 await self._rewind(name, first_seq)
                 await self._step(f"rewound {name}")
+
+        # Consumers the plan leaves alone but whose settings are not ours (made
+        # before max_deliver was set): the same filters, the current settings.
+        for name in self.drifted(observed):
+            if name in want and name not in narrow and name not in grow:
+                await self._put(name, sorted(want[name]), members[name], epoch)
+                await self._step(f"refreshed {name}")
 
         for name in left_paused:  # gainers among them were rewound above
             if name not in gainers:

@@ -1,11 +1,12 @@
 """The boundary to JetStream: every request the engine makes goes through here.
 
-It owns three things: the command stream's shape (``stream_config`` and the
-compatibility check), retries with backoff for conditions that pass by
-themselves (a cluster electing a leader takes ~5 s; a client reconnecting),
-and the mapping of nats-py errors onto ``coordshard_operator.rebalancer.errors``, done
-once, here. It also counts the requests that change consumers, so a caller
-(and a test) can see that a converged reconcile changed nothing.
+It owns three things: the command stream's shape (``stream_config``, the
+compatibility check and the in-place rewrite of its subjects), retries with
+backoff for conditions that pass by themselves (a cluster electing a leader
+takes ~5 s; a client reconnecting), and the mapping of nats-py errors onto
+``coordshard_operator.rebalancer.errors``, done once, here. It also counts
+the requests that change consumers, so a caller (and a test) can see that a
+converged reconcile changed nothing.
 
 Every consumer operation used here is idempotent (create-or-update, delete,
 reset to an explicit sequence, pause, resume), so retrying after a timeout
@@ -35,6 +36,7 @@ from nats.js.api import (
     StreamInfo,
 )
 
+from coordshard_client.subjects import stream_subjects
 from coordshard_operator.rebalancer.errors import (
     JetStreamApiError,
     JetStreamUnavailableError,
@@ -52,6 +54,11 @@ T = TypeVar("T")
 
 STREAM_NOT_FOUND = 10059
 CONSUMER_NOT_FOUND = 10014
+MESSAGE_NOT_FOUND = 10037
+SEQUENCE_NOT_FOUND = 10043
+STREAM_UPDATE_TIMEOUT_S = 30.0
+"""Timeout of a stream create or update, seconds: with 4096 subjects the server takes
+seconds to check them (docs/benchmarks.md), far past one ordinary request's."""
 # 503s and these codes mean "no leader / not ready yet": wait and retry.
 _RETRY_ERR_CODES = frozenset({10008, 10023})  # cluster not ready, insufficient resources
 
@@ -102,6 +109,9 @@ class JetStreamApi:
 
     def __init__(self, js: JetStreamContext, *, retry: RetryPolicy | None = None) -> None:
         self._js = js
+        # nats-py 2.16's add_stream/update_stream take no per-call timeout: a twin
+        # context over the same connection carries the longer one stream writes need.
+        self._slow_js = JetStreamContext(js._nc, prefix=js._prefix, timeout=STREAM_UPDATE_TIMEOUT_S)
         self.retry = retry or RetryPolicy()
         self.mutations = 0
         """Consumer create/update/delete/reset/pause/resume requests sent so far."""
@@ -138,19 +148,97 @@ class JetStreamApi:
 
         return await self._call(f"stream info {stream}", op, stream=stream)
 
-    async def ensure_stream(self, config: StreamConfig) -> StreamInfo:
-        """Create the stream if missing; check an existing one, never change it."""
-        assert config.name is not None
+    async def ensure_stream(self, config: StreamConfig) -> tuple[StreamInfo, bool]:
+        """Create the stream if missing, or rewrite an existing one's subjects to ``config``'s.
+
+        Returns the stream's info and whether its subjects were written (created or
+        rewritten): only then can it hold messages on subjects it no longer takes.
+        Anything else that differs (retention) is not ours to change and raises
+        StreamMismatchError, as does a rewrite the server refuses (another stream
+        holding some of the subjects).
+        """
+        name = config.name
+        assert name is not None
         try:
-            info = await self.stream_info(config.name)
+            info = await self.stream_info(name)
         except StreamMissingError:
 
-            async def op() -> StreamInfo:
-                return await self._js.add_stream(config)
+            async def create() -> StreamInfo:
+                return await self._slow_js.add_stream(config)
 
-            return await self._call(f"create stream {config.name}", op)
+            return await self._refusable(f"create stream {name}", create, name), True
         check_stream(info.config, config)
-        return info
+        if info.config.subjects == config.subjects:
+            return info, False
+        logger.warning(
+            "stream %s: rewriting its subjects (%d, was %s) to the %d shards' own",
+            name,
+            len(config.subjects or []),
+            _short(info.config.subjects),
+            len(config.subjects or []),
+        )
+        rewritten = info.config.evolve(subjects=config.subjects)
+
+        async def update() -> StreamInfo:
+            return await self._slow_js.update_stream(rewritten)
+
+        return await self._refusable(f"update stream {name}", update, name), True
+
+    async def _refusable(self, what: str, op: Callable[[], Awaitable[T]], stream: str) -> T:
+        """``op``, with a refusal by the server turned into StreamMismatchError."""
+        try:
+            return await self._call(what, op)
+        except JetStreamApiError as e:
+            raise StreamMismatchError(
+                f"{what}: the server refused it ({e}); fix or remove the stream, "
+                "or the streams whose subjects overlap it, by hand",
+                stream=stream,
+            ) from e
+
+    async def stream_subjects(self, stream: str, *, subjects_filter: str) -> StreamInfo:
+        """The stream's info with a count of messages per subject matching the filter."""
+
+        async def op() -> StreamInfo:
+            return await self._js.stream_info(stream, subjects_filter=subjects_filter)
+
+        return await self._call(f"list subjects of {stream}", op, stream=stream)
+
+    async def purge_subject(self, stream: str, subject: str) -> None:
+        """Delete every message on ``subject`` (a literal subject: no wildcard in it)."""
+
+        async def op() -> None:
+            await self._js.purge_stream(stream, subject=subject)
+
+        await self._call(f"purge {subject} from {stream}", op, stream=stream)
+
+    async def next_message(
+        self, stream: str, *, seq: int, subjects_filter: str
+    ) -> tuple[int, str] | None:
+        """(sequence, subject) of the first message at or after ``seq`` that the filter
+        matches, or None if there is none."""
+
+        async def op() -> tuple[int, str]:
+            msg = await self._js.get_msg(stream, seq=seq, subject=subjects_filter, next=True)
+            return msg.seq or 0, msg.subject or ""
+
+        try:
+            return await self._call(f"next message of {stream} from {seq}", op, stream=stream)
+        except JetStreamApiError as e:
+            if e.err_code == MESSAGE_NOT_FOUND:
+                return None
+            raise
+
+    async def delete_message(self, stream: str, seq: int) -> None:
+        """Delete one message; one already gone counts as deleted."""
+
+        async def op() -> None:
+            await self._js.delete_msg(stream, seq)
+
+        try:
+            await self._call(f"delete message {seq} of {stream}", op, stream=stream)
+        except JetStreamApiError as e:
+            if e.err_code != SEQUENCE_NOT_FOUND:
+                raise
 
     # -- consumers ------------------------------------------------------------
 
@@ -235,13 +323,22 @@ class JetStreamApi:
         await self._call(f"reset consumer {name} to {seq}", op, consumer=name)
 
 
+def _short(subjects: list[str] | None) -> str:
+    subjects = subjects or []
+    return str(subjects) if len(subjects) <= 3 else f"{subjects[:2]} and {len(subjects) - 2} more"
+
+
 def stream_config(
-    *, name: str, subject_prefix: str, replicas: int, duplicate_window_s: float
+    *, name: str, subject_prefix: str, shards: int, replicas: int, duplicate_window_s: float
 ) -> StreamConfig:
-    """The command stream: work-queue retention over ``<prefix>.>``, file storage."""
+    """The command stream: work-queue retention over the shards' own subjects, file storage.
+
+    The subjects are ``subjects.stream_subjects``: one per shard, so a publish on
+    a subject no consumer can own is refused by the server instead of stored.
+    """
     return StreamConfig(
         name=name,
-        subjects=[f"{subject_prefix}.>"],
+        subjects=stream_subjects(shards, prefix=subject_prefix),
         retention=RetentionPolicy.WORK_QUEUE,
         storage=StorageType.FILE,
         num_replicas=replicas,
@@ -250,13 +347,14 @@ def stream_config(
 
 
 def check_stream(actual: StreamConfig, wanted: StreamConfig) -> None:
-    """Raise StreamMismatchError unless ``actual`` can serve as ``wanted``."""
+    """Raise StreamMismatchError unless ``actual`` can serve as ``wanted``.
+
+    Its subjects are not compared: ``ensure_stream`` rewrites them.
+    """
     name = wanted.name or ""
     problems: list[str] = []
     if actual.retention != RetentionPolicy.WORK_QUEUE:
         problems.append(f"retention is {actual.retention}, not workqueue")
-    if not set(wanted.subjects or []) <= set(actual.subjects or []):
-        problems.append(f"subjects {actual.subjects} do not include {wanted.subjects}")
     if problems:
         raise StreamMismatchError(
             f"stream {name} exists but is incompatible ({'; '.join(problems)}); "
@@ -271,9 +369,11 @@ def consumer_config(
     filter_subjects: list[str],
     ack_wait_s: float,
     max_ack_pending: int,
+    max_deliver: int,
     metadata: dict[str, str],
 ) -> ConsumerConfig:
-    """A member's durable pull consumer: explicit ack, deliver all (work-queue rules)."""
+    """A member's durable pull consumer: explicit ack, deliver all (work-queue rules),
+    at most ``max_deliver`` deliveries of one message (then the server's advisory)."""
     return ConsumerConfig(
         durable_name=name,
         name=name,
@@ -281,6 +381,7 @@ def consumer_config(
         ack_policy=AckPolicy.EXPLICIT,
         ack_wait=ack_wait_s,
         max_ack_pending=max_ack_pending,
+        max_deliver=max_deliver,
         filter_subjects=filter_subjects,
         metadata=metadata,
     )

@@ -1,9 +1,10 @@
 """One pass of the rebalancer, shared by every membership source.
 
-observe (the consumers in NATS, read once) → plan (pure) → apply (the engine,
-handed the same reading), and only when something has to change: the plan
-moves shards, a dead member still has a consumer, or a consumer is still
-paused by a pass that died before its end. The operator and local mode
+observe (the consumers in NATS, read once) → sweep (messages no shard owns,
+see ``strays``; free once the stream is clean) → plan (pure) → apply (the
+engine, handed the same reading), and only when something has to change: the
+plan moves shards, a dead member still has a consumer, a consumer is still
+paused by a pass that died before its end, or one has settings not ours. The operator and local mode
 differ only in how they decide who is live; the rules on what a live member
 may own are here, once.
 """
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 
 from coordshard_operator.rebalancer.handoff import Engine, MemberInfo, Observed, Report
 from coordshard_operator.rebalancer.planning import Plan, plan
+from coordshard_operator.rebalancer.strays import Swept
 
 __all__ = ["Pass", "run_pass"]
 
@@ -30,7 +32,9 @@ class Pass:
     less held members that had no consumer."""
     plan: Plan
     report: Report | None
-    """None when nothing had to change (no JetStream request was made)."""
+    """None when nothing had to change (no consumer request was made)."""
+    swept: Swept | None = None
+    """What the sweep for unowned messages removed; None when none ran."""
 
     @property
     def changed(self) -> bool:
@@ -53,6 +57,7 @@ async def run_pass(
     consumer is left out (it owns nothing, and nothing is created for it).
     """
     observed = await engine.observe()
+    swept = await engine.sweep_strays()
     held = {m for m in hold if m in members}
     planned = {
         name: info
@@ -67,9 +72,9 @@ async def run_pass(
         hold=sorted(held & set(planned)),
     )
     stalled = any(c.paused for c in observed.consumers.values())
-    if result.converged and not stalled:
-        return Pass(observed, planned, result, None)
+    if result.converged and not stalled and not engine.drifted(observed):
+        return Pass(observed, planned, result, None, swept)
     report = await engine.apply(
         result.balance.assignment, members=planned, epoch=epoch, observed=observed
     )
-    return Pass(observed, planned, result, report)
+    return Pass(observed, planned, result, report, swept)
