@@ -24,6 +24,7 @@ import asyncio
 import json
 import logging
 
+import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -73,7 +74,13 @@ class GiveUps:
     async def stop(self) -> None:
         sub, self._sub = self._sub, None
         if sub is not None and not self.nc.is_closed:
-            await sub.unsubscribe()
+            # Best effort: on a connection lost for good the write itself fails (uvloop
+            # raises RuntimeError on a closed transport), and that must not replace
+            # the error the worker exits with.
+            try:
+                await sub.unsubscribe()
+            except (nats.errors.Error, OSError, RuntimeError) as e:
+                logger.debug("unsubscribing from advisories: %r", e)
 
     async def _on_advisory(self, msg: Msg) -> None:
         try:

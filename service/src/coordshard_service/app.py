@@ -239,7 +239,7 @@ async def run(
             await health.stop()
         if lost.done() or nc.is_closed:
             # nats-py's close() may trip over the dead socket; nothing is left to flush.
-            with contextlib.suppress(OSError, nats.errors.Error):
+            with contextlib.suppress(OSError, RuntimeError, nats.errors.Error):
                 await nc.close()
         else:
             await nc.drain()
