@@ -27,7 +27,15 @@ from coordshard_client.messages import HEADER_KEY, HEADER_REPLY
 from coordshard_operator.local.natsserver import NatsServer
 from coordshard_service.store import Store
 
-from .conftest import PREFIX, SHARDS, Provisioner, RunningWorker, start_member, wait_until
+from .conftest import (
+    PREFIX,
+    SHARDS,
+    Provisioner,
+    RunningWorker,
+    start_member,
+    wait_drained,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -384,13 +392,7 @@ async def test_no_poison_kills_wedges_or_deafens_a_worker_and_the_stream_drains(
     stop.set()
     await traffic
 
-    async def messages() -> int:
-        return (await js.stream_info(provisioner.stream)).state.messages
-
-    deadline = asyncio.get_running_loop().time() + BOUND
-    while await messages():
-        assert asyncio.get_running_loop().time() < deadline, "the stream never drained"
-        await asyncio.sleep(0.1)
+    await wait_drained(js, provisioner.stream, timeout=BOUND)
 
     # No worker died, wedged or went deaf; every shard answers; nothing valid was lost.
     for r in two_workers:
