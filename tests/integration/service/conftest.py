@@ -298,3 +298,21 @@ async def wait_drained(js: JetStreamContext, stream: str, *, timeout: float = 5.
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"stream {stream} never drained within {timeout}s")
         await asyncio.sleep(0.02)
+
+
+async def wait_settled(
+    js: JetStreamContext, stream: str, consumer: str, *, timeout: float = 5.0
+) -> None:
+    """Wait until ``consumer`` has nothing pending and nothing unacked: the answer to
+    the last command can arrive a moment before the server has taken its ack."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        info = await js.consumer_info(stream, consumer)
+        if info.num_ack_pending == 0 and info.num_pending == 0:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(
+                f"consumer {consumer} still holds {info.num_ack_pending} unacked and"
+                f" {info.num_pending} pending after {timeout}s"
+            )
+        await asyncio.sleep(0.02)

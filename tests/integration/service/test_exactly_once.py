@@ -48,6 +48,7 @@ from .conftest import (
     start_member,
     start_worker,
     stream_key,
+    wait_settled,
     wait_until,
     worker_settings,
 )
@@ -314,8 +315,7 @@ async def test_a_batch_whose_consumer_was_reset_under_it_is_left_to_the_redelive
     await asyncio.wait_for(load.check_applied_once(), 20)  # ack_wait is 30 s
     assert reset and worker.metrics.fenced._value.get() == 0
     assert worker.metrics.dedupe_hits._value.get() >= 1  # the batch came again, replayed
-    info = await js.consumer_info(worker.settings.stream, worker.consumer)
-    assert info.num_ack_pending == 0 and info.num_pending == 0
+    await wait_settled(js, worker.settings.stream, worker.consumer)
 
 
 async def test_a_batch_the_store_refuses_is_held_and_applied_in_order_once_it_is_back(
