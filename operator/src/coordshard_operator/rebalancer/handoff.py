@@ -294,8 +294,8 @@ class Engine:
         A server older than the protocol needs raises NatsServerTooOldError before
         anything is created. An incompatible stream (retention, a recorded shard
         count other than ours), or a rewrite the server refuses, raises
-        StreamMismatchError; a stream that records no shard count gets ours. After a write the next ``sweep_strays`` looks for
-        messages stored under the old subjects.
+        StreamMismatchError; a stream that records no shard count gets ours. After a
+        write the next ``sweep_strays`` looks for messages stored under the old subjects.
         """
         info, written = await self.api.ensure_stream(self._stream_config())
         self._stream_subjects = info.config.subjects
