@@ -18,9 +18,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
-__all__ = ["FEATURES", "MIN_SERVER_VERSION", "Feature", "server_version_problem"]
+__all__ = [
+    "FEATURES",
+    "MIN_SERVER_VERSION",
+    "Announced",
+    "Feature",
+    "announced_version",
+    "server_version_problem",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +59,26 @@ MIN_SERVER_VERSION: Final = max(f.since for f in FEATURES)
 """The oldest nats-server every part works with: the newest feature's release."""
 
 _VERSION: Final = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)")
+
+
+class Announced(Protocol):
+    """What nats-py's ``Client.connected_server_version`` gives (a ``ServerVersion``)."""
+
+    @property
+    def major(self) -> int: ...
+    @property
+    def minor(self) -> int: ...
+    @property
+    def patch(self) -> int: ...
+
+
+def announced_version(version: Announced) -> str:
+    """``major.minor.patch`` of the server's announced version; ``repr`` of it if nats-py
+    cannot read it (then ``server_version_problem`` calls it unreadable)."""
+    try:
+        return f"{version.major}.{version.minor}.{version.patch}"
+    except ValueError:
+        return repr(version)
 
 
 def _dotted(version: tuple[int, int, int]) -> str:

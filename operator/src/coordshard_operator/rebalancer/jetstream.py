@@ -36,7 +36,11 @@ from nats.js.api import (
     StreamInfo,
 )
 
-from coordshard_client.serverversion import MIN_SERVER_VERSION, server_version_problem
+from coordshard_client.serverversion import (
+    MIN_SERVER_VERSION,
+    announced_version,
+    server_version_problem,
+)
 from coordshard_client.subjects import STREAM_META_SHARDS, recorded_shards, stream_subjects
 from coordshard_operator.rebalancer.errors import (
     JetStreamApiError,
@@ -147,7 +151,7 @@ class JetStreamApi:
         feature we use (``coordshard_client.serverversion``). Read from the server's
         INFO, so it is free; called before anything is created, every time (after a
         reconnect the server may be another, older node)."""
-        found = self._js._nc.connected_server_version._server_version
+        found = announced_version(self._js._nc.connected_server_version)
         problem = server_version_problem(found)
         if problem is not None:
             raise NatsServerTooOldError(
