@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -208,26 +209,12 @@ def test_workers_stop_when_up_is_killed_and_the_next_up_stops_what_was_left(
 async def test_up_on_a_too_old_nats_server_says_so_and_creates_nothing(
     old_nats_server: NatsServer, tmp_path: Path
 ) -> None:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "coordshard_operator",
-            "up",
-            "--nats",
-            old_nats_server.url,
-            "--workers",
-            "1",
-            "--duration",
-            "5",
-            "--json",
-            "--data-dir",
-            str(tmp_path / "up"),
-        ],  # fmt: skip
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    args = [
+        sys.executable, "-m", "coordshard_operator", "up", "--nats", old_nats_server.url,
+        "--workers", "1", "--duration", "5", "--json", "--data-dir", str(tmp_path / "up"),
+    ]  # fmt: skip
+    proc = await asyncio.to_thread(
+        subprocess.run, args, capture_output=True, text=True, timeout=60, check=False
     )
     assert proc.returncode == 1, proc.stderr
     assert "coordshard up: error: nats-server 2.9." in proc.stderr
