@@ -1,4 +1,5 @@
-"""The operator against a nats-server too old for it (issue 13 §3).
+"""The operator refuses what it cannot serve, once, and creates nothing (issues 13 §3
+and 15 §3): a nats-server too old for it, a stream recording another shard count.
 
 On nats-server 2.9 it created an unfiltered consumer, posted six identical
 ShardsMoved Events and looped on "multiple non-filtered consumers not allowed".
@@ -10,12 +11,15 @@ creates nothing, pass after pass.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
 import nats
 import pytest
+from nats.js.api import RetentionPolicy, StreamConfig
 
+from coordshard_client.subjects import STREAM_META_SHARDS, stream_subjects
 from coordshard_operator.kube import crd
 from coordshard_operator.local.natsserver import NatsServer, free_port
 from coordshard_operator.testing.cluster import Cluster, OperatorProcess, wait_until
@@ -84,3 +88,39 @@ async def test_an_old_server_gives_one_condition_one_event_and_no_consumer(
 
 async def _more(http: aiohttp.ClientSession, url: str, at_least: float) -> bool:
     return await reconcile_errors(http, url) >= at_least
+
+
+async def test_a_stream_recording_another_shard_count_is_degraded_and_left_alone(
+    cluster: Cluster, operator: Callable[..., OperatorProcess], nats_server: NatsServer
+) -> None:
+    nc = await nats.connect(nats_server.url, max_reconnect_attempts=1)
+    try:
+        js = nc.jetstream()
+        await js.add_stream(
+            StreamConfig(
+                name="COORDINATE",
+                subjects=stream_subjects(8),
+                retention=RetentionPolicy.WORK_QUEUE,
+                metadata={STREAM_META_SHARDS: "8"},
+            )
+        )
+        operator()
+        cluster.add_pod("w-0")
+        cluster.add_cr(shards=4)
+        await wait_until(
+            lambda: cluster.condition(crd.CONDITION_DEGRADED) == "True", what="Degraded"
+        )
+        [condition] = [
+            c for c in cluster.status()["conditions"] if c["type"] == crd.CONDITION_DEGRADED
+        ]
+        assert condition["reason"] == crd.REASON_STREAM_MISMATCH
+        assert "records 8 shards" in condition["message"]
+        events = await wait_until(
+            lambda: cluster.events(crd.REASON_STREAM_MISMATCH), what="the Event"
+        )
+        assert len(events) == 1
+        info = await js.stream_info("COORDINATE")
+        assert info.config.subjects == stream_subjects(8)
+        assert (await js.account_info()).consumers == 0
+    finally:
+        await nc.close()
