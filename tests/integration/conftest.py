@@ -48,6 +48,24 @@ def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
     server.kill()
 
 
+OLD_NATS_SERVER = Path("/usr/sbin/nats-server")
+"""Debian's nats-server 2.9, too old for the project (scripts/services.sh installs it)."""
+
+
+@pytest.fixture
+def old_nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    """A nats-server older than the project needs, with JetStream, on a free port."""
+    if not OLD_NATS_SERVER.is_file():
+        missing_service(
+            f"no old nats-server at {OLD_NATS_SERVER}",
+            how="as root, `bash scripts/services.sh` installs Debian's",
+        )
+    server = NatsServer(store_dir=tmp_path / "old-nats", name="old", binary=OLD_NATS_SERVER)
+    server.start()
+    yield server
+    server.kill()
+
+
 @pytest.fixture
 def nats_cluster(tmp_path: Path) -> Iterator[list[NatsServer]]:
     nodes = start_cluster(tmp_path / "cluster", size=3)

@@ -10,6 +10,7 @@ EXPECTED = {
     "Bounds",
     "CommandSubject",
     "CoordinateClient",
+    "CoordinateConfigError",
     "CoordinateConflictError",
     "CoordinateError",
     "CoordinateMismatchError",
@@ -44,6 +45,8 @@ def test_error_tree() -> None:
 
     assert issubclass(e.OutOfBoundsError, e.CoordinateConflictError)
     assert issubclass(e.CoordinateTimeoutError, e.CoordinateUnavailableError)
+    assert issubclass(e.CoordinateConfigError, ValueError)
+    assert not issubclass(e.CoordinateConfigError, e.CoordinateUnavailableError)
     assert issubclass(e.CoordinateTimeoutError, TimeoutError)
     assert issubclass(e.CoordinateValidationError, ValueError)
     assert issubclass(e.CoordinateNotFoundError, LookupError)

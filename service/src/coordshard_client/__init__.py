@@ -6,6 +6,7 @@ the wire models live in ``coordshard_client.messages``.
 """
 
 from coordshard_client.errors import (
+    CoordinateConfigError,
     CoordinateConflictError,
     CoordinateError,
     CoordinateMismatchError,
@@ -43,6 +44,7 @@ __all__ = [
     "Bounds",
     "CommandSubject",
     "CoordinateClient",
+    "CoordinateConfigError",
     "CoordinateConflictError",
     "CoordinateError",
     "CoordinateMismatchError",

@@ -32,7 +32,7 @@ from coordshard_client.messages import (
     Outcome,
 )
 from coordshard_client.naming import DEFAULT_STREAM
-from coordshard_client.subjects import DEFAULT_PREFIX
+from coordshard_client.subjects import DEFAULT_PREFIX, STREAM_META_SHARDS
 
 __all__ = ["COMMAND_MODELS", "document"]
 
@@ -139,7 +139,9 @@ def document(*, prefix: str = DEFAULT_PREFIX) -> dict[str, Any]:
             "parameters": {
                 "shard": {
                     "description": "FNV-1a 32-bit of the UTF-8 system id, modulo the "
-                    "shard count (nats-server's partition())."
+                    "group's shard count N (nats-server's partition()). N is recorded in "
+                    f"the stream's metadata under {STREAM_META_SHARDS!r}; a publisher "
+                    "reads it there."
                 },
                 "system_id": {"description": "The system id: one NATS subject token."},
             },

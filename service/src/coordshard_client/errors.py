@@ -4,6 +4,8 @@
 
     CoordinateError
     ├── CoordinateValidationError (ValueError)   the request is malformed; fix it, don't retry
+    ├── CoordinateConfigError (ValueError)       the client does not fit the deployment (no such
+    │                                            stream, another shard count); fix, don't retry
     ├── CoordinateNotFoundError (LookupError)    the system or point does not exist
     ├── CoordinateConflictError                  the state forbids it (exists, version mismatch)
     │   └── OutOfBoundsError                     a move would leave the system's bounds
@@ -19,6 +21,7 @@ from __future__ import annotations
 from coordshard_client.messages import ErrorCode, ErrorInfo
 
 __all__ = [
+    "CoordinateConfigError",
     "CoordinateConflictError",
     "CoordinateError",
     "CoordinateMismatchError",
@@ -41,6 +44,16 @@ class CoordinateError(Exception):
 
 class CoordinateValidationError(CoordinateError, ValueError):
     """The command is invalid (client-side or as judged by the worker); do not retry as is."""
+
+
+class CoordinateConfigError(CoordinateError, ValueError):
+    """The client's settings cannot work with what the server holds: ``stream=`` names
+    no stream, or ``shards=`` is not the group's (every command would go to a shard
+    no worker owns). Raised by ``start()``; a retry fails the same way."""
+
+    def __init__(self, message: str, *, stream: str) -> None:
+        super().__init__(message)
+        self.stream = stream
 
 
 class CoordinateNotFoundError(CoordinateError, LookupError):

@@ -109,12 +109,18 @@ def operator_permissions(*, streams: tuple[str, ...] = (DEFAULT_STREAM,)) -> Per
 
 
 def gateway_permissions(
-    *, prefix: str = DEFAULT_PREFIX, reply_prefix: str = DEFAULT_REPLY_PREFIX
+    *,
+    prefix: str = DEFAULT_PREFIX,
+    stream: str = DEFAULT_STREAM,
+    reply_prefix: str = DEFAULT_REPLY_PREFIX,
 ) -> Permissions:
-    """A gateway: publish commands (the stream acks them on its inbox) and read the
+    """A gateway: read the stream's info at start (that it exists, and the shard count
+    it records), publish commands (the stream acks them on its inbox) and read the
     outcomes on the reply prefix."""
     subscribe = (INBOX,) if reply_prefix == DEFAULT_REPLY_PREFIX else (INBOX, f"{reply_prefix}.>")
-    return Permissions(publish=(f"{prefix}.>",), subscribe=subscribe)
+    return Permissions(
+        publish=(f"{JS_API}.STREAM.INFO.{stream}", f"{prefix}.>"), subscribe=subscribe
+    )
 
 
 def server_config(users: Mapping[str, Permissions]) -> str:

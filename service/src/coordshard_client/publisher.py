@@ -25,13 +25,23 @@ stored. A replayed outcome answers our idempotency key, and its sequence is
 that of whichever publish of the key was first applied, which may be one this
 call never saw (a retry after the duplicate window, or on an earlier stream):
 it is accepted once an ack has come.
+
+Start-up checks (``start()``): the first connect is bounded by the client's
+``timeout`` and fails with ``CoordinateUnavailableError`` (nats-py would retry
+it for ever, logging a traceback per attempt); the stream is read once, so a
+``stream=`` that names no stream, or a ``shards=`` other than the N the stream
+records (``subjects.STREAM_META_SHARDS``), is a ``CoordinateConfigError`` at
+start, not a timeout on every call. ``shards=None`` (the default) takes the
+stream's N.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
+import logging
 import re
 import uuid
 from collections.abc import Sequence
@@ -39,13 +49,14 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Final, Self, TypeVar
 
-import nats
 import nats.errors
+import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from pydantic import BaseModel, ValidationError
 
 from coordshard_client.errors import (
+    CoordinateConfigError,
     CoordinateError,
     CoordinateMismatchError,
     CoordinateTimeoutError,
@@ -79,13 +90,17 @@ from coordshard_client.naming import DEFAULT_STREAM
 from coordshard_client.subjects import (
     DEFAULT_PREFIX,
     DEFAULT_SHARDS,
+    STREAM_META_SHARDS,
     InvalidSubjectError,
     command_subject,
+    shards_of_stream,
 )
 
 __all__ = ["CoordinateClient"]
 
 EXPECTED_STREAM: Final = "Nats-Expected-Stream"
+
+logger = logging.getLogger(__name__)
 
 _C = TypeVar("_C", bound=BaseModel)
 _R = TypeVar("_R", bound=BaseModel)
@@ -96,6 +111,8 @@ _PLAIN_ACK: Final = b'{"stream":'
 """How a stream's ack of a fresh publish begins; refusals begin with ``{"error"``."""
 _ACK_SEQ: Final = re.compile(rb'"seq":\s*(\d+)')
 """The stream sequence in a publish ack, read without parsing the JSON."""
+_STREAM_NOT_FOUND: Final = 10059
+"""JetStream's err_code for a stream that does not exist."""
 
 
 @dataclass(slots=True)
@@ -129,7 +146,7 @@ class CoordinateClient:
         nc: Client | None = None,
         *,
         servers: Sequence[str] = (),
-        shards: int = DEFAULT_SHARDS,
+        shards: int | None = None,
         prefix: str = DEFAULT_PREFIX,
         stream: str = DEFAULT_STREAM,
         timeout: float = DEFAULT_TIMEOUT,
@@ -139,7 +156,9 @@ class CoordinateClient:
         self._nc = nc
         self._owns = nc is None
         self._servers = list(servers)
-        self.shards = shards
+        self._asked_shards = shards
+        self.shards: int = DEFAULT_SHARDS if shards is None else shards
+        """The group's N: ``shards=``, or (if None) the stream's, read by ``start()``."""
         self.prefix = prefix
         self.stream = stream
         self.timeout = timeout
@@ -155,12 +174,25 @@ class CoordinateClient:
         cls,
         *,
         servers: Sequence[str],
-        shards: int = DEFAULT_SHARDS,
+        shards: int | None = None,
         prefix: str = DEFAULT_PREFIX,
         stream: str = DEFAULT_STREAM,
         timeout: float = DEFAULT_TIMEOUT,
     ) -> CoordinateClient:
-        """A client that opens (on ``__aenter__``) and closes its own connection."""
+        """A client that opens (on ``__aenter__``) and closes its own connection.
+
+        Args:
+            servers: NATS URLs.
+            shards: the group's shard count; None (default): the one the stream records.
+            prefix: the command subject prefix; default ``coordinate.cmd``.
+            stream: the command stream; default ``COORDINATE``.
+            timeout: seconds a call waits for its outcome, and the first connect and
+                the stream check at start may take; default 5.
+
+        Raises (from ``__aenter__``):
+            CoordinateUnavailableError: no connection within ``timeout``.
+            CoordinateConfigError: no such stream, or ``shards`` is not the stream's.
+        """
         return cls(servers=servers, shards=shards, prefix=prefix, stream=stream, timeout=timeout)
 
     async def __aenter__(self) -> Self:
@@ -176,19 +208,110 @@ class CoordinateClient:
         await self.close()
 
     async def start(self) -> None:
-        """Connect (if owning the connection) and subscribe to this client's reply inbox."""
+        """Connect (if owning the connection), check the stream, and subscribe to this
+        client's reply inbox.
+
+        Raises:
+            CoordinateUnavailableError: no connection (or no answer) within ``timeout``.
+            CoordinateConfigError: ``stream`` does not exist, or ``shards`` is not the
+                shard count the stream records.
+        """
         if self._nc is None:
-            try:
-                self._nc = await nats.connect(
-                    servers=self._servers,
-                    max_reconnect_attempts=-1,
-                    ping_interval=10,
-                    flush_timeout=self.timeout,  # bounds a publish into a full buffer
+            self._nc = await self._connect()
+        try:
+            self.shards = await self._read_shards(self._nc)
+            self._inbox = self._nc.new_inbox()
+            self._sub = await self._nc.subscribe(self._inbox + ".*", cb=self._on_reply)
+        except BaseException:
+            if self._owns:
+                await self._nc.close()
+                self._nc = None
+            raise
+
+    async def _connect(self) -> Client:
+        """A connection within ``timeout``, or CoordinateUnavailableError.
+
+        nats-py retries a first connect for ever when reconnects are unbounded, and
+        its default error callback logs a traceback per attempt; ours keeps the last
+        error to name it, and only once connected logs (one line, no traceback) the
+        losses it then rides out by reconnecting."""
+        nc = Client()
+        last: list[BaseException] = []
+        where = ", ".join(self._servers)
+
+        async def on_error(e: Exception) -> None:
+            last[:] = [e]
+            if nc.is_connected or nc.is_reconnecting:
+                logger.warning("NATS %s: %s", where, e)
+            else:
+                logger.debug("NATS %s: %s", where, e)
+
+        async def on_disconnected() -> None:
+            if not nc.is_closed:
+                logger.warning("NATS %s: disconnected, reconnecting", where)
+
+        connecting = asyncio.ensure_future(
+            nc.connect(
+                servers=self._servers,
+                connect_timeout=max(1, int(self.timeout)),  # one attempt; wait_for bounds all
+                max_reconnect_attempts=-1,
+                ping_interval=10,
+                flush_timeout=self.timeout,  # bounds a publish into a full buffer
+                error_cb=on_error,
+                disconnected_cb=on_disconnected,
+            )
+        )
+        try:
+            await asyncio.wait_for(asyncio.shield(connecting), self.timeout)
+        except (TimeoutError, OSError, nats.errors.Error) as e:
+            connecting.cancel()
+            with contextlib.suppress(BaseException):
+                await connecting
+            with contextlib.suppress(BaseException):
+                await nc.close()
+            cause = last[0] if last else e
+            raise CoordinateUnavailableError(
+                f"connecting to NATS at {where}: no connection within {self.timeout}s "
+                f"({type(cause).__name__}: {cause})"
+            ) from e
+        return nc
+
+    async def _read_shards(self, nc: Client) -> int:
+        """The group's N: check ``shards=`` against the stream's, or take the stream's."""
+        try:
+            info = await nc.jetstream(timeout=self.timeout).stream_info(self.stream)
+        except nats.js.errors.NotFoundError as e:
+            if e.err_code != _STREAM_NOT_FOUND:
+                raise CoordinateUnavailableError(f"reading stream {self.stream}: {e}") from e
+            raise CoordinateConfigError(
+                f"stream {self.stream!r} does not exist: check stream= (the group's "
+                "CoordinateShards spec.stream), and that its operator has created it",
+                stream=self.stream,
+            ) from e
+        except (TimeoutError, nats.errors.Error) as e:
+            raise CoordinateUnavailableError(
+                f"reading stream {self.stream}: {type(e).__name__}: {e} (may this client "
+                f"request $JS.API.STREAM.INFO.{self.stream}? see permissions.gateway_permissions)"
+            ) from e
+        found = shards_of_stream(info.config.metadata, info.config.subjects, prefix=self.prefix)
+        asked = self._asked_shards
+        if found is None:
+            if asked is None:
+                raise CoordinateConfigError(
+                    f"stream {self.stream} states no shard count (no {STREAM_META_SHARDS} "
+                    f"in its metadata, and its subjects are not {self.prefix}'s per shard): "
+                    "pass shards=",
+                    stream=self.stream,
                 )
-            except (OSError, nats.errors.Error) as e:
-                raise CoordinateUnavailableError(f"connecting to NATS: {e}") from e
-        self._inbox = self._nc.new_inbox()
-        self._sub = await self._nc.subscribe(self._inbox + ".*", cb=self._on_reply)
+            return asked
+        if asked is not None and asked != found:
+            raise CoordinateConfigError(
+                f"shards={asked}, but stream {self.stream} holds a group of {found} shards: "
+                f"commands would go to shards no worker owns. Pass shards={found}, or leave "
+                "it out to take the stream's",
+                stream=self.stream,
+            )
+        return found
 
     async def close(self) -> None:
         """Stop listening for outcomes; close the connection if this client opened it."""

@@ -19,7 +19,7 @@ all follow this module.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -29,16 +29,19 @@ __all__ = [
     "DEFAULT_SHARDS",
     "MAX_REPLY_BYTES",
     "MAX_SHARDS",
+    "STREAM_META_SHARDS",
     "CommandSubject",
     "InvalidSubjectError",
     "command_subject",
     "is_owned_subject",
     "parse_shard_filter",
     "parse_subject",
+    "recorded_shards",
     "reply_problem",
     "shard_filter",
     "shard_of",
     "shards_of_filters",
+    "shards_of_stream",
     "stream_subjects",
     "validate_prefix",
     "validate_token",
@@ -49,6 +52,9 @@ DEFAULT_SHARDS: Final = 16
 """The shard count everything defaults to; it must equal the stream's."""
 MAX_SHARDS: Final = 4096
 """The largest shard count: nats-server's ``partition()`` and the CRD allow no more."""
+STREAM_META_SHARDS: Final = "coordshard.shards"
+"""The stream metadata key that records the group's shard count (decimal), written by
+the engine when it creates (or adopts) the stream; every party reads N from it."""
 MAX_TOKEN_BYTES: Final = 128
 """System ids and ops are single NATS tokens of at most this many UTF-8 bytes."""
 
@@ -198,6 +204,33 @@ def stream_subjects(shards: int, *, prefix: str = DEFAULT_PREFIX) -> list[str]:
     """
     _check_shards(shards)
     return [f"{prefix}.{s}.*.*" for s in range(shards)]
+
+
+def recorded_shards(metadata: Mapping[str, str] | None) -> int | None:
+    """The shard count a stream's metadata records (``STREAM_META_SHARDS``), or None if
+    it records none (a stream made before the count was recorded) or an unreadable one."""
+    value = (metadata or {}).get(STREAM_META_SHARDS, "")
+    if not _is_canonical_int(value) or not 1 <= int(value) <= MAX_SHARDS:
+        return None
+    return int(value)
+
+
+def shards_of_stream(
+    metadata: Mapping[str, str] | None,
+    subjects: Sequence[str] | None,
+    *,
+    prefix: str = DEFAULT_PREFIX,
+) -> int | None:
+    """The group's N as a stream states it: recorded in its metadata, or else implied by
+    subjects that are exactly ``stream_subjects(n, prefix=prefix)`` (a stream made
+    before N was recorded); None when neither says (e.g. a catch-all ``<prefix>.>``)."""
+    recorded = recorded_shards(metadata)
+    if recorded is not None:
+        return recorded
+    listed = list(subjects or ())
+    if 1 <= len(listed) <= MAX_SHARDS and listed == stream_subjects(len(listed), prefix=prefix):
+        return len(listed)
+    return None
 
 
 def is_owned_subject(subject: str, *, shards: int, prefix: str = DEFAULT_PREFIX) -> bool:

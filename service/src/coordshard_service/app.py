@@ -25,10 +25,11 @@ import nats
 import nats.errors
 from nats.aio.client import Client
 
+from coordshard_client.serverversion import announced_version, server_version_problem
 from coordshard_service.advisories import GiveUps
 from coordshard_service.cache import Cache
 from coordshard_service.consuming import Worker
-from coordshard_service.errors import NatsUnavailableError
+from coordshard_service.errors import NatsServerTooOldError, NatsUnavailableError
 from coordshard_service.health import HealthServer
 from coordshard_service.metrics import Metrics
 from coordshard_service.natsconnect import WorkerClient, connect_options
@@ -125,6 +126,15 @@ async def _connect(
     return nc
 
 
+async def _check_server(nc: Client) -> None:
+    """Close ``nc`` and raise NatsServerTooOldError if its server lacks a feature we use
+    (a 2.9 server would hand us a consumer that filters nothing, and we would wait on)."""
+    problem = server_version_problem(announced_version(nc.connected_server_version))
+    if problem is not None:
+        await nc.close()
+        raise NatsServerTooOldError(problem)
+
+
 PARENT_POLL_S = 0.5
 """Seconds between looks at whether our parent (``parent_pid``) still is."""
 
@@ -194,8 +204,13 @@ async def run(
     lost: asyncio.Future[str] = asyncio.get_running_loop().create_future()
     try:
         nc = await _connect(settings, options, stop, lost=lost)
+        if nc is not None:
+            await _check_server(nc)
+    except NatsServerTooOldError:
+        nc = None
+        raise
     finally:
-        if nc is None:  # refused, or stopped while connecting
+        if nc is None:  # refused, too old, or stopped while connecting
             if health is not None:
                 await health.stop()
             store.dispose()

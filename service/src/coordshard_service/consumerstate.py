@@ -39,6 +39,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerInfo, RawStreamMsg, StreamInfo
 
+from coordshard_client.subjects import recorded_shards
 from coordshard_service.errors import NatsUnavailableError, ReplyError
 from coordshard_service.pulling import Puller
 
@@ -82,6 +83,9 @@ class StreamInstance:
     created: datetime
     first_seq: int
     """The stream's first sequence when it was read (where a rewind starts)."""
+    shards: int | None = None
+    """The shard count the stream's metadata records (``subjects.STREAM_META_SHARDS``);
+    None for a stream made before it was recorded."""
 
     @property
     def key(self) -> str:
@@ -188,7 +192,8 @@ async def stream_instance(js: JetStreamContext, stream: str) -> StreamInstance:
         info: StreamInfo = await js.stream_info(stream)
     if info.created is None:  # servers older than the 2.14 we require
         raise NatsUnavailableError(f"stream {stream}: the server reports no creation time")
-    return StreamInstance(stream, info.created, info.state.first_seq)
+    shards = recorded_shards(info.config.metadata)
+    return StreamInstance(stream, info.created, info.state.first_seq, shards)
 
 
 async def rewind(js: JetStreamContext, *, stream: StreamInstance, consumer: str) -> int:

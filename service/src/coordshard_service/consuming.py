@@ -61,6 +61,7 @@ from coordshard_client.messages import (
 )
 from coordshard_client.subjects import (
     DEFAULT_REPLY_PREFIX,
+    STREAM_META_SHARDS,
     InvalidSubjectError,
     parse_shard_filter,
     parse_subject,
@@ -73,6 +74,7 @@ from coordshard_service.commands import Applied, Incoming, apply_isolating
 from coordshard_service.consumerstate import ConsumerState, StreamInstance
 from coordshard_service.errors import (
     BadMessageError,
+    ConfigError,
     FencedError,
     NatsUnavailableError,
     ReplyError,
@@ -346,12 +348,22 @@ class Worker:
         return False
 
     async def _enter_stream(self) -> bool:
-        """Read the stream instance we now serve; False if NATS did not answer."""
+        """Read the stream instance we now serve; False if NATS did not answer.
+
+        Raises ConfigError if the stream records a shard count other than ours: we
+        would judge every command's shard by another N, and refuse them all."""
         try:
             instance = await consumerstate.stream_instance(self.js, self.settings.stream)
         except NatsUnavailableError as e:
             logger.warning("%s", e)
             return False
+        if instance.shards is not None and instance.shards != self.settings.shards:
+            raise ConfigError(
+                f"stream {instance.name} records {instance.shards} shards "
+                f"({STREAM_META_SHARDS} in its metadata), but this worker was given "
+                f"shards={self.settings.shards}: set COORDSHARD_SHARDS (--shards) to "
+                f"{instance.shards}, the group's"
+            )
         if self.stream is None or self.stream.key != instance.key:
             await self._notice_instance(instance)
         self.stream = instance

@@ -4,6 +4,7 @@
 
     ServiceError
     ├── ConfigError (ValueError)         a setting that cannot work as given: fix it, restart
+    │   └── NatsServerTooOldError        nats-server lacks a feature we use: upgrade it
     ├── BadMessageError (ValueError)     the message can never be processed: dead-letter + term
     ├── FencedError                      our consumer is gone or an ack failed: rebind
     ├── StoreRefusedError                the database refused a value (data, constraint):
@@ -25,6 +26,7 @@ __all__ = [
     "BadMessageError",
     "ConfigError",
     "FencedError",
+    "NatsServerTooOldError",
     "NatsUnavailableError",
     "ReplyError",
     "ServiceError",
@@ -40,6 +42,11 @@ class ServiceError(Exception):
 
 class ConfigError(ServiceError, ValueError):
     """A setting that cannot work as given (e.g. a credentials file that cannot be read)."""
+
+
+class NatsServerTooOldError(ConfigError):
+    """The nats-server we connected to is older than the project needs
+    (``coordshard_client.serverversion`` says which feature needs which release)."""
 
 
 class BadMessageError(ServiceError, ValueError):

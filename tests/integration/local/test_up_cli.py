@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import nats
 import pytest
+
+from coordshard_operator.local.natsserver import NatsServer
 
 pytestmark = pytest.mark.integration
 
@@ -200,3 +204,24 @@ def test_workers_stop_when_up_is_killed_and_the_next_up_stops_what_was_left(
         second.kill()
     assert "left running by an earlier run" in err, err[-3000:]
     assert not [p for p in left if Path(f"/proc/{p}").exists()]
+
+
+async def test_up_on_a_too_old_nats_server_says_so_and_creates_nothing(
+    old_nats_server: NatsServer, tmp_path: Path
+) -> None:
+    args = [
+        sys.executable, "-m", "coordshard_operator", "up", "--nats", old_nats_server.url,
+        "--workers", "1", "--duration", "5", "--json", "--data-dir", str(tmp_path / "up"),
+    ]  # fmt: skip
+    proc = await asyncio.to_thread(
+        subprocess.run, args, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "coordshard up: error: nats-server 2.9." in proc.stderr
+    assert "needs 2.14.0 or later" in proc.stderr and "Traceback" not in proc.stderr
+    nc = await nats.connect(old_nats_server.url, max_reconnect_attempts=1)
+    try:
+        account = await nc.jetstream().account_info()
+    finally:
+        await nc.close()
+    assert (account.streams, account.consumers) == (0, 0)

@@ -104,10 +104,18 @@ async def test_an_old_catch_all_stream_is_rewritten_in_place_and_swept(
     assert again.swept is None
 
 
-async def test_a_new_shard_count_rewrites_the_subjects_and_sheds_the_lost_shards(
+async def test_a_stream_recording_no_count_is_adopted_and_sheds_the_lost_shards(
     js: JetStreamContext, stream_name: str
 ) -> None:
-    await Engine(js, config(stream_name, shards=32)).ensure_stream()
+    # Made before the shard count was recorded in the stream's metadata (issue 15 §3):
+    # its subjects are a 32-shard group's; an engine of 16 adopts it (and records 16).
+    await js.add_stream(
+        StreamConfig(
+            name=stream_name,
+            subjects=stream_subjects(32, prefix=PREFIX),
+            retention=RetentionPolicy.WORK_QUEUE,
+        )
+    )
     for s in (3, 20, 31):
         await js.publish(f"{PREFIX}.{s}.sys.get-point", b"{}")
 
@@ -122,10 +130,12 @@ async def test_a_new_shard_count_rewrites_the_subjects_and_sheds_the_lost_shards
     assert done.swept is not None and done.swept.messages == 2
     assert await subjects_present(js, stream_name) == {f"{PREFIX}.3.sys.get-point": 1}
 
-    larger = Engine(js, config(stream_name, shards=64))
-    await larger.ensure_stream()
-    await js.publish(f"{PREFIX}.63.sys.get-point", b"{}", timeout=2)
-    assert (await js.stream_info(stream_name)).state.messages == 2
+    # Recorded now: another count is refused, the stream left as it is.
+    with pytest.raises(StreamMismatchError, match=r"records 16 shards"):
+        await Engine(js, config(stream_name, shards=64)).ensure_stream()
+    assert (await js.stream_info(stream_name)).config.subjects == stream_subjects(
+        SHARDS, prefix=PREFIX
+    )
 
 
 async def test_subjects_changed_by_hand_are_put_back_by_the_next_pass(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from nats.aio.client import Client
+from nats.js.api import StreamConfig
 
 from coordshard_client import CoordinateClient
 from coordshard_client.errors import (
@@ -15,9 +16,10 @@ from coordshard_client.errors import (
     OutOfBoundsError,
 )
 from coordshard_client.messages import Bounds, MoveTo, Translate
+from coordshard_client.subjects import STREAM_META_SHARDS
 from coordshard_operator.local.natsserver import NatsServer
 
-from .conftest import SHARDS, Provisioner, start_member
+from .conftest import PREFIX, SHARDS, Provisioner, start_member
 
 pytestmark = pytest.mark.integration
 
@@ -128,8 +130,12 @@ async def test_a_timed_out_call_retried_with_its_key_is_applied_once(
         await worker.shutdown()
 
 
-async def test_no_stream_for_the_subject_is_unavailable(nc: Client) -> None:
-    async with CoordinateClient(nc, prefix="nobody.listens", timeout=2) as lonely:
+async def test_no_stream_for_the_subject_is_unavailable(
+    nc: Client, provisioner: Provisioner
+) -> None:
+    async with CoordinateClient(
+        nc, shards=SHARDS, prefix="nobody.listens", stream=provisioner.stream, timeout=2
+    ) as lonely:
         with pytest.raises(CoordinateUnavailableError, match="no stream answered") as e:
             await lonely.get_system(system_id="x")
         assert not isinstance(e.value, CoordinateTimeoutError)
@@ -138,7 +144,11 @@ async def test_no_stream_for_the_subject_is_unavailable(nc: Client) -> None:
 async def test_a_publish_the_stream_refuses_is_unavailable(
     nc: Client, client: CoordinateClient
 ) -> None:
-    async with CoordinateClient(nc, stream="NOT_THE_STREAM", timeout=2) as confused:
+    other = f"{client.stream}-other"
+    await nc.jetstream().add_stream(
+        StreamConfig(name=other, subjects=["other.>"], metadata={STREAM_META_SHARDS: str(SHARDS)})
+    )
+    async with CoordinateClient(nc, prefix=PREFIX, stream=other, timeout=2) as confused:
         with pytest.raises(CoordinateUnavailableError, match="stream refused") as e:
             await confused.get_system(system_id="x")
         assert not isinstance(e.value, CoordinateTimeoutError)

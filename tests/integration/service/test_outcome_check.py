@@ -20,11 +20,12 @@ import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import RawStreamMsg
+from nats.js.api import RawStreamMsg, StreamConfig
 from nats.js.errors import NotFoundError
 
 from coordshard_client import CoordinateClient, CoordinateMismatchError, System
 from coordshard_client.messages import HEADER_REPLY, Outcome
+from coordshard_client.subjects import STREAM_META_SHARDS
 from coordshard_operator.local.natsserver import NatsServer
 
 from .conftest import PREFIX, SHARDS, Provisioner, start_member
@@ -139,8 +140,13 @@ class _Stream:
     ],
 )
 async def test_an_outcome_is_taken_only_for_the_sequence_its_command_was_stored_at(
-    nc: Client, steps: list[tuple[str, int]], accepted: bool
+    nc: Client, js: JetStreamContext, steps: list[tuple[str, int]], accepted: bool
 ) -> None:
+    # A real stream "S" for the client's start-up check (it records the shard count);
+    # it takes none of the commands' subjects: the test plays that stream's part.
+    await js.add_stream(
+        StreamConfig(name="S", subjects=["unused.>"], metadata={STREAM_META_SHARDS: str(SHARDS)})
+    )
     stream = _Stream(nc)
     await stream.start()
     async with CoordinateClient(nc, shards=SHARDS, prefix=PREFIX, stream="S", timeout=5) as client:

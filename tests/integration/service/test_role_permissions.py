@@ -51,7 +51,7 @@ def secured(tmp_path: Path, seeds: dict[str, bytes]) -> Iterator[NatsServer]:
         {
             public_key(seeds["worker"]): worker_permissions(stream=STREAM),
             public_key(seeds["operator"]): operator_permissions(streams=(STREAM,)),
-            public_key(seeds["gateway"]): gateway_permissions(prefix=PREFIX),
+            public_key(seeds["gateway"]): gateway_permissions(prefix=PREFIX, stream=STREAM),
         }
     )
     server = start_server(tmp_path / "nats", extra_config=config)

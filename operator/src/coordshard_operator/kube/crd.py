@@ -23,12 +23,14 @@ __all__ = [
     "REASON_CONVERGED",
     "REASON_INVALID_SPEC",
     "REASON_NATS_AUTH_FAILED",
+    "REASON_NATS_SERVER_TOO_OLD",
     "REASON_NO_MEMBERS",
     "REASON_NO_UNOWNED",
     "REASON_RECONCILE_FAILED",
     "REASON_SECRET_UNAVAILABLE",
     "REASON_SHARDS_MOVED",
     "REASON_SHARDS_UNASSIGNED",
+    "REASON_STREAM_MISMATCH",
     "REASON_UNOWNED_REMOVED",
     "SECRETS",
     "SECRET_CA",
@@ -74,6 +76,12 @@ REASON_SECRET_UNAVAILABLE: Final = "SecretUnavailable"
 
 REASON_NATS_AUTH_FAILED: Final = "NatsAuthFailed"
 """Degraded=True: NATS refused the credentials the Secrets hold."""
+REASON_NATS_SERVER_TOO_OLD: Final = "NatsServerTooOld"
+"""Degraded=True: nats-server is older than the project needs (the message says which
+version was found, which is needed, and which feature needs it); nothing is created."""
+REASON_STREAM_MISMATCH: Final = "StreamMismatch"
+"""Degraded=True: the stream exists but cannot serve this CR (retention, or the shard
+count its metadata records differs from spec.shards); it is left unchanged."""
 REASON_UNOWNED_REMOVED: Final = "UnownedMessagesRemoved"
 """UnownedMessages=True: messages stored under older stream subjects were removed."""
 REASON_NO_UNOWNED: Final = "NoUnownedMessages"

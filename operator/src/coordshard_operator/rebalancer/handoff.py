@@ -291,9 +291,11 @@ class Engine:
     async def ensure_stream(self) -> None:
         """Create the stream if missing, or rewrite its subjects to the shards' own.
 
-        An incompatible stream (retention), or a rewrite the server refuses, raises
-        StreamMismatchError. After a write the next ``sweep_strays`` looks for
-        messages stored under the old subjects.
+        A server older than the protocol needs raises NatsServerTooOldError before
+        anything is created. An incompatible stream (retention, a recorded shard
+        count other than ours), or a rewrite the server refuses, raises
+        StreamMismatchError; a stream that records no shard count gets ours. After a
+        write the next ``sweep_strays`` looks for messages stored under the old subjects.
         """
         info, written = await self.api.ensure_stream(self._stream_config())
         self._stream_subjects = info.config.subjects
@@ -461,8 +463,10 @@ class Engine:
         losers (delete those left with nothing) → reset, grow and reset again each
         existing gainer, create new ones → resume everything of the group that is
         paused. ``observed``: the pass's own reading of the consumers (read here
-        when not given), so one pass reads them once.
+        when not given), so one pass reads them once. Nothing is done on a server
+        too old for the protocol (NatsServerTooOldError).
         """
+        self.api.check_server()
         started = time.perf_counter()
         before = self.api.mutations
         stream = self.config.stream

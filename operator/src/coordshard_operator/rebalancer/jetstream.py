@@ -36,10 +36,16 @@ from nats.js.api import (
     StreamInfo,
 )
 
-from coordshard_client.subjects import stream_subjects
+from coordshard_client.serverversion import (
+    MIN_SERVER_VERSION,
+    announced_version,
+    server_version_problem,
+)
+from coordshard_client.subjects import STREAM_META_SHARDS, recorded_shards, stream_subjects
 from coordshard_operator.rebalancer.errors import (
     JetStreamApiError,
     JetStreamUnavailableError,
+    NatsServerTooOldError,
     NatsUnavailableError,
     StreamMismatchError,
     StreamMissingError,
@@ -140,6 +146,18 @@ class JetStreamApi:
                 await asyncio.sleep(delay)  # backoff, not synchronisation
                 delay = min(delay * 2, self.retry.max_delay_s)
 
+    def check_server(self) -> None:
+        """Raise NatsServerTooOldError unless the server we are connected to has every
+        feature we use (``coordshard_client.serverversion``). Read from the server's
+        INFO, so it is free; called before anything is created, every time (after a
+        reconnect the server may be another, older node)."""
+        found = announced_version(self._js._nc.connected_server_version)
+        problem = server_version_problem(found)
+        if problem is not None:
+            raise NatsServerTooOldError(
+                problem, found=found, needed=".".join(map(str, MIN_SERVER_VERSION))
+            )
+
     # -- stream ---------------------------------------------------------------
 
     async def stream_info(self, stream: str) -> StreamInfo:
@@ -153,12 +171,15 @@ class JetStreamApi:
 
         Returns the stream's info and whether its subjects were written (created or
         rewritten): only then can it hold messages on subjects it no longer takes.
-        Anything else that differs (retention) is not ours to change and raises
-        StreamMismatchError, as does a rewrite the server refuses (another stream
-        holding some of the subjects).
+        Anything else that differs (retention, the shard count its metadata records)
+        is not ours to change and raises StreamMismatchError, as does a rewrite the
+        server refuses (another stream holding some of the subjects). A stream that
+        records no shard count (made before it was recorded) is adopted: it gets
+        ``config``'s, with its subjects.
         """
         name = config.name
         assert name is not None
+        self.check_server()
         try:
             info = await self.stream_info(name)
         except StreamMissingError:
@@ -168,8 +189,17 @@ class JetStreamApi:
 
             return await self._refusable(f"create stream {name}", create, name), True
         check_stream(info.config, config)
-        if info.config.subjects == config.subjects:
+        wanted_meta = {**(info.config.metadata or {}), **(config.metadata or {})}
+        if info.config.subjects == config.subjects and info.config.metadata == wanted_meta:
             return info, False
+        if info.config.subjects == config.subjects:
+            logger.warning("stream %s: recording its shard count in its metadata", name)
+            rewritten = info.config.evolve(metadata=wanted_meta)
+
+            async def record() -> StreamInfo:
+                return await self._slow_js.update_stream(rewritten)
+
+            return await self._refusable(f"update stream {name}", record, name), False
         logger.warning(
             "stream %s: rewriting its subjects (%d, was %s) to the %d shards' own",
             name,
@@ -177,7 +207,7 @@ class JetStreamApi:
             _short(info.config.subjects),
             len(config.subjects or []),
         )
-        rewritten = info.config.evolve(subjects=config.subjects)
+        rewritten = info.config.evolve(subjects=config.subjects, metadata=wanted_meta)
 
         async def update() -> StreamInfo:
             return await self._slow_js.update_stream(rewritten)
@@ -270,7 +300,10 @@ class JetStreamApi:
             raise
 
     async def put_consumer(self, stream: str, config: ConsumerConfig) -> ConsumerInfo:
-        """Create the durable consumer, or update it when it exists (same durable name)."""
+        """Create the durable consumer, or update it when it exists (same durable name).
+
+        Never on a server too old for it: 2.9 reads ``filter_subjects`` as no filter."""
+        self.check_server()
         self.mutations += 1
 
         async def op() -> ConsumerInfo:
@@ -334,7 +367,9 @@ def stream_config(
     """The command stream: work-queue retention over the shards' own subjects, file storage.
 
     The subjects are ``subjects.stream_subjects``: one per shard, so a publish on
-    a subject no consumer can own is refused by the server instead of stored.
+    a subject no consumer can own is refused by the server instead of stored. The
+    metadata records the shard count (``subjects.STREAM_META_SHARDS``), which
+    clients and workers read and check theirs against.
     """
     return StreamConfig(
         name=name,
@@ -343,6 +378,7 @@ def stream_config(
         storage=StorageType.FILE,
         num_replicas=replicas,
         duplicate_window=duplicate_window_s,
+        metadata={STREAM_META_SHARDS: str(shards)},
     )
 
 
@@ -355,6 +391,13 @@ def check_stream(actual: StreamConfig, wanted: StreamConfig) -> None:
     problems: list[str] = []
     if actual.retention != RetentionPolicy.WORK_QUEUE:
         problems.append(f"retention is {actual.retention}, not workqueue")
+    recorded = recorded_shards(actual.metadata)
+    wanted_shards = recorded_shards(wanted.metadata)
+    if recorded is not None and recorded != wanted_shards:
+        problems.append(
+            f"its metadata records {recorded} shards ({STREAM_META_SHARDS}), not {wanted_shards}:"
+            " the shard count is fixed for a stream's lifetime"
+        )
     if problems:
         raise StreamMismatchError(
             f"stream {name} exists but is incompatible ({'; '.join(problems)}); "
