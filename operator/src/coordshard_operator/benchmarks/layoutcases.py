@@ -34,7 +34,7 @@ from coordshard_operator.rebalancer.handoff import Engine, GroupConfig, MemberIn
 from coordshard_operator.rebalancer.jetstream import consumer_config, stream_config
 from coordshard_operator.rebalancer.planning import plan
 
-__all__ = ["PREFIX", "Blocks", "Layout", "Lanes", "Shape", "Today", "layout_named"]
+__all__ = ["PREFIX", "Lanes", "Layout", "Shape", "Today", "layout_named"]
 
 PREFIX = "lay.cmd"
 GROUP = "lay"
@@ -64,11 +64,17 @@ class Shape:
 
 
 class Layout(Protocol):
-    name: str
-    shard_token: int
-    """Index of the shard token in a command subject."""
-    pull_expiry_s: float
-    """Expiry of the workers' pull requests."""
+    @property
+    def name(self) -> str: ...
+    @property
+    def shard_token(self) -> int:
+        """Index of the shard token in a command subject."""
+        ...
+
+    @property
+    def pull_expiry_s(self) -> float:
+        """Expiry of the workers' pull requests."""
+        ...
 
     def subject(self, shard: int, key: int) -> str: ...
     async def create_stream(self, js: JetStreamContext) -> None: ...
@@ -184,7 +190,7 @@ class Lanes:
                          else f"lanes F{self.per_consumer}")  # fmt: skip
 
     @property
-    def shard_token(self) -> int:  # type: ignore[override]
+    def shard_token(self) -> int:
         return 3 if self.block else 2
 
     @property

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 import nats
+from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
@@ -129,7 +130,7 @@ class Puller:
     backlog fills the batch at once).
     """
 
-    def __init__(self, workers: Workers, nc: nats.NATS, member: str, consumer: str) -> None:
+    def __init__(self, workers: Workers, nc: Client, member: str, consumer: str) -> None:
         self.w, self.nc, self.member, self.consumer = workers, nc, member, consumer
         self._task: asyncio.Task[None] | None = None
 
@@ -170,7 +171,7 @@ class Member:
     """One member: its own connection, and a puller per consumer it owns."""
 
     name: str
-    nc: nats.NATS
+    nc: Client
     pullers: dict[str, Puller] = field(default_factory=dict)
 
     async def crash(self) -> None:
@@ -194,7 +195,7 @@ class Workers:
 
     def __init__(
         self,
-        nc: nats.NATS,
+        nc: Client,
         js: JetStreamContext,
         *,
         url: str,

@@ -1,4 +1,4 @@
-"""Consumer layouts side by side: set-up, crash hand-off and delivery at N shards × M members.
+"""Consumer layouts side by side: set-up, crash hand-off and delivery at N shards and M members.
 
 The spike of issue 12 ("spike first, then build the winner"). For every cell
 (shards N, members M) one fresh nats-server runs every layout of
@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import nats
+from nats.aio.client import Client
 
 from coordshard_operator.benchmarks import Table, percentile
 from coordshard_operator.benchmarks.layoutcases import Layout, Shape, layout_named
@@ -92,7 +93,7 @@ async def _publish_backlog(js: nats.js.JetStreamContext, layout: Layout, *, shar
     await js.publish_async_completed()
 
 
-async def _feed(nc: nats.NATS, layout: Layout, *, shards: int, rate: int) -> None:
+async def _feed(nc: Client, layout: Layout, *, shards: int, rate: int) -> None:
     """Keep publishing ``rate`` messages a second, round robin over the shards."""
     per_tick, i = max(1, rate // 50), 0
     while True:
@@ -102,7 +103,7 @@ async def _feed(nc: nats.NATS, layout: Layout, *, shards: int, rate: int) -> Non
         await asyncio.sleep(0.02)  # pacing a publisher, not synchronisation
 
 
-async def _trial(nc: nats.NATS, url: str, layout: Layout, *, stream: str, members: list[str],
+async def _trial(nc: Client, url: str, layout: Layout, *, stream: str, members: list[str],
                  s: Settings, shards: int) -> TrialResult:  # fmt: skip
     js = nc.jetstream(timeout=60)
     log = Deliveries(shard_token=layout.shard_token)
