@@ -9,6 +9,10 @@
 - ``blocks B``: the subject grammar gains a block token,
   ``<prefix>.<shard // B>.<shard>.<id>.<op>``; members own whole blocks and
   filter ``<prefix>.<block>.>``, on lanes as above.
+- ``server blocks B``: the same blocks, computed by the server: publishers keep
+  ``<prefix>.<shard>.<id>.<op>``, and a stream subject transform stores
+  ``<prefix>.b.{{partition(K, id)}}.<shard>.<id>.<op>`` with K = N / B, which is
+  ``shard % K`` whenever K divides N; a block is the shards ``b, b + K, ...``.
 - ``per shard``: one consumer per shard (lanes with F = 1), on a stream whose
   ``max_consumers`` is raised past nats-server's default of 1000.
 
@@ -26,9 +30,9 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, StreamConfig
+from nats.js.api import ConsumerConfig, StreamConfig, SubjectTransform
 
-from coordshard_client.subjects import shard_filter
+from coordshard_client.subjects import shard_filter, shard_of
 from coordshard_operator.benchmarks.layoutrig import Requests, Workers, chunks
 from coordshard_operator.rebalancer.handoff import Engine, GroupConfig, MemberInfo
 from coordshard_operator.rebalancer.jetstream import consumer_config, stream_config
@@ -174,9 +178,16 @@ class Lanes:
     members: list[str]
     per_consumer: int
     block: int = 0
+    transform: bool = False
+    """Blocks computed by the server: the publish grammar stays ``<prefix>.<shard>.<id>.<op>``
+    and a stream subject transform stores ``<prefix>.b.<shard % K>.<shard>.<id>.<op>``,
+    K = shards / block, with ``partition(K)`` of the id (equal to ``shard % K`` when K
+    divides N). A block is then the residue class of shards ``b, b + K, ...``."""
     name: str = ""
     pull_expiry_s: float = 0.1
     """As today's, but 1 s for one consumer per shard (thousands of idle pulls)."""
+    _ids: list[str] = field(default_factory=list)
+    """One system id per shard (``shard_of(id) == shard``), for server blocks."""
     lanes: dict[str, dict[str, tuple[int, ...]]] = field(default_factory=dict)
     """member → consumer → units it filters."""
     epoch: int = 0
@@ -184,37 +195,53 @@ class Lanes:
     def __post_init__(self) -> None:
         if self.per_consumer == 1:
             self.pull_expiry_s = 1.0
+        if self.transform:
+            if self.shards % self.block:
+                raise ValueError(f"server blocks need a block size dividing {self.shards}")
+            self._ids = _ids_per_shard(self.shards)
         if not self.name:
-            self.name = (f"blocks {self.block} F{self.per_consumer}" if self.block
+            self.name = (f"server blocks {self.block}" if self.transform
+                         else f"blocks {self.block} F{self.per_consumer}" if self.block
                          else "per shard" if self.per_consumer == 1
                          else f"lanes F{self.per_consumer}")  # fmt: skip
 
     @property
     def shard_token(self) -> int:
-        return 3 if self.block else 2
+        return 4 if self.transform else 3 if self.block else 2
 
     @property
     def units(self) -> int:
         return math.ceil(self.shards / self.block) if self.block else self.shards
 
     def subject(self, shard: int, key: int) -> str:
+        if self.transform:  # the server reads the block from the id: it must be the shard's
+            return f"{PREFIX}.{shard}.{self._ids[shard]}.k{key}"
         if self.block:
             return f"{PREFIX}.{shard // self.block}.{shard}.k{key}.op"
         return f"{PREFIX}.{shard}.k{key}.op"
 
     def _filter(self, unit: int) -> str:
+        if self.transform:
+            return f"{PREFIX}.b.{unit}.>"
         return f"{PREFIX}.{unit}.>" if self.block else shard_filter(unit, prefix=PREFIX)
 
     def _shards(self, unit: int) -> range:
         if not self.block:
             return range(unit, unit + 1)
+        if self.transform:
+            return range(unit, self.shards, self.units)
         return range(unit * self.block, min((unit + 1) * self.block, self.shards))
 
     async def create_stream(self, js: JetStreamContext) -> None:
         config: StreamConfig = stream_config(name=self.stream, subject_prefix=PREFIX,
                                              shards=self.shards, replicas=1,
                                              duplicate_window_s=120)  # fmt: skip
-        if self.block:
+        if self.transform:
+            k, w = self.units, "{{wildcard(%d)}}"
+            dest = f"{PREFIX}.b.{{{{partition({k},2)}}}}." + ".".join(w % i for i in (1, 2, 3))
+            transform = SubjectTransform(src=f"{PREFIX}.*.*.*", dest=dest)
+            config = dataclasses.replace(config, subject_transform=transform)
+        elif self.block:
             subjects = [f"{PREFIX}.{s // self.block}.{s}.*.*" for s in range(self.shards)]
             config = dataclasses.replace(config, subjects=subjects)
         if self.per_consumer == 1:
@@ -285,14 +312,25 @@ class Lanes:
             for m, c, run in grants))  # fmt: skip
 
 
+def _ids_per_shard(shards: int) -> list[str]:
+    found: dict[int, str] = {}
+    j = 0
+    while len(found) < shards:
+        found.setdefault(shard_of(f"s{j}", shards), f"s{j}")
+        j += 1
+    return [found[s] for s in range(shards)]
+
+
 def layout_named(name: str, *, stream: str, shards: int, members: list[str]) -> Layout:
-    """``today``, ``lanes16``, ``lanes64``, ``blocks16``, ``pershard`` → a fresh layout."""
+    """``today``, ``lanes16``, ``blocks16``, ``xblocks16``, ``pershard`` → a fresh layout."""
     if name == "today":
         return Today(stream, shards, members)
     if name == "pershard":
         return Lanes(stream, shards, members, per_consumer=1)
     if name.startswith("lanes"):
         return Lanes(stream, shards, members, per_consumer=int(name[5:]))
+    if name.startswith("xblocks"):
+        return Lanes(stream, shards, members, per_consumer=64, block=int(name[7:]), transform=True)
     if name.startswith("blocks"):
         return Lanes(stream, shards, members, per_consumer=64, block=int(name[6:]))
-    raise ValueError(f"unknown layout {name!r}: today, lanesF, blocksB or pershard")
+    raise ValueError(f"unknown layout {name!r}: today, lanesF, blocksB, xblocksB or pershard")
