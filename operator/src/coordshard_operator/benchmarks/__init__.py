@@ -18,6 +18,7 @@ SUITES: dict[str, str] = {
     "operator": "coordshard_operator.benchmarks.operator",
     "local": "coordshard_operator.benchmarks.local",
     "stream-subjects": "coordshard_operator.benchmarks.streamsubjects",
+    "layouts": "coordshard_operator.benchmarks.layouts",
 }
 """Suite name → module path (imported only when the suite runs)."""
 

@@ -1,0 +1,336 @@
+"""The consumer layouts the spike compares, each able to set up and hand off a crash.
+
+- ``today``: the product's engine as it is (one consumer per member, one
+  ``<prefix>.<shard>.>`` filter per shard; a crash is fenced, then every gainer
+  is paused, drained, reset, grown, reset and resumed).
+- ``lanes F``: a member owns several consumers of at most F filters each; a
+  crash deletes the dead member's consumers and grants its shards on *new*
+  consumers (deliver all), so no survivor's consumer is touched.
+- ``blocks B``: the subject grammar gains a block token,
+  ``<prefix>.<shard // B>.<shard>.<id>.<op>``; members own whole blocks and
+  filter ``<prefix>.<block>.>``, on lanes as above.
+- ``server blocks B``: the same blocks, computed by the server: publishers keep
+  ``<prefix>.<shard>.<id>.<op>``, and a stream subject transform stores
+  ``<prefix>.b.{{partition(K, id)}}.<shard>.<id>.<op>`` with K = N / B, which is
+  ``shard % K`` whenever K divides N; a block is the shards ``b, b + K, ...``.
+- ``per shard``: one consumer per shard (lanes with F = 1), on a stream whose
+  ``max_consumers`` is raised past nats-server's default of 1000.
+
+All of them place work with the product's planner (``planning.plan``), over
+shards or, for blocks, over blocks, so the same number of units moves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig, StreamConfig, SubjectTransform
+
+from coordshard_client.subjects import shard_filter, shard_of
+from coordshard_operator.benchmarks.layoutrig import Requests, Workers, chunks
+from coordshard_operator.rebalancer.handoff import Engine, GroupConfig, MemberInfo
+from coordshard_operator.rebalancer.jetstream import consumer_config, stream_config
+from coordshard_operator.rebalancer.planning import plan
+
+__all__ = ["PREFIX", "Lanes", "Layout", "Shape", "Today", "layout_named"]
+
+PREFIX = "lay.cmd"
+GROUP = "lay"
+ENGINE_CALLS = (
+    "consumers",
+    "stream_info",
+    "consumer_info",
+    "put_consumer",
+    "delete_consumer",
+    "pause_consumer",
+    "resume_consumer",
+    "reset_consumer",
+)
+"""The engine's JetStream calls, each timed as one request."""
+
+
+@dataclass(frozen=True)
+class Shape:
+    """How big the layout is: the bounds a design would promise."""
+
+    consumers: int
+    filters: int
+    most_filters: int
+    """Filters of the consumer with the most."""
+    most_consumers: int
+    """Consumers of the member with the most."""
+
+
+class Layout(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def shard_token(self) -> int:
+        """Index of the shard token in a command subject."""
+        ...
+
+    @property
+    def pull_expiry_s(self) -> float:
+        """Expiry of the workers' pull requests."""
+        ...
+
+    def subject(self, shard: int, key: int) -> str: ...
+    async def create_stream(self, js: JetStreamContext) -> None: ...
+    async def setup(self, js: JetStreamContext, workers: Workers) -> None: ...
+    def owned(self, member: str) -> set[int]: ...
+    def shape(self) -> Shape: ...
+    def consumers_of(self, members: Iterable[str]) -> list[str]: ...
+    async def hand_off(
+        self, js: JetStreamContext, victim: str, req: Requests, workers: Workers
+    ) -> None: ...
+
+
+def _metadata(member: str) -> dict[str, str]:
+    return {"coordshard.group": GROUP, "coordshard.member": member}
+
+
+@dataclass
+class Today:
+    """The engine of today, driven as the membership sources drive it."""
+
+    stream: str
+    shards: int
+    members: list[str]
+    name: str = "today"
+    shard_token: int = 2
+    pull_expiry_s: float = 0.1
+    """Short, as the product's worker: a pull waiting across a reset and a grow does
+    not get the gained shards' messages until it expires (docs/handoff.md)."""
+    engine: Engine | None = None
+    live: dict[str, MemberInfo] = field(default_factory=dict)
+    assignment: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+    def subject(self, shard: int, key: int) -> str:
+        return f"{PREFIX}.{shard}.k{key}.op"
+
+    async def create_stream(self, js: JetStreamContext) -> None:
+        config = GroupConfig(stream=self.stream, subject_prefix=PREFIX, group=GROUP,
+                             shards=self.shards)  # fmt: skip
+        self.engine = Engine(js, config)
+        for m in self.members:
+            info = MemberInfo.of(group=GROUP, member=m, incarnation="1")
+            self.live[info.consumer] = info
+        await self.engine.ensure_stream()
+
+    def _member(self, consumer: str) -> str:
+        return self.live[consumer].member
+
+    async def _converge(self, epoch: int) -> None:
+        assert self.engine is not None
+        observed = await self.engine.observe()
+        p = plan(shards=self.shards, members=list(self.live), previous=observed.assignment)
+        await self.engine.apply(p.balance.assignment, members=self.live, epoch=epoch,
+                                observed=observed)  # fmt: skip
+        self.assignment = {c: tuple(s) for c, s in p.balance.assignment.items() if s}
+
+    async def setup(self, js: JetStreamContext, workers: Workers) -> None:
+        await self._converge(1)
+        for consumer in self.assignment:
+            await workers.start(self._member(consumer), consumer)
+
+    def owned(self, member: str) -> set[int]:
+        return {s for c, shards in self.assignment.items() if self._member(c) == member
+                for s in shards}  # fmt: skip
+
+    def shape(self) -> Shape:
+        sizes = [len(s) for s in self.assignment.values()]
+        return Shape(len(sizes), sum(sizes), max(sizes, default=0), 1)
+
+    def consumers_of(self, members: Iterable[str]) -> list[str]:
+        wanted = set(members)
+        return [c for c in self.assignment if self._member(c) in wanted]
+
+    async def hand_off(
+        self, js: JetStreamContext, victim: str, req: Requests, workers: Workers
+    ) -> None:
+        assert self.engine is not None
+        self.live = {c: i for c, i in self.live.items() if i.member != victim}
+        api = self.engine.api
+        req.wrap(api, ENGINE_CALLS)
+        try:
+            await self._converge(2)
+        finally:
+            for name in ENGINE_CALLS:  # drop the instance wrappers
+                delattr(api, name)
+
+
+@dataclass
+class Lanes:
+    """Several consumers per member, at most ``per_consumer`` filters each; gains on new ones.
+
+    The unit of ownership is a shard, or a block of ``block`` shards when the
+    grammar has a block token (``block`` > 0).
+    """
+
+    stream: str
+    shards: int
+    members: list[str]
+    per_consumer: int
+    block: int = 0
+    transform: bool = False
+    """Blocks computed by the server: the publish grammar stays ``<prefix>.<shard>.<id>.<op>``
+    and a stream subject transform stores ``<prefix>.b.<shard % K>.<shard>.<id>.<op>``,
+    K = shards / block, with ``partition(K)`` of the id (equal to ``shard % K`` when K
+    divides N). A block is then the residue class of shards ``b, b + K, ...``."""
+    name: str = ""
+    pull_expiry_s: float = 0.1
+    """As today's, but 1 s for one consumer per shard (thousands of idle pulls)."""
+    _ids: list[str] = field(default_factory=list)
+    """One system id per shard (``shard_of(id) == shard``), for server blocks."""
+    lanes: dict[str, dict[str, tuple[int, ...]]] = field(default_factory=dict)
+    """member → consumer → units it filters."""
+    epoch: int = 0
+
+    def __post_init__(self) -> None:
+        if self.per_consumer == 1:
+            self.pull_expiry_s = 1.0
+        if self.transform:
+            if self.shards % self.block:
+                raise ValueError(f"server blocks need a block size dividing {self.shards}")
+            self._ids = _ids_per_shard(self.shards)
+        if not self.name:
+            self.name = (f"server blocks {self.block}" if self.transform
+                         else f"blocks {self.block} F{self.per_consumer}" if self.block
+                         else "per shard" if self.per_consumer == 1
+                         else f"lanes F{self.per_consumer}")  # fmt: skip
+
+    @property
+    def shard_token(self) -> int:
+        return 4 if self.transform else 3 if self.block else 2
+
+    @property
+    def units(self) -> int:
+        return math.ceil(self.shards / self.block) if self.block else self.shards
+
+    def subject(self, shard: int, key: int) -> str:
+        if self.transform:  # the server reads the block from the id: it must be the shard's
+            return f"{PREFIX}.{shard}.{self._ids[shard]}.k{key}"
+        if self.block:
+            return f"{PREFIX}.{shard // self.block}.{shard}.k{key}.op"
+        return f"{PREFIX}.{shard}.k{key}.op"
+
+    def _filter(self, unit: int) -> str:
+        if self.transform:
+            return f"{PREFIX}.b.{unit}.>"
+        return f"{PREFIX}.{unit}.>" if self.block else shard_filter(unit, prefix=PREFIX)
+
+    def _shards(self, unit: int) -> range:
+        if not self.block:
+            return range(unit, unit + 1)
+        if self.transform:
+            return range(unit, self.shards, self.units)
+        return range(unit * self.block, min((unit + 1) * self.block, self.shards))
+
+    async def create_stream(self, js: JetStreamContext) -> None:
+        config: StreamConfig = stream_config(name=self.stream, subject_prefix=PREFIX,
+                                             shards=self.shards, replicas=1,
+                                             duplicate_window_s=120)  # fmt: skip
+        if self.transform:
+            k, w = self.units, "{{wildcard(%d)}}"
+            dest = f"{PREFIX}.b.{{{{partition({k},2)}}}}." + ".".join(w % i for i in (1, 2, 3))
+            transform = SubjectTransform(src=f"{PREFIX}.*.*.*", dest=dest)
+            config = dataclasses.replace(config, subject_transform=transform)
+        elif self.block:
+            subjects = [f"{PREFIX}.{s // self.block}.{s}.*.*" for s in range(self.shards)]
+            config = dataclasses.replace(config, subjects=subjects)
+        if self.per_consumer == 1:
+            # One consumer per shard: past nats-server's default of 1000 per stream.
+            config = dataclasses.replace(config, max_consumers=self.shards + 2 * len(self.members))
+        await js.add_stream(config)
+
+    def _new_lanes(self, member: str, units: Iterable[int]) -> list[tuple[str, list[int]]]:
+        """New consumers of ``member`` for ``units``, F at a time (recorded, not created)."""
+        self.epoch += 1
+        made = []
+        for k, run in enumerate(chunks(units, self.per_consumer)):
+            consumer = f"{member}-e{self.epoch}-{k}"
+            self.lanes.setdefault(member, {})[consumer] = tuple(run)
+            made.append((consumer, run))
+        return made
+
+    def _config(self, member: str, consumer: str, run: list[int]) -> ConsumerConfig:
+        return consumer_config(name=consumer, filter_subjects=[self._filter(u) for u in run],
+                               ack_wait_s=30, max_ack_pending=1000, max_deliver=20,
+                               metadata=_metadata(member))  # fmt: skip
+
+    async def setup(self, js: JetStreamContext, workers: Workers) -> None:
+        p = plan(shards=self.units, members=self.members, previous={})
+        made = [(m, c, run) for m, units in p.balance.assignment.items()
+                for c, run in self._new_lanes(m, units)]  # fmt: skip
+        for member, consumer, run in made:
+            await js.add_consumer(self.stream, self._config(member, consumer, run))
+        for member, consumer, _ in made:  # only now, so the backlog waits for all of them
+            await workers.start(member, consumer)
+
+    def _assignment(self) -> dict[str, tuple[int, ...]]:
+        return {m: tuple(sorted(u for run in lanes.values() for u in run))
+                for m, lanes in self.lanes.items()}  # fmt: skip
+
+    def owned(self, member: str) -> set[int]:
+        units = self._assignment().get(member, ())
+        return {s for u in units for s in self._shards(u)}
+
+    def shape(self) -> Shape:
+        sizes = [len(run) for lanes in self.lanes.values() for run in lanes.values()]
+        per_member = [len(lanes) for lanes in self.lanes.values()]
+        return Shape(len(sizes), sum(sizes), max(sizes, default=0), max(per_member, default=0))
+
+    def consumers_of(self, members: Iterable[str]) -> list[str]:
+        return [c for m in members for c in self.lanes.get(m, {})]
+
+    async def hand_off(
+        self, js: JetStreamContext, victim: str, req: Requests, workers: Workers
+    ) -> None:
+        before = self._assignment()
+        dead = self.lanes.pop(victim, {})
+        # The fence: the dead member's consumers go first, all at once.
+        await asyncio.gather(*(req.timed("delete_consumer", c, js.delete_consumer(self.stream, c))
+                               for c in dead))  # fmt: skip
+        previous = {m: u for m, u in before.items() if m != victim}
+        p = plan(shards=self.units, members=sorted(previous), previous=previous)
+        grants = []
+        for member, units in p.balance.assignment.items():
+            gained = set(units) - set(previous.get(member, ()))
+            if gained:
+                grants += [(member, c, run) for c, run in self._new_lanes(member, gained)]
+        for member, consumer, _ in grants:
+            workers.expect(consumer, member)
+        await asyncio.gather(*(
+            req.timed("create_consumer", c,
+                      js.add_consumer(self.stream, self._config(m, c, run)))
+            for m, c, run in grants))  # fmt: skip
+
+
+def _ids_per_shard(shards: int) -> list[str]:
+    found: dict[int, str] = {}
+    j = 0
+    while len(found) < shards:
+        found.setdefault(shard_of(f"s{j}", shards), f"s{j}")
+        j += 1
+    return [found[s] for s in range(shards)]
+
+
+def layout_named(name: str, *, stream: str, shards: int, members: list[str]) -> Layout:
+    """``today``, ``lanes16``, ``blocks16``, ``xblocks16``, ``pershard`` → a fresh layout."""
+    if name == "today":
+        return Today(stream, shards, members)
+    if name == "pershard":
+        return Lanes(stream, shards, members, per_consumer=1)
+    if name.startswith("lanes"):
+        return Lanes(stream, shards, members, per_consumer=int(name[5:]))
+    if name.startswith("xblocks"):
+        return Lanes(stream, shards, members, per_consumer=64, block=int(name[7:]), transform=True)
+    if name.startswith("blocks"):
+        return Lanes(stream, shards, members, per_consumer=64, block=int(name[6:]))
+    raise ValueError(f"unknown layout {name!r}: today, lanesF, blocksB, xblocksB or pershard")
