@@ -7,7 +7,7 @@ from typing import Any
 
 from coordshard_operator.local.quantiles import percentile
 
-__all__ = ["SUITES", "Table", "percentile"]
+__all__ = ["NAMED_ONLY", "SUITES", "Table", "percentile"]
 
 SUITES: dict[str, str] = {
     "plan": "coordshard_operator.benchmarks.plan",
@@ -21,6 +21,9 @@ SUITES: dict[str, str] = {
     "layouts": "coordshard_operator.benchmarks.layouts",
 }
 """Suite name → module path (imported only when the suite runs)."""
+
+NAMED_ONLY: frozenset[str] = frozenset({"layouts"})
+"""Suites too long for a run that names none (``layouts`` sweeps for 30+ minutes)."""
 
 
 @dataclass
