@@ -59,3 +59,15 @@ def test_a_store_url_sqlalchemy_cannot_read_is_an_error_that_hides_it() -> None:
     with pytest.raises(StoreUnavailableError, match="cannot read") as refused:
         Store("postgresql://user:secret@host:port/db")
     assert "secret" not in str(refused.value)
+
+
+def test_main_turns_the_collector_back_on_however_it_ends(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import gc
+
+    from coordshard_service.__main__ import main
+
+    assert main(["--shards", "0"]) == 2  # invalid settings: the earliest way out
+    assert "invalid settings" in capsys.readouterr().err
+    assert gc.isenabled()
