@@ -7,13 +7,18 @@ line and environment as ``coordshard up``) and polls its ``/readyz`` every
 spawned to that answer, so it holds the interpreter start, the imports, the
 store's migrations, the health server and the NATS connect. Trials alternate
 between a new SQLite store (the first start of a group) and the one the
-previous trial made (every later start).
+previous trial made (every later start). Beside the wall time each trial reads
+the CPU time the worker had used when it turned Ready (Linux ``/proc``): on a
+machine shared with other work the wall time follows the load, the CPU time
+does not.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
@@ -23,10 +28,27 @@ from coordshard_operator.local.natsserver import start_server
 from coordshard_operator.local.workers import WorkerProcess, WorkerSpec
 from coordshard_operator.rebalancer.handoff import Engine, GroupConfig
 
-__all__ = ["PROBE_PERIOD_S", "measure_spawns"]
+__all__ = ["PROBE_PERIOD_S", "Spawns", "measure_spawns"]
 
 PROBE_PERIOD_S = 0.01
 """How often a trial asks ``/readyz``, seconds: the resolution of the figure."""
+
+
+@dataclass
+class Spawns:
+    """Spawn → Ready of each trial, ms: wall time and the worker's CPU time."""
+
+    wall_ms: list[float] = field(default_factory=list)
+    cpu_ms: list[float] = field(default_factory=list)
+
+
+def _cpu_ms(pid: int) -> float | None:
+    """User + system CPU time ``pid`` has used, ms; None without Linux's /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
 
 
 async def _ready_after(worker: WorkerProcess, spawned: float, *, timeout: float = 60.0) -> float:
@@ -47,11 +69,11 @@ async def _ready_after(worker: WorkerProcess, spawned: float, *, timeout: float 
     raise TimeoutError(f"{worker.name} not ready after {timeout} s")
 
 
-async def measure_spawns(trials: int, data_dir: Path) -> tuple[list[float], list[float]]:
-    """Spawn → Ready in ms: (new store, existing store), ``trials`` spawns in all."""
+async def measure_spawns(trials: int, data_dir: Path) -> tuple[Spawns, Spawns]:
+    """Spawn → Ready: (new store, existing store), ``trials`` spawns in all."""
     server = await asyncio.to_thread(start_server, data_dir / "nats")
-    fresh: list[float] = []
-    existing: list[float] = []
+    fresh = Spawns()
+    existing = Spawns()
     try:
         nc = await nats.connect(servers=[server.url])
         try:
@@ -77,7 +99,12 @@ async def measure_spawns(trials: int, data_dir: Path) -> tuple[list[float], list
             spawned = time.monotonic()
             await worker.start()
             try:
-                (fresh if new else existing).append(await _ready_after(worker, spawned))
+                wall = await _ready_after(worker, spawned)
+                cpu = _cpu_ms(worker.pid) if worker.pid is not None else None
+                into = fresh if new else existing
+                into.wall_ms.append(wall)
+                if cpu is not None:
+                    into.cpu_ms.append(cpu)
             finally:
                 await worker.stop()
     finally:
