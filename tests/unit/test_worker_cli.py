@@ -20,6 +20,9 @@ def test_coordshard_worker_execs_the_service_with_its_arguments() -> None:
         timeout=60,
     )
     assert "--pod-uid" in out.stdout and "COORDSHARD_" in out.stdout
+    help_text = " ".join(out.stdout.split())
+    assert "This incarnation's id (downward API ``metadata.uid``)" in help_text
+    assert "Run on uvloop when it is installed" in help_text  # a flag's help too
     assert worker_argv(["--shards", "4"])[1:] == ["-m", "coordshard_service", "--shards", "4"]
 
 

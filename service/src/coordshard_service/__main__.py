@@ -39,9 +39,12 @@ class _JsonFormatter(logging.Formatter):
         )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from coordshard_service.settings import ServiceSettings
+def build_parser(*, describe: bool = True) -> argparse.ArgumentParser:
+    """The worker's flags; with ``describe``, each with its setting's docstring as help."""
+    from coordshard_service.settings import ServiceSettings, field_docs
 
+    # argparse %-formats help strings: a docstring's "8%" must reach it as "8%%".
+    docs = {k: v.replace("%", "%%") for k, v in field_docs().items()} if describe else {}
     parser = argparse.ArgumentParser(
         prog="coordshard worker",
         description="Run one Coordinate Service worker. Each flag is also an "
@@ -50,15 +53,19 @@ def build_parser() -> argparse.ArgumentParser:
     for name, info in ServiceSettings.model_fields.items():
         flag = "--" + name.replace("_", "-")
         if info.annotation is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+            parser.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=None, help=docs.get(name)
+            )
         else:
-            parser.add_argument(flag, default=None, help=info.description)
+            parser.add_argument(flag, default=None, help=docs.get(name))
     return parser
 
 
 def settings_from(argv: Sequence[str] | None) -> ServiceSettings:
     """Settings from the environment, overridden by flags that were given."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    describe = "-h" in argv or "--help" in argv  # the help text is read from source
+    args = build_parser(describe=describe).parse_args(argv)
     given: dict[str, Any] = {k: v for k, v in vars(args).items() if v is not None}
     from coordshard_service.settings import ServiceSettings
 
