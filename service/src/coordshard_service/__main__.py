@@ -63,12 +63,12 @@ def build_parser(*, describe: bool = True) -> argparse.ArgumentParser:
 
 def settings_from(argv: Sequence[str] | None) -> ServiceSettings:
     """Settings from the environment, overridden by flags that were given."""
+    from coordshard_service.settings import ServiceSettings
+
     argv = sys.argv[1:] if argv is None else list(argv)
     describe = "-h" in argv or "--help" in argv  # the help text is read from source
     args = build_parser(describe=describe).parse_args(argv)
     given: dict[str, Any] = {k: v for k, v in vars(args).items() if v is not None}
-    from coordshard_service.settings import ServiceSettings
-
     return ServiceSettings(**given)
 
 

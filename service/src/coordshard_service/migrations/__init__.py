@@ -21,7 +21,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-__all__ = ["HEAD", "upgrade"]
+__all__ = ["HEAD", "current", "upgrade"]
 
 HEAD = "0003"
 """The newest revision."""
