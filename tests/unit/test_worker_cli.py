@@ -20,6 +20,9 @@ def test_coordshard_worker_execs_the_service_with_its_arguments() -> None:
         timeout=60,
     )
     assert "--pod-uid" in out.stdout and "COORDSHARD_" in out.stdout
+    help_text = " ".join(out.stdout.split())
+    assert "This incarnation's id (downward API ``metadata.uid``)" in help_text
+    assert "Run on uvloop when it is installed" in help_text  # a flag's help too
     assert worker_argv(["--shards", "4"])[1:] == ["-m", "coordshard_service", "--shards", "4"]
 
 
@@ -59,3 +62,15 @@ def test_a_store_url_sqlalchemy_cannot_read_is_an_error_that_hides_it() -> None:
     with pytest.raises(StoreUnavailableError, match="cannot read") as refused:
         Store("postgresql://user:secret@host:port/db")
     assert "secret" not in str(refused.value)
+
+
+def test_main_turns_the_collector_back_on_however_it_ends(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import gc
+
+    from coordshard_service.__main__ import main
+
+    assert main(["--shards", "0"]) == 2  # invalid settings: the earliest way out
+    assert "invalid settings" in capsys.readouterr().err
+    assert gc.isenabled()

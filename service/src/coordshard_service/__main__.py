@@ -2,6 +2,12 @@
 
 Every setting is a ``--flag`` or a ``COORDSHARD_*`` environment variable
 (flags win). Logging is configured here, once.
+
+The worker's libraries (nats-py with aiohttp, SQLAlchemy, pydantic) are
+imported inside ``main``, with the garbage collector off: what they allocate
+lives as long as the process, so collections during the imports found nothing
+and cost ~10% of a worker's start (docs/benchmarks.md, spawn → Ready). Once
+they are in, ``main`` freezes them and turns the collector back on.
 """
 
 from __future__ import annotations
@@ -13,13 +19,10 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
-from coordshard_service import app
-from coordshard_service.errors import ServiceError
-from coordshard_service.settings import ServiceSettings
+if TYPE_CHECKING:
+    from coordshard_service.settings import ServiceSettings
 
 __all__ = ["main"]
 
@@ -36,7 +39,12 @@ class _JsonFormatter(logging.Formatter):
         )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(*, describe: bool = True) -> argparse.ArgumentParser:
+    """The worker's flags; with ``describe``, each with its setting's docstring as help."""
+    from coordshard_service.settings import ServiceSettings, field_docs
+
+    # argparse %-formats help strings: a docstring's "8%" must reach it as "8%%".
+    docs = {k: v.replace("%", "%%") for k, v in field_docs().items()} if describe else {}
     parser = argparse.ArgumentParser(
         prog="coordshard worker",
         description="Run one Coordinate Service worker. Each flag is also an "
@@ -45,15 +53,21 @@ def build_parser() -> argparse.ArgumentParser:
     for name, info in ServiceSettings.model_fields.items():
         flag = "--" + name.replace("_", "-")
         if info.annotation is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+            parser.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=None, help=docs.get(name)
+            )
         else:
-            parser.add_argument(flag, default=None, help=info.description)
+            parser.add_argument(flag, default=None, help=docs.get(name))
     return parser
 
 
 def settings_from(argv: Sequence[str] | None) -> ServiceSettings:
     """Settings from the environment, overridden by flags that were given."""
-    args = build_parser().parse_args(argv)
+    from coordshard_service.settings import ServiceSettings
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    describe = "-h" in argv or "--help" in argv  # the help text is read from source
+    args = build_parser(describe=describe).parse_args(argv)
     given: dict[str, Any] = {k: v for k, v in vars(args).items() if v is not None}
     return ServiceSettings(**given)
 
@@ -70,6 +84,19 @@ def _loop_factory(settings: ServiceSettings) -> Callable[[], asyncio.AbstractEve
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    gc.disable()
+    try:
+        return _main(argv)
+    finally:
+        gc.enable()
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    from pydantic import ValidationError
+
+    from coordshard_service import app
+    from coordshard_service.errors import ServiceError
+
     try:
         settings = settings_from(argv)
     except ValidationError as e:
@@ -92,6 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # the worker's gen-2 pauses fell from up to 71 ms to up to 25 ms under the
     # throughput benchmark (docs/benchmarks.md).
     gc.freeze()
+    gc.enable()
     try:
         with asyncio.Runner(loop_factory=_loop_factory(settings)) as runner:
             runner.run(app.run(settings))

@@ -16,6 +16,7 @@ import asyncio
 import logging
 import statistics
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -91,6 +92,10 @@ class LocalSystem:
         self.stop = asyncio.Event()
         self.started = time.monotonic()
         self.kills: list[float] = []
+        self.run_id = uuid.uuid4().hex[:8]
+        """Part of the ids of the systems this run's load creates: a store kept from an
+        earlier run already holds that run's ``sys-<run>-<i>``, and a create of an
+        existing id is refused, which would leave this run nothing to check."""
         self._rebalancer: asyncio.Task[None] | None = None
         self._load: tuple[LoadGenerator, asyncio.Event, asyncio.Task[Ledger]] | None = None
 
@@ -213,7 +218,11 @@ class LocalSystem:
         """Start driving ``rate`` commands per second until ``finish``."""
         assert self.client is not None
         generator = LoadGenerator(
-            self.client, rate=rate, systems=self.options.systems, seed=self.options.seed
+            self.client,
+            rate=rate,
+            systems=self.options.systems,
+            seed=self.options.seed,
+            prefix=f"sys-{self.run_id}",
         )
         stop = asyncio.Event()
         self._load = (generator, stop, asyncio.create_task(generator.run(stop)))

@@ -8,6 +8,12 @@ with ``--restart-in-place`` as a container restarted in its pod). While it runs 
 live view shows who owns what; ``--duration S --json`` runs unattended and
 prints one JSON summary. The exit code is 1 if the independent check finds a
 lost or twice-applied command.
+
+The data (nats-server's JetStream store, the SQLite store, logs, pid files) is
+kept between runs: in ``--data-dir``, or by default in the per-user data
+directory (``local.datadir``), printed at start. ``--throwaway`` runs in a
+temporary directory deleted at exit. Each run's load uses system ids of its
+own, so a run on a kept store checks its own commands, not an earlier run's.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from coordshard_client.naming import DEFAULT_GROUP, DEFAULT_STREAM
+from coordshard_operator.local.datadir import default_data_dir
 from coordshard_operator.local.load import Ledger, LoadGenerator
 from coordshard_operator.local.membership import is_member
 from coordshard_operator.local.system import LocalSystem, SystemOptions
@@ -51,6 +59,9 @@ class UpOptions:
     duration_s: float = 0.0
     json: bool = False
     data_dir: Path | None = None
+    """None: the per-user default (``datadir.default_data_dir``)."""
+    throwaway: bool = False
+    """Run in a temporary directory deleted at exit (``data_dir`` must be None)."""
     view: bool = True
 
 
@@ -122,11 +133,18 @@ def add_parser(sub: Any) -> None:
         metavar="URL",
         help="SQLAlchemy URL of the shared store (default: SQLite in the data dir)",
     )
-    p.add_argument(
+    where = p.add_mutually_exclusive_group()
+    where.add_argument(
         "--data-dir",
         type=Path,
         metavar="DIR",
-        help="keep nats-server data, the store and logs here (default: a temp dir)",
+        help="keep nats-server data, the store and logs here (default: the per-user data "
+        f"dir, {default_data_dir(group=DEFAULT_GROUP, stream=DEFAULT_STREAM)})",
+    )
+    where.add_argument(
+        "--throwaway",
+        action="store_true",
+        help="keep nothing: run in a temporary directory deleted at exit",
     )
     p.add_argument(
         "--systems", type=int, default=64, help="coordinate systems the load uses (default 64)"
@@ -163,6 +181,7 @@ def _run_command(args: argparse.Namespace) -> int:
         duration_s=args.duration,
         json=args.json,
         data_dir=args.data_dir,
+        throwaway=args.throwaway,
         view=not args.json and sys.stdout.isatty(),
     )
     logging.basicConfig(
@@ -188,8 +207,14 @@ def _run_command(args: argparse.Namespace) -> int:
 
 async def run_up(options: UpOptions) -> dict[str, Any]:
     """Run local mode until the duration ends or SIGINT/SIGTERM; return the summary."""
-    temp = options.data_dir is None
-    data_dir = options.data_dir or Path(tempfile.mkdtemp(prefix="coordshard-up-"))
+    if options.throwaway:
+        data_dir = Path(tempfile.mkdtemp(prefix="coordshard-up-"))
+        sys.stderr.write(f"coordshard up: throwaway run in {data_dir} (deleted at exit)\n")
+    else:
+        data_dir = options.data_dir or default_data_dir(group=DEFAULT_GROUP, stream=DEFAULT_STREAM)
+        sys.stderr.write(
+            f"coordshard up: data in {data_dir} (kept; --throwaway for a run that keeps nothing)\n"
+        )
     interrupted = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -211,11 +236,13 @@ async def run_up(options: UpOptions) -> dict[str, Any]:
                 task.cancel()
             await asyncio.gather(*side, return_exceptions=True)
             sys.stderr.write("stopping load, restarting dead workers, checking the store...\n")
-            return await system.finish()
+            summary = await system.finish()
+            summary["data_dir"] = None if options.throwaway else str(data_dir)
+            return summary
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-        if temp:
+        if options.throwaway:
             shutil.rmtree(data_dir, ignore_errors=True)
 
 
@@ -334,5 +361,7 @@ def _summary_text(summary: dict[str, Any]) -> str:
         f"  check: {summary['points_checked']} points, lost {summary['lost']}, "
         f"duplicate effects {summary['duplicate_effects']}, stale reads {summary['stale_reads']}",
     ]
+    if summary.get("data_dir"):
+        lines.append(f"  data kept in {summary['data_dir']}")
     lines += [f"  ! {p}" for p in summary["problems"]]
     return "\n".join(lines)

@@ -6,6 +6,11 @@ workers starting together are serialised: on SQLite by the write lock the
 migration transaction takes up front (BEGIN IMMEDIATE), on PostgreSQL by a
 transaction-scoped advisory lock taken before Alembic looks at the schema
 (without it both see no ``alembic_version`` and both create it; one fails).
+
+A store already at ``HEAD`` (every start but a group's first) is recognised by
+reading ``alembic_version`` under that same lock, and Alembic is not even
+imported: importing it (with Mako and Pygments) and loading the scripts cost a
+worker ~0.3 s of its start (docs/benchmarks.md, spawn → Ready).
 """
 
 from __future__ import annotations
@@ -14,11 +19,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
 from sqlalchemy.engine import Connection, Engine
 
-__all__ = ["HEAD", "upgrade"]
+__all__ = ["HEAD", "current", "upgrade"]
 
 HEAD = "0003"
 """The newest revision."""
@@ -34,12 +37,28 @@ def upgrade(
 ) -> None:
     """Apply every migration up to ``revision`` on ``engine``'s database; then run
     ``then`` (if given) in the same transaction, still holding the migration lock."""
-    config = Config()
-    config.set_main_option("script_location", str(Path(__file__).parent))
     with engine.begin() as connection:
         if connection.dialect.name == "postgresql":
             connection.execute(sa.select(sa.func.pg_advisory_xact_lock(MIGRATION_LOCK)))
-        config.attributes["connection"] = connection
-        command.upgrade(config, revision)
+        if not (revision in ("head", HEAD) and current(connection) == HEAD):
+            _alembic_upgrade(connection, revision)
         if then is not None:
             then(connection)
+
+
+def current(connection: Connection) -> str | None:
+    """The revision the database is at; None before the first migration."""
+    if not sa.inspect(connection).has_table("alembic_version"):
+        return None
+    version = connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+    return str(version) if version is not None else None
+
+
+def _alembic_upgrade(connection: Connection, revision: str) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(Path(__file__).parent))
+    config.attributes["connection"] = connection
+    command.upgrade(config, revision)
