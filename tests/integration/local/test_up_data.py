@@ -76,3 +76,23 @@ def test_throwaway_runs_in_a_temp_dir_and_removes_it(tmp_path: Path) -> None:
     assert summary["ok"] and summary["data_dir"] is None
     assert not used.exists(), f"{used} left behind"
     assert not (tmp_path / "xdg").exists() and not (tmp_path / ".local").exists()
+
+
+def test_another_shard_count_on_a_kept_dir_is_one_error_saying_what_to_do(tmp_path: Path) -> None:
+    data = tmp_path / "xdg" / "coordshard" / "coordinate" / "COORDINATE"
+    _up(tmp_path)
+    env = {**os.environ, "HOME": str(tmp_path), "XDG_DATA_HOME": str(tmp_path / "xdg")}
+    again = [a if a != "4" else "8" for a in UP]  # --shards 8 (and --systems 8)
+    proc = subprocess.run(
+        [sys.executable, "-m", "coordshard_operator", *again],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+    )
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert "Traceback" not in proc.stderr
+    assert "records 4 shards" in proc.stderr and "not 8" in proc.stderr, proc.stderr
+    assert f"keeps its stream in {data / 'nats'}" in proc.stderr
+    assert "--throwaway" in proc.stderr.splitlines()[-1]

@@ -197,12 +197,24 @@ def _run_command(args: argparse.Namespace) -> int:
     except (NatsServerTooOldError, StreamMismatchError) as e:
         # What no retry fixes: say it in one line, not a traceback (nothing was created).
         sys.stderr.write(f"coordshard up: error: {e}\n")
+        if isinstance(e, StreamMismatchError) and options.system.nats_url is None:
+            sys.stderr.write(_kept_stream_hint(options) + "\n")
         return 1
     if options.json:
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
     else:
         sys.stdout.write(_summary_text(summary) + "\n")
     return 0 if summary["ok"] else 1
+
+
+def _kept_stream_hint(options: UpOptions) -> str:
+    """What to do when the embedded server's kept stream is not the one asked for (most
+    often: the same data dir run again with another ``--shards``)."""
+    data_dir = options.data_dir or default_data_dir(group=DEFAULT_GROUP, stream=DEFAULT_STREAM)
+    return (
+        f"coordshard up: the embedded nats-server keeps its stream in {data_dir / 'nats'}:"
+        " run with another --data-dir, or --throwaway, or remove that folder to start afresh"
+    )
 
 
 async def run_up(options: UpOptions) -> dict[str, Any]:
