@@ -185,12 +185,12 @@ def test_shards_of_filters_is_all_or_none(
 
 
 def test_consumer_names_are_per_incarnation_and_nats_safe() -> None:
-    from coordshard_client.naming import consumer_name
+    from coordshard_client.naming import member_id
 
-    a1 = consumer_name(group="coordinate", member="worker-0", incarnation="uid-1")
-    a2 = consumer_name(group="coordinate", member="worker-0", incarnation="uid-2")
+    a1 = member_id(group="coordinate", member="worker-0", incarnation="uid-1")
+    a2 = member_id(group="coordinate", member="worker-0", incarnation="uid-2")
     assert a1 != a2 and a1.startswith("coordinate_worker-0_")
-    odd = consumer_name(group="g", member="pod.with*odd>chars " + "x" * 200, incarnation="u")
+    odd = member_id(group="g", member="pod.with*odd>chars " + "x" * 200, incarnation="u")
     assert len(odd) <= 96 and all(c.isalnum() or c in "_-" for c in odd)
     with pytest.raises(ValueError):
-        consumer_name(group="bad.group", member="m", incarnation="u")
+        member_id(group="bad.group", member="m", incarnation="u")

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from coordshard_client.naming import consumer_name
+from coordshard_client.naming import member_id
 from coordshard_operator.kube import crd
 from coordshard_operator.testing.apiserver import ApiServer, ResourceType
 
@@ -145,7 +145,7 @@ class Cluster:
     def consumer(self, pod: str, group: str = "orders") -> str:
         """The consumer name of ``pod``'s current incarnation in ``group``."""
         uid = self.api.get(self.pods, self.namespace, pod)["metadata"]["uid"]
-        return consumer_name(group=group, member=pod, incarnation=uid)
+        return member_id(group=group, member=pod, incarnation=uid)
 
 
 class OperatorProcess:
