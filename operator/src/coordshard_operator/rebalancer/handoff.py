@@ -407,11 +407,21 @@ class Engine:
         self._generation = max(self._generation, observed.generation)
         return observed
 
-    def _next_name(self, member: str, epoch: int) -> str:
-        """A new consumer name for ``member``: generation ``epoch``, or past every one
-        this engine has made or seen if that is higher (see the module doc)."""
+    def _next_generation(self, epoch: int) -> int:
+        """The generation of the consumers one ``apply`` creates: its epoch, or one past
+        every generation and epoch this engine has made or seen, if that is higher.
+
+        One per apply, not per consumer: the names differ by member already. The
+        epoch comes first so that names read like the reconcile that made them;
+        the floor keeps them new when the caller's epochs started again (local
+        mode's start at 0 on each ``coordshard up``) or repeat (a run that died
+        before its epoch was recorded). What the floor cannot see is a generation
+        whose consumers are all deleted *and* was made by an engine that has since
+        restarted with a lower epoch: the kopf operator's epoch is in the CR's
+        status, so that takes a lost status as well.
+        """
         self._generation = max(self._generation + 1, epoch)
-        return consumer_name(member, generation=self._generation)
+        return self._generation
 
     def _validate(
         self, desired: AssignmentLike, members: Mapping[str, MemberInfo]
@@ -580,6 +590,7 @@ class Engine:
 
         grown: dict[str, tuple[int, ...]] = {}
         created: list[str] = []
+        generation = 0
         if rewound or left_paused:
             # Read now: every message still in the stream is at or after this.
             first_seq = (await self.api.stream_info(stream)).state.first_seq
@@ -590,7 +601,8 @@ class Engine:
                 await self._step(f"reset {name}")
             else:
                 # Never an old name: see the module doc.
-                real[name] = self._next_name(name, epoch)
+                generation = generation or self._next_generation(epoch)
+                real[name] = consumer_name(name, generation=generation)
                 created.append(name)
             await self._put(real[name], step.shards, members[name], epoch)
             await self._step(f"grown {name}")
