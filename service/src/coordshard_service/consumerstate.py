@@ -95,6 +95,8 @@ class StreamInstance:
 
 _NATS_ERRORS: tuple[type[Exception], ...] = (nats.errors.Error, nats.js.errors.Error, TimeoutError)
 """What a nats-py request raises when NATS refuses or does not answer."""
+STREAM_NOT_FOUND = 10059
+"""JetStream's err_code for a request about a stream that does not exist."""
 SEQUENCE_NOT_FOUND = 10043
 """JetStream's err_code for a delete of a sequence the stream does not hold."""
 _REPLY_ERRORS: tuple[type[Exception], ...] = (*_NATS_ERRORS, ValueError)
@@ -145,8 +147,11 @@ async def consumer_names(nc: Client, stream: str) -> list[str]:
             body = json.loads(msg.data)
         except ValueError as e:
             raise NatsUnavailableError(f"listing the consumers of {stream}: {e!r}") from e
-        if "error" in body:
-            raise NatsUnavailableError(f"listing the consumers of {stream}: {body['error']}")
+        error = body.get("error")
+        if error is not None and error.get("err_code") == STREAM_NOT_FOUND:
+            return []  # no stream yet: no consumer either (and made later, we hear of it)
+        if error is not None:
+            raise NatsUnavailableError(f"listing the consumers of {stream}: {error}")
         page = body.get("consumers") or []
         names += page
         if not page or len(names) >= int(body.get("total", 0)):
