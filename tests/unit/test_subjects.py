@@ -185,12 +185,29 @@ def test_shards_of_filters_is_all_or_none(
 
 
 def test_consumer_names_are_per_incarnation_and_nats_safe() -> None:
-    from coordshard_client.naming import consumer_name
+    from coordshard_client.naming import member_id
 
-    a1 = consumer_name(group="coordinate", member="worker-0", incarnation="uid-1")
-    a2 = consumer_name(group="coordinate", member="worker-0", incarnation="uid-2")
+    a1 = member_id(group="coordinate", member="worker-0", incarnation="uid-1")
+    a2 = member_id(group="coordinate", member="worker-0", incarnation="uid-2")
     assert a1 != a2 and a1.startswith("coordinate_worker-0_")
-    odd = consumer_name(group="g", member="pod.with*odd>chars " + "x" * 200, incarnation="u")
+    odd = member_id(group="g", member="pod.with*odd>chars " + "x" * 200, incarnation="u")
     assert len(odd) <= 96 and all(c.isalnum() or c in "_-" for c in odd)
     with pytest.raises(ValueError):
-        consumer_name(group="bad.group", member="m", incarnation="u")
+        member_id(group="bad.group", member="m", incarnation="u")
+
+
+def test_a_consumer_name_is_its_member_id_and_a_generation() -> None:
+    from coordshard_client.naming import MAX_NAME, consumer_name, generation_of, member_id
+
+    a = member_id(group="g", member="a", incarnation="1")
+    assert generation_of(consumer_name(a, generation=7), member=a) == 7
+    assert generation_of(a, member=a) == 0  # made before generations
+    # Another member whose name starts like ours, or a name that is ours plus more: not ours.
+    other = member_id(group="g", member=a.removeprefix("g_") + "_g7", incarnation="1")
+    assert generation_of(consumer_name(other, generation=1), member=a) is None
+    assert generation_of(f"{a}_g7x", member=a) is None
+    assert generation_of(f"{a}_g07", member=a) is None
+    longest = member_id(group="g" * 32, member="m" * 300, incarnation="u")
+    assert len(consumer_name(longest, generation=10**12 - 1)) <= MAX_NAME
+    with pytest.raises(ValueError):
+        consumer_name(a, generation=0)

@@ -32,7 +32,7 @@ def test_flags_override_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = settings_from(["--shards", "8", "--no-http-enabled"])
     assert settings.pod_name == "from-env" and settings.shards == 8
     assert not settings.http_enabled
-    assert settings.consumer.startswith("coordinate_from-env_")
+    assert settings.member_id.startswith("coordinate_from-env_")
 
 
 def test_the_worker_runs_on_uvloop_unless_told_not_to() -> None:

@@ -67,13 +67,15 @@ def _allow(kind: str, subjects: tuple[str, ...], indent: str) -> list[str]:
 def worker_permissions(
     *, stream: str = DEFAULT_STREAM, reply_prefix: str = DEFAULT_REPLY_PREFIX
 ) -> Permissions:
-    """A worker: read and pull its consumer (any consumer of the stream: the name
-    changes with every incarnation), ack its deliveries, answer on the reply prefix;
+    """A worker: find its consumer (list the stream's consumer names, hear the
+    consumer-created advisories: the name changes with every incarnation and after
+    every fence), read and pull it, ack its deliveries, answer on the reply prefix;
     read the stream and rewind its consumer on bind (a container restarted in place);
-    hear its consumer's max-deliveries advisories and move the message they name into
+    hear its consumers' max-deliveries advisories and move the message they name into
     its dead letters (read it, delete it)."""
     return Permissions(
         publish=(
+            f"{JS_API}.CONSUMER.NAMES.{stream}",
             f"{JS_API}.CONSUMER.INFO.{stream}.*",
             f"{JS_API}.CONSUMER.MSG.NEXT.{stream}.*",
             f"{JS_API}.CONSUMER.RESET.{stream}.*",
@@ -83,7 +85,11 @@ def worker_permissions(
             f"$JS.ACK.{stream}.>",
             f"{reply_prefix}.>",
         ),
-        subscribe=(INBOX, f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.*"),
+        subscribe=(
+            INBOX,
+            f"$JS.EVENT.ADVISORY.CONSUMER.CREATED.{stream}.*",
+            f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.*",
+        ),
     )
 
 

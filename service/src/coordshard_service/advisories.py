@@ -12,9 +12,11 @@ only then deletes it from the stream (``$JS.API.STREAM.MSG.DELETE.<stream>``).
 Nothing is parsed but the advisory, so even a message nothing can parse ends
 as a dead letter with its bytes.
 
-A worker listens for its own consumer only, so each message is handled by
-the member that owned it. Advisories are core NATS messages: one sent while
-no worker of that consumer is connected is not seen again (docs/service.md).
+A worker listens for its own member's consumers only (every generation of
+them, ``coordshard_client.naming.generation_of``: the name changes after each
+fence), so each message is handled by the member that owned it. Advisories
+are core NATS messages: one sent while no worker of that member is connected
+is not seen again (docs/service.md).
 The NATS permissions these need are in ``coordshard_client.permissions.worker_permissions``.
 """
 
@@ -29,12 +31,13 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from coordshard_client.naming import generation_of
 from coordshard_service import consumerstate
 from coordshard_service.errors import NatsUnavailableError, StoreUnavailableError
 from coordshard_service.metrics import Metrics
 from coordshard_service.store import DeadLetter, Store
 
-__all__ = ["MAX_DELIVERIES_ADVISORY", "GiveUps", "advisory_subject"]
+__all__ = ["MAX_DELIVERIES_ADVISORY", "GiveUps", "advisories_subject", "advisory_subject"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,23 +53,29 @@ def advisory_subject(*, stream: str, consumer: str) -> str:
     return f"{MAX_DELIVERIES_ADVISORY}.{stream}.{consumer}"
 
 
+def advisories_subject(stream: str) -> str:
+    """The max-deliveries advisories of every consumer of ``stream``."""
+    return f"{MAX_DELIVERIES_ADVISORY}.{stream}.*"
+
+
 class GiveUps:
-    """Moves the messages our consumer gave up on from the stream into the dead letters."""
+    """Moves the messages our consumers gave up on from the stream into the dead letters."""
 
     def __init__(
-        self, nc: Client, *, stream: str, consumer: str, store: Store, metrics: Metrics
+        self, nc: Client, *, stream: str, member: str, store: Store, metrics: Metrics
     ) -> None:
         self.nc = nc
         self.js = nc.jetstream()
         self.stream = stream
-        self.consumer = consumer
+        self.member = member
+        """Our member id; its consumers are ``generation_of`` it."""
         self.store = store
         self.metrics = metrics
         self._sub: Subscription | None = None
 
     @property
     def subject(self) -> str:
-        return advisory_subject(stream=self.stream, consumer=self.consumer)
+        return advisories_subject(self.stream)
 
     async def start(self) -> None:
         self._sub = await self.nc.subscribe(self.subject, cb=self._on_advisory)
@@ -83,6 +92,9 @@ class GiveUps:
                 logger.debug("unsubscribing from advisories: %r", e)
 
     async def _on_advisory(self, msg: Msg) -> None:
+        consumer = msg.subject.rsplit(".", 1)[-1]
+        if generation_of(consumer, member=self.member) is None:
+            return  # another member's: it moves its own
         try:
             advisory = json.loads(msg.data)
             seq = int(advisory["stream_seq"])
@@ -90,14 +102,14 @@ class GiveUps:
         except (ValueError, KeyError, TypeError) as e:
             logger.error("unreadable max-deliveries advisory %r: %r", msg.data[:200], e)
             return
-        await self.give_up(seq, deliveries=deliveries)
+        await self.give_up(seq, deliveries=deliveries, consumer=consumer)
 
-    async def give_up(self, seq: int, *, deliveries: int) -> bool:
+    async def give_up(self, seq: int, *, deliveries: int, consumer: str) -> bool:
         """Keep message ``seq`` as a dead letter and delete it; False if it stays."""
         delay = RETRY_FIRST_S
         for attempt in range(ATTEMPTS):
             try:
-                return await self._move(seq, deliveries)
+                return await self._move(seq, deliveries, consumer)
             except (NatsUnavailableError, StoreUnavailableError) as e:
                 logger.warning(
                     "moving given-up message %d of %s (try %d): %s",
@@ -112,11 +124,11 @@ class GiveUps:
             "message %d of %s was given up on by %s and could not be moved: it stays in the stream",
             seq,
             self.stream,
-            self.consumer,
+            consumer,
         )
         return False
 
-    async def _move(self, seq: int, deliveries: int) -> bool:
+    async def _move(self, seq: int, deliveries: int, consumer: str) -> bool:
         raw = await consumerstate.stored_message(self.js, stream=self.stream, seq=seq)
         if raw is None:
             return True  # acked late, or moved already
@@ -125,10 +137,10 @@ class GiveUps:
             stream=instance.key,
             stream_seq=seq,
             subject=raw.subject or "",
-            reason=f"given up: delivered {deliveries} times to {self.consumer} without an ack",
+            reason=f"given up: delivered {deliveries} times to {consumer} without an ack",
             headers={str(k): str(v) for k, v in (raw.headers or {}).items()},
             data=raw.data or b"",
-            consumer=self.consumer,
+            consumer=consumer,
         )
         await asyncio.to_thread(self._keep, letter)
         await consumerstate.delete_message(self.js, stream=self.stream, seq=seq)

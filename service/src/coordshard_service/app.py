@@ -94,7 +94,7 @@ async def _connect(
     attempt = asyncio.ensure_future(
         nc.connect(
             servers=settings.servers,
-            name=settings.consumer,
+            name=settings.member_id,
             max_reconnect_attempts=-1,
             ping_interval=10,
             error_cb=on_error,
@@ -221,13 +221,13 @@ async def run(
         return
     worker = Worker(settings, nc=nc, store=store, cache=cache, metrics=metrics)
     give_ups = GiveUps(
-        nc, stream=settings.stream, consumer=settings.consumer, store=store, metrics=metrics
+        nc, stream=settings.stream, member=settings.member_id, store=store, metrics=metrics
     )
     logger.info(
-        "worker %s starting: stream=%s consumer=%s shards=%d loop=%s",
+        "worker %s starting: stream=%s member=%s shards=%d loop=%s",
         settings.pod_name,
         settings.stream,
-        settings.consumer,
+        settings.member_id,
         settings.shards,
         type(asyncio.get_running_loop()).__module__.split(".")[0],
     )

@@ -7,6 +7,8 @@ three answers from NATS and gets them here in its own terms:
 - ``read_consumer``: our consumer's ``ConsumerInfo``; ``"gone"`` when the server
   says it does not exist, which is the fence; ``"unknown"`` when there was no
   answer (a leader election, a reconnect), which is not.
+- ``consumer_names``: the names of the stream's consumers, from which the
+  worker picks its own (``coordshard_client.naming.generation_of``).
 - ``open_puller``/``close_puller``/``fetch``: the pull subscription; a NATS
   failure is ``NatsUnavailableError``, a refused pull stays ``PullError``.
 - ``resend``/``ack``/``ack_sync``/``term``: settling; any failure is
@@ -26,6 +28,7 @@ Each error says what was being done and chains the nats-py error (``from e``).
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -49,6 +52,7 @@ __all__ = [
     "ack",
     "ack_sync",
     "close_puller",
+    "consumer_names",
     "delete_message",
     "fetch",
     "open_puller",
@@ -95,6 +99,8 @@ class StreamInstance:
 
 _NATS_ERRORS: tuple[type[Exception], ...] = (nats.errors.Error, nats.js.errors.Error, TimeoutError)
 """What a nats-py request raises when NATS refuses or does not answer."""
+STREAM_NOT_FOUND = 10059
+"""JetStream's err_code for a request about a stream that does not exist."""
 SEQUENCE_NOT_FOUND = 10043
 """JetStream's err_code for a delete of a sequence the stream does not hold."""
 _REPLY_ERRORS: tuple[type[Exception], ...] = (*_NATS_ERRORS, ValueError)
@@ -123,6 +129,37 @@ async def read_consumer(js: JetStreamContext, *, stream: str, consumer: str) -> 
         logger.warning("reading consumer %s: %r", consumer, e)
         return "unknown"
     return info
+
+
+NAMES_API = "$JS.API.CONSUMER.NAMES"
+NAMES_TIMEOUT_S = 5.0
+
+
+async def consumer_names(nc: Client, stream: str) -> list[str]:
+    """The names of the stream's consumers (``$JS.API.CONSUMER.NAMES``, page by page).
+
+    NatsUnavailableError when NATS does not answer or refuses; nats-py has no
+    call for it (``consumers_info`` lists whole configurations, and needs the
+    worker to be allowed to see every consumer's).
+    """
+    names: list[str] = []
+    while True:
+        request = json.dumps({"offset": len(names)}).encode()
+        with _unavailable(f"listing the consumers of {stream}"):
+            msg = await nc.request(f"{NAMES_API}.{stream}", request, timeout=NAMES_TIMEOUT_S)
+        try:
+            body = json.loads(msg.data)
+        except ValueError as e:
+            raise NatsUnavailableError(f"listing the consumers of {stream}: {e!r}") from e
+        error = body.get("error")
+        if error is not None and error.get("err_code") == STREAM_NOT_FOUND:
+            return []  # no stream yet: no consumer either (and made later, we hear of it)
+        if error is not None:
+            raise NatsUnavailableError(f"listing the consumers of {stream}: {error}")
+        page = body.get("consumers") or []
+        names += page
+        if not page or len(names) >= int(body.get("total", 0)):
+            return names
 
 
 async def open_puller(nc: Client, *, stream: str, consumer: str) -> Puller:

@@ -1,10 +1,11 @@
 """The pull loop: bind to our consumer, fetch, apply, reply, ack — and notice fencing.
 
 The worker never creates consumers; the rebalancer does, and rewrites their
-``filter_subjects`` when shards move. So the worker waits until its consumer
-exists, learns its shards from the consumer's filters, and re-reads them on
-every empty fetch and at least once a second while busy, dropping the cache
-entries of shards it no longer owns.
+``filter_subjects`` when shards move. So the worker waits until a consumer of
+its member exists (``discovery``: under a generation it learns from the
+server, new after every fence), learns its shards from the consumer's filters,
+and re-reads them on every empty fetch and at least once a second while busy,
+dropping the cache entries of shards it no longer owns.
 
 Settling lives in one function, ``settle``: reply if the caller gave a reply
 subject, then ack (or ``term`` for a bad message, which was already kept as a
@@ -17,7 +18,8 @@ one per message.
 
 An ack or a fetch that fails makes the worker ask whether its consumer still
 exists. Gone means fenced: stop, drop the cache and the deliveries in hand,
-and wait for our consumer again; nothing is lost, since whatever we committed
+and wait for a consumer of ours again (a new one: its name is new, so acks
+we still send to the old one count on nothing); nothing is lost, since whatever we committed
 but did not ack is redelivered to the new owner and answered from its stored
 outcome. Still there (its leader died or moved; the server was unreachable):
 send the acks again until they are confirmed. Dropping the deliveries of a
@@ -72,6 +74,7 @@ from coordshard_service import consumerstate
 from coordshard_service.cache import Cache
 from coordshard_service.commands import Applied, Incoming, apply_isolating
 from coordshard_service.consumerstate import ConsumerState, StreamInstance
+from coordshard_service.discovery import Discovery
 from coordshard_service.errors import (
     BadMessageError,
     ConfigError,
@@ -103,6 +106,8 @@ REFRESH_SECONDS = 1.0
 IDLE_REFRESH_SECONDS = 0.25
 """Least time between two re-reads on empty fetches: pulls are short (they bound failover
 latency), and a consumer read on every one would be a JetStream API call per pull."""
+BIND_RETRY_SECONDS = 0.2
+"""Seconds before another try to bind after NATS did not answer."""
 ACK_RETRY_FIRST = 0.05
 ACK_RETRY_MAX = 1.0
 """Seconds between tries to settle a batch whose consumer exists but did not confirm."""
@@ -255,7 +260,11 @@ class Worker:
         self.store = store
         self.cache = cache
         self.metrics = metrics
-        self.consumer = settings.consumer
+        self.member = settings.member_id
+        """Our member id: the stem of our consumers' names."""
+        self.consumer = ""
+        """The consumer we are (or were last) bound to; "" before the first bind."""
+        self.discovery = Discovery(nc, stream=settings.stream, member=self.member)
         self.stream: StreamInstance | None = None
         """The stream instance of our last bind (kept while unbound, to compare)."""
         self.shards: set[int] = set()
@@ -278,7 +287,8 @@ class Worker:
         stuck, why = self.progress.stuck()
         body: dict[str, object] = {
             "state": self.state,
-            "consumer": self.consumer,
+            "member": self.member,
+            "consumer": self.consumer or None,
             "stream": self.stream.key if self.stream else None,
             "shards": sorted(self.shards),
             "nats": self.nc.is_connected,
@@ -299,30 +309,48 @@ class Worker:
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set; the batch in hand is finished and acked first."""
         self._stopping = stop
-        while not stop.is_set():
-            if not await self._bind(stop):
-                break
-            try:
-                await self._serve(stop)
-            except FencedError as e:
-                self.metrics.fenced.inc()
-                logger.warning("fenced, waiting for our consumer again: %s", e)
-                await self._unbind()
-        await self._unbind()
+        await self.discovery.start()  # before the first look-up, so no creation is missed
+        try:
+            while not stop.is_set():
+                if not await self._bind(stop):
+                    break
+                try:
+                    await self._serve(stop)
+                except FencedError as e:
+                    self.metrics.fenced.inc()
+                    logger.warning("fenced, waiting for a new consumer of ours: %s", e)
+                    await self._unbind()
+            await self._unbind()
+        finally:
+            await self.discovery.stop()
         self.state = "stopped"
 
+    async def _find(self) -> ConsumerState:
+        """Our newest consumer, naming it ``self.consumer``; "gone" if there is none."""
+        try:
+            name = await self.discovery.find()
+        except NatsUnavailableError as e:
+            logger.warning("%s", e)
+            return "unknown"
+        if name is None:
+            return "gone"
+        self.consumer = name
+        return await self._read_consumer()
+
     async def _bind(self, stop: asyncio.Event) -> bool:
-        """Wait for our consumer to exist and bind to it; False if stopped first."""
+        """Wait for a consumer of ours to exist and bind to it; False if stopped first."""
         logged = False
         self.state = "waiting"
         self.progress.bind(False)
         while not stop.is_set():
             self.progress.beat()
-            info = await self._read_consumer()
+            info = await self._find()
             if info == "gone":
                 if not logged:
                     logger.info(
-                        "waiting for consumer %s on stream %s", self.consumer, self.settings.stream
+                        "waiting for a consumer of %s on stream %s",
+                        self.member,
+                        self.settings.stream,
                     )
                     logged = True
             elif info != "unknown":  # "unknown" was logged by read_consumer
@@ -343,8 +371,10 @@ class Worker:
                         )
                         return True
                     await self._unbind()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.settings.bind_poll)
+            # None of ours: the next advisory (or the slow timer) says when to look again.
+            # No answer, or a bind that failed: try again soon.
+            wait = self.settings.bind_poll if info == "gone" else BIND_RETRY_SECONDS
+            await self.discovery.wait(stop, min(wait, self.settings.bind_poll))
         return False
 
     async def _enter_stream(self) -> bool:

@@ -3,7 +3,7 @@
 Read once in ``__main__`` and passed down; there is no global settings object.
 In Kubernetes the pod name and UID come from the downward API
 (``COORDSHARD_POD_NAME``, ``COORDSHARD_POD_UID``); together with the group
-they name the durable consumer the rebalancer creates for this pod.
+they give the member id that the rebalancer's consumers for this pod are named after.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from coordshard_client import DEFAULT_PREFIX
 from coordshard_client.messages import MAX_PAYLOAD_BYTES
-from coordshard_client.naming import DEFAULT_GROUP, DEFAULT_STREAM, consumer_name
+from coordshard_client.naming import DEFAULT_GROUP, DEFAULT_STREAM, member_id
 from coordshard_client.subjects import (
     DEFAULT_REPLY_PREFIX,
     DEFAULT_SHARDS,
@@ -91,8 +91,10 @@ class ServiceSettings(BaseSettings):
     /healthz says 503 too, so a liveness probe restarts the process. Must exceed the
     longest a healthy batch takes (default 30 s: a batch of 256 on a slow store is well
     under a second; an ack is retried for at most a few seconds)."""
-    bind_poll: float = Field(default=0.2, gt=0)
-    """Seconds between looks for our consumer while it does not exist yet."""
+    bind_poll: float = Field(default=5.0, gt=0)
+    """Seconds between looks for our consumer while none exists, besides the look on each
+    consumer-created advisory of the stream (the one that tells us at once); default 5.
+    The look on a timer only catches an advisory missed while disconnected."""
     max_payload: int = Field(default=MAX_PAYLOAD_BYTES, ge=256)
     """Largest accepted payload in bytes; bigger messages are dead-lettered."""
     cache_size: int = Field(default=200_000, ge=0)
@@ -135,9 +137,10 @@ class ServiceSettings(BaseSettings):
         return self
 
     @property
-    def consumer(self) -> str:
-        """The durable consumer this worker binds to."""
-        return consumer_name(group=self.group, member=self.pod_name, incarnation=self.pod_uid)
+    def member_id(self) -> str:
+        """This incarnation's member id: the stem of the consumers the rebalancer makes for
+        it (``<member id>_g<generation>``, a new generation after every fence)."""
+        return member_id(group=self.group, member=self.pod_name, incarnation=self.pod_uid)
 
     @property
     def servers(self) -> list[str]:

@@ -21,6 +21,7 @@ import aiohttp
 import nats
 import pytest
 from nats.aio.client import Client
+from nats.js.api import ConsumerInfo
 
 from coordshard_client import CoordinateClient
 from coordshard_client.subjects import shard_filter
@@ -30,7 +31,7 @@ from coordshard_operator.local.natsserver import NatsServer, free_port
 from coordshard_operator.rebalancer.jetstream import JetStreamApi
 from coordshard_operator.rebalancer.ranges import parse_ranges
 from coordshard_operator.testing.apiserver import ApiError
-from coordshard_operator.testing.cluster import Cluster, OperatorProcess, wait_until
+from coordshard_operator.testing.cluster import Cluster, OperatorProcess, member_of, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -45,14 +46,19 @@ async def client(nats_server: NatsServer) -> AsyncIterator[Client]:
     await nc.close()
 
 
-async def filters(nc: Client) -> dict[str, list[str]]:
-    """Consumer name -> filter subjects, as NATS holds them."""
+async def consumers(nc: Client) -> dict[str, ConsumerInfo]:
+    """Member id -> its consumer, as NATS holds them (the name adds a generation)."""
     js = nc.jetstream()
     try:
         infos = await js.consumers_info(STREAM)
     except nats.js.errors.NotFoundError:
         return {}
-    return {i.name: sorted(i.config.filter_subjects or []) for i in infos}
+    return {member_of(i): i for i in infos}
+
+
+async def filters(nc: Client) -> dict[str, list[str]]:
+    """Member id -> its consumer's filter subjects."""
+    return {m: sorted(i.config.filter_subjects or []) for m, i in (await consumers(nc)).items()}
 
 
 def expected_filters(ranges: str) -> list[str]:
@@ -125,7 +131,7 @@ async def test_a_deleted_pods_shards_move_and_nothing_published_is_lost(
         lambda: any("from w-1 to w-0" in m for m in cluster.events("ShardsMoved")),
         what="a ShardsMoved Event from w-1 to w-0",
     )
-    sub = await js.pull_subscribe_bind(survivor, stream=STREAM)
+    sub = await js.pull_subscribe_bind((await consumers(client))[survivor].name, stream=STREAM)
     got: list[str] = []
     while len(got) < 8:
         batch = await sub.fetch(8, timeout=5)
@@ -314,7 +320,8 @@ async def test_operator_restarted_after_a_crash_finishes_the_job(
     # What a crash mid-hand-off leaves: a paused consumer (the engine pauses before it
     # narrows or grows), a pod lost and one joined while nobody watched.
     api = JetStreamApi(client.jetstream())
-    await api.pause_consumer(STREAM, cluster.consumer("w-0"), for_s=60)
+    paused = (await consumers(client))[cluster.consumer("w-0")].name
+    await api.pause_consumer(STREAM, paused, for_s=60)
     cluster.delete_pod("w-1")
     cluster.add_pod("w-2")
     operator()
@@ -322,7 +329,7 @@ async def test_operator_restarted_after_a_crash_finishes_the_job(
         lambda: sorted(assigned(cluster)) == ["w-0", "w-2"], what="level-based catch-up"
     )
     assert set(await filters(client)) == {cluster.consumer("w-0"), cluster.consumer("w-2")}
-    info = await api.consumer_info(STREAM, cluster.consumer("w-0"))
+    info = (await consumers(client))[cluster.consumer("w-0")]
     assert info is not None and not info.paused
 
 

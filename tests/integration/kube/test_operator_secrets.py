@@ -23,7 +23,7 @@ from coordshard_operator.kube import crd
 from coordshard_operator.local.natsserver import NatsServer, start_server
 from coordshard_operator.testing.apiserver import ApiError
 from coordshard_operator.testing.certs import TestCa, server_tls
-from coordshard_operator.testing.cluster import Cluster, OperatorProcess, wait_until
+from coordshard_operator.testing.cluster import Cluster, OperatorProcess, member_of, wait_until
 from coordshard_operator.testing.users import authorization, new_user_seed
 
 pytestmark = pytest.mark.integration
@@ -55,7 +55,7 @@ def put_secret(cluster: Cluster, name: str, data: dict[str, bytes]) -> None:
 async def consumer_names(url: str, **connect: Any) -> set[str]:
     nc = await nats.connect(url, **connect)
     try:
-        return {i.name for i in await nc.jetstream().consumers_info("COORDINATE")}
+        return {member_of(i) for i in await nc.jetstream().consumers_info("COORDINATE")}
     except nats.js.errors.NotFoundError:
         return set()
     finally:

@@ -179,7 +179,7 @@ async def test_fenced_zombie_can_neither_fetch_nor_ack(
     await engine.apply({a.consumer: (0, 1, 2, 3)}, members={a.consumer: a}, epoch=1)
     await js.publish(f"{PREFIX}.2.sys.op", b"held")
     await js.publish(f"{PREFIX}.2.sys.op", b"later")
-    zombie = await js.pull_subscribe_bind(durable=a.consumer, stream=stream_name)
+    zombie = await js.pull_subscribe_bind(durable=f"{a.consumer}_g1", stream=stream_name)
     [held] = await zombie.fetch(1, timeout=2)
 
     # a is declared dead while its process still runs; b takes its shards.
@@ -193,7 +193,7 @@ async def test_fenced_zombie_can_neither_fetch_nor_ack(
     # on the stream, so a pull that still counted would have got it).
     with pytest.raises((nats.js.errors.ServiceUnavailableError, nats.js.errors.NotFoundError)):
         await zombie.fetch(1, timeout=0.5)
-    gainer = await js.pull_subscribe_bind(durable=b.consumer, stream=stream_name)
+    gainer = await js.pull_subscribe_bind(durable=report.created_names[0], stream=stream_name)
     got = await gainer.fetch(2, timeout=2)
     assert [m.data for m in got] == [b"held", b"later"]  # the zombie's ack did not count
     assert [m.metadata.sequence.stream for m in got] == [1, 2]

@@ -31,9 +31,10 @@ async def test_a_gainer_whose_reset_did_not_take_still_gets_the_leftovers(
 ) -> None:
     cursors: dict[str, int] = {}
     a, b = _member("a"), _member("b")
+    a_name = f"{a.consumer}_g1"  # made by the first apply, at epoch 1
 
     async def look(step: str) -> None:
-        info = await js.consumer_info(stream_name, a.consumer)
+        info = await js.consumer_info(stream_name, a_name)
         cursors[step] = info.delivered.stream_seq or 0
 
     config = GroupConfig(
@@ -49,7 +50,7 @@ async def test_a_gainer_whose_reset_did_not_take_still_gets_the_leftovers(
         await js.publish(f"{PREFIX}.1.s.op", f"left-{i}".encode())
     for i in range(3):
         await js.publish(f"{PREFIX}.0.s.op", f"own-{i}".encode())
-    own = await js.pull_subscribe_bind(durable=a.consumer, stream=stream_name)
+    own = await js.pull_subscribe_bind(durable=a_name, stream=stream_name)
     for msg in await own.fetch(3, timeout=2):
         await msg.ack_sync()
     await own.unsubscribe()
@@ -71,8 +72,8 @@ async def test_a_gainer_whose_reset_did_not_take_still_gets_the_leftovers(
     assert report.grown == {a.consumer: (1,)}
     # The fault took: right after the grow the cursor was past the leftovers.
     assert cursors[f"grown {a.consumer}"] > LEFTOVERS, cursors
-    gainer = await js.pull_subscribe_bind(durable=a.consumer, stream=stream_name)
-    info = await js.consumer_info(stream_name, a.consumer)
+    gainer = await js.pull_subscribe_bind(durable=a_name, stream=stream_name)
+    info = await js.consumer_info(stream_name, a_name)
     assert info.num_pending == LEFTOVERS, "the leftovers are stranded behind the cursor"
     got = await gainer.fetch(LEFTOVERS, timeout=2)
     assert [m.data for m in got] == [f"left-{i}".encode() for i in range(LEFTOVERS)]

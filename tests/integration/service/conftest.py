@@ -24,7 +24,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StreamConfig
 
 from coordshard_client import CoordinateClient, Translate, shard_filter
-from coordshard_client.naming import consumer_name
+from coordshard_client.naming import member_id
 from coordshard_client.subjects import stream_subjects
 from coordshard_operator.benchmarks.scratchdb import scratch_database
 from coordshard_operator.local.natsserver import NatsServer
@@ -98,7 +98,7 @@ class Provisioner:
         self, *, member: str, incarnation: str, shards: list[int], ack_wait: float = 30.0
     ) -> str:
         """Create or rewrite a member's consumer to own exactly ``shards``."""
-        name = consumer_name(group=self.group, member=member, incarnation=incarnation)
+        name = member_id(group=self.group, member=member, incarnation=incarnation)
         await self.js.add_consumer(
             self.stream,
             ConsumerConfig(

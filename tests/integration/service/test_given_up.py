@@ -21,7 +21,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from coordshard_client import shard_filter
-from coordshard_client.naming import consumer_name
+from coordshard_client.naming import member_id
 from coordshard_operator.local.natsserver import NatsServer
 from coordshard_service.advisories import GiveUps, advisory_subject
 from coordshard_service.metrics import Metrics
@@ -43,7 +43,7 @@ async def test_a_message_never_acked_ends_as_a_dead_letter_and_leaves_the_stream
 ) -> None:
     store = Store(database_url)
     store.migrate()
-    name = consumer_name(group=GROUP, member="w1", incarnation="1")
+    name = member_id(group=GROUP, member="w1", incarnation="1")
     await js.add_consumer(
         provisioner.stream,
         ConsumerConfig(
@@ -56,7 +56,7 @@ async def test_a_message_never_acked_ends_as_a_dead_letter_and_leaves_the_stream
         ),
     )
     metrics = Metrics()
-    give_ups = GiveUps(nc, stream=provisioner.stream, consumer=name, store=store, metrics=metrics)
+    give_ups = GiveUps(nc, stream=provisioner.stream, member=name, store=store, metrics=metrics)
     await give_ups.start()
     try:
         subject = f"{PREFIX}.0.sys-x.get-point"

@@ -21,7 +21,7 @@ from nats.aio.msg import Msg
 
 from coordshard_client import CoordinateClient, Translate, shard_filter, shard_of
 from coordshard_client.messages import HEADER_REPLY, Outcome
-from coordshard_client.naming import consumer_name
+from coordshard_client.naming import member_id
 from coordshard_client.permissions import (
     gateway_permissions,
     operator_permissions,
@@ -76,7 +76,7 @@ async def test_each_role_serves_everything_under_exactly_its_permissions(
                 name=STREAM, subject_prefix=PREFIX, replicas=1, duplicate_window_s=60, shards=SHARDS
             )
         )
-        name = consumer_name(group=GROUP, member="w", incarnation="1")
+        name = member_id(group=GROUP, member="w", incarnation="1")
         await api.put_consumer(
             STREAM,
             consumer_config(

@@ -31,6 +31,7 @@ from nats.aio.client import Client
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.errors import NotFoundError, ServiceUnavailableError
 
+from coordshard_client.naming import generation_of
 from coordshard_operator.benchmarks import Table, percentile
 from coordshard_operator.local.natsserver import start_server
 from coordshard_operator.rebalancer.ranges import parse_ranges
@@ -49,6 +50,7 @@ class Worker:
 
     nc: Client
     consumer: str
+    """The pod's member id (``Cluster.consumer``)."""
     seen: dict[str, float] = field(default_factory=dict)
     """Probe payload -> monotonic delivery time."""
     task: asyncio.Task[None] | None = None
@@ -65,10 +67,17 @@ class Worker:
         js = self.nc.jetstream()
         while True:  # the consumer appears when the operator grants shards
             try:
-                sub = await js.pull_subscribe_bind(self.consumer, stream=STREAM)
-                break
+                ours = [
+                    (g, i.name)
+                    for i in await js.consumers_info(STREAM)
+                    if (g := generation_of(i.name, member=self.consumer)) is not None
+                ]
+                if ours:  # named <member id>_g<generation>: the newest is ours
+                    sub = await js.pull_subscribe_bind(max(ours)[1], stream=STREAM)
+                    break
             except (NotFoundError, ServiceUnavailableError):  # no stream or consumer yet
-                await asyncio.sleep(0.005)
+                pass
+            await asyncio.sleep(0.005)
         while True:
             try:
                 batch = await sub.fetch(64, timeout=0.05)

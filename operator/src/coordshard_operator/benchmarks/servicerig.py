@@ -25,7 +25,7 @@ import psycopg
 from nats.aio.client import Client
 
 from coordshard_client import CoordinateClient, Translate, shard_filter
-from coordshard_client.naming import consumer_name
+from coordshard_client.naming import member_id
 from coordshard_operator.benchmarks.scratchdb import libpq_url, scratch_database
 from coordshard_operator.local.natsserver import NatsServer, free_port, start_server
 from coordshard_operator.rebalancer.handoff import GroupConfig
@@ -102,7 +102,7 @@ CONFIG = GroupConfig(
 async def assign(nc: Client, member: str, shards: list[int]) -> str:
     """Provision ``member``'s consumer as the rebalancer's engine would (no metadata:
     nothing here reads it)."""
-    name = consumer_name(group=GROUP, member=member, incarnation="bench")
+    name = member_id(group=GROUP, member=member, incarnation="bench")
     await nc.jetstream().add_consumer(
         STREAM,
         consumer_config(

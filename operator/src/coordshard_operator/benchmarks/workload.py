@@ -40,6 +40,7 @@ import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
+from coordshard_client.naming import generation_of
 from coordshard_client.subjects import shard_of
 
 __all__ = ["Ledger", "Publisher", "SimWorker"]
@@ -97,7 +98,12 @@ class Ledger:
 
 
 class SimWorker:
-    """An in-process pull worker bound to one consumer."""
+    """An in-process pull worker bound to the newest consumer of one member.
+
+    ``consumer`` is the member id (``coordshard_client.naming.member_id``); the
+    consumer's own name has a generation the engine picks, and is found by
+    listing the stream's consumers. The ledger records the member id.
+    """
 
     def __init__(
         self,
@@ -112,7 +118,9 @@ class SimWorker:
     ) -> None:
         self.js = js
         self.stream = stream
+        self.member = consumer
         self.consumer = consumer
+        """The consumer bound to (the member id until one is found)."""
         self.ledger = ledger
         self.batch = batch
         self.fetch_timeout_s = fetch_timeout_s
@@ -137,6 +145,19 @@ class SimWorker:
             return False
         return True
 
+    async def _find(self) -> bool:
+        """Whether a consumer of ours exists, naming the newest ``self.consumer``;
+        raises on a transient failure (no answer)."""
+        ours = [
+            (g, i.name)
+            for i in await self.js.consumers_info(self.stream)
+            if (g := generation_of(i.name, member=self.member)) is not None
+        ]
+        if not ours:
+            return False
+        self.consumer = max(ours)[1]
+        return True
+
     async def _gone(self) -> bool:
         """Whether our consumer is known to be deleted; no answer counts as not gone."""
         try:
@@ -147,7 +168,7 @@ class SimWorker:
     async def _run(self) -> None:
         while True:
             try:
-                if not await self._exists():
+                if not await self._find():
                     await asyncio.sleep(0.01)  # polling for the consumer to appear
                     continue
                 sub = await self.js.pull_subscribe_bind(durable=self.consumer, stream=self.stream)
@@ -180,10 +201,10 @@ class SimWorker:
                 seq = msg.metadata.sequence.stream
                 shard = int(msg.subject.split(".")[-3])
                 self.in_hand.add(seq)
-                self.ledger.processed.append((self.consumer, shard, seq))
+                self.ledger.processed.append((self.member, shard, seq))
                 if msg.metadata.num_delivered > 1:
                     self.ledger.redelivered.add(seq)
-                self.ledger.last_seen[(self.consumer, shard)] = loop.time()
+                self.ledger.last_seen[(self.member, shard)] = loop.time()
                 if self._on_processed is not None:
                     await self._on_processed(self.consumer, seq)
                 result = await self._ack(msg)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from coordshard_client.naming import consumer_name
+from coordshard_client.naming import member_id
 
 __all__ = ["Observation", "PodState", "matches", "observe", "pod_state"]
 
@@ -49,7 +49,7 @@ class PodState:
 
     def member_id(self, group: str) -> str:
         """The consumer name of this incarnation in ``group``."""
-        return consumer_name(group=group, member=self.name, incarnation=self.uid)
+        return member_id(group=group, member=self.name, incarnation=self.uid)
 
 
 def _parse_time(value: Any) -> datetime | None:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import aiohttp
 
-from coordshard_client.naming import consumer_name
+from coordshard_client.naming import member_id
 from coordshard_operator.local.membership import WorkerState
 from coordshard_operator.local.natsserver import free_port
 
@@ -148,7 +148,7 @@ class WorkerProcess:
                 start_new_session=True,
             )
         pid_file(s.log_dir, self.name).write_text(f"{self.process.pid}\n")
-        consumer = consumer_name(group=s.group, member=self.name, incarnation=self.incarnation)
+        consumer = member_id(group=s.group, member=self.name, incarnation=self.incarnation)
         if in_place:
             down = previous.exited_at or previous.not_ready_since or time.monotonic()
             self._set(

@@ -13,9 +13,16 @@ sources (the kopf operator and local mode) use it the same way::
 (``passes.run_pass`` is exactly this, plus the rules both membership sources
 share.)
 
-``live`` maps consumer name → ``MemberInfo`` for every member that is alive
-now. A consumer of the group whose name is not in ``live`` belongs to a dead
+``live`` maps member id → ``MemberInfo`` for every member that is alive
+now. A consumer of the group whose member is not in ``live`` belongs to a dead
 member and is fenced (deleted) first.
+
+Member ids and consumer names: the planner, ``Observed`` and ``Report`` speak
+of member ids (``coordshard_client.naming.member_id``); the consumers
+themselves are named ``<member id>_g<generation>``, and every consumer this
+engine creates gets a generation higher than any it has made or seen, so a
+member fenced while frozen and alive again gets a consumer under a new name,
+which its own late acks (addressed to the old name) cannot reach.
 
 Why the protocol is what it is (docs/handoff.md has the long form; the
 measurements are in the JetStream notes):
@@ -53,7 +60,14 @@ from dataclasses import dataclass, field
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerInfo, StreamConfig
 
-from coordshard_client.naming import DEFAULT_GROUP, DEFAULT_STREAM, consumer_name, validate_name
+from coordshard_client.naming import (
+    DEFAULT_GROUP,
+    DEFAULT_STREAM,
+    consumer_name,
+    generation_of,
+    member_id,
+    validate_name,
+)
 from coordshard_client.subjects import (
     DEFAULT_PREFIX,
     DEFAULT_SHARDS,
@@ -162,7 +176,8 @@ class GroupConfig:
 
 @dataclass(frozen=True, slots=True)
 class MemberInfo:
-    """A live member incarnation; ``consumer`` is the planner's member id."""
+    """A live member incarnation; ``consumer`` is its member id, the planner's id for it
+    and the stem of its consumers' names (``coordshard_client.naming``)."""
 
     consumer: str
     member: str
@@ -170,8 +185,8 @@ class MemberInfo:
 
     @classmethod
     def of(cls, *, group: str, member: str, incarnation: str) -> MemberInfo:
-        """The member with its consumer name derived as workers derive it."""
-        name = consumer_name(group=group, member=member, incarnation=incarnation)
+        """The member with its id derived as workers derive it."""
+        name = member_id(group=group, member=member, incarnation=incarnation)
         return cls(consumer=name, member=member, incarnation=incarnation)
 
 
@@ -180,6 +195,7 @@ class ConsumerState:
     """One of the group's consumers as NATS reports it."""
 
     name: str
+    """The consumer's own name (``<member id>_g<generation>``)."""
     shards: tuple[int, ...]
     member: str
     incarnation: str
@@ -191,6 +207,8 @@ class ConsumerState:
     paused: bool
     max_deliver: int = -1
     """As configured; -1 (the server's "unlimited") on consumers made before it was set."""
+    generation: int = 0
+    """From its name; 0 for a consumer named exactly its member id (made before generations)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,12 +216,18 @@ class Observed:
     """The group's consumers and the stream's sequence range."""
 
     consumers: Mapping[str, ConsumerState]
+    """Member id → its consumer (a consumer with no member of ours is keyed by its name)."""
     first_seq: int
     last_seq: int
 
     @property
+    def generation(self) -> int:
+        """The highest generation or epoch any consumer of the group carries."""
+        return max((max(c.generation, c.epoch) for c in self.consumers.values()), default=0)
+
+    @property
     def assignment(self) -> dict[str, tuple[int, ...]]:
-        """Consumer name → shards: the assignment in force (``plan``'s ``previous``)."""
+        """Member id → shards: the assignment in force (``plan``'s ``previous``)."""
         return {name: c.shards for name, c in sorted(self.consumers.items())}
 
 
@@ -212,11 +236,14 @@ class Fenced:
     """A dead member's consumer, deleted before its shards went elsewhere."""
 
     consumer: str
+    """The member id (``Observed.consumers``' key)."""
     shards: tuple[int, ...]
     in_flight: int
     """Deliveries it had not acked: the most duplicates its shards' new owners can see."""
     duplicate_range: tuple[int, int] | None
     """Stream sequences (first, last) that may be processed twice, or None."""
+    name: str = ""
+    """The deleted consumer's own name."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +265,9 @@ class Report:
     grown: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     """Consumer → shards given to it (created consumers included)."""
     created: tuple[str, ...] = ()
+    """Member ids given a new consumer (its name is in ``created_names``)."""
+    created_names: tuple[str, ...] = ()
+    """The names of the consumers created, in ``created``'s order."""
     removed: tuple[str, ...] = ()
     """Live consumers deleted because their member has no shards left."""
     undrained: tuple[Undrained, ...] = ()
@@ -273,6 +303,8 @@ class Engine:
         subjects were last written (or since this engine started)."""
         self._stream_subjects: list[str] | None = None
         """The stream's subjects as the last ``observe`` read them."""
+        self._generation = 0
+        """The highest generation this engine has created or observed."""
 
     async def _step(self, name: str) -> None:
         if self._checkpoint is not None:
@@ -329,11 +361,18 @@ class Engine:
         if shards is None:
             logger.warning("consumer %s has filters we did not write: %s", info.name, filters)
             return None
+        member = meta.get(META_MEMBER, "")
+        incarnation = meta.get(META_INCARNATION, "")
+        generation = 0
+        if member and incarnation:
+            stem = member_id(group=self.config.group, member=member, incarnation=incarnation)
+            generation = generation_of(info.name, member=stem) or 0
         return ConsumerState(
             name=info.name,
             shards=shards,
-            member=meta.get(META_MEMBER, ""),
-            incarnation=meta.get(META_INCARNATION, ""),
+            member=member,
+            incarnation=incarnation,
+            generation=generation,
             epoch=int(meta.get(META_EPOCH, "0")),
             num_ack_pending=info.num_ack_pending or 0,
             num_pending=info.num_pending or 0,
@@ -344,16 +383,47 @@ class Engine:
         )
 
     async def observe(self) -> Observed:
-        """The group's consumers (by metadata) and the stream's sequence range."""
+        """The group's consumers (by metadata), keyed by member id, and the stream's range.
+
+        A consumer whose metadata names no member, or a second consumer of one
+        member (the older generation), is keyed by its own name: no live member
+        has that id, so ``apply`` fences it.
+        """
         infos = await self.api.consumers(self.config.stream)
         stream = await self.api.stream_info(self.config.stream)
         self._stream_subjects = stream.config.subjects
-        states = (self._state(i) for i in infos)
-        return Observed(
-            consumers={s.name: s for s in states if s is not None},
+        states = [s for s in map(self._state, infos) if s is not None]
+        consumers: dict[str, ConsumerState] = {}
+        for s in sorted(states, key=lambda s: (-s.generation, s.name)):
+            key = s.name
+            if s.member and s.incarnation:
+                mid = member_id(group=self.config.group, member=s.member, incarnation=s.incarnation)
+                if mid not in consumers:
+                    key = mid
+            consumers[key] = s
+        observed = Observed(
+            consumers=consumers,
             first_seq=stream.state.first_seq,
             last_seq=stream.state.last_seq,
         )
+        self._generation = max(self._generation, observed.generation)
+        return observed
+
+    def _next_generation(self, epoch: int) -> int:
+        """The generation of the consumers one ``apply`` creates: its epoch, or one past
+        every generation and epoch this engine has made or seen, if that is higher.
+
+        One per apply, not per consumer: the names differ by member already. The
+        epoch comes first so that names read like the reconcile that made them;
+        the floor keeps them new when the caller's epochs started again (local
+        mode's start at 0 on each ``coordshard up``) or repeat (a run that died
+        before its epoch was recorded). What the floor cannot see is a generation
+        whose consumers are all deleted *and* was made by an engine that has since
+        restarted with a lower epoch: the kopf operator's epoch is in the CR's
+        status, so that takes a lost status as well.
+        """
+        self._generation = max(self._generation + 1, epoch)
+        return self._generation
 
     def _validate(
         self, desired: AssignmentLike, members: Mapping[str, MemberInfo]
@@ -397,7 +467,7 @@ class Engine:
             ),
         )
 
-    async def _drain(self, name: str) -> Undrained | None:
+    async def _drain(self, member: str, name: str) -> Undrained | None:
         """Wait (bounded) until a paused consumer has no delivery left unacked."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.drain_timeout_s
@@ -408,7 +478,7 @@ class Engine:
                 return None
             if loop.time() > deadline:
                 logger.warning("consumer %s still has %d in flight; going on", name, pending)
-                return Undrained(name, pending)
+                return Undrained(member, pending)
             await asyncio.sleep(0.005)  # polling a condition with a deadline
 
     async def _rewind(self, name: str, first_seq: int) -> None:
@@ -480,6 +550,8 @@ class Engine:
         grow = {st.member: st for st in steps if st.action == "grow"}
         losers, gainers = list(narrow), list(grow)
 
+        # Member id → consumer name; the steps below speak of members, NATS of names.
+        real = {mid: c.name for mid, c in observed.consumers.items()}
         fenced: list[Fenced] = []
         for name in fence:
             c = observed.consumers[name]
@@ -488,9 +560,9 @@ class Engine:
                 if c.delivered_seq > c.ack_floor_seq
                 else None
             )
-            await self.api.delete_consumer(stream, name)
-            fenced.append(Fenced(name, c.shards, c.num_ack_pending, dup))
-            logger.info("fenced %s (shards %s, %d in flight)", name, c.shards, c.num_ack_pending)
+            await self.api.delete_consumer(stream, c.name)
+            fenced.append(Fenced(name, c.shards, c.num_ack_pending, dup, name=c.name))
+            logger.info("fenced %s (shards %s, %d in flight)", c.name, c.shards, c.num_ack_pending)
             await self._step(f"fenced {name}")
         live = {n: s for n, s in actual.items() if n in members}
         rewound = [n for n in gainers if n in live]
@@ -502,11 +574,11 @@ class Engine:
         )
         to_pause = sorted({*losers, *rewound, *left_paused})
         await asyncio.gather(
-            *(self.api.pause_consumer(stream, n, for_s=self.config.pause_s) for n in to_pause)
+            *(self.api.pause_consumer(stream, real[n], for_s=self.config.pause_s) for n in to_pause)
         )
         if to_pause:
             await self._step("paused")
-        drained = await asyncio.gather(*(self._drain(n) for n in to_pause))
+        drained = await asyncio.gather(*(self._drain(n, real[n]) for n in to_pause))
         undrained = tuple(u for u in drained if u is not None)
 
         narrowed: dict[str, tuple[int, ...]] = {}
@@ -514,48 +586,52 @@ class Engine:
         for name, step in narrow.items():
             narrowed[name] = step.changed
             if step.shards:
-                await self._put(name, step.shards, members[name], epoch)
+                await self._put(real[name], step.shards, members[name], epoch)
             else:
-                await self.api.delete_consumer(stream, name)
+                await self.api.delete_consumer(stream, real[name])
                 removed.append(name)
             await self._step(f"narrowed {name}")
 
         grown: dict[str, tuple[int, ...]] = {}
         created: list[str] = []
+        generation = 0
         if rewound or left_paused:
             # Read now: every message still in the stream is at or after this.
             first_seq = (await self.api.stream_info(stream)).state.first_seq
         for name, step in grow.items():
             grown[name] = step.changed
             if name in live:
-                await self.api.reset_consumer(stream, name, seq=first_seq)
+                await self.api.reset_consumer(stream, real[name], seq=first_seq)
                 await self._step(f"reset {name}")
             else:
+                # Never an old name: see the module doc.
+                generation = generation or self._next_generation(epoch)
+                real[name] = consumer_name(name, generation=generation)
                 created.append(name)
-            await self._put(name, step.shards, members[name], epoch)
+            await self._put(real[name], step.shards, members[name], epoch)
             await self._step(f"grown {name}")
             if name in live:
                 # Measured on R3: the filter update itself can move the delivery
                 # cursor past the gained shards' leftovers (they stay in the stream,
                 # num_pending 0). A second rewind, still paused, picks them up; the
                 # first one keeps the ack floor below them meanwhile.
-                await self._rewind(name, first_seq)
+                await self._rewind(real[name], first_seq)
                 await self._step(f"rewound {name}")
 
         # Consumers the plan leaves alone but whose settings are not ours (made
         # before max_deliver was set): the same filters, the current settings.
         for name in self.drifted(observed):
             if name in want and name not in narrow and name not in grow:
-                await self._put(name, sorted(want[name]), members[name], epoch)
+                await self._put(real[name], sorted(want[name]), members[name], epoch)
                 await self._step(f"refreshed {name}")
 
         for name in left_paused:  # gainers among them were rewound above
             if name not in gainers:
-                await self._rewind(name, first_seq)
+                await self._rewind(real[name], first_seq)
                 await self._step(f"rewound {name}")
         # Resume what we paused, which includes what a dead run left paused.
         resume = sorted(set(to_pause) - set(removed))
-        await asyncio.gather(*(self.api.resume_consumer(stream, n) for n in resume))
+        await asyncio.gather(*(self.api.resume_consumer(stream, real[n]) for n in resume))
 
         report = Report(
             epoch=epoch,
@@ -563,6 +639,7 @@ class Engine:
             narrowed=narrowed,
             grown=grown,
             created=tuple(created),
+            created_names=tuple(real[n] for n in created),
             removed=tuple(removed),
             undrained=undrained,
             resumed=tuple(resume),
@@ -582,5 +659,5 @@ class Engine:
     async def remove_group(self) -> None:
         """Delete every consumer of the group; the stream and its messages stay."""
         observed = await self.observe()
-        for name in sorted(observed.consumers):
-            await self.api.delete_consumer(self.config.stream, name)
+        for c in sorted(observed.consumers.values(), key=lambda c: c.name):
+            await self.api.delete_consumer(self.config.stream, c.name)

@@ -28,7 +28,7 @@ class Pass:
     observed: Observed
     """The consumers in force before the pass."""
     members: Mapping[str, MemberInfo]
-    """The members the pass planned for (consumer name → member): the live ones,
+    """The members the pass planned for (member id → member): the live ones,
     less held members that had no consumer."""
     plan: Plan
     report: Report | None
@@ -50,7 +50,7 @@ async def run_pass(
     pins: Mapping[int, str] | None = None,
     hold: Iterable[str] = (),
 ) -> Pass:
-    """Converge the group on the live ``members`` (consumer name → member); see module doc.
+    """Converge the group on the live ``members`` (member id → member); see module doc.
 
     ``hold``: members that are live but not ready (within their grace period): they keep
     the consumer and shards they have and are given nothing new; a held member with no

@@ -18,11 +18,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from coordshard_client.naming import consumer_name
+from nats.js.api import ConsumerInfo
+
+from coordshard_client.naming import member_id
 from coordshard_operator.kube import crd
+from coordshard_operator.rebalancer.handoff import META_GROUP, META_INCARNATION, META_MEMBER
 from coordshard_operator.testing.apiserver import ApiServer, ResourceType
 
-__all__ = ["Cluster", "OperatorProcess", "wait_until"]
+__all__ = ["Cluster", "OperatorProcess", "member_of", "wait_until"]
+
+
+def member_of(info: ConsumerInfo) -> str:
+    """The member id a consumer of the engine's was made for (from its metadata)."""
+    meta = info.config.metadata or {}
+    return member_id(
+        group=meta[META_GROUP], member=meta[META_MEMBER], incarnation=meta[META_INCARNATION]
+    )
 
 
 async def wait_until(check: Callable[[], Any], *, timeout: float = 15, what: str = "") -> Any:
@@ -143,9 +154,10 @@ class Cluster:
         ]
 
     def consumer(self, pod: str, group: str = "orders") -> str:
-        """The consumer name of ``pod``'s current incarnation in ``group``."""
+        """The member id of ``pod``'s current incarnation in ``group`` (its consumers'
+        names add a generation: ``member_of`` maps a consumer back)."""
         uid = self.api.get(self.pods, self.namespace, pod)["metadata"]["uid"]
-        return consumer_name(group=group, member=pod, incarnation=uid)
+        return member_id(group=group, member=pod, incarnation=uid)
 
 
 class OperatorProcess:
