@@ -17,9 +17,17 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from coordshard_service import app
-from coordshard_service.errors import ServiceError
-from coordshard_service.settings import ServiceSettings
+try:
+    from coordshard_service import app
+    from coordshard_service.errors import ServiceError
+    from coordshard_service.settings import ServiceSettings
+except ModuleNotFoundError as e:  # coordshard installed without its service extra
+    if (e.name or "").startswith("coordshard_"):
+        raise
+    raise SystemExit(
+        f"coordshard worker: needs the Python module {e.name!r}, which is not installed; "
+        "install the service extra: pip install 'coordshard[service]'"
+    ) from e
 
 __all__ = ["main"]
 
