@@ -16,15 +16,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from coordshard_operator.local.natsserver import free_port, start_server
+from coordshard_operator.testing.cluster import wait_until
 from coordshard_operator.testing.users import authorization, new_user_seed
 
 from .conftest import missing_service
@@ -113,7 +112,9 @@ def test_the_sdk_alone_gives_a_command_that_names_the_extras(venv: Venv) -> None
     assert "Traceback" not in worker.stderr
 
 
-def test_the_service_extra_alone_runs_a_worker_with_an_nkey(venv: Venv, tmp_path: Path) -> None:
+async def test_the_service_extra_alone_runs_a_worker_with_an_nkey(
+    venv: Venv, tmp_path: Path
+) -> None:
     bin_ = venv("service")
     helped = _run(bin_ / "coordshard", "worker", "--help")
     assert helped.returncode == 0 and "--nats-nkey-seed" in helped.stdout, helped.stderr
@@ -126,37 +127,42 @@ def test_the_service_extra_alone_runs_a_worker_with_an_nkey(venv: Venv, tmp_path
     server = start_server(tmp_path / "nats", extra_config=authorization(seed))
     port = free_port()
     log = tmp_path / "worker.log"
-    with log.open("wb") as sink:
-        worker = subprocess.Popen(
-            [
-                bin_ / "coordshard",
-                "worker",
-                f"--nats-url={server.url}",
-                f"--nats-nkey-seed={seed_file}",
-                f"--database-url=sqlite:///{tmp_path / 'store.db'}",
-                f"--http-port={port}",
-            ],
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
-        )
+    worker = _start(
+        bin_ / "coordshard",
+        "worker",
+        f"--nats-url={server.url}",
+        f"--nats-nkey-seed={seed_file}",
+        f"--database-url=sqlite:///{tmp_path / 'store.db'}",
+        f"--http-port={port}",
+        log=log,
+    )
     try:
-        deadline = time.monotonic() + 30
-        while not _ready(port):
+
+        async def ready() -> bool:
             assert worker.poll() is None, log.read_text()[-3000:]
-            assert time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.1)  # polling a subprocess's /readyz: there is no event to await
+            return await _ready(port)
+
+        await wait_until(ready, timeout=30, what="the worker's /readyz")
     finally:
         worker.terminate()
         worker.wait(10)
         server.kill()
 
 
-def _ready(port: int) -> bool:
+def _start(*cmd: str | Path, log: Path) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    with log.open("wb") as sink:
+        return subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, env=env)
+
+
+async def _ready(port: int) -> bool:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
-            return bool(r.status == 200)
-    except (urllib.error.URLError, ConnectionError):
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{port}/readyz") as r,
+        ):
+            return r.status == 200
+    except aiohttp.ClientError:
         return False
 
 

@@ -75,19 +75,16 @@ def kubeconfig(
     """Write a one-context kubeconfig for the double and point $KUBECONFIG at it."""
     monkeypatch.delenv("COORDSHARD_KUBE_SERVER", raising=False)
 
-    def write(*, user: dict[str, str], ca_pem: bytes | None = None) -> Path:
+    def write(*, user: dict[str, str], ca_pem: bytes | None = None, insecure: bool = False) -> Path:
+        cluster: dict[str, Any] = {"server": tls_apiserver.url}
+        if insecure:
+            cluster["insecure-skip-tls-verify"] = True
+        else:
+            cluster["certificate-authority-data"] = _b64(ca_pem or ca.cert)
         config = {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [
-                {
-                    "name": "kind-test",
-                    "cluster": {
-                        "server": tls_apiserver.url,
-                        "certificate-authority-data": _b64(ca_pem or ca.cert),
-                    },
-                }
-            ],
+            "clusters": [{"name": "kind-test", "cluster": cluster}],
             "users": [{"name": "kind-test", "user": user}],
             "contexts": [
                 {"name": "kind-test", "context": {"cluster": "kind-test", "user": "kind-test"}}
@@ -196,6 +193,18 @@ async def test_a_client_certificate_from_another_ca_fails_the_handshake(
     finally:
         await api.close()
     assert tls_apiserver.users == []
+
+
+async def test_insecure_skip_tls_verify_trusts_any_server_certificate(
+    kubeconfig: Kubeconfig, tls_apiserver: ApiServer
+) -> None:
+    kubeconfig(user={"token": TOKEN}, insecure=True)
+    info = login()
+    api = KubeApi(lambda: info)
+    try:
+        await patch_and_read(api, tls_apiserver)
+    finally:
+        await api.close()
 
 
 async def test_a_server_certificate_from_another_ca_is_refused(
