@@ -124,3 +124,18 @@ def test_bench_plan_prints_a_table(capsys: pytest.CaptureFixture[str], tmp_path:
 def test_bench_refuses_an_unknown_suite(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "bench", "nope")
     assert code == 2 and "unknown suite" in err
+
+
+def test_the_lazy_command_list_matches_the_modules_it_names() -> None:
+    """``coordshard --help`` lists subcommands without importing them; the help lines
+    it shows must be the ones each module registers (the full install has every extra)."""
+    import argparse
+
+    from coordshard_operator.cli.main import COMMANDS, build_parser
+
+    for name, cmd in COMMANDS.items():
+        parser = build_parser(name)
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        helps = {c.dest: c.help for c in sub._choices_actions}
+        assert helps[name] == cmd.help, name
+        assert sub.choices[name].get_default("run") is not None, name

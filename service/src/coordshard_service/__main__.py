@@ -87,6 +87,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     gc.disable()
     try:
         return _main(argv)
+    except ModuleNotFoundError as e:  # coordshard installed without its service extra
+        if (e.name or "").startswith("coordshard_"):
+            raise
+        raise SystemExit(
+            f"coordshard worker: needs the Python module {e.name!r}, which is not installed; "
+            "install the service extra: pip install 'coordshard[service]'"
+        ) from e
     finally:
         gc.enable()
 

@@ -1,7 +1,8 @@
 """``coordshard asyncapi``: print the Coordinate Service's AsyncAPI 3.0 document.
 
 The document comes from ``coordshard_client.asyncapi`` (the SDK package, which
-the operator may import); docs/asyncapi.yaml is this command's output.
+the operator may import); docs/asyncapi.yaml is this command's output. YAML
+needs pyyaml (the operator extra brings it); ``--json`` needs only the SDK.
 """
 
 from __future__ import annotations
@@ -10,8 +11,6 @@ import argparse
 import json
 import sys
 from typing import Any
-
-import yaml
 
 from coordshard_client.asyncapi import document
 from coordshard_client.subjects import DEFAULT_PREFIX
@@ -24,6 +23,8 @@ def render(*, prefix: str = DEFAULT_PREFIX, as_json: bool = False) -> str:
     doc = document(prefix=prefix)
     if as_json:
         return json.dumps(doc, indent=2) + "\n"
+    import yaml  # here: --json works without pyyaml
+
     return str(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=100))
 
 

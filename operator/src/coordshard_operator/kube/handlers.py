@@ -100,7 +100,8 @@ def pod_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
 def _kube(memo: kopf.Memo) -> KubeApi:
     kube: KubeApi | None = memo.get("kube_api")
     if kube is None:
-        kube = memo.kube_api = KubeApi(memo.connection_info)
+        # The current login, not the first: kopf logs in again after a 401.
+        kube = memo.kube_api = KubeApi(lambda: memo.connection_info)
     return kube
 
 

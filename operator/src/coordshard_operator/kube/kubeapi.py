@@ -6,14 +6,21 @@ credentials kopf logged in with (captured by the login handler). One
 merge-patch to ``/status`` per *changed* status; nothing per tick. The same
 client reads the Secrets a CR's ``spec.nats`` names (``get`` only, in the
 CR's namespace); their data is handed over decoded and never logged.
+
+The connection is kopf's own reading of those credentials:
+``ConnectionInfo.as_ssl_context()`` (CA and client certificate, from paths
+or the kubeconfig's base64 ``*-data`` fields) and ``as_http_headers()``
+(bearer token or basic auth), so whatever kopf can log in with, this client
+can use too; there is no second parser of kubeconfigs here. When kopf logs
+in again (it does after a 401), the login handler stores the new
+credentials and the next request opens a session with them.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -41,36 +48,53 @@ def merge_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]
     return patch
 
 
-def _ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
-    if info.insecure:
-        return False
-    if not (info.ca_path or info.ca_data or info.certificate_path):
-        return True
-    ctx = ssl.create_default_context(
-        cafile=str(info.ca_path) if info.ca_path else None,
-        cadata=info.ca_data.decode() if isinstance(info.ca_data, bytes) else info.ca_data,
+def _open(info: kopf.ConnectionInfo) -> aiohttp.ClientSession:
+    """A session as kopf's own: its SSL context, its Authorization header, its proxy."""
+    return aiohttp.ClientSession(
+        headers=info.as_http_headers(),
+        connector=aiohttp.TCPConnector(ssl=info.as_ssl_context()),
+        proxy=info.proxy_url,
+        trust_env=info.trust_env,
+        timeout=aiohttp.ClientTimeout(total=10),
     )
-    if info.certificate_path and info.private_key_path:
-        ctx.load_cert_chain(str(info.certificate_path), str(info.private_key_path))
-    return ctx
+
+
+def _refused(status: int, doing: str) -> TransientError:
+    if status == 401:
+        return TransientError(
+            f"{doing}: 401 Unauthorized (the API server refused the operator's credentials; "
+            "kopf logs in again)"
+        )
+    return TransientError(f"{doing}: {status}")
 
 
 class KubeApi:
-    """Merge-patches ``coordinateshards/{name}/status``; gets ``secrets/{name}``."""
+    """Merge-patches ``coordinateshards/{name}/status``; gets ``secrets/{name}``.
 
-    def __init__(self, info: kopf.ConnectionInfo) -> None:
-        headers: dict[str, str] = {}
-        if info.token:
-            headers["Authorization"] = f"{info.scheme or 'Bearer'} {info.token}"
-        self._base = info.server.rstrip("/")
-        self._session = aiohttp.ClientSession(
-            headers=headers,
-            connector=aiohttp.TCPConnector(ssl=_ssl_context(info)),
-            timeout=aiohttp.ClientTimeout(total=10),
-        )
+    ``credentials`` gives the current login (called per request, it is cheap);
+    a different object than last time replaces the session.
+    """
+
+    def __init__(self, credentials: Callable[[], kopf.ConnectionInfo]) -> None:
+        self._credentials = credentials
+        self._current: tuple[kopf.ConnectionInfo, aiohttp.ClientSession] | None = None
+
+    async def _session(self) -> tuple[str, aiohttp.ClientSession]:
+        """The server's base URL and a session logged in as kopf currently is."""
+        info = self._credentials()
+        old = self._current
+        if old is not None and old[0] is info:
+            return info.server.rstrip("/"), old[1]
+        session = _open(info)
+        self._current = (info, session)  # swapped before awaiting: concurrent callers share it
+        if old is not None:
+            await old[1].close()
+        return info.server.rstrip("/"), session
 
     async def close(self) -> None:
-        await self._session.close()
+        if self._current is not None:
+            await self._current[1].close()
+            self._current = None
 
     async def patch_status(
         self,
@@ -84,12 +108,13 @@ class KubeApi:
 
         Raises TransientError for any other failure.
         """
+        base, session = await self._session()
         url = (
-            f"{self._base}/apis/{crd.GROUP}/{crd.VERSION}/namespaces/{namespace}/"
+            f"{base}/apis/{crd.GROUP}/{crd.VERSION}/namespaces/{namespace}/"
             f"{crd.PLURAL}/{name}/status"
         )
         try:
-            async with self._session.patch(
+            async with session.patch(
                 url,
                 json={"status": merge_diff(previous, status)},
                 headers={"Content-Type": "application/merge-patch+json"},
@@ -97,7 +122,7 @@ class KubeApi:
                 if r.status == 404:
                     return False
                 if r.status >= 400:
-                    raise TransientError(f"patching status of {namespace}/{name}: {r.status}")
+                    raise _refused(r.status, f"patching status of {namespace}/{name}")
                 return True
         except aiohttp.ClientError as e:
             raise TransientError(f"patching status of {namespace}/{name}: {e}") from e
@@ -105,14 +130,15 @@ class KubeApi:
     async def get_secret(self, namespace: str, name: str) -> Secret:
         """The Secret, decoded; SecretUnavailableError when missing or forbidden."""
         where = f"Secret {namespace}/{name}"
-        url = f"{self._base}/api/v1/namespaces/{namespace}/{crd.SECRETS}/{name}"
+        base, session = await self._session()
+        url = f"{base}/api/v1/namespaces/{namespace}/{crd.SECRETS}/{name}"
         try:
-            async with self._session.get(url) as r:
+            async with session.get(url) as r:
                 if r.status in (403, 404):
                     why = "not found" if r.status == 404 else "forbidden (RBAC: get secrets)"
                     raise SecretUnavailableError(f"{where}: {why}", delay=2)
                 if r.status >= 400:
-                    raise TransientError(f"reading {where}: {r.status}")
+                    raise _refused(r.status, f"reading {where}")
                 body = await r.json()
         except aiohttp.ClientError as e:
             raise TransientError(f"reading {where}: {e}") from e

@@ -21,10 +21,19 @@ with the semantics they rely on (docs/operator.md lists them):
 * Events (POST 201), CRD registration (a CRD makes its resource served);
 * CRD-schema validation with defaults applied: a CR failing its
   openAPIV3Schema is 422 ``Invalid``. Of CEL rules only the transition rule
-  ``self == oldSelf`` is evaluated (the one the CoordinateShards CRD uses).
+  ``self == oldSelf`` is evaluated (the one the CoordinateShards CRD uses);
+* optionally, HTTPS and authentication as kube-apiserver does them with
+  ``--tls-cert-file``, ``--client-ca-file`` and ``--token-auth-file``: a
+  client certificate is asked for but not required, one the client CA did
+  not sign fails the TLS handshake, and a verified one authenticates as its
+  common name (tried first, as kube-apiserver does); a bearer token the
+  server does not know, or any other ``Authorization``, is 401
+  ``Unauthorized``; a request with no credentials is ``system:anonymous``,
+  which RBAC refuses with 403 ``Forbidden``.
 
 Every request is appended to ``requests`` (verb, group, resource) so a test
-can check that the chart's RBAC grants exactly what was used.
+can check that the chart's RBAC grants exactly what was used; with
+authentication on, ``users`` holds who each accepted request came as.
 """
 
 from __future__ import annotations
@@ -35,15 +44,20 @@ import binascii
 import copy
 import json
 import re
+import ssl
+import tempfile
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jsonpatch
 import jsonschema
 from aiohttp import web
+
+if TYPE_CHECKING:  # certs needs cryptography (dev only); the double runs without it over HTTP
+    from coordshard_operator.testing.certs import Issued
 
 __all__ = ["ApiError", "ApiServer", "Request", "ResourceType", "Selector"]
 
@@ -253,6 +267,10 @@ BUILTINS = (
 )
 
 
+_VERBS = {"GET": "get", "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+"""HTTP method -> the RBAC verb a refusal names."""
+
+
 class ApiServer:
     """The double: state, the write rules, and an aiohttp app serving them.
 
@@ -260,8 +278,24 @@ class ApiServer:
     rules the HTTP API applies; kopf reaches it over HTTP at ``url``.
     """
 
-    def __init__(self, *, bookmark_interval: float = 5.0) -> None:
+    def __init__(
+        self,
+        *,
+        bookmark_interval: float = 5.0,
+        tls: Issued | None = None,
+        client_ca: bytes | None = None,
+        tokens: Mapping[str, str] | None = None,
+    ) -> None:
+        """``tls``: serve HTTPS with this certificate (else plain HTTP, no authentication).
+
+        ``client_ca`` (PEM) verifies client certificates; ``tokens`` maps bearer
+        tokens to user names. Either one turns authentication on.
+        """
         self.bookmark_interval = bookmark_interval
+        self.tls = tls
+        self.client_ca = client_ca
+        self.tokens = dict(tokens or {})
+        self.users: list[str] = []
         self.rv = 0
         self.types: dict[tuple[str, str, str], ResourceType] = {
             (t.group, t.version, t.plural): t for t in BUILTINS
@@ -287,10 +321,31 @@ class ApiServer:
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", port)
+        site = web.TCPSite(self._runner, "127.0.0.1", port, ssl_context=self._ssl_context())
         await site.start()
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+        scheme = "https" if self.tls else "http"
+        self.url = f"{scheme}://127.0.0.1:{self._runner.addresses[0][1]}"
         return self.url
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        if self.tls is None:
+            return None
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        with tempfile.TemporaryDirectory() as tmp:  # ssl loads a key pair from files only
+            cert, key = f"{tmp}/tls.crt", f"{tmp}/tls.key"
+            with open(cert, "wb") as f:
+                f.write(self.tls.cert)
+            with open(key, "wb") as f:
+                f.write(self.tls.key)
+            ctx.load_cert_chain(cert, key)
+        if self.client_ca is not None:
+            ctx.load_verify_locations(cadata=self.client_ca.decode())
+            ctx.verify_mode = ssl.CERT_OPTIONAL  # Go's VerifyClientCertIfGiven
+        return ctx
+
+    @property
+    def authenticating(self) -> bool:
+        return self.client_ca is not None or bool(self.tokens)
 
     async def stop(self) -> None:
         for w in self.watches:
@@ -586,9 +641,32 @@ class ApiServer:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         try:
+            if self.authenticating:
+                self.users.append(self._authenticate(request))
             return await self._route(request)
         except ApiError as e:
             return web.json_response(e.status(), status=e.code)
+
+    def _authenticate(self, request: web.Request) -> str:
+        """Who the request comes as; 401 for unknown credentials, 403 for none."""
+        peer = request.transport.get_extra_info("peercert") if request.transport else None
+        if peer:  # only a verified certificate gets here: a bad one fails the handshake
+            for rdn in peer.get("subject", ()):
+                for key, value in rdn:
+                    if key == "commonName":
+                        return str(value)
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme or token:
+            user = self.tokens.get(token) if scheme.lower() == "bearer" else None
+            if user is None:
+                raise ApiError(401, "Unauthorized", "Unauthorized")
+            return user
+        verb = _VERBS.get(request.method, request.method.lower())
+        raise ApiError(
+            403,
+            "Forbidden",
+            f'forbidden: User "system:anonymous" cannot {verb} path "{request.path}"',
+        )
 
     def _log(
         self,
