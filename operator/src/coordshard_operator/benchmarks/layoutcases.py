@@ -110,6 +110,9 @@ class Today:
     engine: Engine | None = None
     live: dict[str, MemberInfo] = field(default_factory=dict)
     assignment: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    """Member id → its shards."""
+    names: dict[str, str] = field(default_factory=dict)
+    """Member id → the name of its consumer."""
 
     def subject(self, shard: int, key: int) -> str:
         return f"{PREFIX}.{shard}.k{key}.op"
@@ -133,11 +136,14 @@ class Today:
         await self.engine.apply(p.balance.assignment, members=self.live, epoch=epoch,
                                 observed=observed)  # fmt: skip
         self.assignment = {c: tuple(s) for c, s in p.balance.assignment.items() if s}
+        # The engine names each consumer it makes <member id>_g<generation>.
+        now = await self.engine.observe()
+        self.names = {m: st.name for m, st in now.consumers.items() if m in self.assignment}
 
     async def setup(self, js: JetStreamContext, workers: Workers) -> None:
         await self._converge(1)
         for consumer in self.assignment:
-            await workers.start(self._member(consumer), consumer)
+            await workers.start(self._member(consumer), self.names[consumer])
 
     def owned(self, member: str) -> set[int]:
         return {s for c, shards in self.assignment.items() if self._member(c) == member
@@ -149,7 +155,7 @@ class Today:
 
     def consumers_of(self, members: Iterable[str]) -> list[str]:
         wanted = set(members)
-        return [c for c in self.assignment if self._member(c) in wanted]
+        return [self.names[c] for c in self.assignment if self._member(c) in wanted]
 
     async def hand_off(
         self, js: JetStreamContext, victim: str, req: Requests, workers: Workers
