@@ -110,9 +110,9 @@ def _baseline(pod: Obj) -> Iterator[str]:
     for path, container, sc in _containers(spec):
         if sc.get("privileged"):
             yield f"{path}.securityContext.privileged: must be unset or false"
-        added = set((sc.get("capabilities") or {}).get("add") or [])
-        if added - BASELINE_CAPABILITIES:
-            yield f"{path}.securityContext.capabilities.add: {sorted(added - BASELINE_CAPABILITIES)}"
+        extra = set((sc.get("capabilities") or {}).get("add") or []) - BASELINE_CAPABILITIES
+        if extra:
+            yield f"{path}.securityContext.capabilities.add: {sorted(extra)} are not allowed"
         if sc.get("procMount", "Default") != "Default":
             yield f"{path}.securityContext.procMount: must be Default"
         for j, port in enumerate(container.get("ports") or []):
@@ -156,7 +156,7 @@ def _restricted(pod: Obj) -> Iterator[str]:
             yield f"{where}.runAsUser: must not be 0"
         seccomp = (sc.get("seccompProfile") or {}).get("type", pod_seccomp)
         if seccomp not in SECCOMP_ALLOWED:
-            yield f"{where}.seccompProfile.type: must be RuntimeDefault or Localhost, is {seccomp!r}"
+            yield f"{where}.seccompProfile.type: {seccomp!r}, not RuntimeDefault or Localhost"
         capabilities: Obj = sc.get("capabilities") or {}
         if "ALL" not in (capabilities.get("drop") or []):
             yield f"{where}.capabilities.drop: must include ALL"
