@@ -99,8 +99,20 @@ def test_rendered_builtin_objects_validate_strictly(render_chart: Render, tls: s
         kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
 
 
-def pod_templates(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [d["spec"]["template"] for d in docs if d["kind"] in ("Deployment", "StatefulSet")]
+def pod_templates(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each Deployment's and StatefulSet's pod template, by "Kind/name" of its owner."""
+    return {
+        f"{d['kind']}/{d['metadata']['name']}": d["spec"]["template"]
+        for d in docs
+        if d["kind"] in ("Deployment", "StatefulSet")
+    }
+
+
+SOME_OPTIONS = [
+    pytest.param((), id="defaults"),
+    pytest.param(("example.enabled=true",), id="example"),
+    pytest.param(EVERY_OPTION, id="every-option"),
+]
 
 
 def test_every_option_renders_objects_that_validate_strictly(render_chart: Render) -> None:
@@ -112,26 +124,20 @@ def test_every_option_renders_objects_that_validate_strictly(render_chart: Rende
             kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
 
 
-@pytest.mark.parametrize(
-    "sets",
-    [
-        pytest.param((), id="defaults"),
-        pytest.param(("example.enabled=true",), id="example"),
-        pytest.param(EVERY_OPTION, id="every-option"),
-    ],
-)
+@pytest.mark.parametrize("sets", SOME_OPTIONS)
 def test_every_rendered_pod_passes_the_restricted_pod_security_profile(
     render_chart: Render, sets: tuple[str, ...]
 ) -> None:
     templates = pod_templates(render_chart(*sets))
     assert templates
-    assert {id(t): restricted_violations(t) for t in templates} == {id(t): [] for t in templates}
+    violations = {owner: restricted_violations(t) for owner, t in templates.items()}
+    assert violations == {owner: [] for owner in templates}
 
 
 def test_every_pod_is_placed_and_annotated_as_the_values_say(render_chart: Render) -> None:
     templates = pod_templates(render_chart(*EVERY_OPTION))
     assert len(templates) == 3  # active and standby operator, workers
-    for template in templates:
+    for template in templates.values():
         spec = template["spec"]
         assert template["metadata"]["annotations"] == {"team": "orders"}
         assert spec["imagePullSecrets"] == [{"name": "regcred"}]
@@ -145,18 +151,21 @@ def test_every_pod_is_placed_and_annotated_as_the_values_say(render_chart: Rende
         ]
 
 
+@pytest.mark.parametrize("sets", SOME_OPTIONS)
 def test_every_container_with_a_read_only_root_has_an_in_memory_tmpdir(
-    render_chart: Render,
+    render_chart: Render, sets: tuple[str, ...]
 ) -> None:
     """natsauth writes a Secret's client key for ``ssl`` to load: TMPDIR must be writable."""
-    for template in pod_templates(render_chart(*EVERY_OPTION)):
+    for template in pod_templates(render_chart(*sets)).values():
         spec = template["spec"]
-        volumes = {v["name"]: v for v in spec["volumes"]}
+        volumes = {v["name"]: v for v in spec.get("volumes", [])}
         for container in spec["containers"]:
             assert container["securityContext"]["readOnlyRootFilesystem"] is True
             env = {e["name"]: e.get("value") for e in container["env"]}
             tmpdir = env.get("TMPDIR", "/tmp")
-            mount = next(m for m in container["volumeMounts"] if m["mountPath"] == tmpdir)
+            mounts = [m for m in container.get("volumeMounts", []) if m["mountPath"] == tmpdir]
+            assert mounts, f"{container['name']}: nothing writable at {tmpdir}"
+            (mount,) = mounts
             assert not mount.get("readOnly")
             assert volumes[mount["name"]]["emptyDir"]["medium"] == "Memory"
 
@@ -173,7 +182,7 @@ def test_workers_read_the_database_url_from_a_secret(render_chart: Render) -> No
     secret = next(d for d in made if d["kind"] == "Secret")
     assert secret["metadata"]["name"] == ref["name"]
     assert secret["stringData"] == {ref["key"]: url}
-    assert url not in json.dumps(pod_templates(made))
+    assert url not in json.dumps(list(pod_templates(made).values()))
     theirs = render_chart(
         "example.enabled=true", "example.existingSecret=pg-app", "example.existingSecretKey=uri"
     )
@@ -209,7 +218,7 @@ def test_each_service_monitor_scrapes_a_named_port_of_a_service_over_pods(
     docs = render_chart(*EVERY_OPTION)
     monitors = [d for d in docs if d["kind"] == "ServiceMonitor"]
     services = [d for d in docs if d["kind"] == "Service"]
-    templates = pod_templates(docs)
+    templates = pod_templates(docs).values()
     assert len(monitors) == 2  # the operator's, the workers'
     for monitor in monitors:
         assert monitor["metadata"]["labels"]["release"] == "prom"
