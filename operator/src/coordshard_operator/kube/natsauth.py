@@ -7,7 +7,8 @@ options: a ``.creds`` file (``user_credentials``), an nkey seed
 (``kubeapi``); this module never logs, and Secret material is kept out of
 every ``repr``. The only files are the client certificate and key, which
 ``ssl`` can load from files only: written 0600 into a private temporary
-directory and removed as soon as they are loaded.
+directory and removed as soon as they are loaded. The chart's root filesystem
+is read-only, so it mounts an in-memory ``emptyDir`` at ``TMPDIR``.
 
 ``NatsAuth.identity`` names the Secrets and their resourceVersions: when a
 Secret changes, the identity changes and the runtime reconnects.
