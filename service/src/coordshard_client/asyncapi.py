@@ -135,7 +135,8 @@ def document(*, prefix: str = DEFAULT_PREFIX) -> dict[str, Any]:
             "address": f"{prefix}.{{shard}}.{{system_id}}.{op}",
             "title": f"{op} commands",
             "description": f"JetStream stream {DEFAULT_STREAM!r} (WorkQueue) captures "
-            f"{prefix}.>; a worker owning the shard consumes it.",
+            f"{prefix}.<s>.*.* for each shard s < N (a publish to any other shard gets no "
+            "ack); a worker owning the shard consumes it.",
             "parameters": {
                 "shard": {
                     "description": "FNV-1a 32-bit of the UTF-8 system id, modulo the "
