@@ -8,9 +8,9 @@ from pathlib import Path
 import nats.errors
 import pytest
 
+from coordshard_client.credentials import refused
 from coordshard_operator.testing.certs import TestCa
 from coordshard_service.__main__ import main
-from coordshard_service.app import refused
 from coordshard_service.errors import ConfigError
 from coordshard_service.natsconnect import connect_options
 from coordshard_service.settings import ServiceSettings
