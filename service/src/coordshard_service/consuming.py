@@ -74,7 +74,7 @@ from coordshard_service import consumerstate
 from coordshard_service.cache import Cache
 from coordshard_service.commands import Applied, Incoming, apply_isolating
 from coordshard_service.consumerstate import ConsumerState, StreamInstance
-from coordshard_service.discovery import Discovery
+from coordshard_service.discovery import Discovery, waiting_hint
 from coordshard_service.errors import (
     BadMessageError,
     ConfigError,
@@ -348,9 +348,15 @@ class Worker:
             if info == "gone":
                 if not logged:
                     logger.info(
-                        "waiting for a consumer of %s on stream %s",
+                        "waiting for a consumer of %s on stream %s; %s",
                         self.member,
                         self.settings.stream,
+                        waiting_hint(
+                            group=self.settings.group,
+                            stream=self.settings.stream,
+                            pod=self.settings.pod_name,
+                            listed=self.discovery.listed,
+                        ),
                     )
                     logged = True
             elif info != "unknown":  # "unknown" was logged by read_consumer
