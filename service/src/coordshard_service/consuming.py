@@ -467,6 +467,7 @@ class Worker:
         self.cache.clear()
         self.shards = set()
         self.metrics.owned_shards.set(0)
+        self.metrics.forget_consumer(self.consumer)
         if self._puller is not None:
             puller, self._puller = self._puller, None
             try:
@@ -494,10 +495,11 @@ class Worker:
         info = await consumerstate.read_consumer(
             self.js, stream=self.settings.stream, consumer=self.consumer
         )
-        if not isinstance(info, str) and self.progress.bound:
-            self.progress.heard(
-                pending=info.num_pending or 0, ack_pending=info.num_ack_pending or 0
-            )
+        if not isinstance(info, str):
+            pending, ack_pending = info.num_pending or 0, info.num_ack_pending or 0
+            self.metrics.observe_consumer(self.consumer, pending=pending, ack_pending=ack_pending)
+            if self.progress.bound:
+                self.progress.heard(pending=pending, ack_pending=ack_pending)
         return info
 
     async def _refresh(self) -> None:
