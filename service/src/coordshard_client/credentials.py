@@ -8,13 +8,16 @@ In Kubernetes these are mounted Secrets, so they come as paths. Pure but for
 reading those files: a missing or unreadable one is a
 ``CoordinateCredentialsError`` naming the setting and the path, never the
 content. An nkey seed or ``.creds`` file needs the ``nkeys`` package, which
-nats-py imports only when connecting.
+nats-py imports only when connecting (and the SDK alone does not install):
+its absence is named here, not left to a ``ModuleNotFoundError`` from inside
+nats-py's connect.
 
 ``refused`` tells a server's refusal (no retry fixes it) from an outage.
 """
 
 from __future__ import annotations
 
+import importlib
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +66,8 @@ def connect_options(files: NatsFiles) -> dict[str, Any]:
         CoordinateCredentialsError: a file cannot be read, or is not PEM of its kind.
     """
     options: dict[str, Any] = {}
+    if files.creds or files.nkey_seed:
+        _require_nkeys(files)
     if files.creds:
         options["user_credentials"] = _readable(files, files.creds, "creds")
     if files.nkey_seed:
@@ -79,6 +84,17 @@ def refused(e: BaseException) -> bool:
     if isinstance(e, nats.errors.AuthorizationError | ssl.SSLError):
         return True
     return isinstance(e, nats.errors.Error) and "authorization violation" in str(e).lower()
+
+
+def _require_nkeys(files: NatsFiles) -> None:
+    setting = files.setting_prefix + ("creds" if files.creds else "nkey_seed")
+    try:
+        importlib.import_module("nkeys")  # nats-py's own import, made when connecting
+    except ImportError as e:
+        raise CoordinateCredentialsError(
+            f"{setting}: signing with an nkey needs the nkeys package: pip install nkeys",
+            setting=setting,
+        ) from e
 
 
 def _readable(files: NatsFiles, path: str, name: str) -> str:
