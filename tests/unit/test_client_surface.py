@@ -12,6 +12,7 @@ EXPECTED = {
     "CoordinateClient",
     "CoordinateConfigError",
     "CoordinateConflictError",
+    "CoordinateCredentialsError",
     "CoordinateError",
     "CoordinateMismatchError",
     "CoordinateNotFoundError",

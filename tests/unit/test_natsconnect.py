@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import ssl
+import sys
 from pathlib import Path
 
 import nats.errors
 import pytest
 
+from coordshard_client import credentials
+from coordshard_client.credentials import NatsFiles, refused
+from coordshard_client.errors import CoordinateCredentialsError
 from coordshard_operator.testing.certs import TestCa
 from coordshard_service.__main__ import main
-from coordshard_service.app import refused
 from coordshard_service.errors import ConfigError
 from coordshard_service.natsconnect import connect_options
 from coordshard_service.settings import ServiceSettings
@@ -67,3 +70,16 @@ def test_refusals_are_told_from_outages() -> None:
     assert refused(ssl.SSLCertVerificationError("certificate verify failed"))
     assert not refused(ConnectionRefusedError(111, "Connection refused"))
     assert not refused(nats.errors.NoServersError())
+
+
+def test_an_nkey_without_the_nkeys_package_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "user.nk").write_bytes(b"SU")
+    monkeypatch.setitem(sys.modules, "nkeys", None)  # as if not installed: import fails
+    files = NatsFiles(nkey_seed=str(tmp_path / "user.nk"))
+    with pytest.raises(CoordinateCredentialsError, match="pip install nkeys") as e:
+        credentials.connect_options(files)
+    assert e.value.setting == "nkey_seed"
+    with pytest.raises(ConfigError, match=r"nats_creds: .*needs the nkeys package"):
+        connect_options(ServiceSettings(nats_creds=str(tmp_path / "user.nk")))

@@ -8,6 +8,7 @@ the wire models live in ``coordshard_client.messages``.
 from coordshard_client.errors import (
     CoordinateConfigError,
     CoordinateConflictError,
+    CoordinateCredentialsError,
     CoordinateError,
     CoordinateMismatchError,
     CoordinateNotFoundError,
@@ -46,6 +47,7 @@ __all__ = [
     "CoordinateClient",
     "CoordinateConfigError",
     "CoordinateConflictError",
+    "CoordinateCredentialsError",
     "CoordinateError",
     "CoordinateMismatchError",
     "CoordinateNotFoundError",

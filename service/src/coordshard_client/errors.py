@@ -6,6 +6,8 @@
     ├── CoordinateValidationError (ValueError)   the request is malformed; fix it, don't retry
     ├── CoordinateConfigError (ValueError)       the client does not fit the deployment (no such
     │                                            stream, another shard count); fix, don't retry
+    ├── CoordinateCredentialsError (ValueError)  a credentials or TLS file is unreadable or
+    │                                            wrong, or the server refused them; fix them
     ├── CoordinateNotFoundError (LookupError)    the system or point does not exist
     ├── CoordinateConflictError                  the state forbids it (exists, version mismatch)
     │   └── OutOfBoundsError                     a move would leave the system's bounds
@@ -23,6 +25,7 @@ from coordshard_client.messages import ErrorCode, ErrorInfo
 __all__ = [
     "CoordinateConfigError",
     "CoordinateConflictError",
+    "CoordinateCredentialsError",
     "CoordinateError",
     "CoordinateMismatchError",
     "CoordinateNotFoundError",
@@ -54,6 +57,17 @@ class CoordinateConfigError(CoordinateError, ValueError):
     def __init__(self, message: str, *, stream: str) -> None:
         super().__init__(message)
         self.stream = stream
+
+
+class CoordinateCredentialsError(CoordinateError, ValueError):
+    """A credentials or TLS file cannot be read or is not what it should be (the message
+    names the setting and the path, never the content), or the server refused the
+    credentials or certificate. A retry fails the same way."""
+
+    def __init__(self, message: str, *, setting: str | None = None) -> None:
+        super().__init__(message)
+        self.setting = setting
+        """The setting or keyword at fault; None when the server refused us."""
 
 
 class CoordinateNotFoundError(CoordinateError, LookupError):

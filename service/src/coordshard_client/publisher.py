@@ -55,8 +55,10 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from pydantic import BaseModel, ValidationError
 
+from coordshard_client.credentials import NatsFiles, connect_options, refused
 from coordshard_client.errors import (
     CoordinateConfigError,
+    CoordinateCredentialsError,
     CoordinateError,
     CoordinateMismatchError,
     CoordinateTimeoutError,
@@ -150,12 +152,17 @@ class CoordinateClient:
         prefix: str = DEFAULT_PREFIX,
         stream: str = DEFAULT_STREAM,
         timeout: float = DEFAULT_TIMEOUT,
+        files: NatsFiles | None = None,
     ) -> None:
         if nc is None and not servers:
             raise ValueError("give a connected nats Client or servers=[...]")
+        if nc is not None and files is not None:
+            raise ValueError("credentials and TLS are for servers=[...]; nc is connected already")
         self._nc = nc
         self._owns = nc is None
         self._servers = list(servers)
+        self._options = connect_options(files or NatsFiles())
+        """Credentials and TLS keywords for our own connect (read now: a bad path fails here)."""
         self._asked_shards = shards
         self.shards: int = DEFAULT_SHARDS if shards is None else shards
         """The group's N: ``shards=``, or (if None) the stream's, read by ``start()``."""
@@ -178,8 +185,18 @@ class CoordinateClient:
         prefix: str = DEFAULT_PREFIX,
         stream: str = DEFAULT_STREAM,
         timeout: float = DEFAULT_TIMEOUT,
+        creds: str | None = None,
+        nkey_seed: str | None = None,
+        tls_ca: str | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
     ) -> CoordinateClient:
         """A client that opens (on ``__aenter__``) and closes its own connection.
+
+        The credentials and TLS files are the worker's ``--nats-creds``,
+        ``--nats-nkey-seed``, ``--nats-tls-ca``, ``--nats-tls-cert`` and
+        ``--nats-tls-key`` (in Kubernetes, the Secrets the CoordinateShards names,
+        mounted). An nkey seed or ``.creds`` file needs the ``nkeys`` package.
 
         Args:
             servers: NATS URLs.
@@ -188,12 +205,31 @@ class CoordinateClient:
             stream: the command stream; default ``COORDINATE``.
             timeout: seconds a call waits for its outcome, and the first connect and
                 the stream check at start may take; default 5.
+            creds: path of a ``.creds`` file (user JWT and nkey seed).
+            nkey_seed: path of a file holding an nkey user seed.
+            tls_ca: path of the PEM CA that signed the servers' certificates; turns TLS on.
+            tls_cert: path of a PEM client certificate, for servers that demand one.
+            tls_key: path of the PEM key of ``tls_cert`` (both or neither).
 
-        Raises (from ``__aenter__``):
-            CoordinateUnavailableError: no connection within ``timeout``.
-            CoordinateConfigError: no such stream, or ``shards`` is not the stream's.
+        Raises:
+            CoordinateCredentialsError: (at once) a file is unreadable or not PEM of its
+                kind, or ``tls_cert`` without ``tls_key``; (from ``__aenter__``) the server
+                refused the credentials or certificate, or its certificate is not trusted.
+            CoordinateUnavailableError: (from ``__aenter__``) no connection within ``timeout``.
+            CoordinateConfigError: (from ``__aenter__``) no such stream, or ``shards`` is
+                not the stream's.
         """
-        return cls(servers=servers, shards=shards, prefix=prefix, stream=stream, timeout=timeout)
+        files = NatsFiles(
+            creds=creds, nkey_seed=nkey_seed, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key
+        )
+        return cls(
+            servers=servers,
+            shards=shards,
+            prefix=prefix,
+            stream=stream,
+            timeout=timeout,
+            files=files,
+        )
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -229,7 +265,9 @@ class CoordinateClient:
             raise
 
     async def _connect(self) -> Client:
-        """A connection within ``timeout``, or CoordinateUnavailableError.
+        """A connection within ``timeout``, or CoordinateUnavailableError; at once
+        CoordinateCredentialsError when the server refuses our credentials or
+        certificate (or we refuse its certificate), which no retry fixes.
 
         nats-py retries a first connect for ever when reconnects are unbounded, and
         its default error callback logs a traceback per attempt; ours keeps the last
@@ -237,6 +275,7 @@ class CoordinateClient:
         losses it then rides out by reconnecting."""
         nc = Client()
         last: list[BaseException] = []
+        refusal: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
         where = ", ".join(self._servers)
 
         async def on_error(e: Exception) -> None:
@@ -245,6 +284,8 @@ class CoordinateClient:
                 logger.warning("NATS %s: %s", where, e)
             else:
                 logger.debug("NATS %s: %s", where, e)
+                if refused(e) and not refusal.done():
+                    refusal.set_result(e)
 
         async def on_disconnected() -> None:
             if not nc.is_closed:
@@ -253,22 +294,35 @@ class CoordinateClient:
         connecting = asyncio.ensure_future(
             nc.connect(
                 servers=self._servers,
-                connect_timeout=max(1, int(self.timeout)),  # one attempt; wait_for bounds all
+                connect_timeout=max(1, int(self.timeout)),  # one attempt; wait() bounds all
                 max_reconnect_attempts=-1,
                 ping_interval=10,
                 flush_timeout=self.timeout,  # bounds a publish into a full buffer
                 error_cb=on_error,
                 disconnected_cb=on_disconnected,
+                **self._options,
             )
         )
         try:
-            await asyncio.wait_for(asyncio.shield(connecting), self.timeout)
-        except (TimeoutError, OSError, nats.errors.Error) as e:
+            either: set[asyncio.Future[Any]] = {connecting, refusal}
+            await asyncio.wait(either, timeout=self.timeout, return_when=asyncio.FIRST_COMPLETED)
+            if refusal.done():
+                e = refusal.result()
+                raise CoordinateCredentialsError(
+                    f"connecting to NATS at {where}: refused ({type(e).__name__}: {e}); "
+                    "check creds=, nkey_seed=, tls_ca=, tls_cert= and tls_key="
+                ) from e
+            if not connecting.done():
+                raise TimeoutError
+            connecting.result()
+        except (TimeoutError, OSError, nats.errors.Error, CoordinateCredentialsError) as e:
             connecting.cancel()
             with contextlib.suppress(BaseException):
                 await connecting
             with contextlib.suppress(BaseException):
                 await nc.close()
+            if isinstance(e, CoordinateCredentialsError):
+                raise
             cause = last[0] if last else e
             raise CoordinateUnavailableError(
                 f"connecting to NATS at {where}: no connection within {self.timeout}s "

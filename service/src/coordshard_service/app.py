@@ -17,7 +17,6 @@ import contextlib
 import logging
 import os
 import signal
-import ssl
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +24,7 @@ import nats
 import nats.errors
 from nats.aio.client import Client
 
+from coordshard_client.credentials import refused
 from coordshard_client.serverversion import announced_version, server_version_problem
 from coordshard_service.advisories import GiveUps
 from coordshard_service.cache import Cache
@@ -48,15 +48,6 @@ class Services:
     worker: Worker
     health: HealthServer | None
     give_ups: GiveUps
-
-
-def refused(e: BaseException) -> bool:
-    """A connect error no retry fixes: credentials or a certificate the server refuses
-    (it answers ``-ERR 'Authorization Violation'``, which nats-py raises as a plain
-    ``Error`` while connecting), or a server certificate we do not trust."""
-    if isinstance(e, nats.errors.AuthorizationError | ssl.SSLError):
-        return True
-    return isinstance(e, nats.errors.Error) and "authorization violation" in str(e).lower()
 
 
 CLOSED_FOR_GOOD = "NATS connection closed for good"

@@ -74,7 +74,7 @@ from coordshard_service import consumerstate
 from coordshard_service.cache import Cache
 from coordshard_service.commands import Applied, Incoming, apply_isolating
 from coordshard_service.consumerstate import ConsumerState, StreamInstance
-from coordshard_service.discovery import Discovery
+from coordshard_service.discovery import Discovery, waiting_hint
 from coordshard_service.errors import (
     BadMessageError,
     ConfigError,
@@ -348,9 +348,15 @@ class Worker:
             if info == "gone":
                 if not logged:
                     logger.info(
-                        "waiting for a consumer of %s on stream %s",
+                        "waiting for a consumer of %s on stream %s; %s",
                         self.member,
                         self.settings.stream,
+                        waiting_hint(
+                            group=self.settings.group,
+                            stream=self.settings.stream,
+                            pod=self.settings.pod_name,
+                            listed=self.discovery.listed,
+                        ),
                     )
                     logged = True
             elif info != "unknown":  # "unknown" was logged by read_consumer
@@ -461,6 +467,7 @@ class Worker:
         self.cache.clear()
         self.shards = set()
         self.metrics.owned_shards.set(0)
+        self.metrics.forget_consumer(self.consumer)
         if self._puller is not None:
             puller, self._puller = self._puller, None
             try:
@@ -488,10 +495,11 @@ class Worker:
         info = await consumerstate.read_consumer(
             self.js, stream=self.settings.stream, consumer=self.consumer
         )
-        if not isinstance(info, str) and self.progress.bound:
-            self.progress.heard(
-                pending=info.num_pending or 0, ack_pending=info.num_ack_pending or 0
-            )
+        if not isinstance(info, str):
+            pending, ack_pending = info.num_pending or 0, info.num_ack_pending or 0
+            self.metrics.observe_consumer(self.consumer, pending=pending, ack_pending=ack_pending)
+            if self.progress.bound:
+                self.progress.heard(pending=pending, ack_pending=ack_pending)
         return info
 
     async def _refresh(self) -> None:

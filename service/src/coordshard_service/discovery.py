@@ -16,6 +16,13 @@ on a slow timer (``ServiceSettings.bind_poll``), which is the only polling left.
 
 Of several consumers of ours (an old generation not deleted yet), the highest
 generation is ours.
+
+A worker can wait for ever without anything being broken on its side: the
+rebalancer (the operator, or ``coordshard up``) makes consumers only for Ready
+pods its CoordinateShards selects. ``waiting_hint`` says what to check, told
+apart by what the stream lists: no consumer of the group at all (is the
+rebalancer running, for this group and stream?) or other members' only (is
+this pod one of the selected ones?).
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from nats.aio.subscription import Subscription
 from coordshard_client.naming import generation_of
 from coordshard_service import consumerstate
 
-__all__ = ["CREATED_ADVISORY", "Discovery", "created_subject"]
+__all__ = ["CREATED_ADVISORY", "Discovery", "created_subject", "waiting_hint"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +50,23 @@ CREATED_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.CREATED"
 def created_subject(stream: str) -> str:
     """The consumer-created advisories of every consumer of ``stream``."""
     return f"{CREATED_ADVISORY}.{stream}.*"
+
+
+def waiting_hint(*, group: str, stream: str, pod: str, listed: Iterable[str]) -> str:
+    """What to check when none of ``stream``'s consumers (``listed``) is ours."""
+    others = sum(1 for name in listed if name.startswith(f"{group}_"))
+    if not others:
+        return (
+            f"no member of group {group} has a consumer on stream {stream}: check that the "
+            f"operator (or `coordshard up`) is running and that its CoordinateShards is named "
+            f"{group} (COORDSHARD_GROUP) with spec.stream {stream} (COORDSHARD_STREAM)"
+        )
+    return (
+        f"{others} consumer(s) of group {group}'s other members exist, none for this pod: "
+        f"check that pod {pod}'s labels match the CoordinateShards' spec.selector.matchLabels, "
+        "that it is Ready (only Ready pods get shards), and that COORDSHARD_POD_NAME and "
+        "COORDSHARD_POD_UID come from the downward API (metadata.name, metadata.uid)"
+    )
 
 
 class Discovery:
@@ -56,6 +80,8 @@ class Discovery:
         """Names of consumers of ours made since the last ``find``."""
         self._created = asyncio.Event()
         self._sub: Subscription | None = None
+        self.listed: list[str] = []
+        """The stream's consumer names at the last look-up (for ``waiting_hint``)."""
 
     def newest(self, names: Iterable[str]) -> str | None:
         """Of ``names``, the member's consumer of the highest generation, if any."""
@@ -93,7 +119,8 @@ class Discovery:
         heard, self._heard = self._heard, set()
         if heard:
             return self.newest(heard)
-        return self.newest(await consumerstate.consumer_names(self.nc, self.stream))
+        self.listed = await consumerstate.consumer_names(self.nc, self.stream)
+        return self.newest(self.listed)
 
     async def wait(self, stop: asyncio.Event, timeout: float) -> None:
         """Until a consumer of ours is made, ``stop`` is set, or ``timeout`` seconds pass."""

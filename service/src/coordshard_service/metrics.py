@@ -1,12 +1,30 @@
 """The worker's Prometheus metrics, in a registry of their own.
 
 A registry per ``Metrics`` (not the global default) lets tests run several
-workers in one process; ``/metrics`` serves it.
+workers in one process; ``/metrics`` serves it, with the collectors the
+default registry has (``process_*``, ``python_info``, ``python_gc_*``).
+
+Prometheus conventions: a counter's samples end in ``_total`` (the client
+library adds it to the names below); ratios are left to queries
+(``rate(..._cache_hits_total[5m]) / (rate(..._hits_total[5m]) +
+rate(..._misses_total[5m]))``), since a ratio since start neither sums over
+workers nor says anything about the last hour. docs/service.md lists every
+metric, and the names renamed (old → new).
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import contextlib
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 
 __all__ = ["Metrics"]
 
@@ -16,6 +34,9 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
         self.commands = Counter(
             "coordshard_worker_commands",
             "Messages settled, by op and outcome (ok, refused code, or bad).",
@@ -56,19 +77,30 @@ class Metrics:
             " into the dead letters (also counted there).",
             registry=self.registry,
         )
-        self.cache_hits = Gauge(
+        self.cache_hits = Counter(
             "coordshard_worker_cache_hits", "Cache lookups that hit.", registry=self.registry
         )
-        self.cache_misses = Gauge(
+        self.cache_misses = Counter(
             "coordshard_worker_cache_misses", "Cache lookups that missed.", registry=self.registry
         )
-        self.cache_hit_ratio = Gauge(
-            "coordshard_worker_cache_hit_ratio",
-            "Hits / lookups since start.",
-            registry=self.registry,
-        )
+        self._cache_seen = (0, 0)
+        """The cache's (hits, misses) at the last ``observe_cache``."""
         self.cache_entries = Gauge(
             "coordshard_worker_cache_entries", "Systems + points cached.", registry=self.registry
+        )
+        self.consumer_pending = Gauge(
+            "coordshard_worker_consumer_pending_messages",
+            "Messages of our consumer's shards not yet delivered (JetStream num_pending), as"
+            " last read; the series goes with the consumer.",
+            ["consumer"],
+            registry=self.registry,
+        )
+        self.consumer_ack_pending = Gauge(
+            "coordshard_worker_consumer_ack_pending_messages",
+            "Messages delivered to our consumer and not yet acked (JetStream"
+            " num_ack_pending), as last read.",
+            ["consumer"],
+            registry=self.registry,
         )
         self.owned_shards = Gauge(
             "coordshard_worker_owned_shards",
@@ -121,8 +153,20 @@ class Metrics:
         )
 
     def observe_cache(self, *, hits: int, misses: int, entries: int) -> None:
-        self.cache_hits.set(hits)
-        self.cache_misses.set(misses)
+        """Count the cache's lookups since the last call (its own counts only grow)."""
+        seen_hits, seen_misses = self._cache_seen
+        self.cache_hits.inc(max(0, hits - seen_hits))
+        self.cache_misses.inc(max(0, misses - seen_misses))
+        self._cache_seen = (hits, misses)
         self.cache_entries.set(entries)
-        total = hits + misses
-        self.cache_hit_ratio.set(hits / total if total else 0.0)
+
+    def observe_consumer(self, consumer: str, *, pending: int, ack_pending: int) -> None:
+        """Our consumer's lag, as just read from the server."""
+        self.consumer_pending.labels(consumer=consumer).set(pending)
+        self.consumer_ack_pending.labels(consumer=consumer).set(ack_pending)
+
+    def forget_consumer(self, consumer: str) -> None:
+        """Drop a consumer's lag series: we no longer serve it (it may be gone)."""
+        for gauge in (self.consumer_pending, self.consumer_ack_pending):
+            with contextlib.suppress(KeyError):
+                gauge.remove(consumer)

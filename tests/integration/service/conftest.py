@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -27,7 +29,9 @@ from coordshard_client import CoordinateClient, Translate, shard_filter
 from coordshard_client.naming import member_id
 from coordshard_client.subjects import stream_subjects
 from coordshard_operator.benchmarks.scratchdb import scratch_database
-from coordshard_operator.local.natsserver import NatsServer
+from coordshard_operator.local.natsserver import NatsServer, start_server
+from coordshard_operator.testing.certs import TestCa, server_tls
+from coordshard_operator.testing.users import authorization, new_user_seed
 from coordshard_service import app, consumerstate
 from coordshard_service.consuming import Worker
 from coordshard_service.health import HealthServer
@@ -71,6 +75,49 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     admin = PG_ADMIN.replace("postgresql://", "postgresql+psycopg://", 1)
     with scratch_database(admin, prefix="cs_") as url:
         yield url
+
+
+@dataclass
+class Secured:
+    """A secured server, the connect options that get into it, and the credentials and
+    TLS files that do (as the SDK's ``connect()`` keywords; ``worker_files`` as the
+    worker's ``nats_*`` settings)."""
+
+    server: NatsServer
+    connect: dict[str, Any]
+    files: dict[str, str]
+
+    @property
+    def worker_files(self) -> dict[str, str]:
+        return {f"nats_{k}": v for k, v in self.files.items()}
+
+
+@pytest.fixture(params=["nkey", "tls", "mutual-tls"])
+async def secured(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Secured]:
+    """A real nats-server that admits only an nkey user, or speaks only TLS (a CA and
+    server certificate made here), or demands a client certificate too."""
+    if request.param == "nkey":
+        seed = new_user_seed()
+        (tmp_path / "user.nk").write_bytes(seed)
+        server = start_server(tmp_path / "nats", extra_config=authorization(seed))
+        yield Secured(
+            server, {"nkeys_seed_str": seed.decode()}, {"nkey_seed": str(tmp_path / "user.nk")}
+        )
+    else:
+        mutual = request.param == "mutual-tls"
+        ca = TestCa()
+        tls = server_tls(ca, tmp_path, verify=mutual)  # writes ca.crt
+        server = start_server(tmp_path / "nats", extra_config=tls)
+        ctx = ssl.create_default_context(cadata=ca.cert.decode())
+        files = {"tls_ca": str(tmp_path / "ca.crt")}
+        if mutual:
+            client = ca.issue("worker")
+            (tmp_path / "tls.crt").write_bytes(client.cert)
+            (tmp_path / "tls.key").write_bytes(client.key)
+            ctx.load_cert_chain(str(tmp_path / "tls.crt"), str(tmp_path / "tls.key"))
+            files |= {"tls_cert": str(tmp_path / "tls.crt"), "tls_key": str(tmp_path / "tls.key")}
+        yield Secured(server, {"tls": ctx}, files)
+    server.kill()
 
 
 @dataclass

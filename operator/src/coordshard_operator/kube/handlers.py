@@ -174,6 +174,8 @@ def _announce(
         metrics.unowned_removed.labels(**labels).inc(result.unowned_removed)
     metrics.unassigned_shards.labels(**labels).set(result.unassigned)
     metrics.epoch.labels(**labels).set(result.epoch)
+    metrics.pending.labels(**labels).set(result.pending)
+    metrics.ack_pending.labels(**labels).set(result.ack_pending)
 
 
 async def _sleep(

@@ -1,13 +1,25 @@
 """Prometheus metrics of the operator, in a registry of their own.
 
-Names follow ``coordshard_<subsystem>_<name>_<unit>``. The registry lives in
-``memo`` (made at startup), not in module globals, so tests can run several
-operators in one process.
+Names follow ``coordshard_<subsystem>_<name>_<unit>``, labelled by the CR
+(``namespace``, ``name``: the group); counters end in ``_total``. The registry
+lives in ``memo`` (made at startup), not in module globals, so tests can run
+several operators in one process; it holds the collectors a default registry
+has (``process_*``, ``python_info``, ``python_gc_*``). docs/service.md lists
+every metric.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    start_http_server,
+)
 
 __all__ = ["OperatorMetrics"]
 
@@ -15,6 +27,9 @@ __all__ = ["OperatorMetrics"]
 class OperatorMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
         labels = ["namespace", "name"]
         self.rebalance_duration = Histogram(
             "coordshard_rebalance_duration_seconds",
@@ -45,6 +60,21 @@ class OperatorMetrics:
         self.reconcile_errors = Counter(
             "coordshard_reconcile_errors_total",
             "Failed reconciles.",
+            labels,
+            registry=self.registry,
+        )
+
+        self.pending = Gauge(
+            "coordshard_group_pending_messages",
+            "Messages not yet delivered, summed over the group's consumers (JetStream"
+            " num_pending), as the last reconcile read them.",
+            labels,
+            registry=self.registry,
+        )
+        self.ack_pending = Gauge(
+            "coordshard_group_ack_pending_messages",
+            "Messages delivered and not yet acked, summed over the group's consumers"
+            " (JetStream num_ack_pending), as the last reconcile read them.",
             labels,
             registry=self.registry,
         )

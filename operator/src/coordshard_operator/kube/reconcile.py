@@ -66,6 +66,10 @@ class ReconcileResult:
     epoch: int = 0
     unowned_removed: int = 0
     """Messages on subjects no shard owns that the pass removed from the stream."""
+    pending: int = 0
+    """Messages not yet delivered, summed over the group's consumers (as the pass read them)."""
+    ack_pending: int = 0
+    """Messages delivered and not yet acked, summed over the group's consumers."""
     error: CoordshardError | None = None
     """Why nothing was applied; None when the pass ran."""
 
@@ -212,6 +216,8 @@ async def _converge(
         unassigned=len(balance.unassigned),
         epoch=epoch,
         unowned_removed=removed,
+        pending=sum(c.num_pending for c in done.observed.consumers.values()),
+        ack_pending=sum(c.num_ack_pending for c in done.observed.consumers.values()),
     )
 
 
