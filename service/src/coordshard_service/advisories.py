@@ -37,9 +37,28 @@ from coordshard_service.errors import NatsUnavailableError, StoreUnavailableErro
 from coordshard_service.metrics import Metrics
 from coordshard_service.store import DeadLetter, Store
 
-__all__ = ["MAX_DELIVERIES_ADVISORY", "GiveUps", "advisories_subject", "advisory_subject"]
+__all__ = [
+    "MAX_DELIVERIES_ADVISORY",
+    "GiveUps",
+    "advisories_subject",
+    "advisory_subject",
+    "unsubscribe_quietly",
+]
 
 logger = logging.getLogger(__name__)
+
+
+async def unsubscribe_quietly(nc: Client, sub: Subscription | None, *, what: str) -> None:
+    """Unsubscribe ``sub`` if there is one, best effort: on a connection lost for good
+    the write itself fails (uvloop raises RuntimeError on a closed transport), and that
+    must not replace the error the worker exits with."""
+    if sub is None or nc.is_closed:
+        return
+    try:
+        await sub.unsubscribe()
+    except (nats.errors.Error, OSError, RuntimeError) as e:
+        logger.debug("unsubscribing from %s: %r", what, e)
+
 
 MAX_DELIVERIES_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
 RETRY_FIRST_S = 0.2
@@ -82,14 +101,7 @@ class GiveUps:
 
     async def stop(self) -> None:
         sub, self._sub = self._sub, None
-        if sub is not None and not self.nc.is_closed:
-            # Best effort: on a connection lost for good the write itself fails (uvloop
-            # raises RuntimeError on a closed transport), and that must not replace
-            # the error the worker exits with.
-            try:
-                await sub.unsubscribe()
-            except (nats.errors.Error, OSError, RuntimeError) as e:
-                logger.debug("unsubscribing from advisories: %r", e)
+        await unsubscribe_quietly(self.nc, sub, what="advisories")
 
     async def _on_advisory(self, msg: Msg) -> None:
         consumer = msg.subject.rsplit(".", 1)[-1]

@@ -32,13 +32,13 @@ import contextlib
 import logging
 from collections.abc import Iterable
 
-import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from coordshard_client.naming import generation_of
 from coordshard_service import consumerstate
+from coordshard_service.advisories import unsubscribe_quietly
 
 __all__ = ["CREATED_ADVISORY", "Discovery", "created_subject", "waiting_hint"]
 
@@ -94,12 +94,7 @@ class Discovery:
 
     async def stop(self) -> None:
         sub, self._sub = self._sub, None
-        if sub is not None and not self.nc.is_closed:
-            # Best effort, as GiveUps.stop: a dead connection must not hide why we stop.
-            try:
-                await sub.unsubscribe()
-            except (nats.errors.Error, OSError, RuntimeError) as e:
-                logger.debug("unsubscribing from consumer advisories: %r", e)
+        await unsubscribe_quietly(self.nc, sub, what="consumer advisories")
 
     async def _on_created(self, msg: Msg) -> None:
         name = msg.subject.rsplit(".", 1)[-1]
