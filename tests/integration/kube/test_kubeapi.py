@@ -10,6 +10,7 @@ of the kind those clusters hand out (``*-data`` fields, base64 PEM), and
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -112,6 +113,17 @@ def login() -> kopf.ConnectionInfo:
     return info
 
 
+@contextlib.asynccontextmanager
+async def logged_in() -> AsyncIterator[KubeApi]:
+    """A ``KubeApi`` over what the login handler read from the current kubeconfig."""
+    info = login()
+    api = KubeApi(lambda: info)
+    try:
+        yield api
+    finally:
+        await api.close()
+
+
 async def patch_and_read(api: KubeApi, server: ApiServer) -> None:
     status: dict[str, Any] = {"shards": 4, "assignment": {"w-0": "0-3"}}
     assert await api.patch_status(namespace=NS, name="orders", status=status, previous={})
@@ -140,12 +152,8 @@ async def test_a_kubeconfig_with_data_fields_patches_status_and_reads_secrets(
         if credentials == "client-cert"
         else {"token": TOKEN}
     )
-    info = login()
-    api = KubeApi(lambda: info)
-    try:
+    async with logged_in() as api:
         await patch_and_read(api, tls_apiserver)
-    finally:
-        await api.close()
     assert set(tls_apiserver.users) == {user}
 
 
@@ -171,13 +179,9 @@ async def test_no_credentials_is_anonymous_and_forbidden(
     kubeconfig: Kubeconfig, tls_apiserver: ApiServer
 ) -> None:
     kubeconfig(user={})
-    info = login()
-    api = KubeApi(lambda: info)
-    try:
+    async with logged_in() as api:
         with pytest.raises(SecretUnavailableError, match="forbidden"):
             await api.get_secret(NS, "creds")
-    finally:
-        await api.close()
     assert tls_apiserver.users == []
 
 
@@ -185,13 +189,9 @@ async def test_a_client_certificate_from_another_ca_fails_the_handshake(
     kubeconfig: Kubeconfig, tls_apiserver: ApiServer
 ) -> None:
     kubeconfig(user=client_cert_user(TestCa().issue(USER_OF_CERT)))
-    info = login()
-    api = KubeApi(lambda: info)
-    try:
+    async with logged_in() as api:
         with pytest.raises(TransientError, match="reading Secret ns/creds"):
             await api.get_secret(NS, "creds")
-    finally:
-        await api.close()
     assert tls_apiserver.users == []
 
 
@@ -199,25 +199,17 @@ async def test_insecure_skip_tls_verify_trusts_any_server_certificate(
     kubeconfig: Kubeconfig, tls_apiserver: ApiServer
 ) -> None:
     kubeconfig(user={"token": TOKEN}, insecure=True)
-    info = login()
-    api = KubeApi(lambda: info)
-    try:
+    async with logged_in() as api:
         await patch_and_read(api, tls_apiserver)
-    finally:
-        await api.close()
 
 
 async def test_a_server_certificate_from_another_ca_is_refused(
     kubeconfig: Kubeconfig, tls_apiserver: ApiServer
 ) -> None:
     kubeconfig(user={"token": TOKEN}, ca_pem=TestCa().cert)
-    info = login()
-    api = KubeApi(lambda: info)
-    try:
+    async with logged_in() as api:
         with pytest.raises(TransientError, match="certificate verify failed"):
             await api.get_secret(NS, "creds")
-    finally:
-        await api.close()
     assert tls_apiserver.users == []
 
 
