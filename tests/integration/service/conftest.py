@@ -14,7 +14,7 @@ import os
 import ssl
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from coordshard_client.subjects import stream_subjects
 from coordshard_operator.benchmarks.scratchdb import scratch_database
 from coordshard_operator.local.natsserver import NatsServer, start_server
 from coordshard_operator.testing.certs import TestCa, server_tls
+from coordshard_operator.testing.cluster import wait_until as poll
 from coordshard_operator.testing.users import authorization, new_user_seed
 from coordshard_service import app, consumerstate
 from coordshard_service.consuming import Worker
@@ -305,14 +306,9 @@ class MoveLoad:
             assert (point.coordinates, point.version) == ((float(count), 0.0), 1 + count)
 
 
-async def wait_until(predicate: object, *, timeout: float = 10.0) -> None:
+async def wait_until(predicate: Callable[[], object], *, timeout: float = 10.0) -> None:
     """Poll a condition with a deadline."""
-    assert callable(predicate)
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(0.02)
+    await poll(predicate, timeout=timeout)
 
 
 @pytest.fixture
@@ -340,11 +336,11 @@ async def client(nc: Client, provisioner: Provisioner) -> AsyncIterator[Coordina
 async def wait_drained(js: JetStreamContext, stream: str, *, timeout: float = 5.0) -> None:
     """Wait until ``stream`` holds no message: a worker replies before it acks, so an
     answer can arrive a moment before its message leaves the work queue."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while (await js.stream_info(stream)).state.messages:
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"stream {stream} never drained within {timeout}s")
-        await asyncio.sleep(0.02)
+
+    async def drained() -> bool:
+        return not (await js.stream_info(stream)).state.messages
+
+    await poll(drained, timeout=timeout, what=f"stream {stream} to drain")
 
 
 async def wait_settled(
@@ -352,14 +348,9 @@ async def wait_settled(
 ) -> None:
     """Wait until ``consumer`` has nothing pending and nothing unacked: the answer to
     the last command can arrive a moment before the server has taken its ack."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
+
+    async def settled() -> bool:
         info = await js.consumer_info(stream, consumer)
-        if info.num_ack_pending == 0 and info.num_pending == 0:
-            return
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(
-                f"consumer {consumer} still holds {info.num_ack_pending} unacked and"
-                f" {info.num_pending} pending after {timeout}s"
-            )
-        await asyncio.sleep(0.02)
+        return info.num_ack_pending == 0 and info.num_pending == 0
+
+    await poll(settled, timeout=timeout, what=f"consumer {consumer} to settle")
