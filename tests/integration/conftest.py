@@ -9,7 +9,9 @@ starts three routed nodes for the tests that ask for R3.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import NoReturn
@@ -20,6 +22,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from coordshard_operator.local.natsserver import NatsServer, start_cluster, start_server
+from coordshard_service.store import begin_immediate
 
 
 def missing_service(reason: str, *, how: str) -> NoReturn:
@@ -105,3 +108,15 @@ async def js(nc: Client) -> JetStreamContext:
 def stream_name(request: pytest.FixtureRequest) -> str:
     """A stream name unique to the test."""
     return "T" + str(abs(hash(request.node.nodeid)))
+
+
+@contextlib.asynccontextmanager
+async def sqlite_write_lock(db: Path) -> AsyncIterator[None]:
+    """Hold the SQLite store's write lock, as a writer frozen in its transaction does."""
+    holder = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    await asyncio.to_thread(begin_immediate, holder)
+    try:
+        yield
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()

@@ -10,12 +10,9 @@ imply. Passing means: 0 lost, 0 applied twice.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import signal
-import sqlite3
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +21,8 @@ import pytest
 from coordshard_operator.local.load import LoadGenerator
 from coordshard_operator.local.system import LocalSystem, SystemOptions
 from coordshard_operator.local.workers import WorkerProcess
-from coordshard_service.store import begin_immediate
 
-from ..conftest import process_stopped
+from ..conftest import process_stopped, sqlite_write_lock
 
 pytestmark = pytest.mark.integration
 
@@ -49,18 +45,6 @@ async def more_successes(load: LoadGenerator, count: int) -> None:
     await until(lambda: load.ledger.succeeded >= target, what=f"{count} more successes")
 
 
-@contextlib.asynccontextmanager
-async def write_lock(db: Path) -> AsyncIterator[None]:
-    """Hold the SQLite store's write lock, as a writer frozen in its transaction does."""
-    holder = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
-    await asyncio.to_thread(begin_immediate, holder)
-    try:
-        yield
-    finally:
-        holder.execute("ROLLBACK")
-        holder.close()
-
-
 async def stop_outside_a_write(worker: WorkerProcess, db: Path) -> None:
     """SIGSTOP ``worker`` at a moment it holds no SQLite write lock.
 
@@ -68,7 +52,7 @@ async def stop_outside_a_write(worker: WorkerProcess, db: Path) -> None:
     belongs to the process; nothing can take it away) and stop every writer of
     the file until it wakes: a different fault, a stalled store, tested below.
     """
-    async with write_lock(db):
+    async with sqlite_write_lock(db):
         worker.signal(signal.SIGSTOP)
         # kill() returns before the signal is taken: a thread still running
         # would grab the lock the moment it is let go.
@@ -153,7 +137,7 @@ async def test_a_writer_frozen_in_its_transaction_stalls_the_store_but_fences_no
         await more_successes(load, 100)
         before = dict(system.group.assignment)
         epoch = system.group.epoch
-        async with write_lock(system.data_dir / "store.db"):
+        async with sqlite_write_lock(system.data_dir / "store.db"):
             stalled = load.ledger.succeeded
             # The fault itself: three grace periods, readiness probed all along.
             await asyncio.sleep(3 * options.grace_s)

@@ -12,19 +12,16 @@ advisories, and checks that they are all distinct and that every command was
 applied once, in stream order.
 
 SQLite only: the freeze must land outside a write transaction (see
-``hold_write_lock``), which the test can guarantee with SQLite's one write
+``sqlite_write_lock``), which the test can guarantee with SQLite's one write
 lock; the naming does not depend on the store.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
-import sqlite3
 import subprocess
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -36,9 +33,8 @@ from coordshard_client import CoordinateClient, MoveTo, Point
 from coordshard_operator.local.natsserver import NatsServer
 from coordshard_operator.rebalancer.handoff import Engine, GroupConfig, MemberInfo
 from coordshard_operator.rebalancer.passes import run_pass
-from coordshard_service.store import begin_immediate
 
-from ..conftest import process_stopped
+from ..conftest import process_stopped, sqlite_write_lock
 from .conftest import GROUP, PREFIX, SHARDS, spawn_worker, start_worker, wait_until, worker_settings
 
 pytestmark = pytest.mark.integration
@@ -49,20 +45,8 @@ BIND_POLL = "30"
 in time learned of its new consumer from the consumer-created advisory."""
 
 
-@contextlib.asynccontextmanager
-async def hold_write_lock(db: Path) -> AsyncIterator[None]:
-    """Hold the store's write lock: a worker SIGSTOPped meanwhile holds none."""
-    holder = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
-    await asyncio.to_thread(begin_immediate, holder)
-    try:
-        yield
-    finally:
-        holder.execute("ROLLBACK")
-        holder.close()
-
-
 async def freeze(proc: subprocess.Popen[bytes], db: Path) -> None:
-    async with hold_write_lock(db):
+    async with sqlite_write_lock(db):
         proc.send_signal(signal.SIGSTOP)
         await wait_until(lambda: process_stopped(proc.pid), timeout=10)
 

@@ -10,7 +10,6 @@ liveness probe restarts it), and that both recover when the wedge goes.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -19,8 +18,8 @@ import pytest
 
 from coordshard_client import CoordinateClient
 from coordshard_operator.local.natsserver import NatsServer
-from coordshard_service.store import begin_immediate
 
+from ..conftest import sqlite_write_lock
 from .conftest import SHARDS, Provisioner, RunningWorker, start_worker, wait_until, worker_settings
 
 pytestmark = pytest.mark.integration
@@ -80,18 +79,13 @@ async def test_a_batch_the_store_holds_turns_the_worker_unready_then_not_live_th
 ) -> None:
     await client.create_system(system_id="held", name="h", dimension=2)
     assert (await probe(watched, "/readyz"))[0] == 200
-    holder = sqlite3.connect(tmp_path / "store.db", isolation_level=None, check_same_thread=False)
-    await asyncio.to_thread(begin_immediate, holder)  # a writer that never commits
-    try:
+    async with sqlite_write_lock(tmp_path / "store.db"):  # a writer that never commits
         call = asyncio.create_task(
             client.create_point(system_id="held", point_id="p", coordinates=(1, 2), timeout=60)
         )
         body = await until_status(watched, "/readyz", 503, timeout=10 * STALL)
         assert "stuck" in body and watched.worker.bound
         await until_status(watched, "/healthz", 503, timeout=10 * STALL)
-    finally:
-        holder.execute("ROLLBACK")
-        holder.close()
     point = await call
     assert point.coordinates == (1.0, 2.0)
     await until_status(watched, "/readyz", 200, timeout=10 * STALL)
