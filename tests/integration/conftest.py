@@ -120,3 +120,13 @@ async def sqlite_write_lock(db: Path) -> AsyncIterator[None]:
     finally:
         holder.execute("ROLLBACK")
         holder.close()
+
+
+async def streams_and_consumers(url: str) -> tuple[int, int]:
+    """How many streams and consumers the server at ``url`` holds (its account's)."""
+    nc = await nats.connect(url, max_reconnect_attempts=1)
+    try:
+        account = await nc.jetstream().account_info()
+    finally:
+        await nc.close()
+    return account.streams, account.consumers

@@ -24,6 +24,8 @@ from coordshard_operator.kube import crd
 from coordshard_operator.local.natsserver import NatsServer, free_port
 from coordshard_operator.testing.cluster import Cluster, OperatorProcess, wait_until
 
+from ..conftest import streams_and_consumers
+
 pytestmark = pytest.mark.integration
 
 
@@ -73,12 +75,7 @@ async def test_an_old_server_gives_one_condition_one_event_and_no_consumer(
         assert len(events) == 1 and "needs 2.14.0" in events[0]
         assert cluster.events(crd.EVENT_SHARDS_MOVED) == []
         assert degraded() == condition  # not rewritten pass after pass
-        nc = await nats.connect(old_nats_server.url, max_reconnect_attempts=1)
-        try:
-            account = await nc.jetstream().account_info()
-        finally:
-            await nc.close()
-        assert (account.streams, account.consumers) == (0, 0)
+        assert await streams_and_consumers(old_nats_server.url) == (0, 0)
     finally:
         proc.stop(timeout=3)
         log = tmp_path / "operator.log"

@@ -8,10 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import nats
 import pytest
 
 from coordshard_operator.local.natsserver import NatsServer
+
+from ..conftest import streams_and_consumers
 
 pytestmark = pytest.mark.integration
 
@@ -219,9 +220,4 @@ async def test_up_on_a_too_old_nats_server_says_so_and_creates_nothing(
     assert proc.returncode == 1, proc.stderr
     assert "coordshard up: error: nats-server 2.9." in proc.stderr
     assert "needs 2.14.0 or later" in proc.stderr and "Traceback" not in proc.stderr
-    nc = await nats.connect(old_nats_server.url, max_reconnect_attempts=1)
-    try:
-        account = await nc.jetstream().account_info()
-    finally:
-        await nc.close()
-    assert (account.streams, account.consumers) == (0, 0)
+    assert await streams_and_consumers(old_nats_server.url) == (0, 0)
