@@ -14,6 +14,16 @@ lifetime of a stream. Its default and its bound (``DEFAULT_SHARDS``,
 of a shard (``shard_filter`` and its inverse, ``parse_shard_filter``) are
 defined here and nowhere else: the SDK, the worker, the operator and the CRD
 all follow this module.
+
+**Blocks.** A stream may also *store* each command under a block token the
+server computes: its subject transform (``block_transform``) turns
+``<prefix>.<shard>.<id>.<op>`` into ``<prefix>.b.<block>.<shard>.<id>.<op>``
+with ``block = partition(K, id)``. Since ``shard = fnv % N`` and K divides N,
+``block = shard % K``: block b holds the shards b, b + K, b + 2K, ... Consumers
+then filter whole blocks (``block_filter``), so the stream never holds more
+than ``MAX_BLOCKS`` filters whatever N is. Publishers never see blocks: the
+publish grammar is the same with or without them. ``blocks_of`` is the rule
+that picks K for N.
 """
 
 from __future__ import annotations
@@ -24,22 +34,31 @@ from dataclasses import dataclass
 from typing import Final
 
 __all__ = [
+    "BLOCK_TOKEN",
     "DEFAULT_PREFIX",
     "DEFAULT_REPLY_PREFIX",
     "DEFAULT_SHARDS",
+    "MAX_BLOCKS",
     "MAX_REPLY_BYTES",
     "MAX_SHARDS",
+    "MIN_BLOCKS",
     "STREAM_META_SHARDS",
     "CommandSubject",
     "InvalidSubjectError",
+    "block_filter",
+    "block_of",
+    "block_transform",
+    "blocks_of",
     "command_subject",
     "is_owned_subject",
+    "parse_block_filter",
     "parse_shard_filter",
     "parse_subject",
     "recorded_shards",
     "reply_problem",
     "shard_filter",
     "shard_of",
+    "shards_of_block",
     "shards_of_filters",
     "shards_of_stream",
     "stream_subjects",
@@ -55,6 +74,14 @@ MAX_SHARDS: Final = 4096
 STREAM_META_SHARDS: Final = "coordshard.shards"
 """The stream metadata key that records the group's shard count (decimal), written by
 the engine when it creates (or adopts) the stream; every party reads N from it."""
+MAX_BLOCKS: Final = 512
+"""The most blocks a stream stores its commands under (``blocks_of``): every server cost
+that grows with a stream's filters stays bounded by this, whatever N is."""
+MIN_BLOCKS: Final = 256
+"""Past ``MAX_BLOCKS`` shards, the fewest blocks ``blocks_of`` accepts: enough for 256
+members to own a block each."""
+BLOCK_TOKEN: Final = "b"
+"""The token after the prefix that marks a stored subject with a block token."""
 MAX_TOKEN_BYTES: Final = 128
 """System ids and ops are single NATS tokens of at most this many UTF-8 bytes."""
 
@@ -142,16 +169,68 @@ def shard_of(system_id: str, shards: int) -> int:
     return fnv1a_32(system_id.encode()) % shards
 
 
+def blocks_of(shards: int) -> int:
+    """K, the number of blocks a stream of ``shards`` shards stores its commands under.
+
+    ``shards`` itself up to ``MAX_BLOCKS`` (a block is then one shard); past that, the
+    largest divisor of ``shards`` not above ``MAX_BLOCKS`` (the server's block must be
+    ``shard % K``, which needs K to divide N).
+
+    Raises:
+        ValueError: the shard count is out of range, or above ``MAX_BLOCKS`` with no
+            divisor from ``MIN_BLOCKS`` to ``MAX_BLOCKS`` (e.g. a prime): too few blocks
+            would leave members without work.
+    """
+    _check_shards(shards)
+    if shards <= MAX_BLOCKS:
+        return shards
+    k = next(k for k in range(MAX_BLOCKS, 0, -1) if shards % k == 0)
+    if k < MIN_BLOCKS:
+        raise ValueError(
+            f"shard count {shards} has no divisor from {MIN_BLOCKS} to {MAX_BLOCKS} "
+            f"(its largest up to {MAX_BLOCKS} is {k}): use at most {MAX_BLOCKS} shards, "
+            f"or a count with such a divisor (e.g. a multiple of {MAX_BLOCKS}: 1024, 2048, 4096)"
+        )
+    return k
+
+
+def block_of(shard: int, blocks: int) -> int:
+    """The block that stores ``shard``'s commands: ``shard % blocks``."""
+    return shard % blocks
+
+
+def shards_of_block(block: int, *, shards: int, blocks: int) -> range:
+    """The shards block ``block`` holds: ``block, block + blocks, ...`` below ``shards``."""
+    if not 0 <= block < blocks:
+        raise ValueError(f"block must be in 0..{blocks - 1}, got {block}")
+    return range(block, shards, blocks)
+
+
+def block_transform(blocks: int, *, prefix: str = DEFAULT_PREFIX) -> tuple[str, str]:
+    """The stream's subject transform (source, destination) that stores commands under
+    ``<prefix>.b.<block>.<shard>.<id>.<op>``, the block computed by the server from the id."""
+    validate_prefix(prefix)
+    if not 1 <= blocks <= MAX_BLOCKS:
+        raise ValueError(f"blocks must be between 1 and {MAX_BLOCKS}, got {blocks}")
+    dest = (
+        f"{prefix}.{BLOCK_TOKEN}.{{{{partition({blocks},2)}}}}"
+        ".{{wildcard(1)}}.{{wildcard(2)}}.{{wildcard(3)}}"
+    )
+    return f"{prefix}.*.*.*", dest
+
+
 @dataclass(frozen=True, slots=True)
 class CommandSubject:
-    """A parsed command subject."""
+    """A parsed command subject; ``block`` is set when it was stored under a block."""
 
     prefix: str
     shard: int
     system_id: str
     op: str
+    block: int | None = None
 
     def __str__(self) -> str:
+        """The subject as published (without any block token)."""
         return f"{self.prefix}.{self.shard}.{self.system_id}.{self.op}"
 
 
@@ -167,10 +246,11 @@ def command_subject(
 
 
 def parse_subject(subject: str, *, prefix: str = DEFAULT_PREFIX) -> CommandSubject:
-    """Parse ``<prefix>.<shard>.<system_id>.<op>``; raise InvalidSubjectError otherwise.
+    """Parse ``<prefix>.<shard>.<system_id>.<op>``, or the stored form
+    ``<prefix>.b.<block>.<shard>.<system_id>.<op>``; raise InvalidSubjectError otherwise.
 
-    The shard token is checked to be a canonical non-negative integer; whether it
-    matches the system id is for the caller to check (it needs the shard count).
+    The shard (and block) tokens are checked to be canonical non-negative integers;
+    whether they match the system id is for the caller to check (it needs N and K).
     """
     head = prefix + "."
     if not subject.startswith(head):
@@ -178,6 +258,15 @@ def parse_subject(subject: str, *, prefix: str = DEFAULT_PREFIX) -> CommandSubje
             f"subject {subject!r} does not start with {head!r}", value=subject
         )
     parts = subject[len(head) :].split(".")
+    block: int | None = None
+    if len(parts) == 5 and parts[0] == BLOCK_TOKEN:
+        if not _is_canonical_int(parts[1]):
+            raise InvalidSubjectError(
+                f"subject {subject!r}: block {parts[1]!r} is not a canonical integer",
+                value=subject,
+            )
+        block = int(parts[1])
+        parts = parts[2:]
     if len(parts) != 3:
         raise InvalidSubjectError(
             f"subject {subject!r} must be {prefix}.<shard>.<system_id>.<op>", value=subject
@@ -190,7 +279,7 @@ def parse_subject(subject: str, *, prefix: str = DEFAULT_PREFIX) -> CommandSubje
         )
     validate_token(system_id)
     validate_token(op, what="op")
-    return CommandSubject(prefix, int(shard_token), system_id, op)
+    return CommandSubject(prefix, int(shard_token), system_id, op, block)
 
 
 def stream_subjects(shards: int, *, prefix: str = DEFAULT_PREFIX) -> list[str]:
@@ -233,16 +322,28 @@ def shards_of_stream(
     return None
 
 
-def is_owned_subject(subject: str, *, shards: int, prefix: str = DEFAULT_PREFIX) -> bool:
-    """Whether ``subject`` matches one of ``stream_subjects(shards, prefix=prefix)``.
+def is_owned_subject(
+    subject: str, *, shards: int, prefix: str = DEFAULT_PREFIX, blocks: int | None = None
+) -> bool:
+    """Whether a stored ``subject`` is one a consumer of the group can own.
 
-    The test a message already stored in the stream must pass to have an owner;
-    the engine sweeps those that fail it.
+    Without ``blocks``: it matches one of ``stream_subjects(shards, prefix=prefix)``.
+    With ``blocks`` (the stream stores under blocks): it is the stored form
+    ``<prefix>.b.<block>.<shard>.<id>.<op>`` with ``shard < shards`` and
+    ``block == shard % blocks``. The test a message already stored in the stream
+    must pass to have an owner; the engine sweeps those that fail it.
     """
     head = prefix + "."
     if not subject.startswith(head):
         return False
     parts = subject[len(head) :].split(".")
+    if blocks is not None:
+        if len(parts) != 5 or parts[0] != BLOCK_TOKEN or not _is_canonical_int(parts[1]):
+            return False
+        block, parts = int(parts[1]), parts[2:]
+        if not (len(parts) == 3 and all(parts) and _is_canonical_int(parts[0])):
+            return False
+        return int(parts[0]) < shards and block == block_of(int(parts[0]), blocks)
     return len(parts) == 3 and all(parts) and _is_canonical_int(parts[0]) and int(parts[0]) < shards
 
 
@@ -261,6 +362,23 @@ def parse_shard_filter(subject: str, *, prefix: str = DEFAULT_PREFIX) -> int | N
     None, so a filter someone else wrote is never read as a shard.
     """
     head = prefix + "."
+    if not (subject.startswith(head) and subject.endswith(".>")):
+        return None
+    token = subject[len(head) : -2]
+    return int(token) if _is_canonical_int(token) else None
+
+
+def block_filter(block: int, *, prefix: str = DEFAULT_PREFIX) -> str:
+    """The consumer filter subject that selects every command stored under one block."""
+    if block < 0:
+        raise ValueError(f"block must be >= 0, got {block}")
+    return f"{prefix}.{BLOCK_TOKEN}.{block}.>"
+
+
+def parse_block_filter(subject: str, *, prefix: str = DEFAULT_PREFIX) -> int | None:
+    """The block a consumer filter selects: the inverse of ``block_filter``, as strict
+    as ``parse_shard_filter`` (None for anything that is not exactly ours)."""
+    head = f"{prefix}.{BLOCK_TOKEN}."
     if not (subject.startswith(head) and subject.endswith(".>")):
         return None
     token = subject[len(head) : -2]

@@ -9,7 +9,14 @@ import pytest
 from nats.js import JetStreamContext
 from nats.js.api import StreamConfig, SubjectTransform
 
-from coordshard_client.subjects import shard_of
+from coordshard_client.subjects import (
+    block_transform,
+    blocks_of,
+    is_owned_subject,
+    parse_subject,
+    shard_of,
+    stream_subjects,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -43,3 +50,32 @@ async def test_shard_of_matches_server_partition(js: JetStreamContext, shards: i
             mismatches.append((system_id, server_shard))
     assert mismatches == []
     assert len(ids) > 1000
+
+
+@pytest.mark.parametrize("shards", [16, 1000, 4096])
+async def test_block_transform_stores_shard_mod_blocks(js: JetStreamContext, shards: int) -> None:
+    """The stream's block transform stores each command under block ``shard % K``: the
+    equality every layout over blocks rests on (K divides N, so fnv % K == fnv % N % K)."""
+    blocks = blocks_of(shards)
+    src, dest = block_transform(blocks, prefix="blk")
+    stream = f"BLK{shards}"
+    await js.add_stream(
+        StreamConfig(
+            name=stream,
+            subjects=stream_subjects(shards, prefix="blk"),
+            subject_transform=SubjectTransform(src=src, dest=dest),
+        )
+    )
+    rng = random.Random(shards)
+    ids = sorted({f"s{rng.randrange(10**9)}" for _ in range(600)} | {"é", "東京"})
+    for system_id in ids:
+        await js.publish(f"blk.{shard_of(system_id, shards)}.{system_id}.move-point", b"")
+    wrong = []
+    for seq, system_id in enumerate(ids, start=1):
+        stored = parse_subject((await js.get_msg(stream, seq)).subject, prefix="blk")
+        shard = shard_of(system_id, shards)
+        if (stored.block, stored.shard, stored.system_id) != (shard % blocks, shard, system_id):
+            wrong.append((system_id, stored))
+        if not is_owned_subject(str(stored), shards=shards, prefix="blk"):
+            wrong.append(("published form not owned", stored))
+    assert wrong == []
