@@ -1,4 +1,4 @@
-"""One level-based reconcile of one CoordinateShards: parse -> observe -> pass -> status.
+"""One level-based reconcile of one CoordinateShards: parse -> membership -> pass -> status.
 
 It reads the state (the CR, pods, the group's consumers in NATS), never a
 single event, so a pod that crashed while the operator was down is handled
@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from coordshard_operator.kube import crd, observe, spec, status
+from coordshard_operator.kube import crd, spec, status
 from coordshard_operator.kube.errors import InvalidSpecError, NatsAuthError, SecretUnavailableError
-from coordshard_operator.kube.observe import PodState
+from coordshard_operator.kube.pods import PodState, membership
 from coordshard_operator.rebalancer import ranges
 from coordshard_operator.rebalancer.balancing import Move
 from coordshard_operator.rebalancer.errors import (
@@ -132,7 +132,7 @@ async def _converge(
     previous: Mapping[str, Any],
     now: datetime,
 ) -> ReconcileResult:
-    seen = observe.observe(
+    seen = membership(
         pods,
         namespace=desired.namespace,
         selector=desired.selector,

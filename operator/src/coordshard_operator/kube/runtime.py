@@ -24,7 +24,7 @@ from nats.errors import Error as NatsError
 from coordshard_operator.kube.errors import InvalidSpecError, NatsAuthError
 from coordshard_operator.kube.metrics import OperatorMetrics
 from coordshard_operator.kube.natsauth import NO_AUTH, NatsAuth, SecretReader, load
-from coordshard_operator.kube.observe import PodState, pod_state
+from coordshard_operator.kube.pods import PodState, pod_state
 from coordshard_operator.kube.settings import OperatorSettings
 from coordshard_operator.kube.spec import Spec
 from coordshard_operator.rebalancer.errors import NatsUnavailableError

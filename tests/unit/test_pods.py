@@ -1,4 +1,4 @@
-"""observe: member / held / lost, the grace period, and the selector."""
+"""membership: member / held / lost, the grace period, and the selector."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from coordshard_operator.kube.observe import PodState, observe, pod_state
+from coordshard_operator.kube.pods import PodState, membership, pod_state
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -46,7 +46,7 @@ def pod(
 
 
 def run(*bodies: dict[str, Any], grace: int = 10) -> tuple[list[str], list[str], list[str]]:
-    obs = observe(
+    obs = membership(
         [pod_state(b) for b in bodies],
         namespace="ns",
         selector={"app": "w"},
@@ -91,7 +91,7 @@ def test_grace_zero_moves_at_once() -> None:
 
 
 def test_recheck_is_when_the_earliest_grace_ends() -> None:
-    obs = observe(
+    obs = membership(
         [
             pod_state(pod("a", ready=False, since=timedelta(seconds=2))),
             pod_state(pod("b", ready=False, since=timedelta(seconds=7))),

@@ -1,4 +1,4 @@
-"""Pods -> member states: who may own shards right now.
+"""Pods -> membership: which pods may own shards right now.
 
 Pure; ``now`` is passed in. The rules (issue 5):
 
@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from coordshard_client.naming import member_id
 
-__all__ = ["Observation", "PodState", "matches", "observe", "pod_state"]
+__all__ = ["Membership", "PodState", "matches", "membership", "pod_state"]
 
 MemberState = Literal["member", "held", "lost"]
 
@@ -103,7 +103,7 @@ def classify(pod: PodState, *, grace: timedelta, now: datetime) -> MemberState:
 
 
 @dataclass(frozen=True, slots=True)
-class Observation:
+class Membership:
     """The pods of one CR, sorted by name, split by member state."""
 
     members: tuple[PodState, ...]
@@ -113,14 +113,14 @@ class Observation:
     """When the earliest held pod's grace ends (then its shards move)."""
 
 
-def observe(
+def membership(
     pods: Iterable[PodState],
     *,
     namespace: str,
     selector: Mapping[str, str],
     grace_seconds: int,
     now: datetime,
-) -> Observation:
+) -> Membership:
     """Classify the pods of ``namespace`` that match ``selector``."""
     grace = timedelta(seconds=grace_seconds)
     out: dict[MemberState, list[PodState]] = {"member": [], "held": [], "lost": []}
@@ -133,7 +133,7 @@ def observe(
         if state == "held" and pod.ready_changed_at is not None:
             due = pod.ready_changed_at + grace
             recheck = due if recheck is None else min(recheck, due)
-    return Observation(
+    return Membership(
         members=tuple(out["member"]),
         held=tuple(out["held"]),
         lost=tuple(out["lost"]),
