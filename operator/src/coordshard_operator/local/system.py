@@ -30,7 +30,7 @@ from coordshard_operator.local.check import Verdict, verify
 from coordshard_operator.local.group import LocalGroup
 from coordshard_operator.local.load import Ledger, LoadGenerator
 from coordshard_operator.local.natsserver import NatsServer, start_cluster, start_server
-from coordshard_operator.local.quantiles import percentile
+from coordshard_operator.local.quantiles import percentile, reported
 from coordshard_operator.local.workers import WorkerProcess, WorkerSpec, pid_file, stop_leftovers
 from coordshard_operator.rebalancer.errors import TransientError
 from coordshard_operator.rebalancer.handoff import Checkpoint, Engine, GroupConfig
@@ -321,12 +321,12 @@ def summarize(
         "rebalances": len(group.rebalances),
         "rebalance_ms": {
             "p50": round(statistics.median(rebalance_ms), 1) if rebalance_ms else 0.0,
-            "p99": round(percentile(rebalance_ms, 0.99), 1),
+            "p99": reported(rebalance_ms, 0.99, ndigits=1),  # None: fewer than 100
             "max": round(max(rebalance_ms), 1) if rebalance_ms else 0.0,
         },
         "latency_ms": {
             "p50": round(percentile(ledger.latencies_ms, 0.5), 1),
-            "p99": round(percentile(ledger.latencies_ms, 0.99), 1),
+            "p99": reported(ledger.latencies_ms, 0.99, ndigits=1),
         },
         "throughput_per_s": round(ledger.succeeded / elapsed, 1) if elapsed > 0 else 0.0,
         "reconcile_errors": group.errors,

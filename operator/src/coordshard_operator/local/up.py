@@ -37,6 +37,7 @@ from coordshard_client.naming import DEFAULT_GROUP, DEFAULT_STREAM
 from coordshard_operator.local.datadir import default_data_dir
 from coordshard_operator.local.load import Ledger, LoadGenerator
 from coordshard_operator.local.membership import is_member
+from coordshard_operator.local.quantiles import percentile
 from coordshard_operator.local.system import LocalSystem, SystemOptions
 from coordshard_operator.local.view import Snapshot, WorkerRow, render
 from coordshard_operator.local.workers import WorkerProcess
@@ -314,8 +315,8 @@ def _snapshot(system: LocalSystem, generator: LoadGenerator | None) -> Snapshot:
         workers=rows,
         unassigned=group.shards - sum(len(s) for s in group.assignment.values()),
         rate_per_s=len(window) / 5.0,
-        p50_ms=ordered[len(ordered) // 2] if ordered else 0.0,
-        p99_ms=ordered[int(len(ordered) * 0.99)] if ordered else 0.0,
+        p50_ms=percentile(ordered, 0.5),
+        p99_ms=percentile(ordered, 0.99),
         in_flight=led.in_flight,
         published=led.published,
         succeeded=led.succeeded,
@@ -353,6 +354,11 @@ async def _progress(
         )
 
 
+def _or_dash(value: float | None) -> str:
+    """A percentile of the summary, "-" where there were too few samples to give one."""
+    return "-" if value is None else str(value)
+
+
 def _summary_text(summary: dict[str, Any]) -> str:
     verdict = "OK: nothing lost, nothing applied twice" if summary["ok"] else "FAILED"
     lines = [
@@ -367,9 +373,9 @@ def _summary_text(summary: dict[str, Any]) -> str:
         + ", "
         f"{summary['unknown']} unknown",
         f"  throughput {summary['throughput_per_s']}/s, latency p50 "
-        f"{summary['latency_ms']['p50']} ms, p99 {summary['latency_ms']['p99']} ms",
+        f"{summary['latency_ms']['p50']} ms, p99 {_or_dash(summary['latency_ms']['p99'])} ms",
         f"  rebalance ms p50 {summary['rebalance_ms']['p50']}, p99 "
-        f"{summary['rebalance_ms']['p99']}, max {summary['rebalance_ms']['max']}",
+        f"{_or_dash(summary['rebalance_ms']['p99'])}, max {summary['rebalance_ms']['max']}",
         f"  check: {summary['points_checked']} points, lost {summary['lost']}, "
         f"duplicate effects {summary['duplicate_effects']}, stale reads {summary['stale_reads']}",
     ]
