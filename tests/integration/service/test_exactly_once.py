@@ -32,7 +32,7 @@ from coordshard_client.subjects import shard_of
 from coordshard_operator.local.natsserver import NatsServer
 from coordshard_service.cache import Cache
 from coordshard_service.commands import Incoming, apply_batch
-from coordshard_service.consuming import decode
+from coordshard_service.decoding import decode
 from coordshard_service.metrics import Metrics
 from coordshard_service.store import Store
 
