@@ -200,7 +200,7 @@ class Lane:
         return True
 
     async def _adopt(self, info: ConsumerInfo) -> None:
-        shards = owned_shards(info, prefix=self.settings.prefix, shards=self.settings.shards)
+        shards = owned_shards(info.config, prefix=self.settings.prefix, shards=self.settings.shards)
         self._refreshed = time.monotonic()
         if shards != self.shards:
             logger.info("consumer %s now owns shards %s", self.consumer, sorted(shards))
@@ -361,15 +361,7 @@ class Lane:
         for attempt in itertools.count():
             try:
                 for n, (m, i, o) in enumerate(batch):
-                    await settle(
-                        self.host.nc,
-                        m,
-                        i,
-                        o,
-                        metrics=self.metrics,
-                        sync=n == last_good,
-                        again=n < counted,
-                    )
+                    await self.settle(m, i, o, sync=n == last_good, again=n < counted)
                     counted = max(counted, n + 1)
                 break
             except NatsUnavailableError as e:
@@ -402,6 +394,12 @@ class Lane:
             self.metrics.latency.observe(elapsed)
         cache = self.host.cache
         self.metrics.observe_cache(hits=cache.hits, misses=cache.misses, entries=len(cache))
+
+    async def settle(
+        self, msg: Msg, item: Incoming, outcome: Outcome, *, sync: bool, again: bool = False
+    ) -> None:
+        """``settle`` on this lane's connection (one seam a test can wrap)."""
+        await settle(self.host.nc, msg, item, outcome, metrics=self.metrics, sync=sync, again=again)
 
 
 async def settle(

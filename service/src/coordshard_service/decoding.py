@@ -15,7 +15,7 @@ dead-lettered like any bad subject.
 from __future__ import annotations
 
 from nats.aio.msg import Msg
-from nats.js.api import ConsumerInfo
+from nats.js.api import ConsumerConfig
 from pydantic import ValidationError
 
 from coordshard_client.messages import HEADER_KEY, HEADER_REPLY, Envelope, ErrorCode, check_key
@@ -38,7 +38,7 @@ from coordshard_service.natsconnect import RAW
 __all__ = ["decode", "owned_shards"]
 
 
-def owned_shards(info: ConsumerInfo, *, prefix: str, shards: int) -> set[int]:
+def owned_shards(config: ConsumerConfig, *, prefix: str, shards: int) -> set[int]:
     """The shards a consumer's filters name: one per shard filter (``<prefix>.<shard>.>``,
     see ``shard_filter``), every shard of its block per block filter (``<prefix>.b.<block>.>``,
     see ``block_filter``; ``shards`` is the group's N, which fixes the blocks).
@@ -46,7 +46,6 @@ def owned_shards(info: ConsumerInfo, *, prefix: str, shards: int) -> set[int]:
     A filter of another form (or a block past the stream's) selects no shard of ours
     and is passed over.
     """
-    config = info.config
     filters = list(config.filter_subjects or [])
     if config.filter_subject:
         filters.append(config.filter_subject)
