@@ -273,15 +273,16 @@ class Worker:
                 continue
             del self._tasks[name]
             lane = self.lanes.pop(name)
-            await lane.close()
             error = task.exception()
             if error is not None and not isinstance(error, FencedError):
+                await lane.close()
                 raise error
             if error is not None:
                 self.metrics.lanes_ended.inc()
                 logger.info("lane %s ended: %s", name, error)
             self.metrics.lanes.set(len(self.lanes))
             await self.shards_changed()
+            await lane.close()
         if not self.lanes and self.state == "bound":
             self.metrics.fenced.inc()
             logger.warning("fenced: no consumer of ours is left; waiting for a new one")

@@ -11,6 +11,7 @@ created and deleted. N = K = 64, so a block is one shard.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
@@ -29,6 +31,7 @@ from nats.js.api import (
 )
 
 from coordshard_client import CoordinateClient
+from coordshard_client.messages import HEADER_REPLY, Outcome
 from coordshard_client.naming import consumer_name, member_id
 from coordshard_client.subjects import (
     STREAM_META_SHARDS,
@@ -220,11 +223,13 @@ async def test_a_deleted_lane_is_replaced_while_the_other_lanes_serve_on(
         load.launch(2000)
         await wait_until(lambda: load.done() >= 200, timeout=20)
         await lanes.delete(moving)  # under traffic, deliveries in hand
-        await wait_until(lambda: moving not in worker.lanes, timeout=5)
+        await wait_until(lambda: worker.shards == set(range(42)), timeout=5)
+        assert moving not in worker.lanes
+        # The moved shards left the cache; the kept ones' entries stay.
+        assert worker.cache.shards() and worker.cache.shards() <= set(range(42))
         # The kept lanes' shards answer while the moved ones have no consumer at all.
         for s in (0, 41):
             await asyncio.wait_for(block_client.get_point(system_id=system_on(s), point_id="p"), 5)
-        assert worker.shards == set(range(42))
         replacement = await lanes.add(THIRDS[2])
         await asyncio.wait_for(load.check_applied_once(), 60)
         assert sorted(worker.lanes) == sorted([*kept, replacement])
@@ -300,5 +305,49 @@ async def test_one_wedged_lane_turns_the_worker_unready(
             return (await probe(running, "/readyz"))[0] == 200
 
         await wait_until(ready, timeout=10)
+    finally:
+        await running.shutdown()
+
+
+async def test_a_stored_subject_whose_block_is_not_its_shards_is_dead_lettered(
+    nats_server: NatsServer, nc: Client, js: JetStreamContext, stream_name: str, tmp_path: Path
+) -> None:
+    # No server of ours stores a command under another block than its shard's; a
+    # stream that takes the stored form as published (here) lets anyone write one.
+    await js.add_stream(
+        StreamConfig(
+            name=stream_name,
+            subjects=[f"{PREFIX}.b.>"],
+            retention=RetentionPolicy.WORK_QUEUE,
+            metadata={STREAM_META_SHARDS: str(N)},
+        )
+    )
+    made = Lanes(js, stream_name)
+    await made.add(range(5, 7))
+    running = await start(nats_server, made, f"sqlite:///{tmp_path / 'store.db'}")
+    replies: asyncio.Queue[Outcome] = asyncio.Queue()
+
+    async def on_reply(msg: Msg) -> None:
+        replies.put_nowait(Outcome.model_validate_json(msg.data))
+
+    inbox = nc.new_inbox()
+    await nc.subscribe(inbox, cb=on_reply)
+    system_id = system_on(5)
+    body = {
+        "v": 1,
+        "command": {"op": "create-system", "system_id": system_id, "name": "n", "dimension": 2},
+    }
+
+    async def send(block: int) -> Outcome:
+        subject = f"{PREFIX}.b.{block}.5.{system_id}.create-system"
+        await js.publish(subject, json.dumps(body).encode(), headers={HEADER_REPLY: inbox})
+        return await asyncio.wait_for(replies.get(), 10)
+
+    try:
+        wrong = await send(6)
+        assert not wrong.ok and wrong.error is not None
+        assert "wrong block" in wrong.error.message
+        assert running.worker.metrics.dead_letters._value.get() == 1
+        assert (await send(5)).ok
     finally:
         await running.shutdown()
