@@ -134,6 +134,7 @@ class Lane:
 
     async def bind(self, info: ConsumerInfo) -> bool:
         """Take the consumer over and learn its shards; False if NATS did not answer."""
+        self._observe(info)
         if not await self._take_over(info):
             return False
         await self._adopt(info)
@@ -216,10 +217,14 @@ class Lane:
             self.host.js, stream=self.settings.stream, consumer=self.consumer
         )
         if not isinstance(info, str):
-            pending, ack_pending = info.num_pending or 0, info.num_ack_pending or 0
-            self.metrics.observe_consumer(self.consumer, pending=pending, ack_pending=ack_pending)
-            self.progress.heard(pending=pending, ack_pending=ack_pending)
+            self._observe(info)
         return info
+
+    def _observe(self, info: ConsumerInfo) -> None:
+        """The lane's lag as just read: its gauges, and what its progress owes."""
+        pending, ack_pending = info.num_pending or 0, info.num_ack_pending or 0
+        self.metrics.observe_consumer(self.consumer, pending=pending, ack_pending=ack_pending)
+        self.progress.heard(pending=pending, ack_pending=ack_pending)
 
     async def _refresh(self) -> None:
         """Re-read our consumer; FencedError if it is gone."""

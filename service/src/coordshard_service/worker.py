@@ -62,6 +62,11 @@ WorkerState = Literal["starting", "waiting", "bound", "stopped"]
 
 BIND_RETRY_SECONDS = 0.2
 """Seconds before another try to bind after NATS did not answer."""
+BOUND_LOOK_UP_FACTOR = 12
+"""While serving lanes, the stream's consumers are looked up every this many
+``bind_poll`` (and after every reconnect, when advisories may have been missed):
+a listing per ``bind_poll`` from every pod of a large group is load on the server
+for nothing, since advisories name every lane made while we are connected."""
 
 _BindResult = Literal["bound", "gone", "retry"]
 
@@ -106,6 +111,8 @@ class Worker:
         """Ours, named by a deleted advisory while not (yet) a lane: a bind in flight."""
         self._pruned = time.monotonic()
         self._looked_up = 0.0
+        self._reconnects = 0
+        """The connection's reconnect count at the last look-up."""
 
     @property
     def consumer(self) -> str:
@@ -184,12 +191,20 @@ class Worker:
                 wait = BIND_RETRY_SECONDS if retry else self.settings.bind_poll
                 await self.discovery.wait([stopped, *self._tasks.values()], wait)
                 await self._reap()
-                look_up = retry or time.monotonic() - self._looked_up >= self.settings.bind_poll
+                look_up = retry or self._look_up_due()
         finally:
             stopped.cancel()
             await self._end_lanes(cancel=not stop.is_set())
             await self.discovery.stop()
         self.state = "stopped"
+
+    def _look_up_due(self) -> bool:
+        """Whether to list the stream's consumers again: after a reconnect (advisories sent
+        meanwhile are lost), or on the slow timer (``bind_poll``; longer while serving)."""
+        if self.nc.stats["reconnects"] != self._reconnects:
+            return True
+        every = self.settings.bind_poll * (BOUND_LOOK_UP_FACTOR if self.lanes else 1)
+        return time.monotonic() - self._looked_up >= every
 
     def _log_waiting(self) -> None:
         s = self.settings
@@ -220,6 +235,7 @@ class Worker:
             return True
         if look_up:
             self._looked_up = time.monotonic()
+            self._reconnects = self.nc.stats["reconnects"]
         retry = False
         for name in sorted(names - self.lanes.keys()):
             if stop.is_set():
