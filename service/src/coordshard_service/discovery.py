@@ -7,12 +7,13 @@ count on the new consumer. The worker knows its member id, not the generation.
 
 So it listens to JetStream's consumer-created advisories for the stream
 (``$JS.EVENT.ADVISORY.CONSUMER.CREATED.<stream>.<consumer>``, the consumer's
-name in the last token) and looks up the stream's consumer names once per bind
+name in the last token) and looks up the stream's consumer names at start
 (``$JS.API.CONSUMER.NAMES.<stream>``): the subscription is in place before the
 look-up, so a consumer made in between is heard of either way. A consumer made
 for us is then bound at once, instead of on the next poll. Advisories are core
-NATS messages, lost while we are disconnected, so the look-up is also repeated
-on a slow timer (``ServiceSettings.bind_poll``), which is the only polling left.
+NATS messages, lost while we are disconnected, so the worker looks up again
+after a reconnect and on a slow timer (``ServiceSettings.bind_poll``), which is
+the only polling left.
 
 A member may own several consumers at once ("lanes": a crash hand-off gives
 a gainer its new shards on a new consumer, beside the ones it serves), so
