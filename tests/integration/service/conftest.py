@@ -34,9 +34,9 @@ from coordshard_operator.testing.certs import TestCa, server_tls
 from coordshard_operator.testing.cluster import wait_until as poll
 from coordshard_operator.testing.users import authorization, new_user_seed
 from coordshard_service import app, consumerstate
-from coordshard_service.consuming import Worker
 from coordshard_service.health import HealthServer
 from coordshard_service.settings import ServiceSettings
+from coordshard_service.worker import Worker
 
 from ..conftest import missing_service
 
