@@ -83,6 +83,7 @@ from coordshard_service.errors import (
     ReplyError,
     StoreUnavailableError,
 )
+from coordshard_service.lastdelivery import LastDeliveries
 from coordshard_service.metrics import Metrics
 from coordshard_service.natsconnect import RAW
 from coordshard_service.progress import Progress
@@ -276,6 +277,8 @@ class Worker:
         self._pruned = time.monotonic()
         self.progress = Progress()
         """Fed by the loop; what /readyz and /healthz follow (``stuck``)."""
+        self.last_deliveries = LastDeliveries(nc, store=store, metrics=metrics)
+        """Takes each batch's last deliveries (``max_deliver``) out first, dead-lettered."""
 
     @property
     def bound(self) -> bool:
@@ -496,6 +499,7 @@ class Worker:
             self.js, stream=self.settings.stream, consumer=self.consumer
         )
         if not isinstance(info, str):
+            self.last_deliveries.observe(info)
             pending, ack_pending = info.num_pending or 0, info.num_ack_pending or 0
             self.metrics.observe_consumer(self.consumer, pending=pending, ack_pending=ack_pending)
             if self.progress.bound:
@@ -637,6 +641,10 @@ class Worker:
         s = self.settings
         assert self.stream is not None
         stream = self.stream.key
+        msgs = await self.last_deliveries.take(msgs, stream=stream)  # before anything else
+        if not msgs:
+            self.progress.settled()
+            return
         items = [
             decode(
                 m,
