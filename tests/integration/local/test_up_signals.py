@@ -10,16 +10,24 @@ a grace, the nats-server is stopped, nothing is checked, and the exit code is
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import nats
 import pytest
 
-from ..conftest import process_stopped
+from coordshard_client import command_subject
+from coordshard_client.naming import DEFAULT_STREAM
+
+from ..conftest import process_stopped, sqlite_write_lock
 from .test_up_cli import _processes_mentioning
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -42,23 +50,48 @@ def _bound(data: Path, workers: int) -> bool:
     return len(logs) == workers and all("bound to consumer" in p.read_text() for p in logs)
 
 
+def _wait_bound(proc: subprocess.Popen[bytes], data: Path, err: Path) -> None:
+    """Until both workers are bound; up exiting meanwhile fails at once, with its stderr."""
+    _wait(lambda: _bound(data, 2) or proc.poll() is not None, timeout=60, what="workers bound")
+    assert proc.poll() is None, err.read_text()[-3000:]
+
+
 def _pids(data: Path, pattern: str) -> list[int]:
     return [int(p.read_text()) for p in sorted((data / "run").glob(pattern))]
 
 
-def test_sigterm_stops_up_within_a_bound_while_its_workers_are_frozen(tmp_path: Path) -> None:
-    data = tmp_path / "up"
-    err = tmp_path / "up.err"
+def _start_up(data: Path, err: Path) -> subprocess.Popen[bytes]:
+    """``up`` with two workers and four shards, its stderr into ``err``."""
     with err.open("wb") as sink:
-        proc = subprocess.Popen(
+        return subprocess.Popen(
             [sys.executable, "-m", "coordshard_operator", "up", "--workers", "2",
              "--shards", "4", "--json", "--data-dir", str(data)],
             stdout=subprocess.DEVNULL,
             stderr=sink,
         )  # fmt: skip
+
+
+def _alive(pids: list[int]) -> list[int]:
+    return [p for p in pids if Path(f"/proc/{p}").exists()]
+
+
+def _clean_up(proc: subprocess.Popen[bytes], started: list[int]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(10)
+    for pid in _alive(started):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_sigterm_stops_up_within_a_bound_while_its_workers_are_frozen(tmp_path: Path) -> None:
+    data = tmp_path / "up"
+    err = tmp_path / "up.err"
+    proc = _start_up(data, err)
     started: list[int] = []
     try:
-        _wait(lambda: _bound(data, 2), timeout=60, what="both workers bound")
+        _wait_bound(proc, data, err)
         started = [p for p in _processes_mentioning(str(data)) if p != proc.pid]
         workers = _pids(data, "worker-*.pid")
         assert len(workers) == 2
@@ -86,12 +119,63 @@ def test_sigterm_stops_up_within_a_bound_while_its_workers_are_frozen(tmp_path: 
         assert "Traceback" not in err.read_text(), err.read_text()[-3000:]
         assert "terminated by SIGTERM" in err.read_text()
         print(f"up exited {took:.1f} s after SIGTERM")
-        assert [p for p in started if Path(f"/proc/{p}").exists()] == [], "left behind"
+        assert _alive(started) == [], "left behind"
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-        for pid in started:
-            if Path(f"/proc/{pid}").exists():
-                os.kill(pid, signal.SIGCONT)
-                os.kill(pid, signal.SIGKILL)
+        _clean_up(proc, started)
+
+
+async def _ack_pending(url: str) -> int:
+    nc = await nats.connect(url)
+    try:
+        return sum(
+            c.num_ack_pending or 0 for c in await nc.jetstream().consumers_info(DEFAULT_STREAM)
+        )
+    finally:
+        await nc.close()
+
+
+async def test_sigterm_kills_a_worker_wedged_in_the_store_after_the_grace(tmp_path: Path) -> None:
+    """A worker whose batch waits for the store's write lock does not stop on SIGTERM
+    (it finishes the batch in hand first, and SQLite makes it wait up to 30 s): ``up``
+    kills it after the grace instead of waiting for it."""
+    data = tmp_path / "up"
+    err = tmp_path / "up.err"
+    proc = _start_up(data, err)
+    started: list[int] = []
+    try:
+        await asyncio.to_thread(_wait_bound, proc, data, err)
+        started = [p for p in _processes_mentioning(str(data)) if p != proc.pid]
+        conf = (data / "nats" / "coordshard.conf").read_text()
+        port = re.search(r'listen: "127\.0\.0\.1:(\d+)"', conf)
+        assert port is not None, conf
+        url = f"nats://127.0.0.1:{port[1]}"
+        async with sqlite_write_lock(data / "store.db"):
+            nc = await nats.connect(url)
+            try:
+                get = {"v": 1, "command": {"op": "get-system", "system_id": "s"}}
+                subject = command_subject(system_id="s", op="get-system", shards=4)
+                await nc.jetstream().publish(str(subject), json.dumps(get).encode())
+            finally:
+                await nc.close()
+            deadline = time.monotonic() + 10
+            while not await _ack_pending(url):  # delivered: its worker waits for the lock
+                assert time.monotonic() < deadline, "the command was never delivered"
+                await asyncio.sleep(0.05)
+
+            sent = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            try:
+                code = await asyncio.to_thread(proc.wait, EXIT_BOUND_S)
+            except subprocess.TimeoutExpired:
+                raise AssertionError(
+                    f"up still running {EXIT_BOUND_S} s after SIGTERM; its stderr:\n"
+                    + err.read_text()[-3000:]
+                ) from None
+            took = time.monotonic() - sent
+        text = err.read_text()
+        assert code == 128 + signal.SIGTERM, (code, text[-3000:])
+        assert "exited with -9" in text, text[-3000:]  # killed after the grace
+        print(f"up exited {took:.1f} s after SIGTERM, the wedged worker killed")
+        assert _alive(started) == [], "left behind"
+    finally:
+        _clean_up(proc, started)
