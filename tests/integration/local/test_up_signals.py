@@ -35,6 +35,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 EXIT_BOUND_S = 15.0
 """How long ``up`` may take to exit after SIGTERM: the workers' stop grace, the
 nats-server's stop, and slack for a loaded machine."""
+STOP_GRACE_S = 1.0
+KILLED_BOUND_S = 8.0
+"""With ``--stop-grace 1``: well below the 10 s a worker's own default grace would take."""
 
 
 def _wait(check: object, *, timeout: float, what: str) -> None:
@@ -56,16 +59,22 @@ def _wait_bound(proc: subprocess.Popen[bytes], data: Path, err: Path) -> None:
     assert proc.poll() is None, err.read_text()[-3000:]
 
 
+def _lost(err: Path) -> set[str]:
+    """The workers up has taken out so far (its "rebalanced ... reason='lost a, b'" lines)."""
+    found = re.findall(r"reason='(?:[^']*; )?lost ([^';]+)", err.read_text())
+    return {name for names in found for name in names.split(", ")}
+
+
 def _pids(data: Path, pattern: str) -> list[int]:
     return [int(p.read_text()) for p in sorted((data / "run").glob(pattern))]
 
 
-def _start_up(data: Path, err: Path) -> subprocess.Popen[bytes]:
+def _start_up(data: Path, err: Path, *extra: str) -> subprocess.Popen[bytes]:
     """``up`` with two workers and four shards, its stderr into ``err``."""
     with err.open("wb") as sink:
         return subprocess.Popen(
             [sys.executable, "-m", "coordshard_operator", "up", "--workers", "2",
-             "--shards", "4", "--json", "--data-dir", str(data)],
+             "--shards", "4", "--json", "--data-dir", str(data), *extra],
             stdout=subprocess.DEVNULL,
             stderr=sink,
         )  # fmt: skip
@@ -100,7 +109,7 @@ def test_sigterm_stops_up_within_a_bound_while_its_workers_are_frozen(tmp_path: 
         _wait(lambda: all(process_stopped(p) for p in workers), timeout=5, what="SIGSTOP")
         # The group is wedged once up has taken both out (not ready: grace 0).
         _wait(
-            lambda: all(f"reason='lost worker-{i}'" in err.read_text() for i in (0, 1)),
+            lambda: _lost(err) >= {"worker-0", "worker-1"},
             timeout=30,
             what="up to take the frozen workers out",
         )
@@ -140,7 +149,7 @@ async def test_sigterm_kills_a_worker_wedged_in_the_store_after_the_grace(tmp_pa
     kills it after the grace instead of waiting for it."""
     data = tmp_path / "up"
     err = tmp_path / "up.err"
-    proc = _start_up(data, err)
+    proc = _start_up(data, err, "--stop-grace", str(STOP_GRACE_S))
     started: list[int] = []
     try:
         await asyncio.to_thread(_wait_bound, proc, data, err)
@@ -175,6 +184,7 @@ async def test_sigterm_kills_a_worker_wedged_in_the_store_after_the_grace(tmp_pa
         text = err.read_text()
         assert code == 128 + signal.SIGTERM, (code, text[-3000:])
         assert "exited with -9" in text, text[-3000:]  # killed after the grace
+        assert took < KILLED_BOUND_S, f"{took:.1f} s: was it given --stop-grace {STOP_GRACE_S}?"
         print(f"up exited {took:.1f} s after SIGTERM, the wedged worker killed")
         assert _alive(started) == [], "left behind"
     finally:

@@ -11,7 +11,7 @@ lost or twice-applied command.
 
 Ctrl-C (SIGINT) stops the load and checks the store before exiting; a second
 Ctrl-C, or SIGTERM at any time, stops everything at once and checks nothing:
-each worker gets SIGTERM, then SIGKILL after a grace, the embedded nats-server
+each worker gets SIGTERM, then SIGKILL after ``--stop-grace``, the embedded nats-server
 is stopped, and the exit code is 128 + the signal's number (143 for SIGTERM).
 Nothing a wedged worker does can hold that up.
 
@@ -162,6 +162,13 @@ def add_parser(sub: Any) -> None:
         help="how long a dead or unready worker keeps its shards (default 0)",
     )
     p.add_argument(
+        "--stop-grace",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="when stopping, how long a worker gets after SIGTERM before SIGKILL (default 5)",
+    )
+    p.add_argument(
         "--duration",
         type=float,
         default=0.0,
@@ -210,6 +217,9 @@ def _run_command(args: argparse.Namespace) -> int:
     if args.workers < 1 or args.shards < 1:
         sys.stderr.write("coordshard up: error: --workers and --shards must be >= 1\n")
         return 2
+    if args.stop_grace < 0:
+        sys.stderr.write("coordshard up: error: --stop-grace must be >= 0\n")
+        return 2
     if args.restart_in_place and not (args.chaos > 0 and args.grace > args.restart_delay):
         sys.stderr.write(
             "coordshard up: error: --restart-in-place needs --chaos and a --grace longer "
@@ -226,6 +236,7 @@ def _run_command(args: argparse.Namespace) -> int:
             database_url=args.db,
             systems=args.systems,
             seed=args.seed,
+            stop_grace_s=args.stop_grace,
         ),
         load=args.load,
         chaos_s=args.chaos,
