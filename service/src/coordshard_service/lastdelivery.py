@@ -15,7 +15,7 @@ on its last delivery. A valid command on its last delivery is dead-lettered
 too: twenty deliveries without an ack say it wedged or killed its workers,
 and this is the documented last resort (docs/service.md).
 
-Should the dead letter not be stored (store down) or the term not confirmed,
+Should the dead letter not be stored (store down) or the term not be confirmed,
 the message is left unsettled and not processed: after ``ack_wait`` the
 server gives up on it and the advisory, heard by this worker, moves it (the
 store keeps one dead letter per sequence and subject).
@@ -32,7 +32,11 @@ from nats.aio.msg import Msg
 from nats.js.api import ConsumerInfo
 
 from coordshard_service import consumerstate
-from coordshard_service.errors import NatsUnavailableError, StoreUnavailableError
+from coordshard_service.errors import (
+    NatsUnavailableError,
+    StoreRefusedError,
+    StoreUnavailableError,
+)
 from coordshard_service.metrics import Metrics
 from coordshard_service.natsconnect import RAW
 from coordshard_service.store import DeadLetter, Store
@@ -100,7 +104,8 @@ class LastDeliveries:
         ]
         try:
             await asyncio.to_thread(self._keep, letters, stream=stream)
-        except StoreUnavailableError as e:
+        except (StoreUnavailableError, StoreRefusedError) as e:
+            # Refused: cannot be (``dead_letter`` stores any message), and must not end the loop.
             logger.error(
                 "could not keep %d last deliveries as dead letters, leaving them to the "
                 "max-deliveries advisory: %s",
