@@ -65,6 +65,7 @@ from coordshard_service.errors import (
     ReplyError,
     StoreUnavailableError,
 )
+from coordshard_service.lastdelivery import LastDeliveries
 from coordshard_service.metrics import Metrics
 from coordshard_service.progress import Progress
 from coordshard_service.pulling import Puller, PullError
@@ -131,6 +132,8 @@ class Lane:
         self._refreshed = 0.0
         self._stopping = asyncio.Event()
         self.progress.bind(True)
+        self.last_deliveries = LastDeliveries(host.nc, store=host.store, metrics=host.metrics)
+        """Takes each batch's last deliveries (``max_deliver``) out first, dead-lettered."""
 
     async def bind(self, info: ConsumerInfo) -> bool:
         """Take the consumer over and learn its shards; False if NATS did not answer."""
@@ -222,6 +225,7 @@ class Lane:
 
     def _observe(self, info: ConsumerInfo) -> None:
         """The lane's lag as just read: its gauges, and what its progress owes."""
+        self.last_deliveries.observe(info)
         pending, ack_pending = info.num_pending or 0, info.num_ack_pending or 0
         self.metrics.observe_consumer(self.consumer, pending=pending, ack_pending=ack_pending)
         self.progress.heard(pending=pending, ack_pending=ack_pending)
@@ -337,6 +341,10 @@ class Lane:
         started = time.perf_counter()
         self.metrics.batch_size.observe(len(msgs))
         s = self.settings
+        msgs = await self.last_deliveries.take(msgs, stream=self.stream.key)  # before all else
+        if not msgs:
+            self.progress.settled()
+            return
         items = [
             decode(
                 m,

@@ -143,7 +143,13 @@ class Provisioner:
         )
 
     async def assign(
-        self, *, member: str, incarnation: str, shards: list[int], ack_wait: float = 30.0
+        self,
+        *,
+        member: str,
+        incarnation: str,
+        shards: list[int],
+        ack_wait: float = 30.0,
+        max_deliver: int = -1,
     ) -> str:
         """Create or rewrite a member's consumer to own exactly ``shards``."""
         name = member_id(group=self.group, member=member, incarnation=incarnation)
@@ -155,6 +161,7 @@ class Provisioner:
                 deliver_policy=DeliverPolicy.ALL,
                 filter_subjects=[shard_filter(s, prefix=self.prefix) for s in shards] or None,
                 ack_wait=ack_wait,
+                max_deliver=max_deliver,
                 max_ack_pending=10_000,
             ),
         )
