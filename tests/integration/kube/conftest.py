@@ -1,17 +1,24 @@
-"""Fixtures for tests against the Kubernetes API-server double.
+"""Fixtures for tests against the Kubernetes API-server double and the real control plane.
 
 ``apiserver`` is a started double with the CoordinateShards CRD registered
 (as ``kubectl apply -f crds/`` would); ``http`` is an aiohttp session for
 tests that speak to it over the wire, as kopf does; ``cluster`` drives pods
 and CRs in it and ``operator`` starts the real operator against it.
+
+``control_plane`` is the real one (etcd, kube-apiserver,
+kube-controller-manager; one per session, the CRD installed and
+Established), ``kube`` an admin client of it, ``namespace`` a fresh namespace
+per test and ``kubelet`` the harness that plays the kubelet there.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,12 +30,17 @@ import yaml
 from coordshard_operator.local.natsserver import NatsServer
 from coordshard_operator.testing.apiserver import ApiServer
 from coordshard_operator.testing.cluster import Cluster, OperatorProcess
+from coordshard_operator.testing.controlplane import ControlPlane
+from coordshard_operator.testing.kubelet import Kubelet
+from coordshard_operator.testing.kuberest import KubeRest
 
 from ..conftest import missing_service
 
 ROOT = Path(__file__).parents[3]
 CRD_PATH = ROOT / "crds" / "coordinateshards.yaml"
 CHART = ROOT / "charts" / "coordshard"
+CONTROL_PLANE_SCRIPT = ROOT / "scripts" / "control-plane.sh"
+ESTABLISHED_TIMEOUT = 30.0
 RBAC_RECORD = ROOT / "tests" / "data" / "chart-rbac.json"
 """The chart's RBAC rules as ``helm template`` renders them for each of ``RBAC_SETS``;
 test_chart checks the record against helm, so the operator tests need no helm."""
@@ -54,6 +66,74 @@ async def apiserver() -> AsyncIterator[ApiServer]:
     server.create_crd(load_crd())
     yield server
     await server.stop()
+
+
+@pytest.fixture(scope="session")
+def control_plane_bin() -> Path:
+    """The cached control-plane binaries; never builds (``--cached``): CI builds first."""
+    out = subprocess.run(
+        ["bash", str(CONTROL_PLANE_SCRIPT), "--cached"], capture_output=True, text=True, check=False
+    )
+    if out.returncode != 0:
+        missing_service(
+            f"no kube-apiserver/etcd binaries ({out.stderr.strip()})",
+            how="`bash scripts/control-plane.sh` builds them with Go and the Go module proxy "
+            "(about 45 min the first time on 2 cores, then cached)",
+        )
+    return Path(out.stdout.strip())
+
+
+def wait_established(kube: KubeRest, name: str) -> dict[str, Any]:
+    """Poll the CRD until its Established condition is True (bounded)."""
+    path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"
+    deadline = time.monotonic() + ESTABLISHED_TIMEOUT
+    while True:
+        crd = kube.get(path)
+        conditions = {c["type"]: c["status"] for c in crd.get("status", {}).get("conditions", [])}
+        if conditions.get("Established") == "True":
+            return crd
+        if time.monotonic() > deadline:
+            raise AssertionError(f"CRD {name} not Established: {conditions}")
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="session")
+def control_plane(control_plane_bin: Path) -> Iterator[ControlPlane]:
+    plane = ControlPlane(control_plane_bin)
+    plane.start()
+    try:
+        kube = plane.rest()
+        kube.apply(load_crd())
+        wait_established(kube, load_crd()["metadata"]["name"])
+        yield plane
+    finally:
+        plane.stop()
+
+
+@pytest.fixture
+def kube(control_plane: ControlPlane) -> KubeRest:
+    """An admin client of the real control plane."""
+    return control_plane.rest()
+
+
+_NAMESPACES = itertools.count()
+
+
+@pytest.fixture
+def namespace(kube: KubeRest, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A namespace of its own for the test (the control plane is shared); deleted after."""
+    name = f"t{next(_NAMESPACES)}-{request.node.name.split('[')[0][-40:].replace('_', '-')}"
+    name = name.strip("-").lower()
+    kube.create("/api/v1/namespaces", {"metadata": {"name": name}})
+    yield name
+    kube.request("DELETE", f"/api/v1/namespaces/{name}")
+
+
+@pytest.fixture
+def kubelet(kube: KubeRest) -> Kubelet:
+    node = Kubelet(kube)
+    node.register()
+    return node
 
 
 @pytest.fixture

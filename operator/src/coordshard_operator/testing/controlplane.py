@@ -125,6 +125,11 @@ class ControlPlane:
             raise ControlPlaneError("the control plane is not started")
         return self.root
 
+    @property
+    def pids(self) -> list[int]:
+        """The running components' process ids (etcd, apiserver, controller-manager)."""
+        return [c.proc.pid for c in self._components]
+
     def rest(self) -> KubeRest:
         """A client logged in as the admin."""
         return KubeRest(self.url, ca=self.ca, cert=self.admin)

@@ -69,6 +69,7 @@ class KubeRest:
         self.server, self.ca, self.cert, self.token = server, ca, cert, token
         self._host, self._port, self._timeout = url.hostname, url.port, timeout
         self._ssl = _context(ca, cert)
+        self._resources: dict[tuple[str, str], tuple[str, bool]] = {}
 
     @classmethod
     def from_kubeconfig(cls, path: Path) -> KubeRest:
@@ -130,6 +131,42 @@ class KubeRest:
         """DELETE with ``options`` as the DeleteOptions body (e.g. gracePeriodSeconds=0)."""
         body = {"apiVersion": "v1", "kind": "DeleteOptions", **options} if options else None
         return self.call("DELETE", path, body)
+
+    def path_of(self, obj: Mapping[str, Any], *, name: bool = True) -> str:
+        """The URL path of ``obj`` (its collection with ``name=False``), found through
+        discovery as kubectl does: kind -> plural, and whether it is namespaced."""
+        api_version, kind = obj["apiVersion"], obj["kind"]
+        if (api_version, kind) not in self._resources:
+            listing = self.get(
+                f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
+            )
+            for r in listing["resources"]:
+                if "/" not in r["name"]:
+                    self._resources[(api_version, r["kind"])] = (r["name"], r["namespaced"])
+        plural, namespaced = self._resources[(api_version, kind)]
+        base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
+        meta = obj.get("metadata") or {}
+        if namespaced:
+            base += f"/namespaces/{meta.get('namespace') or 'default'}"
+        return f"{base}/{plural}/{meta['name']}" if name else f"{base}/{plural}"
+
+    def apply(self, obj: Obj) -> Obj:
+        """Create ``obj``, or replace it when it exists (a test may re-apply a chart)."""
+        status, created = self.request("POST", self.path_of(obj, name=False), obj)
+        if status == 409:
+            current = self.get(self.path_of(obj))
+            replacement = {
+                **obj,
+                "metadata": {
+                    **obj["metadata"],
+                    "resourceVersion": current["metadata"]["resourceVersion"],
+                },
+            }
+            replaced: Obj = self.call("PUT", self.path_of(obj), replacement)
+            return replaced
+        if status >= 400:
+            raise KubeRestError("POST", self.path_of(obj, name=False), status, created)
+        return dict(created)
 
 
 def _b64(data: bytes) -> str:
