@@ -89,7 +89,8 @@ def wait_established(kube: KubeRest, name: str) -> dict[str, Any]:
     deadline = time.monotonic() + ESTABLISHED_TIMEOUT
     while True:
         crd = kube.get(path)
-        conditions = {c["type"]: c["status"] for c in crd.get("status", {}).get("conditions", [])}
+        found = (crd.get("status") or {}).get("conditions") or []  # null just after creation
+        conditions = {c["type"]: c["status"] for c in found}
         if conditions.get("Established") == "True":
             return crd
         if time.monotonic() > deadline:
