@@ -13,11 +13,13 @@ per test and ``kubelet`` the harness that plays the kubelet there.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -29,6 +31,7 @@ import yaml
 
 from coordshard_operator.local.natsserver import NatsServer
 from coordshard_operator.testing.apiserver import ApiServer
+from coordshard_operator.testing.certs import TestCa
 from coordshard_operator.testing.cluster import Cluster, OperatorProcess
 from coordshard_operator.testing.controlplane import ControlPlane
 from coordshard_operator.testing.kubelet import Kubelet
@@ -135,6 +138,39 @@ def kubelet(kube: KubeRest) -> Kubelet:
     node = Kubelet(kube)
     node.register()
     return node
+
+
+@pytest.fixture
+def double_rest() -> Iterator[KubeRest]:
+    """The double over HTTPS on a loop of its own thread, the CRD created through the API,
+    and an admin client of it: the same ``KubeRest`` a test holds for the real server.
+    Everything reaches the double over the wire, so its state stays on its own loop."""
+    ca = TestCa()
+    server = ApiServer(bookmark_interval=0.5, tls=ca.issue(), client_ca=ca.cert)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="api-double", daemon=True)
+    thread.start()
+    try:
+        asyncio.run_coroutine_threadsafe(server.start(), loop).result(10)
+        rest = KubeRest(server.url, ca=ca.cert, cert=ca.issue("admin"))
+        rest.create("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", load_crd())
+        yield rest
+    finally:
+        asyncio.run_coroutine_threadsafe(server.stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+@pytest.fixture(params=["double", "real"])
+def api(request: pytest.FixtureRequest) -> tuple[KubeRest, str]:
+    """An admin client and a fresh namespace, on each backend in turn: the double over
+    HTTPS, then the real control plane. A contract test asks for this fixture."""
+    if request.param == "double":
+        rest: KubeRest = request.getfixturevalue("double_rest")
+        rest.create("/api/v1/namespaces", {"metadata": {"name": "ns"}})
+        return rest, "ns"
+    return request.getfixturevalue("kube"), request.getfixturevalue("namespace")
 
 
 @pytest.fixture

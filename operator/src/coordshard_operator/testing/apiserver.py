@@ -52,7 +52,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import jsonpatch
@@ -274,6 +274,9 @@ def _schema_error(e: jsonschema.ValidationError) -> str:
 BUILTINS = (
     ResourceType("", "v1", "namespaces", "Namespace", namespaced=False, singular="namespace"),
     ResourceType("", "v1", "pods", "Pod", namespaced=True, singular="pod", status_subresource=True),
+    ResourceType(
+        "", "v1", "nodes", "Node", namespaced=False, singular="node", status_subresource=True
+    ),
     ResourceType("", "v1", "events", "Event", namespaced=True, singular="event"),
     ResourceType("", "v1", "secrets", "Secret", namespaced=True, singular="secret"),
     ResourceType(
@@ -538,7 +541,12 @@ class ApiServer:
             _fold_string_data(new)
         if t.status_subresource:
             if status:
+                # A pod's /status takes metadata too (the kubelet's writes); a custom
+                # resource's /status takes nothing but status, as kube-apiserver does.
+                kept = new.get("metadata") if t.plural == "pods" else None
                 new = {**copy.deepcopy(old), "status": new.get("status")}
+                if kept is not None:
+                    new["metadata"] = kept
                 if new["status"] is None:
                     new.pop("status")
             elif "status" in old:
@@ -598,8 +606,50 @@ class ApiServer:
             raise ApiError(415, "UnsupportedMediaType", f"unsupported patch: {content_type}")
         return self._write(t, ns, old, new, status=status)
 
-    def delete(self, t: ResourceType, ns: str | None, name: str) -> Obj:
+    def bind(self, ns: str, name: str, node: str) -> Obj:
+        """The ``pods/{name}/binding`` subresource: set ``spec.nodeName`` once."""
+        t = self.find_type("", "pods")
         old = self.get(t, ns, name)
+        if old["spec"].get("nodeName"):
+            raise ApiError(
+                409,
+                "Conflict",
+                f'Operation cannot be fulfilled on pods/binding "{name}": pod {name} is '
+                f'already assigned to node "{old["spec"]["nodeName"]}"',
+            )
+        new = copy.deepcopy(old)
+        new["spec"]["nodeName"] = node
+        return self._write(t, ns, old, new, status=False)
+
+    def delete(
+        self,
+        t: ResourceType,
+        ns: str | None,
+        name: str,
+        *,
+        grace_period: int | None = None,
+        uid: str | None = None,
+    ) -> Obj:
+        """Delete, as kube-apiserver does: ``uid`` is a precondition; a pod bound to a
+        node is only marked (``deletionTimestamp`` = now + its grace period) until a
+        delete with ``grace_period=0`` (the kubelet's) removes it."""
+        old = self.get(t, ns, name)
+        if uid is not None and uid != old["metadata"]["uid"]:
+            raise ApiError(
+                409,
+                "Conflict",
+                f"Precondition failed: UID in precondition: {uid}, "
+                f"UID in object meta: {old['metadata']['uid']}",
+            )
+        if t.plural == "pods" and old["spec"].get("nodeName"):
+            grace = grace_period
+            if grace is None:
+                grace = int(old["spec"].get("terminationGracePeriodSeconds", 30))
+            marked = old["metadata"].get("deletionGracePeriodSeconds")
+            if grace > 0 and (marked is None or grace < marked):
+                return self._mark_deleting(t, ns, old, grace)
+            if grace > 0:
+                return old  # already Terminating, no shorter grace: nothing changes
         if old["metadata"].get("finalizers"):
             if old["metadata"].get("deletionTimestamp"):
                 return old
@@ -618,6 +668,17 @@ class ApiServer:
         self._history_fix_last(gone)
         self._after_delete(t, gone)
         return gone
+
+    def _mark_deleting(self, t: ResourceType, ns: str | None, old: Obj, grace: int) -> Obj:
+        new = copy.deepcopy(old)
+        when = datetime.now(UTC) + timedelta(seconds=grace)
+        new["metadata"]["deletionTimestamp"] = when.strftime("%Y-%m-%dT%H:%M:%SZ")
+        new["metadata"]["deletionGracePeriodSeconds"] = grace
+        self.rv += 1
+        new["metadata"]["resourceVersion"] = str(self.rv)
+        self.objects[self._key(t, ns, old["metadata"]["name"])] = new
+        self._emit(t, ns, old, new)
+        return copy.deepcopy(new)
 
     def _history_fix_last(self, gone: Obj) -> None:
         """The DELETED event carries the deletion's RV, like the real server."""
@@ -742,6 +803,12 @@ class ApiServer:
         plural, name = rest[0], (rest[1] if len(rest) > 1 else None)
         sub = rest[2] if len(rest) > 2 else None
         t = self.find_type(group, plural, version)
+        if sub == "binding" and t.plural == "pods" and name and request.method == "POST":
+            self._log("create", t, sub, ns, name)
+            body = await request.json()
+            self.bind(ns or "default", name, body["target"]["name"])
+            success = {"kind": "Status", "apiVersion": "v1", "status": "Success", "code": 201}
+            return web.json_response(success, status=201)
         if sub not in (None, "status") or (sub == "status" and not t.status_subresource):
             raise ApiError(404, "NotFound", f"no subresource {sub} of {plural}")
         method = request.method
@@ -784,7 +851,13 @@ class ApiServer:
             return web.json_response(self._write(t, ns, old, body, status=sub == "status"))
         if method == "DELETE":
             self._log("delete", t, None, ns, name)
-            return web.json_response(self.delete(t, ns, name))
+            options = await request.json() if request.can_read_body else {}
+            grace = options.get("gracePeriodSeconds", request.query.get("gracePeriodSeconds"))
+            uid = (options.get("preconditions") or {}).get("uid")
+            obj = self.delete(
+                t, ns, name, grace_period=None if grace is None else int(grace), uid=uid
+            )
+            return web.json_response(obj)
         raise ApiError(405, "MethodNotAllowed", method)
 
     async def _watch(
