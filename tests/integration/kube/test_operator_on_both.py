@@ -54,10 +54,7 @@ class Scenario:
         return self.cluster.namespace
 
     def uid(self, pod: str) -> str:
-        if isinstance(self.cluster, KubeCluster):
-            return str(self.cluster.pod(pod)["metadata"]["uid"])
-        api = self.cluster.api
-        return str(api.get(self.cluster.pods, self.namespace, pod)["metadata"]["uid"])
+        return str(self.cluster.pod(pod)["metadata"]["uid"])
 
 
 def _operator_env(nats_url: str) -> dict[str, str]:
@@ -200,3 +197,22 @@ async def test_three_ready_pods_get_consumers_and_a_crashed_pods_shards_move(
             if proc.poll() is None:
                 proc.terminate()
                 proc.wait(10)
+
+
+async def test_a_pod_left_terminating_loses_its_shards_at_once(scenario: Scenario) -> None:
+    """A graceful deletion the kubelet never finishes: the pod is still there, still
+    Ready, but terminating; its shards move without waiting for the grace period."""
+    cluster = scenario.cluster
+    scenario.start_operator()
+    cluster.add_pod("w-0")
+    cluster.add_pod("w-1")
+    cluster.add_cr(shards=4, grace=600)
+    await wait_until(lambda: len(cluster.assignment()) == 2, what="both pods assigned")
+    cluster.terminate_pod("w-1")
+    await wait_until(lambda: cluster.assignment() == {"w-0": "0-3"}, what="w-0 owns all")
+    assert cluster.pod("w-1")["metadata"]["deletionTimestamp"]  # still there, Terminating
+    assert "w-1" in cluster.status()["lastRebalance"]["reason"]
+    await wait_until(
+        lambda: any("from w-1" in m for m in cluster.events("ShardsMoved")),
+        what="a ShardsMoved Event naming w-1",
+    )
