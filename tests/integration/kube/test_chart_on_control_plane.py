@@ -5,9 +5,10 @@ pods admitted by Pod Security ``restricted``.
 the test's own and the objects are created through the API. RBAC: a token
 for the chart's ServiceAccount from the TokenRequest API, in a kubeconfig
 with ``*-data`` fields, is the identity every check runs as, so what is
-checked is what the operator would be allowed. Pod Security: the real
-admission plugin judges the pods the real controller-manager makes from the
-chart's StatefulSet and Deployment.
+checked is what the operator would be allowed. Pod Security: ``helm
+install`` into a namespace enforcing ``restricted``; the real admission
+plugin judges the pods the real controller-manager makes from the chart's
+StatefulSet and Deployment.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
+from coordshard_operator.testing.controlplane import ControlPlane
 from coordshard_operator.testing.kubelet import Kubelet
 from coordshard_operator.testing.kuberest import MERGE_PATCH, KubeRest, write_kubeconfig
 
@@ -29,7 +31,6 @@ pytestmark = pytest.mark.integration
 
 Obj = dict[str, Any]
 RBAC_KINDS = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
-WORKLOAD_KINDS = ("Secret", "Service", "StatefulSet", "Deployment", "PodDisruptionBudget")
 POD_TIMEOUT = 30.0
 
 
@@ -170,8 +171,8 @@ def test_the_operator_identity_may_make_every_call_the_chart_grants_and_no_other
             kube.request("DELETE", kube.path_of(obj))
 
 
-def test_the_charts_pods_are_admitted_by_pod_security_restricted(
-    kube: KubeRest, kubelet: Kubelet, helm: Helm, namespace: str
+def test_helm_install_in_a_restricted_namespace_makes_pods_that_are_admitted(
+    control_plane: ControlPlane, kube: KubeRest, kubelet: Kubelet, helm: Helm, namespace: str
 ) -> None:
     labels = {"pod-security.kubernetes.io/enforce": "restricted"}
     kube.patch(f"/api/v1/namespaces/{namespace}", {"metadata": {"labels": labels}})
@@ -185,10 +186,6 @@ def test_the_charts_pods_are_admitted_by_pod_security_restricted(
     status, answer = kube.request("POST", pods, refused)
     assert status == 403 and "violates PodSecurity" in answer["message"]  # enforcement is on
 
-    objects = render(helm, namespace, "example.enabled=true")
-    for obj in objects:
-        if obj["kind"] in (*WORKLOAD_KINDS, "ServiceAccount"):
-            kube.apply(obj)
     # The ServiceAccount admission plugin refuses pods until the controller-manager has
     # made the namespace's "default" account (the workers run as it).
     wait_for(
@@ -197,6 +194,10 @@ def test_the_charts_pods_are_admitted_by_pod_security_restricted(
         ),
         what="the default ServiceAccount",
     )
+    kubeconfig = ("--kubeconfig", str(control_plane.kubeconfig), "--namespace", namespace)
+    install = helm("install", namespace, str(CHART), *kubeconfig, "--set=example.enabled=true")
+    assert install.returncode == 0, install.stderr
+    objects = render(helm, namespace, "example.enabled=true")
     (sts,) = [o for o in objects if o["kind"] == "StatefulSet"]
     replicas = sts["spec"]["replicas"]
 
@@ -223,3 +224,5 @@ def test_the_charts_pods_are_admitted_by_pod_security_restricted(
         lambda: kube.get(sts_path).get("status", {}).get("readyReplicas") == replicas,
         what="the StatefulSet counting its pods Ready",
     )
+    uninstall = helm("uninstall", namespace, *kubeconfig)  # its ClusterRole is cluster-wide
+    assert uninstall.returncode == 0, uninstall.stderr
