@@ -192,6 +192,12 @@ async def test_three_ready_pods_get_consumers_and_a_crashed_pods_shards_move(
             lambda: any("from w-1" in m for m in cluster.events("ShardsMoved")),
             what="a ShardsMoved Event naming w-1",
         )
+        (event, *_) = [
+            e for e in cluster.event_objects("ShardsMoved") if "from w-1" in e["message"]
+        ]
+        assert event["involvedObject"]["name"] == "orders"
+        assert event["source"]["component"] == crd.REPORTING_COMPONENT
+        assert event["reportingComponent"] == crd.REPORTING_COMPONENT
     finally:
         for proc in workers.values():
             if proc.poll() is None:
@@ -216,3 +222,41 @@ async def test_a_pod_left_terminating_loses_its_shards_at_once(scenario: Scenari
         lambda: any("from w-1" in m for m in cluster.events("ShardsMoved")),
         what="a ShardsMoved Event naming w-1",
     )
+
+
+async def test_not_ready_past_grace_moves_shards_and_ready_again_gets_them_back(
+    scenario: Scenario,
+) -> None:
+    cluster = scenario.cluster
+    scenario.start_operator()
+    cluster.add_pod("w-0")
+    cluster.add_pod("w-1")
+    cluster.add_cr(shards=4, grace=2)
+    await wait_until(lambda: len(cluster.assignment()) == 2, what="both pods assigned")
+    cluster.set_ready("w-1", False)
+    await wait_until(lambda: cluster.assignment() == {"w-0": "0-3"}, what="moved past grace")
+    await wait_until(
+        lambda: any("w-1" in m for m in cluster.events(crd.EVENT_POD_NOT_READY_PAST_GRACE)),
+        what="a PodNotReadyPastGrace Event naming w-1",
+    )
+    cluster.set_ready("w-1", True)
+    await wait_until(lambda: len(cluster.assignment()) == 2, what="w-1 back")
+
+
+async def test_two_crs_in_one_namespace_and_a_deleted_cr_releases_its_consumers(
+    scenario: Scenario, nats_server: NatsServer
+) -> None:
+    cluster = scenario.cluster
+    scenario.start_operator()
+    cluster.add_pod("w-0")
+    cluster.add_pod("x-0", app="x")
+    cluster.add_cr("orders", shards=2)
+    cluster.add_cr("billing", shards=3, app="x", stream="BILLING", subjectPrefix="billing.cmd")
+    await wait_until(lambda: cluster.assignment("orders") == {"w-0": "0-1"}, what="orders")
+    await wait_until(lambda: cluster.assignment("billing") == {"x-0": "0-2"}, what="billing")
+    assert crd.FINALIZER in cluster.cr("orders")["metadata"]["finalizers"]
+    assert await held_filters(nats_server.url)
+    cluster.delete_cr("orders")
+    await wait_until(lambda: not cluster.has_cr("orders"), what="orders gone (finalizer removed)")
+    assert await held_filters(nats_server.url) == {}
+    assert cluster.assignment("billing") == {"x-0": "0-2"}

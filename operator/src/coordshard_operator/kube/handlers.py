@@ -56,6 +56,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     )
     settings.peering.lifetime = opts.peering_lifetime
     settings.posting.level = logging.WARNING
+    settings.posting.reporting_component = crd.REPORTING_COMPONENT
     runtime = Runtime(settings=opts)
     if opts.metrics_port:
         runtime.metrics.serve(opts.metrics_port)

@@ -143,6 +143,16 @@ class Cluster:
         }
         return self.api.create(self.crs, self.namespace, body)
 
+    def cr(self, name: str = "orders") -> dict[str, Any]:
+        return self.api.get(self.crs, self.namespace, name)
+
+    def delete_cr(self, name: str = "orders") -> None:
+        """Delete the CR (the operator's finalizer holds it until its consumers are gone)."""
+        self.api.delete(self.crs, self.namespace, name)
+
+    def has_cr(self, name: str = "orders") -> bool:
+        return any(o["metadata"]["name"] == name for o in self.api.list(self.crs, self.namespace))
+
     def status(self, name: str = "orders") -> dict[str, Any]:
         status: dict[str, Any] = self.api.get(self.crs, self.namespace, name).get("status") or {}
         return status
@@ -158,12 +168,12 @@ class Cluster:
                 return str(c["status"])
         return None
 
+    def event_objects(self, reason: str) -> list[dict[str, Any]]:
+        events = self.api.list(self.api.find_type("", "events"), self.namespace)
+        return [e for e in events if e.get("reason") == reason]
+
     def events(self, reason: str) -> list[str]:
-        return [
-            e["message"]
-            for e in self.api.list(self.api.find_type("", "events"), self.namespace)
-            if e.get("reason") == reason
-        ]
+        return [e["message"] for e in self.event_objects(reason)]
 
     def consumer(self, pod: str, group: str = "orders") -> str:
         """The member id of ``pod``'s current incarnation in ``group`` (its consumers'

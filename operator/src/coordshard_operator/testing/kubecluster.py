@@ -1,8 +1,9 @@
 """``Cluster``'s counterpart on a real control plane: pods and CRs of one namespace.
 
 Owns ``KubeCluster``, with the methods of ``testing.cluster.Cluster`` a
-scenario uses (``add_pod``, ``set_ready``, ``delete_pod``, ``add_cr``,
-``status``, ``assignment``, ``condition``, ``events``, ``consumer``), so one
+scenario uses (``add_pod``, ``pod``, ``set_ready``, ``delete_pod``,
+``terminate_pod``, ``add_cr``, ``cr``, ``delete_cr``, ``has_cr``, ``status``,
+``assignment``, ``condition``, ``events``, ``consumer``), so one
 scenario runs on the API-server double and on kube-apiserver alike. What
 differs is said where it differs: a pod here is bound to a Node and driven by
 ``Kubelet``, so deleting it is a graceful deletion that the harness finishes
@@ -76,6 +77,13 @@ class KubeCluster:
     def cr(self, name: str = "orders") -> Obj:
         return self.api.get(f"{self.crs_path}/{name}")
 
+    def delete_cr(self, name: str = "orders") -> None:
+        """Delete the CR (the operator's finalizer holds it until its consumers are gone)."""
+        self.api.delete(f"{self.crs_path}/{name}")
+
+    def has_cr(self, name: str = "orders") -> bool:
+        return self.api.request("GET", f"{self.crs_path}/{name}")[0] == 200
+
     def status(self, name: str = "orders") -> Obj:
         status: Obj = self.cr(name).get("status") or {}
         return status
@@ -91,9 +99,12 @@ class KubeCluster:
                 return str(c["status"])
         return None
 
+    def event_objects(self, reason: str) -> list[Obj]:
+        items: list[Obj] = self.api.get(f"/api/v1/namespaces/{self.namespace}/events")["items"]
+        return [e for e in items if e.get("reason") == reason]
+
     def events(self, reason: str) -> list[str]:
-        items = self.api.get(f"/api/v1/namespaces/{self.namespace}/events")["items"]
-        return [e["message"] for e in items if e.get("reason") == reason]
+        return [e["message"] for e in self.event_objects(reason)]
 
     def consumer(self, pod: str, group: str = "orders") -> str:
         """The member id of ``pod``'s current incarnation in ``group``."""
