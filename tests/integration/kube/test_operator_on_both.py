@@ -31,6 +31,7 @@ from coordshard_operator.kube import crd
 from coordshard_operator.local.natsserver import NatsServer
 from coordshard_operator.rebalancer.ranges import parse_ranges
 from coordshard_operator.testing.cluster import Cluster, OperatorProcess, member_of, wait_until
+from coordshard_operator.testing.controlplane import ControlPlane
 from coordshard_operator.testing.kubecluster import KubeCluster
 from coordshard_operator.testing.kuberest import KubeRest
 
@@ -48,6 +49,9 @@ class Scenario:
     backend: str
     cluster: Cluster | KubeCluster
     start_operator: Callable[[], OperatorProcess]
+    restart_api: Callable[[], None]
+    """The API server restarted with its history lost: every watch breaks, and resuming
+    from any resourceVersion seen before is 410 Gone."""
 
     @property
     def namespace(self) -> str:
@@ -76,6 +80,11 @@ def scenario(
             procs.append(OperatorProcess(api_url=url, nats_url=nats_server.url, log=log))
             return procs[-1]
 
+        def restart() -> None:
+            assert isinstance(cluster, Cluster)
+            cluster.api.compact()
+            cluster.api.close_watches()
+
     else:
         kube: KubeRest = request.getfixturevalue("kube")
         namespace: str = request.getfixturevalue("namespace")
@@ -99,7 +108,12 @@ def scenario(
             )
             return procs[-1]
 
-    yield Scenario(request.param, cluster, start)
+        plane: ControlPlane = request.getfixturevalue("control_plane")
+
+        def restart() -> None:
+            plane.restart_apiserver(compact=True)
+
+    yield Scenario(request.param, cluster, start, restart)
     for proc in procs:
         proc.stop(timeout=5)
     if isinstance(cluster, KubeCluster):
@@ -260,3 +274,21 @@ async def test_two_crs_in_one_namespace_and_a_deleted_cr_releases_its_consumers(
     await wait_until(lambda: not cluster.has_cr("orders"), what="orders gone (finalizer removed)")
     assert await held_filters(nats_server.url) == {}
     assert cluster.assignment("billing") == {"x-0": "0-2"}
+
+
+async def test_the_operator_follows_pods_after_an_api_server_restart_lost_the_history(
+    scenario: Scenario,
+) -> None:
+    """Its watches break and cannot resume (410 Gone): kopf lists again, and what
+    changed after the restart is seen."""
+    cluster = scenario.cluster
+    scenario.start_operator()
+    cluster.add_pod("w-0")
+    cluster.add_pod("w-1")
+    cluster.add_cr(shards=4)
+    await wait_until(lambda: len(cluster.assignment()) == 2, what="both pods assigned")
+    scenario.restart_api()
+    cluster.delete_pod("w-1")
+    await wait_until(lambda: cluster.assignment() == {"w-0": "0-3"}, what="w-0 owns all")
+    cluster.add_pod("w-2")
+    await wait_until(lambda: sorted(cluster.assignment()) == ["w-0", "w-2"], what="w-2 joined")

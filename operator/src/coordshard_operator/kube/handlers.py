@@ -124,10 +124,14 @@ async def rebalance(
     wake = runtime.waker(namespace, name)
     previous: dict[str, Any] = dict(body.get("status") or {})
     labels = {"namespace": namespace, "name": name}
+    listed_at = datetime.now(UTC)  # kopf has just listed the pods
     try:
         while not stopped:
             wake.clear()
             now = datetime.now(UTC)
+            if (now - listed_at).total_seconds() >= opts.resync_seconds:
+                listed_at = now
+                await _prune_ghost_pods(memo, runtime, namespace, logger)
             result = await reconcile(
                 body=body,
                 pods=runtime.pods_in(namespace),
@@ -150,6 +154,20 @@ async def rebalance(
             await _sleep(wake, delay, stopped, debounce=opts.debounce_seconds)
     finally:
         runtime.forget(namespace, name)
+
+
+async def _prune_ghost_pods(
+    memo: kopf.Memo, runtime: Runtime, namespace: str, logger: kopf.Logger
+) -> None:
+    """List the namespace's worker pods and forget the cached ones that are gone
+    (``Runtime.prune_pods`` says why kopf's watch alone can miss them)."""
+    try:
+        names, version = await _kube(memo).list_pod_names(namespace)
+    except TransientError as e:
+        logger.warning("%s", e)
+        return
+    for ghost in runtime.prune_pods(namespace, listed=names, list_version=version):
+        logger.info("pod %s is gone (no deletion was seen: the watch was relisted)", ghost)
 
 
 def _announce(

@@ -31,7 +31,9 @@ and removes the directory.
 from __future__ import annotations
 
 import atexit
+import base64
 import http.client
+import json
 import shutil
 import ssl
 import subprocess
@@ -40,6 +42,7 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from coordshard_operator.local.natsserver import free_port
 from coordshard_operator.testing.certs import Issued, TestCa, signing_key
@@ -110,6 +113,8 @@ class ControlPlane:
         self.startup_seconds = 0.0
         self.root: Path | None = None
         self._components: list[_Component] = []
+        self._etcd = ""
+        self._apiserver_args: list[str] = []
         self._ca = TestCa()
         self.ca = self._ca.cert
         self.admin: Issued = self._ca.issue(ADMIN, organizations=("system:masters",))
@@ -164,7 +169,7 @@ class ControlPlane:
 
     def _spawn(self, name: str, args: list[str]) -> _Component:
         log = self._dir / f"{name}.log"
-        with log.open("wb") as out:
+        with log.open("ab") as out:  # a restart appends
             proc = subprocess.Popen(
                 [str(self.bin_dir / name), *args],
                 stdout=out,
@@ -199,6 +204,7 @@ class ControlPlane:
             ],
         )
         _await_ok(etcd, f"{client}/health", None)
+        self._etcd = client
         return client
 
     def _start_apiserver(self, etcd: str) -> None:
@@ -206,30 +212,45 @@ class ControlPlane:
         self.url = f"https://127.0.0.1:{port}"
         serving = self._ca.issue("kube-apiserver")
         sa = signing_key()
-        apiserver = self._spawn(
-            "kube-apiserver",
-            [
-                f"--etcd-servers={etcd}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
-                # No "kubernetes" Service endpoints: they may not be loopback, and no pod
-                # here dials the apiserver through the Service (as envtest does).
-                "--endpoint-reconciler-type=none",
-                f"--secure-port={port}",
-                f"--tls-cert-file={self._write('apiserver.crt', serving.cert)}",
-                f"--tls-private-key-file={self._write('apiserver.key', serving.key)}",
-                f"--client-ca-file={self._write('ca.crt', self.ca)}",
-                f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
-                f"--service-account-key-file={self._write('sa.pub', sa.public)}",
-                f"--service-account-signing-key-file={self._write('sa.key', sa.private)}",
-                "--authorization-mode=Node,RBAC",
-                "--enable-admission-plugins=PodSecurity",  # on by default; named, as relied on
-                f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
-                f"--cert-dir={self._dir / 'apiserver-certs'}",
-                "--v=1",
-            ],
-        )
+        self._apiserver_args = [
+            f"--etcd-servers={etcd}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            # No "kubernetes" Service endpoints: they may not be loopback, and no pod
+            # here dials the apiserver through the Service (as envtest does).
+            "--endpoint-reconciler-type=none",
+            f"--secure-port={port}",
+            f"--tls-cert-file={self._write('apiserver.crt', serving.cert)}",
+            f"--tls-private-key-file={self._write('apiserver.key', serving.key)}",
+            f"--client-ca-file={self._write('ca.crt', self.ca)}",
+            f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
+            f"--service-account-key-file={self._write('sa.pub', sa.public)}",
+            f"--service-account-signing-key-file={self._write('sa.key', sa.private)}",
+            "--authorization-mode=Node,RBAC",
+            "--enable-admission-plugins=PodSecurity",  # on by default; named, as relied on
+            f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
+            f"--cert-dir={self._dir / 'apiserver-certs'}",
+            "--v=1",
+        ]
+        apiserver = self._spawn("kube-apiserver", self._apiserver_args)
         write_kubeconfig(self.kubeconfig, server=self.url, ca=self.ca, user=ADMIN, cert=self.admin)
+        _await_ok(apiserver, f"{self.url}/readyz", _client_context(self.ca, self.admin, self._dir))
+
+    def restart_apiserver(self, *, compact: bool = False) -> None:
+        """Stop kube-apiserver and start it again on the same port and certificates (every
+        kubeconfig stays valid; every watch breaks).
+
+        ``compact``: meanwhile write to etcd and compact its history up to that write, so
+        a watch resuming from any resourceVersion seen before is told 410 Gone and must
+        list again, as after a long outage.
+        """
+        (old,) = [c for c in self._components if c.name == "kube-apiserver"]
+        old.stop()
+        self._components.remove(old)
+        if compact:
+            _compact_etcd(self._etcd)
+        apiserver = self._spawn("kube-apiserver", self._apiserver_args)
+        self._components.insert(1, self._components.pop())  # keep the stop order
         _await_ok(apiserver, f"{self.url}/readyz", _client_context(self.ca, self.admin, self._dir))
 
     def _start_controller_manager(self) -> None:
@@ -268,6 +289,22 @@ def _client_context(ca: bytes, cert: Issued, directory: Path) -> ssl.SSLContext:
     key.chmod(0o600)
     ctx.load_cert_chain(crt, key)
     return ctx
+
+
+def _compact_etcd(etcd: str) -> None:
+    """A write, then a compaction up to it, through etcd's JSON gateway (``/v3/kv``)."""
+
+    def call(path: str, body: dict[str, Any]) -> dict[str, Any]:
+        request = urllib.request.Request(
+            f"{etcd}{path}", data=json.dumps(body).encode(), method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            result: dict[str, Any] = json.loads(answer.read())
+            return result
+
+    key = base64.b64encode(b"/coordshard-test/compaction").decode()
+    put = call("/v3/kv/put", {"key": key, "value": base64.b64encode(b"x").decode()})
+    call("/v3/kv/compaction", {"revision": put["header"]["revision"], "physical": True})
 
 
 def _await_ok(component: _Component, url: str, context: ssl.SSLContext | None) -> None:
