@@ -292,3 +292,51 @@ async def test_the_operator_follows_pods_after_an_api_server_restart_lost_the_hi
     await wait_until(lambda: cluster.assignment() == {"w-0": "0-3"}, what="w-0 owns all")
     cluster.add_pod("w-2")
     await wait_until(lambda: sorted(cluster.assignment()) == ["w-0", "w-2"], what="w-2 joined")
+
+
+def statefulset(name: str, replicas: int) -> dict[str, Any]:
+    labels = {"app": "w", crd.LABEL_WORKER: "true"}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "serviceName": name,
+            "podManagementPolicy": "Parallel",
+            "selector": {"matchLabels": {"app": "w"}},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "worker", "image": "coordshard:test"}]},
+            },
+        },
+    }
+
+
+@pytest.mark.parametrize("scenario", ["real"], indirect=True)  # the double has no controllers
+async def test_statefulset_scale_up_and_down_on_the_real_control_plane(
+    scenario: Scenario,
+) -> None:
+    """Pods made and deleted by the real StatefulSet controller."""
+    cluster = scenario.cluster
+    assert isinstance(cluster, KubeCluster)
+    kube, kubelet, ns = cluster.api, cluster.kubelet, cluster.namespace
+    scenario.start_operator()
+    cluster.add_cr(shards=6)
+    sts = kube.create(f"/apis/apps/v1/namespaces/{ns}/statefulsets", statefulset("w", 2))
+    path = kube.path_of(sts)
+
+    def members(*names: str) -> Callable[[], bool]:
+        def check() -> bool:
+            kubelet.sync(ns, selector=crd.LABEL_WORKER)
+            return sorted(cluster.assignment()) == list(names)
+
+        return check
+
+    await wait_until(members("w-0", "w-1"), what="the StatefulSet's two pods assigned")
+    kube.patch(f"{path}/scale", {"spec": {"replicas": 3}})
+    await wait_until(members("w-0", "w-1", "w-2"), what="scaled up to three")
+    assert sorted(m["shards"] for m in cluster.status()["members"]) == [2, 2, 2]
+    kube.patch(f"{path}/scale", {"spec": {"replicas": 1}})
+    await wait_until(members("w-0"), what="scaled down to one")
+    assert cluster.assignment() == {"w-0": "0-5"}

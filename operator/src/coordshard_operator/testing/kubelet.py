@@ -125,6 +125,23 @@ class Kubelet:
             preconditions={"uid": body["metadata"]["uid"]},
         )
 
+    def sync(self, namespace: str, *, selector: str = "") -> list[str]:
+        """One pass of a kubelet's loop over the pods a controller made: start the ones
+        not running yet, finish the deletion of the terminating ones; the names of the
+        pods running after it (sorted)."""
+        query = {"labelSelector": selector} if selector else None
+        running = []
+        for body in self.api.call("GET", _pods(namespace), query=query)["items"]:
+            name = body["metadata"]["name"]
+            if body["metadata"].get("deletionTimestamp"):
+                self.finish_deletion(namespace, name)
+            elif (body.get("status") or {}).get("phase") != "Running":
+                self.run(namespace, name)
+                running.append(name)
+            else:
+                running.append(name)
+        return sorted(running)
+
     @staticmethod
     def _conditions(ready: bool) -> list[Obj]:
         now, flag = _now(), "True" if ready else "False"
