@@ -1,17 +1,26 @@
-"""Fixtures for tests against the Kubernetes API-server double.
+"""Fixtures for tests against the Kubernetes API-server double and the real control plane.
 
 ``apiserver`` is a started double with the CoordinateShards CRD registered
 (as ``kubectl apply -f crds/`` would); ``http`` is an aiohttp session for
 tests that speak to it over the wire, as kopf does; ``cluster`` drives pods
 and CRs in it and ``operator`` starts the real operator against it.
+
+``control_plane`` is the real one (etcd, kube-apiserver,
+kube-controller-manager; one per session, the CRD installed and
+Established), ``kube`` an admin client of it, ``namespace`` a fresh namespace
+per test and ``kubelet`` the harness that plays the kubelet there.
 """
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,13 +31,19 @@ import yaml
 
 from coordshard_operator.local.natsserver import NatsServer
 from coordshard_operator.testing.apiserver import ApiServer
+from coordshard_operator.testing.certs import TestCa
 from coordshard_operator.testing.cluster import Cluster, OperatorProcess
+from coordshard_operator.testing.controlplane import ControlPlane
+from coordshard_operator.testing.kubelet import Kubelet
+from coordshard_operator.testing.kuberest import KubeRest
 
 from ..conftest import missing_service
 
 ROOT = Path(__file__).parents[3]
 CRD_PATH = ROOT / "crds" / "coordinateshards.yaml"
 CHART = ROOT / "charts" / "coordshard"
+CONTROL_PLANE_SCRIPT = ROOT / "scripts" / "control-plane.sh"
+ESTABLISHED_TIMEOUT = 30.0
 RBAC_RECORD = ROOT / "tests" / "data" / "chart-rbac.json"
 """The chart's RBAC rules as ``helm template`` renders them for each of ``RBAC_SETS``;
 test_chart checks the record against helm, so the operator tests need no helm."""
@@ -54,6 +69,108 @@ async def apiserver() -> AsyncIterator[ApiServer]:
     server.create_crd(load_crd())
     yield server
     await server.stop()
+
+
+@pytest.fixture(scope="session")
+def control_plane_bin() -> Path:
+    """The cached control-plane binaries; never builds (``--cached``): CI builds first."""
+    out = subprocess.run(
+        ["bash", str(CONTROL_PLANE_SCRIPT), "--cached"], capture_output=True, text=True, check=False
+    )
+    if out.returncode != 0:
+        missing_service(
+            f"no kube-apiserver/etcd binaries ({out.stderr.strip()})",
+            how="`bash scripts/control-plane.sh` builds them with Go and the Go module proxy "
+            "(about 45 min the first time on 2 cores, then cached)",
+        )
+    return Path(out.stdout.strip())
+
+
+def wait_established(kube: KubeRest, name: str) -> dict[str, Any]:
+    """Poll the CRD until its Established condition is True (bounded)."""
+    path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"
+    deadline = time.monotonic() + ESTABLISHED_TIMEOUT
+    while True:
+        crd = kube.get(path)
+        found = (crd.get("status") or {}).get("conditions") or []  # null just after creation
+        conditions = {c["type"]: c["status"] for c in found}
+        if conditions.get("Established") == "True":
+            return crd
+        if time.monotonic() > deadline:
+            raise AssertionError(f"CRD {name} not Established: {conditions}")
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="session")
+def control_plane(control_plane_bin: Path) -> Iterator[ControlPlane]:
+    plane = ControlPlane(control_plane_bin)
+    plane.start()
+    try:
+        kube = plane.rest()
+        kube.apply(load_crd())
+        wait_established(kube, load_crd()["metadata"]["name"])
+        yield plane
+    finally:
+        plane.stop()
+
+
+@pytest.fixture
+def kube(control_plane: ControlPlane) -> KubeRest:
+    """An admin client of the real control plane."""
+    return control_plane.rest()
+
+
+_NAMESPACES = itertools.count()
+
+
+@pytest.fixture
+def namespace(kube: KubeRest, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A namespace of its own for the test (the control plane is shared); deleted after."""
+    name = f"t{next(_NAMESPACES)}-{request.node.name.split('[')[0][-40:].replace('_', '-')}"
+    name = name.strip("-").lower()
+    kube.create("/api/v1/namespaces", {"metadata": {"name": name}})
+    yield name
+    kube.request("DELETE", f"/api/v1/namespaces/{name}")
+
+
+@pytest.fixture
+def kubelet(kube: KubeRest) -> Kubelet:
+    node = Kubelet(kube)
+    node.register()
+    return node
+
+
+@pytest.fixture
+def double_rest() -> Iterator[KubeRest]:
+    """The double over HTTPS on a loop of its own thread, the CRD created through the API,
+    and an admin client of it: the same ``KubeRest`` a test holds for the real server.
+    Everything reaches the double over the wire, so its state stays on its own loop."""
+    ca = TestCa()
+    server = ApiServer(bookmark_interval=0.5, tls=ca.issue(), client_ca=ca.cert)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="api-double", daemon=True)
+    thread.start()
+    try:
+        asyncio.run_coroutine_threadsafe(server.start(), loop).result(10)
+        rest = KubeRest(server.url, ca=ca.cert, cert=ca.issue("admin"))
+        rest.create("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", load_crd())
+        yield rest
+    finally:
+        asyncio.run_coroutine_threadsafe(server.stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+@pytest.fixture(params=["double", "real"])
+def api(request: pytest.FixtureRequest) -> tuple[KubeRest, str]:
+    """An admin client and a fresh namespace, on each backend in turn: the double over
+    HTTPS, then the real control plane. A contract test asks for this fixture."""
+    if request.param == "double":
+        rest: KubeRest = request.getfixturevalue("double_rest")
+        rest.create("/api/v1/namespaces", {"metadata": {"name": "ns"}})
+        return rest, "ns"
+    return request.getfixturevalue("kube"), request.getfixturevalue("namespace")
 
 
 @pytest.fixture

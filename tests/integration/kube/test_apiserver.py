@@ -13,7 +13,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from coordshard_operator.testing.apiserver import ApiServer
+from coordshard_operator.testing.apiserver import ApiError, ApiServer
+
+from .conftest import load_crd
 
 pytestmark = pytest.mark.integration
 
@@ -293,3 +295,16 @@ async def test_secrets_store_string_data_as_base64_data_and_refuse_bad_base64(
     status, _ = await call(http, "POST", secrets, {"metadata": {"name": "x"}, "data": {"k": "!"}})
     assert status == 400
     assert ("get", "", "secrets") in {(r.verb, r.group, r.resource) for r in apiserver.requests}
+
+
+def test_a_crd_with_a_cel_rule_the_double_cannot_evaluate_is_refused() -> None:
+    """Better no double than one that admits what kube-apiserver refuses."""
+    crd = load_crd()
+    crd["metadata"]["name"] = "others.coordshard.io"
+    crd["spec"]["names"] = {"kind": "Other", "plural": "others", "singular": "other"}
+    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    spec["x-kubernetes-validations"] = [{"rule": "self.shards % 2 == 0"}]
+    server = ApiServer()
+    with pytest.raises(ApiError) as refused:
+        server.create_crd(crd)
+    assert refused.value.code == 422 and "self.shards % 2 == 0" in refused.value.message

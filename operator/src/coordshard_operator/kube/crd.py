@@ -32,6 +32,7 @@ __all__ = [
     "REASON_SHARDS_UNASSIGNED",
     "REASON_STREAM_MISMATCH",
     "REASON_UNOWNED_REMOVED",
+    "REPORTING_COMPONENT",
     "SECRETS",
     "SECRET_CA",
     "SECRET_TLS_CERT",
@@ -102,6 +103,10 @@ EVENT_UNOWNED_REMOVED: Final = REASON_UNOWNED_REMOVED
 EVENT_CONSUMERS_LEFT: Final = "ConsumersLeftBehind"
 EVENT_RESTARTED_IN_PLACE: Final = "RestartedInPlace"
 """Warning: a deleted CR's consumers could not be removed within the release timeout."""
+
+REPORTING_COMPONENT: Final = "coordshard-operator"
+"""Who the Events say they come from (``source.component``, ``reportingComponent``;
+the "From" column of ``kubectl describe``), instead of kopf's default "kopf"."""
 
 LABEL_WORKER: Final = f"{GROUP}/worker"
 """Present on every worker pod; the operator watches only such pods (server-side)."""

@@ -56,6 +56,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     )
     settings.peering.lifetime = opts.peering_lifetime
     settings.posting.level = logging.WARNING
+    settings.posting.reporting_component = crd.REPORTING_COMPONENT
     runtime = Runtime(settings=opts)
     if opts.metrics_port:
         runtime.metrics.serve(opts.metrics_port)
@@ -123,10 +124,14 @@ async def rebalance(
     wake = runtime.waker(namespace, name)
     previous: dict[str, Any] = dict(body.get("status") or {})
     labels = {"namespace": namespace, "name": name}
+    listed_at = datetime.now(UTC)  # kopf has just listed the pods
     try:
         while not stopped:
             wake.clear()
             now = datetime.now(UTC)
+            if (now - listed_at).total_seconds() >= opts.resync_seconds:
+                listed_at = now
+                await _prune_ghost_pods(memo, runtime, namespace, logger)
             result = await reconcile(
                 body=body,
                 pods=runtime.pods_in(namespace),
@@ -150,6 +155,20 @@ async def rebalance(
     finally:
         runtime.forget(namespace, name)
         runtime.metrics.forget(namespace=namespace, name=name)  # after its last report
+
+
+async def _prune_ghost_pods(
+    memo: kopf.Memo, runtime: Runtime, namespace: str, logger: kopf.Logger
+) -> None:
+    """List the namespace's worker pods and forget the cached ones that are gone
+    (``Runtime.prune_pods`` says why kopf's watch alone can miss them)."""
+    try:
+        names, version = await _kube(memo).list_pod_names(namespace)
+    except TransientError as e:
+        logger.warning("%s", e)
+        return
+    for ghost in runtime.prune_pods(namespace, listed=names, list_version=version):
+        logger.info("pod %s is gone (no deletion was seen: the watch was relisted)", ghost)
 
 
 def _announce(

@@ -1,11 +1,13 @@
-"""The operator's own calls to the API server: the CR's status, and Secrets.
+"""The operator's own calls to the API server: the CR's status, Secrets, a pod list.
 
 kopf applies handler patches only when a handler returns; the rebalancing
 daemon runs for the CR's lifetime, so it writes status itself, with the
 credentials kopf logged in with (captured by the login handler). One
 merge-patch to ``/status`` per *changed* status; nothing per tick. The same
 client reads the Secrets a CR's ``spec.nats`` names (``get`` only, in the
-CR's namespace); their data is handed over decoded and never logged.
+CR's namespace); their data is handed over decoded and never logged. The
+worker pods of a namespace are listed now and then (``list_pod_names``) so
+that a pod deleted while the watch could not resume is not a member for ever.
 
 The connection is kopf's own reading of those credentials:
 ``ConnectionInfo.as_ssl_context()`` (CA and client certificate, from paths
@@ -126,6 +128,21 @@ class KubeApi:
                 return True
         except aiohttp.ClientError as e:
             raise TransientError(f"patching status of {namespace}/{name}: {e}") from e
+
+    async def list_pod_names(self, namespace: str) -> tuple[list[str], str]:
+        """The worker pods of ``namespace`` (``crd.LABEL_WORKER``) and the list's
+        resourceVersion. Raises TransientError on any failure."""
+        base, session = await self._session()
+        url = f"{base}/api/v1/namespaces/{namespace}/pods"
+        try:
+            async with session.get(url, params={"labelSelector": crd.LABEL_WORKER}) as r:
+                if r.status >= 400:
+                    raise _refused(r.status, f"listing pods of {namespace}")
+                body = await r.json()
+        except aiohttp.ClientError as e:
+            raise TransientError(f"listing pods of {namespace}: {e}") from e
+        names = [str(p["metadata"]["name"]) for p in body.get("items") or []]
+        return names, str((body.get("metadata") or {}).get("resourceVersion") or "")
 
     async def get_secret(self, namespace: str, name: str) -> Secret:
         """The Secret, decoded; SecretUnavailableError when missing or forbidden."""

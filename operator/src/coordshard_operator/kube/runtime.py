@@ -52,6 +52,8 @@ class Runtime:
     settings: OperatorSettings
     metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
     pods: dict[PodKey, PodState] = field(default_factory=dict)
+    pod_versions: dict[PodKey, int] = field(default_factory=dict)
+    """The resourceVersion each cached pod was last seen at (see ``prune_pods``)."""
     wakers: dict[CrKey, asyncio.Event] = field(default_factory=dict)
     connections: dict[tuple[tuple[str, ...], tuple[str, ...]], Client] = field(default_factory=dict)
     """(servers, auth identity) -> client."""
@@ -69,11 +71,41 @@ class Runtime:
         key = (pod.namespace, pod.name)
         if kind == "DELETED":
             self.pods.pop(key, None)
+            self.pod_versions.pop(key, None)
         else:
             self.pods[key] = pod
+            version = str((body.get("metadata") or {}).get("resourceVersion") or "")
+            self.pod_versions[key] = int(version) if version.isdigit() else 0
+        self._wake(pod.namespace)
+
+    def _wake(self, namespace: str) -> None:
         for (ns, _), event in self.wakers.items():
-            if ns == pod.namespace:
+            if ns == namespace:
                 event.set()
+
+    def prune_pods(self, namespace: str, *, listed: Iterable[str], list_version: str) -> list[str]:
+        """Forget the cached pods of ``namespace`` that a list at ``list_version`` no longer
+        holds and that were last seen before it; returns their names.
+
+        Why: after its watch is told 410 Gone (an API server restart, a long outage)
+        kopf lists again and replays what exists, but never reports what was deleted
+        meanwhile; such a pod would stay a member for ever. A pod seen after the list
+        (a newer resourceVersion) is kept: the list is older than what we know.
+        """
+        if not list_version.isdigit():
+            return []
+        present, at = set(listed), int(list_version)
+        ghosts = [
+            key
+            for key in self.pods
+            if key[0] == namespace and key[1] not in present and self.pod_versions.get(key, 0) < at
+        ]
+        for key in ghosts:
+            del self.pods[key]
+            self.pod_versions.pop(key, None)
+        if ghosts:
+            self._wake(namespace)
+        return [name for _, name in ghosts]
 
     def pods_in(self, namespace: str) -> Iterable[PodState]:
         return [p for (ns, _), p in self.pods.items() if ns == namespace]

@@ -20,8 +20,11 @@ with the semantics they rely on (docs/operator.md lists them):
   deleted object deletes it;
 * Events (POST 201), CRD registration (a CRD makes its resource served);
 * CRD-schema validation with defaults applied: a CR failing its
-  openAPIV3Schema is 422 ``Invalid``. Of CEL rules only the transition rule
-  ``self == oldSelf`` is evaluated (the one the CoordinateShards CRD uses);
+  openAPIV3Schema is 422 ``Invalid`` (a missing field is "Required value",
+  as the real server says). CEL rules of the shapes our CRD uses
+  (``testing.celrules``), only on a schema-valid object, as the real server;
+  a CRD with any other rule is refused rather than half-checked;
+* object names: a DNS-1123 subdomain (a label for namespaces);
 * optionally, HTTPS and authentication as kube-apiserver does them with
   ``--tls-cert-file``, ``--client-ca-file`` and ``--token-auth-file``: a
   client certificate is asked for but not required, one the client CA did
@@ -47,14 +50,16 @@ import re
 import ssl
 import tempfile
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import jsonpatch
 import jsonschema
 from aiohttp import web
+
+from coordshard_operator.testing.celrules import rule_errors, unknown_rules
 
 if TYPE_CHECKING:  # certs needs cryptography (dev only); the double runs without it over HTTP
     from coordshard_operator.testing.certs import Issued
@@ -239,20 +244,39 @@ def _fold_string_data(secret: Obj) -> None:
             raise ApiError(400, "BadRequest", f"Secret data[{key}]: illegal base64 data") from e
 
 
-def _transition_errors(schema: Obj, old: Any, new: Any, path: str) -> Iterator[str]:
-    """Evaluate ``self == oldSelf`` CEL rules (the only CEL the double knows)."""
-    for rule in schema.get("x-kubernetes-validations") or []:
-        immutable = rule.get("rule", "").replace(" ", "") == "self==oldSelf"
-        if immutable and old is not None and new is not None and old != new:
-            yield f"{path}: Invalid value: {rule.get('message', 'immutable')}"
-    if isinstance(old, dict) and isinstance(new, dict):
-        for key, sub in (schema.get("properties") or {}).items():
-            yield from _transition_errors(sub, old.get(key), new.get(key), f"{path}.{key}")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def _name_errors(t: ResourceType, name: str) -> Iterator[str]:
+    """kube-apiserver's name rules: a DNS-1123 label for namespaces, a subdomain else."""
+    label = t.plural == "namespaces"
+    pattern, limit = (_DNS_LABEL, 63) if label else (_DNS_SUBDOMAIN, 253)
+    if len(name) > limit or not pattern.match(name):
+        kind = "label" if label else "subdomain"
+        yield (
+            f'metadata.name: Invalid value: "{name}": a lowercase RFC 1123 {kind} must '
+            "consist of lower case alphanumeric characters, '-' or '.', and must start and "
+            "end with an alphanumeric character"
+        )
+
+
+def _schema_error(e: jsonschema.ValidationError) -> str:
+    """A jsonschema error in kube-apiserver's words where they differ (Required value)."""
+    path = ".".join(str(p) for p in e.absolute_path)
+    if e.validator == "required":
+        missing = re.match(r"^'([^']*)'", e.message)
+        field = missing.group(1) if missing else e.message
+        return f"{path + '.' if path else ''}{field}: Required value"
+    return f"{path or '<root>'}: {e.message}"
 
 
 BUILTINS = (
     ResourceType("", "v1", "namespaces", "Namespace", namespaced=False, singular="namespace"),
     ResourceType("", "v1", "pods", "Pod", namespaced=True, singular="pod", status_subresource=True),
+    ResourceType(
+        "", "v1", "nodes", "Node", namespaced=False, singular="node", status_subresource=True
+    ),
     ResourceType("", "v1", "events", "Event", namespaced=True, singular="event"),
     ResourceType("", "v1", "secrets", "Secret", namespaced=True, singular="secret"),
     ResourceType(
@@ -265,6 +289,20 @@ BUILTINS = (
     ),
     ResourceType("coordination.k8s.io", "v1", "leases", "Lease", namespaced=True, singular="lease"),
 )
+
+
+def _refuse_unknown_rules(crd: Obj) -> None:
+    """A CRD whose CEL rules the double cannot evaluate is refused: it would admit
+    what kube-apiserver refuses."""
+    for version in crd.get("spec", {}).get("versions") or []:
+        schema = (version.get("schema") or {}).get("openAPIV3Schema") or {}
+        if unknown := list(unknown_rules(schema)):
+            raise ApiError(
+                422,
+                "Invalid",
+                f"the API-server double cannot evaluate the CEL rules {unknown} "
+                "(add their shape to coordshard_operator.testing.celrules)",
+            )
 
 
 _VERBS = {"GET": "get", "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
@@ -419,14 +457,17 @@ class ApiServer:
             return
         _apply_defaults(t.schema, obj)
         validator = jsonschema.Draft7Validator(t.schema)
-        errors = [
-            f"{'.'.join(str(p) for p in e.absolute_path) or '<root>'}: {e.message}"
-            for e in validator.iter_errors(obj)
-        ]
-        errors += list(_transition_errors(t.schema, old, obj, "<root>"))
+        errors = [_schema_error(e) for e in validator.iter_errors(obj)]
+        if not errors:  # as kube-apiserver: CEL rules run only on a schema-valid object
+            errors = list(rule_errors(t.schema, obj, old))
         if errors:
-            name = obj.get("metadata", {}).get("name")
-            raise ApiError(422, "Invalid", f'{t.kind} "{name}" is invalid: ' + "; ".join(errors))
+            self._invalid(t, obj, errors)
+
+    @staticmethod
+    def _invalid(t: ResourceType, obj: Obj, errors: Sequence[str]) -> None:
+        name = obj.get("metadata", {}).get("name")
+        kind = f"{t.kind}.{t.group}" if t.group else t.kind
+        raise ApiError(422, "Invalid", f'{kind} "{name}" is invalid: ' + "; ".join(errors))
 
     def _emit(self, t: ResourceType, ns: str | None, before: Obj | None, after: Obj | None) -> None:
         last = after if after is not None else before
@@ -467,6 +508,10 @@ class ApiServer:
         if t.namespaced:
             ns = ns or meta.get("namespace") or "default"
             meta["namespace"] = ns
+        if bad_name := list(_name_errors(t, name)):
+            self._invalid(t, obj, bad_name)
+        if t.plural == "customresourcedefinitions":
+            _refuse_unknown_rules(obj)
         key = self._key(t, ns, name)
         if key in self.objects:
             raise ApiError(409, "AlreadyExists", f'{t.plural} "{name}" already exists')
@@ -496,7 +541,12 @@ class ApiServer:
             _fold_string_data(new)
         if t.status_subresource:
             if status:
+                # A pod's /status takes metadata too (the kubelet's writes); a custom
+                # resource's /status takes nothing but status, as kube-apiserver does.
+                kept = new.get("metadata") if t.plural == "pods" else None
                 new = {**copy.deepcopy(old), "status": new.get("status")}
+                if kept is not None:
+                    new["metadata"] = kept
                 if new["status"] is None:
                     new.pop("status")
             elif "status" in old:
@@ -556,8 +606,50 @@ class ApiServer:
             raise ApiError(415, "UnsupportedMediaType", f"unsupported patch: {content_type}")
         return self._write(t, ns, old, new, status=status)
 
-    def delete(self, t: ResourceType, ns: str | None, name: str) -> Obj:
+    def bind(self, ns: str, name: str, node: str) -> Obj:
+        """The ``pods/{name}/binding`` subresource: set ``spec.nodeName`` once."""
+        t = self.find_type("", "pods")
         old = self.get(t, ns, name)
+        if old["spec"].get("nodeName"):
+            raise ApiError(
+                409,
+                "Conflict",
+                f'Operation cannot be fulfilled on pods/binding "{name}": pod {name} is '
+                f'already assigned to node "{old["spec"]["nodeName"]}"',
+            )
+        new = copy.deepcopy(old)
+        new["spec"]["nodeName"] = node
+        return self._write(t, ns, old, new, status=False)
+
+    def delete(
+        self,
+        t: ResourceType,
+        ns: str | None,
+        name: str,
+        *,
+        grace_period: int | None = None,
+        uid: str | None = None,
+    ) -> Obj:
+        """Delete, as kube-apiserver does: ``uid`` is a precondition; a pod bound to a
+        node is only marked (``deletionTimestamp`` = now + its grace period) until a
+        delete with ``grace_period=0`` (the kubelet's) removes it."""
+        old = self.get(t, ns, name)
+        if uid is not None and uid != old["metadata"]["uid"]:
+            raise ApiError(
+                409,
+                "Conflict",
+                f"Precondition failed: UID in precondition: {uid}, "
+                f"UID in object meta: {old['metadata']['uid']}",
+            )
+        if t.plural == "pods" and old["spec"].get("nodeName"):
+            grace = grace_period
+            if grace is None:
+                grace = int(old["spec"].get("terminationGracePeriodSeconds", 30))
+            marked = old["metadata"].get("deletionGracePeriodSeconds")
+            if grace > 0 and (marked is None or grace < marked):
+                return self._mark_deleting(t, ns, old, grace)
+            if grace > 0:
+                return old  # already Terminating, no shorter grace: nothing changes
         if old["metadata"].get("finalizers"):
             if old["metadata"].get("deletionTimestamp"):
                 return old
@@ -576,6 +668,17 @@ class ApiServer:
         self._history_fix_last(gone)
         self._after_delete(t, gone)
         return gone
+
+    def _mark_deleting(self, t: ResourceType, ns: str | None, old: Obj, grace: int) -> Obj:
+        new = copy.deepcopy(old)
+        when = datetime.now(UTC) + timedelta(seconds=grace)
+        new["metadata"]["deletionTimestamp"] = when.strftime("%Y-%m-%dT%H:%M:%SZ")
+        new["metadata"]["deletionGracePeriodSeconds"] = grace
+        self.rv += 1
+        new["metadata"]["resourceVersion"] = str(self.rv)
+        self.objects[self._key(t, ns, old["metadata"]["name"])] = new
+        self._emit(t, ns, old, new)
+        return copy.deepcopy(new)
 
     def _history_fix_last(self, gone: Obj) -> None:
         """The DELETED event carries the deletion's RV, like the real server."""
@@ -700,6 +803,12 @@ class ApiServer:
         plural, name = rest[0], (rest[1] if len(rest) > 1 else None)
         sub = rest[2] if len(rest) > 2 else None
         t = self.find_type(group, plural, version)
+        if sub == "binding" and t.plural == "pods" and name and request.method == "POST":
+            self._log("create", t, sub, ns, name)
+            body = await request.json()
+            self.bind(ns or "default", name, body["target"]["name"])
+            success = {"kind": "Status", "apiVersion": "v1", "status": "Success", "code": 201}
+            return web.json_response(success, status=201)
         if sub not in (None, "status") or (sub == "status" and not t.status_subresource):
             raise ApiError(404, "NotFound", f"no subresource {sub} of {plural}")
         method = request.method
@@ -742,7 +851,13 @@ class ApiServer:
             return web.json_response(self._write(t, ns, old, body, status=sub == "status"))
         if method == "DELETE":
             self._log("delete", t, None, ns, name)
-            return web.json_response(self.delete(t, ns, name))
+            options = await request.json() if request.can_read_body else {}
+            grace = options.get("gracePeriodSeconds", request.query.get("gracePeriodSeconds"))
+            uid = (options.get("preconditions") or {}).get("uid")
+            obj = self.delete(
+                t, ns, name, grace_period=None if grace is None else int(grace), uid=uid
+            )
+            return web.json_response(obj)
         raise ApiError(405, "MethodNotAllowed", method)
 
     async def _watch(

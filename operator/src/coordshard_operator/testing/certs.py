@@ -1,7 +1,9 @@
 """Throwaway X.509 material for TLS tests: a CA and certificates it signs.
 
 Needs the ``cryptography`` package (a dev dependency). Keys are EC P-256,
-valid for an hour; enough for a test's nats-server and its clients.
+valid for a day; enough for a test's nats-server and its clients, and for a
+test session's kube-apiserver (its client certificates name a user and, in the
+organisations, its groups, as Kubernetes reads them).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-__all__ = ["Issued", "TestCa", "server_tls"]
+__all__ = ["Issued", "KeyPair", "TestCa", "server_tls", "signing_key"]
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,14 @@ class Issued:
 
     cert: bytes
     key: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    """A key pair without a certificate, PEM (public: SubjectPublicKeyInfo)."""
+
+    public: bytes
+    private: bytes = field(repr=False)
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -62,21 +72,41 @@ class TestCa:
             .public_key(public)
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
         )
 
-    def issue(self, common_name: str = "127.0.0.1") -> Issued:
+    def issue(
+        self, common_name: str = "127.0.0.1", *, organizations: tuple[str, ...] = ()
+    ) -> Issued:
+        """A certificate for 127.0.0.1 (and ``localhost``); ``organizations`` are its O=
+        attributes, which kube-apiserver reads as the user's groups."""
         key = ec.generate_private_key(ec.SECP256R1())
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+        subject = x509.Name(
+            [
+                x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+                *(x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations),
+            ]
+        )
         cert = (
             self._builder(subject, key.public_key())
             .add_extension(
-                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                x509.SubjectAlternativeName(
+                    [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+                ),
                 critical=False,
             )
             .sign(self._key, hashes.SHA256())
         )
         return Issued(cert=cert.public_bytes(serialization.Encoding.PEM), key=_key_pem(key))
+
+
+def signing_key() -> KeyPair:
+    """A bare EC key pair, e.g. the key service-account tokens are signed with."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return KeyPair(public=public, private=_key_pem(key))
 
 
 def server_tls(ca: TestCa, directory: Path, *, verify: bool) -> str:

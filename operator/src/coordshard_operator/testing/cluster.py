@@ -25,7 +25,10 @@ from coordshard_operator.kube import crd
 from coordshard_operator.rebalancer.handoff import META_GROUP, META_INCARNATION, META_MEMBER
 from coordshard_operator.testing.apiserver import ApiServer, ResourceType
 
-__all__ = ["Cluster", "OperatorProcess", "member_of", "wait_until"]
+__all__ = ["NODE", "Cluster", "OperatorProcess", "member_of", "wait_until"]
+
+NODE = "node-0"
+"""The node every pod of a ``Cluster`` is bound to (the double has no scheduler)."""
 
 
 def member_of(info: ConsumerInfo) -> str:
@@ -80,9 +83,10 @@ class Cluster:
         api.add_namespace(namespace)
 
     def add_pod(self, name: str, *, app: str = "w", ready: bool = True) -> dict[str, Any]:
+        """A pod already scheduled onto ``NODE`` and started, as a kubelet reports it."""
         body = {
             "metadata": {"name": name, "labels": {"app": app, crd.LABEL_WORKER: "true"}},
-            "spec": {},
+            "spec": {"nodeName": NODE},
             "status": {
                 "phase": "Running",
                 "conditions": [
@@ -114,8 +118,16 @@ class Cluster:
             self.pods, self.namespace, name, {"status": {"conditions": [cond]}}, status=True
         )
 
-    def delete_pod(self, name: str) -> None:
+    def pod(self, name: str) -> dict[str, Any]:
+        return self.api.get(self.pods, self.namespace, name)
+
+    def terminate_pod(self, name: str) -> None:
+        """Delete the pod and leave it Terminating (its kubelet never confirms)."""
         self.api.delete(self.pods, self.namespace, name)
+
+    def delete_pod(self, name: str) -> None:
+        """Delete the pod, its kubelet confirming at once (grace 0): it is gone."""
+        self.api.delete(self.pods, self.namespace, name, grace_period=0)
 
     def add_cr(
         self, name: str = "orders", *, shards: int = 8, grace: int = 0, app: str = "w", **spec: Any
@@ -130,6 +142,16 @@ class Cluster:
             },
         }
         return self.api.create(self.crs, self.namespace, body)
+
+    def cr(self, name: str = "orders") -> dict[str, Any]:
+        return self.api.get(self.crs, self.namespace, name)
+
+    def delete_cr(self, name: str = "orders") -> None:
+        """Delete the CR (the operator's finalizer holds it until its consumers are gone)."""
+        self.api.delete(self.crs, self.namespace, name)
+
+    def has_cr(self, name: str = "orders") -> bool:
+        return any(o["metadata"]["name"] == name for o in self.api.list(self.crs, self.namespace))
 
     def status(self, name: str = "orders") -> dict[str, Any]:
         status: dict[str, Any] = self.api.get(self.crs, self.namespace, name).get("status") or {}
@@ -146,12 +168,12 @@ class Cluster:
                 return str(c["status"])
         return None
 
+    def event_objects(self, reason: str) -> list[dict[str, Any]]:
+        events = self.api.list(self.api.find_type("", "events"), self.namespace)
+        return [e for e in events if e.get("reason") == reason]
+
     def events(self, reason: str) -> list[str]:
-        return [
-            e["message"]
-            for e in self.api.list(self.api.find_type("", "events"), self.namespace)
-            if e.get("reason") == reason
-        ]
+        return [e["message"] for e in self.event_objects(reason)]
 
     def consumer(self, pod: str, group: str = "orders") -> str:
         """The member id of ``pod``'s current incarnation in ``group`` (its consumers'
