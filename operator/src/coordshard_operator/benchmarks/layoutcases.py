@@ -119,7 +119,7 @@ class Today:
 
     async def create_stream(self, js: JetStreamContext) -> None:
         config = GroupConfig(stream=self.stream, subject_prefix=PREFIX, group=GROUP,
-                             shards=self.shards)  # fmt: skip
+                             shards=self.shards, layout="shards")  # fmt: skip
         self.engine = Engine(js, config)
         for m in self.members:
             info = MemberInfo.of(group=GROUP, member=m, incarnation="1")
