@@ -36,6 +36,7 @@ from coordshard_client.subjects import block_of, shards_of_block
 from coordshard_operator.rebalancer.balancing import (
     AssignmentLike,
     Balance,
+    InvalidAssignmentError,
     Move,
     assign_shards,
 )
@@ -135,6 +136,12 @@ def plan(
             release_order=release_order,
         )
     else:
+        for m, owned in previous.items():
+            for s in owned:
+                if not 0 <= s < shards:
+                    raise InvalidAssignmentError(
+                        f"previous assignment gives shard {s} to {m!r}, outside 0..{shards - 1}"
+                    )
         balance = _expand(
             assign_shards(
                 shards=blocks,
