@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from coordshard_client.subjects import blocks_of
+from coordshard_operator.rebalancer.errors import ConfigError
 from coordshard_operator.rebalancer.lanes import (
     LANE_BLOCKS,
     LanePlan,
@@ -18,6 +20,7 @@ from coordshard_operator.rebalancer.lanes import (
     release_order,
 )
 from coordshard_operator.rebalancer.planning import blocks_of_assignment, plan
+from coordshard_operator.rebalancer.state import GroupConfig
 
 SHARDS = 4096
 BLOCKS = blocks_of(SHARDS)
@@ -142,3 +145,10 @@ def test_a_lane_over_the_filter_bound_is_replaced() -> None:
     p = plan_lanes(lanes, {"a": range(40)}, live=["a"])
     assert p.retire == ("a_g1",)
     assert [len(n.blocks) for n in p.create] == [32, 8]
+
+
+def test_a_shard_count_without_a_block_count_is_refused_for_the_blocks_layout() -> None:
+    with pytest.raises(ConfigError, match="no divisor from 256 to 512"):
+        GroupConfig(shards=521)
+    assert GroupConfig(shards=521, layout="shards").shards == 521
+    assert GroupConfig(shards=4096).blocks == 512
