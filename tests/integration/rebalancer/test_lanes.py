@@ -343,3 +343,28 @@ async def test_a_pass_that_died_after_any_step_is_finished_by_the_next(
             break
         k += 1
     assert {"fenced", "paused", "retired", "created"} <= set(crashed_at), crashed_at
+
+
+async def test_a_quiet_pass_merges_the_lanes_that_crashes_left(
+    js: JetStreamContext, stream_name: str
+) -> None:
+    engine = Engine(js, config(stream_name))
+    await engine.ensure_stream()
+    live = {m.consumer: m for m in (member(f"m{i}") for i in range(16))}
+    await run_pass(engine, shards=SHARDS, members=live, epoch=1)
+    merged: Report | None = None
+    epoch = 1
+    for victim in sorted(live)[:6]:  # each crash adds a lane to some survivors
+        del live[victim]
+        epoch += 1
+        await run_pass(engine, shards=SHARDS, members=live, epoch=epoch)
+        epoch += 1
+        quiet = await run_pass(engine, shards=SHARDS, members=live, epoch=epoch)
+        if quiet.report is not None:
+            merged = quiet.report
+            break
+    assert merged is not None, "no quiet pass merged anything"
+    assert merged.retired and not merged.fenced and not merged.moved_shards
+    lanes = await Group(js, engine, Fleet()).lanes()
+    check_layout(lanes, owners_of(lanes))
+    assert (await run_pass(engine, shards=SHARDS, members=live, epoch=epoch + 1)).report is None
