@@ -429,13 +429,6 @@ class Engine:
         want = want_blocks({m: tuple(s) for m, s in desired.items()}, config=self.config)
         return plan_lanes(lane_states(observed), want, live=desired).converged
 
-    def lane_counts(self, observed: Observed) -> dict[str, int]:
-        """Member id → how many consumers it has (1 each on a shards stream)."""
-        counts: dict[str, int] = {}
-        for key in observed.consumers:
-            counts[observed.owner(key)] = counts.get(observed.owner(key), 0) + 1
-        return counts
-
     async def apply(
         self,
         desired: AssignmentLike,
