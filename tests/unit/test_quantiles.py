@@ -6,7 +6,7 @@ import pytest
 
 from coordshard_operator import benchmarks
 from coordshard_operator.local import system
-from coordshard_operator.local.quantiles import percentile
+from coordshard_operator.local.quantiles import min_samples, percentile, reported
 
 HUNDRED = [float(v) for v in range(1, 101)]
 
@@ -32,3 +32,18 @@ def test_percentile_is_nearest_rank_on_the_n_minus_1_grid(
 def test_benchmarks_and_local_mode_use_the_same_percentile() -> None:
     assert benchmarks.percentile is percentile
     assert system.percentile is percentile
+
+
+@pytest.mark.parametrize(("q", "needed"), [(0.5, 2), (0.9, 10), (0.95, 20), (0.99, 100)])
+def test_a_percentile_of_too_few_samples_is_not_reported(q: float, needed: int) -> None:
+    assert min_samples(q) == needed
+    few = [float(v) for v in range(needed - 1)]
+    assert reported(few, q) is None  # it would be their maximum, or next to it
+    enough = [float(v) for v in range(needed)]
+    assert reported(enough, q) == percentile(enough, q)
+    assert reported(enough, q) < max(enough) or needed == 2
+
+
+def test_tables_print_an_unreported_percentile_as_a_dash() -> None:
+    table = benchmarks.Table(["measure", "p99 ms"], rows=[["kill", reported([1.0] * 10, 0.99)]])
+    assert table.markdown().splitlines()[2] == "| kill | - |"

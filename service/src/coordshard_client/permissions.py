@@ -67,9 +67,10 @@ def _allow(kind: str, subjects: tuple[str, ...], indent: str) -> list[str]:
 def worker_permissions(
     *, stream: str = DEFAULT_STREAM, reply_prefix: str = DEFAULT_REPLY_PREFIX
 ) -> Permissions:
-    """A worker: find its consumer (list the stream's consumer names, hear the
-    consumer-created advisories: the name changes with every incarnation and after
-    every fence), read and pull it, ack its deliveries, answer on the reply prefix;
+    """A worker: find its consumers (list the stream's consumer names, hear the
+    consumer-created advisories: the names change with every incarnation, lane and
+    fence; hear the consumer-deleted ones, which end a lane at once), read and pull
+    them, ack their deliveries, answer on the reply prefix;
     read the stream and rewind its consumer on bind (a container restarted in place);
     hear its consumers' max-deliveries advisories and move the message they name into
     its dead letters (read it, delete it)."""
@@ -88,6 +89,7 @@ def worker_permissions(
         subscribe=(
             INBOX,
             f"$JS.EVENT.ADVISORY.CONSUMER.CREATED.{stream}.*",
+            f"$JS.EVENT.ADVISORY.CONSUMER.DELETED.{stream}.*",
             f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.*",
         ),
     )

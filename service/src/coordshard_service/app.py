@@ -28,13 +28,13 @@ from coordshard_client.credentials import refused
 from coordshard_client.serverversion import announced_version, server_version_problem
 from coordshard_service.advisories import GiveUps
 from coordshard_service.cache import Cache
-from coordshard_service.consuming import Worker
 from coordshard_service.errors import NatsServerTooOldError, NatsUnavailableError
 from coordshard_service.health import HealthServer
 from coordshard_service.metrics import Metrics
 from coordshard_service.natsconnect import WorkerClient, connect_options
 from coordshard_service.settings import ServiceSettings
 from coordshard_service.store import Store
+from coordshard_service.worker import Worker
 
 __all__ = ["Services", "run"]
 

@@ -11,7 +11,7 @@ three answers from NATS and gets them here in its own terms:
   worker picks its own (``coordshard_client.naming.generation_of``).
 - ``open_puller``/``close_puller``/``fetch``: the pull subscription; a NATS
   failure is ``NatsUnavailableError``, a refused pull stays ``PullError``.
-- ``resend``/``ack``/``ack_sync``/``term``: settling; any failure is
+- ``resend``/``ack``/``ack_sync``/``term``/``term_sync``: settling; any failure is
   ``NatsUnavailableError``, and the caller asks ``read_consumer`` what it means.
 - ``stream_instance``: which life of the stream we serve (its name and creation
   time); the store scopes its sequence bookkeeping by it.
@@ -63,6 +63,7 @@ __all__ = [
     "stored_message",
     "stream_instance",
     "term",
+    "term_sync",
 ]
 
 logger = logging.getLogger(__name__)
@@ -221,6 +222,13 @@ async def ack_sync(msg: Msg, *, timeout: float) -> None:
 async def term(msg: Msg) -> None:
     with _unavailable("term"):
         await msg.term()
+
+
+async def term_sync(nc: Client, msg: Msg, *, timeout: float) -> None:
+    """Terminate ``msg`` and wait up to ``timeout`` seconds for the server's confirmation
+    (nats-py's ``term`` only publishes; the server answers a term sent as a request)."""
+    with _unavailable("term"):
+        await nc.request(msg.reply, b"+TERM", timeout=timeout)
 
 
 async def stream_instance(js: JetStreamContext, stream: str) -> StreamInstance:

@@ -1,18 +1,19 @@
 """``/healthz``, ``/readyz`` and ``/metrics`` over aiohttp.
 
 Readiness is what the operator watches: ready while the database answers,
-NATS is connected and the worker is bound to its consumer *or waiting to be
-given one*. A worker with no shards has no consumer (the engine deletes
+NATS is connected and the worker is bound to its consumers (lanes) *or waiting
+to be given one*. A worker with no shards has no consumer (the engine deletes
 consumers of members without shards), so requiring a consumer for readiness
 would keep a new pod from ever being given shards. ``/readyz`` reports the
 state and the shards in its body.
 
-Both follow the serving loop itself (``progress.Progress``): a loop stuck for
-longer than ``stall_timeout`` — no batch settled while the consumer has messages
-for us, no answer from NATS about our consumer, or the loop not coming round —
-is not ready (the body's ``stuck`` says why), so the rebalancer's grace period
-moves its shards; stuck for twice that, ``/healthz`` fails too, so a liveness
-probe restarts the process.
+Both follow the serving loops themselves (``progress.Progress``, one per lane):
+any lane stuck for longer than ``stall_timeout`` — no batch settled while its
+consumer has messages for us, no answer from NATS about its consumer, or its
+loop not coming round — makes the worker not ready (the body's ``stuck`` says
+why, naming the lane), so the rebalancer's grace period moves its shards;
+stuck for twice that, ``/healthz`` fails too, so a liveness probe restarts the
+process.
 """
 
 from __future__ import annotations

@@ -90,21 +90,32 @@ class Metrics:
         )
         self.consumer_pending = Gauge(
             "coordshard_worker_consumer_pending_messages",
-            "Messages of our consumer's shards not yet delivered (JetStream num_pending), as"
-            " last read; the series goes with the consumer.",
+            "Messages of a lane's shards not yet delivered (JetStream num_pending), as last"
+            " read, by lane (consumer); the series goes with the lane.",
             ["consumer"],
             registry=self.registry,
         )
         self.consumer_ack_pending = Gauge(
             "coordshard_worker_consumer_ack_pending_messages",
-            "Messages delivered to our consumer and not yet acked (JetStream"
-            " num_ack_pending), as last read.",
+            "Messages delivered to a lane and not yet acked (JetStream num_ack_pending), as"
+            " last read, by lane (consumer).",
             ["consumer"],
             registry=self.registry,
         )
         self.owned_shards = Gauge(
             "coordshard_worker_owned_shards",
-            "Shards named by this worker's consumer filter.",
+            "Shards named by the filters of this worker's consumers (all its lanes).",
+            registry=self.registry,
+        )
+        self.lanes = Gauge(
+            "coordshard_worker_lanes",
+            "Consumers of this worker's member it serves (lanes), each in its own pull loop.",
+            registry=self.registry,
+        )
+        self.lanes_ended = Counter(
+            "coordshard_worker_lanes_ended",
+            "Lanes whose consumer was deleted while the worker served it (a planned move or"
+            " a merge replaced it, or a fence); their deliveries in hand were dropped.",
             registry=self.registry,
         )
         self.rewinds = Counter(
@@ -115,7 +126,8 @@ class Metrics:
         )
         self.fenced = Counter(
             "coordshard_worker_fenced",
-            "Times the worker found its consumer deleted (fenced) and waited for it again.",
+            "Times the worker found its last consumer deleted (fenced) and waited for a"
+            " consumer of its member again.",
             registry=self.registry,
         )
         self.stream_instances = Counter(

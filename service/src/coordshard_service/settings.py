@@ -92,9 +92,10 @@ class ServiceSettings(BaseSettings):
     longest a healthy batch takes (default 30 s: a batch of 256 on a slow store is well
     under a second; an ack is retried for at most a few seconds)."""
     bind_poll: float = Field(default=5.0, gt=0)
-    """Seconds between looks for our consumer while none exists, besides the look on each
-    consumer-created advisory of the stream (the one that tells us at once); default 5.
-    The look on a timer only catches an advisory missed while disconnected."""
+    """Seconds between looks for our consumers while none exists (12 times that while we
+    serve lanes, and after each reconnect), besides each consumer-created advisory of the
+    stream (the one that tells us at once); default 5. The look on a timer only catches
+    an advisory missed while disconnected."""
     max_payload: int = Field(default=MAX_PAYLOAD_BYTES, ge=256)
     """Largest accepted payload in bytes; bigger messages are dead-lettered."""
     cache_size: int = Field(default=200_000, ge=0)

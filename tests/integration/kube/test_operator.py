@@ -536,3 +536,13 @@ async def test_metrics_follow_prometheus_conventions_and_give_each_groups_lag(
                 assert sample.name.endswith(("_total", "_created")), sample.name
     assert not [n for n in found if "_ratio" in n]
     assert "process_cpu_seconds" in found and "process_resident_memory_bytes" in found
+    # A deleted group leaves no series behind (a gauge would go on reporting its last lag).
+    await held.unsubscribe()
+    cluster.api.delete(cluster.crs, NS, "orders")
+    await wait_until(lambda: not cluster.api.list(cluster.crs, NS), what="CR gone")
+
+    async def forgotten() -> bool:
+        found = await families()
+        return not [f.name for f in found.values() for s in f.samples if s.labels == group]
+
+    await wait_until(forgotten, what="no series of the deleted group")

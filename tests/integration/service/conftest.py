@@ -34,9 +34,9 @@ from coordshard_operator.testing.certs import TestCa, server_tls
 from coordshard_operator.testing.cluster import wait_until as poll
 from coordshard_operator.testing.users import authorization, new_user_seed
 from coordshard_service import app, consumerstate
-from coordshard_service.consuming import Worker
 from coordshard_service.health import HealthServer
 from coordshard_service.settings import ServiceSettings
+from coordshard_service.worker import Worker
 
 from ..conftest import missing_service
 
@@ -143,7 +143,13 @@ class Provisioner:
         )
 
     async def assign(
-        self, *, member: str, incarnation: str, shards: list[int], ack_wait: float = 30.0
+        self,
+        *,
+        member: str,
+        incarnation: str,
+        shards: list[int],
+        ack_wait: float = 30.0,
+        max_deliver: int = -1,
     ) -> str:
         """Create or rewrite a member's consumer to own exactly ``shards``."""
         name = member_id(group=self.group, member=member, incarnation=incarnation)
@@ -155,6 +161,7 @@ class Provisioner:
                 deliver_policy=DeliverPolicy.ALL,
                 filter_subjects=[shard_filter(s, prefix=self.prefix) for s in shards] or None,
                 ack_wait=ack_wait,
+                max_deliver=max_deliver,
                 max_ack_pending=10_000,
             ),
         )

@@ -23,8 +23,8 @@ from nats.js.api import StreamConfig
 from coordshard_client import CoordinateClient, shard_of
 from coordshard_client.messages import HEADER_REPLY, Outcome
 from coordshard_operator.local.natsserver import NatsServer
-from coordshard_service.cache import Cache
-from coordshard_service.consuming import Worker, decode
+from coordshard_service.consuming import settle
+from coordshard_service.decoding import decode
 from coordshard_service.metrics import Metrics
 from coordshard_service.pulling import Puller
 from coordshard_service.store import DeadLetter, Store
@@ -118,8 +118,7 @@ async def test_a_reply_that_cannot_be_sent_is_counted_and_the_message_still_acke
         member="w",
         incarnation="1",
     )
-    store = Store(settings.database_url)
-    worker = Worker(settings, nc=nc, store=store, cache=Cache(0), metrics=Metrics())
+    metrics = Metrics()
     await nc.jetstream().publish(_SUBJECT, _GET)
     puller = Puller(nc, stream=provisioner.stream, consumer=name)
     await puller.start()
@@ -132,9 +131,10 @@ async def test_a_reply_that_cannot_be_sent_is_counted_and_the_message_still_acke
     )
     item = dataclasses.replace(item, reply="_INBOX.abc.a b")  # as if decode had let it by
 
-    await worker.settle(msg, item, Outcome(ok=True, stream_seq=item.stream_seq), sync=True)
+    await settle(
+        nc, msg, item, Outcome(ok=True, stream_seq=item.stream_seq), metrics=metrics, sync=True
+    )
 
-    assert worker.metrics.reply_failures._value.get() == 1
+    assert metrics.reply_failures._value.get() == 1
     info = await nc.jetstream().consumer_info(provisioner.stream, name)
     assert (info.num_ack_pending, info.num_pending) == (0, 0)
-    store.dispose()

@@ -32,7 +32,7 @@ from coordshard_client.subjects import shard_of
 from coordshard_operator.local.natsserver import NatsServer
 from coordshard_service.cache import Cache
 from coordshard_service.commands import Incoming, apply_batch
-from coordshard_service.consuming import decode
+from coordshard_service.decoding import decode
 from coordshard_service.metrics import Metrics
 from coordshard_service.store import Store
 
@@ -249,7 +249,8 @@ async def test_acks_that_fail_while_the_consumer_lives_are_retried_not_taken_for
     assert nats_server.process is not None
     pid = nats_server.process.pid
     worker = one_worker.worker
-    settle = worker.settle
+    lane = worker.lanes[worker.consumer]
+    settle = lane.settle
     frozen: list[asyncio.Task[None]] = []
 
     async def thaw_later() -> None:
@@ -266,7 +267,7 @@ async def test_acks_that_fail_while_the_consumer_lives_are_retried_not_taken_for
             await wait_until(lambda: process_stopped(pid), timeout=2)
         await settle(msg, *args, **kw)  # type: ignore[arg-type]
 
-    worker.settle = settle_then_freeze  # type: ignore[method-assign]
+    lane.settle = settle_then_freeze  # type: ignore[method-assign]
     try:
         load.launch(64)
         await asyncio.wait_for(load.check_applied_once(), 20)  # ack_wait is 30 s
@@ -300,7 +301,8 @@ async def test_a_batch_whose_consumer_was_reset_under_it_is_left_to_the_redelive
     load = await MoveLoad.seed(client, systems=4, per_system=4)
     js = nc.jetstream()
     worker = one_worker.worker
-    settle = worker.settle
+    lane = worker.lanes[worker.consumer]
+    settle = lane.settle
     reset: list[int] = []
 
     async def reset_then_settle(msg: Msg, *args: object, **kw: object) -> None:
@@ -310,7 +312,7 @@ async def test_a_batch_whose_consumer_was_reset_under_it_is_left_to_the_redelive
             reset.append(first)
         await settle(msg, *args, **kw)  # type: ignore[arg-type]
 
-    worker.settle = reset_then_settle  # type: ignore[method-assign]
+    lane.settle = reset_then_settle  # type: ignore[method-assign]
     load.launch(64)
     await asyncio.wait_for(load.check_applied_once(), 20)  # ack_wait is 30 s
     assert reset and worker.metrics.fenced._value.get() == 0

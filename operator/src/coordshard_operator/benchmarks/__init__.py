@@ -38,6 +38,8 @@ class Table:
 
     def markdown(self) -> str:
         def cell(v: Any) -> str:
+            if v is None:  # a percentile of too few samples (quantiles.reported)
+                return "-"
             return f"{v:.3f}" if isinstance(v, float) else str(v)
 
         lines = [

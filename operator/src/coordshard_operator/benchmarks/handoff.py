@@ -24,9 +24,10 @@ from pathlib import Path
 import nats
 from nats.js import JetStreamContext
 
-from coordshard_operator.benchmarks import Table, percentile
+from coordshard_operator.benchmarks import Table
 from coordshard_operator.benchmarks.workload import Ledger, SimWorker
 from coordshard_operator.local.natsserver import NatsServer, start_cluster, start_server
+from coordshard_operator.local.quantiles import reported
 from coordshard_operator.rebalancer.handoff import Engine, GroupConfig, MemberInfo
 from coordshard_operator.rebalancer.planning import plan
 
@@ -158,9 +159,9 @@ def run(args: argparse.Namespace) -> Table:
                 round(fetch_s * 1000),
                 len(samples),
                 statistics.median(recovery),
-                percentile(recovery, 0.99),
+                reported(recovery, 0.99),
                 statistics.median(operator),
-                percentile(operator, 0.99),
+                reported(operator, 0.99),
             ]
         )
         sys.stderr.write(f"handoff: {label}, pull expiry {fetch_s}s done\n")

@@ -27,8 +27,9 @@ from pathlib import Path
 from coordshard_client.errors import CoordinateError, CoordinateTimeoutError
 from coordshard_client.publisher import CoordinateClient
 from coordshard_client.subjects import shard_of
-from coordshard_operator.benchmarks import Table, percentile
+from coordshard_operator.benchmarks import Table
 from coordshard_operator.benchmarks.spawn import measure_spawns
+from coordshard_operator.local.quantiles import reported
 from coordshard_operator.local.system import LocalSystem, SystemOptions
 
 SHARDS = 16
@@ -113,8 +114,8 @@ def run(args: argparse.Namespace) -> Table:
                 name,
                 len(values),
                 statistics.median(values),
-                percentile(values, 0.9),
-                percentile(values, 0.99),
+                reported(values, 0.9),
+                reported(values, 0.99),
                 max(values),
             ]
         )

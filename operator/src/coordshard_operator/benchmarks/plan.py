@@ -12,7 +12,8 @@ import statistics
 import sys
 import time
 
-from coordshard_operator.benchmarks import Table, percentile
+from coordshard_operator.benchmarks import Table
+from coordshard_operator.local.quantiles import reported
 from coordshard_operator.rebalancer.planning import plan
 
 SHARDS = (64, 1024, 4096)
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> Table:
                         event,
                         trials,
                         statistics.median(samples),
-                        percentile(samples, 0.99),
+                        reported(samples, 0.99),
                         moves,
                         optimum,
                     ]

@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 from coordshard_operator.benchmarks import Table, percentile
+from coordshard_operator.local.quantiles import reported
 
 MODES = ("busy-handler", "poll")
 
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace) -> Table:
                             n,
                             len(waits),
                             round(percentile(waits, 0.5), 1),
-                            round(percentile(waits, 0.99), 1),
+                            reported(waits, 0.99, ndigits=1),
                             round(max(waits), 1),
                         ]
                     )

@@ -149,6 +149,7 @@ async def rebalance(
             await _sleep(wake, delay, stopped, debounce=opts.debounce_seconds)
     finally:
         runtime.forget(namespace, name)
+        runtime.metrics.forget(namespace=namespace, name=name)  # after its last report
 
 
 def _announce(
@@ -228,6 +229,7 @@ async def release(
             "removed the consumers of group %s; stream %s kept", desired.group, desired.stream
         )
     runtime.forget(desired.namespace, desired.name)  # frees the stream for another CR
+    runtime.metrics.forget(namespace=desired.namespace, name=desired.name)
 
 
 def give_up_release(waited_s: float, limit_s: float) -> bool:

@@ -10,6 +10,8 @@ every metric.
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -78,6 +80,23 @@ class OperatorMetrics:
             labels,
             registry=self.registry,
         )
+        self._labelled = (
+            self.rebalance_duration,
+            self.moved_shards,
+            self.unassigned_shards,
+            self.epoch,
+            self.unowned_removed,
+            self.reconcile_errors,
+            self.pending,
+            self.ack_pending,
+        )
+
+    def forget(self, *, namespace: str, name: str) -> None:
+        """Drop every series of one group (its CR was deleted): a gauge left behind would
+        go on reporting the group's last lag and unassigned shards for ever."""
+        for metric in self._labelled:
+            with contextlib.suppress(KeyError):  # never reported for this group
+                metric.remove(namespace, name)
 
     def serve(self, port: int) -> None:
         """Serve ``/metrics`` on ``port`` (a daemon thread)."""

@@ -30,7 +30,7 @@ from coordshard_operator.local.check import Verdict, verify
 from coordshard_operator.local.group import LocalGroup
 from coordshard_operator.local.load import Ledger, LoadGenerator
 from coordshard_operator.local.natsserver import NatsServer, start_cluster, start_server
-from coordshard_operator.local.quantiles import percentile
+from coordshard_operator.local.quantiles import percentile, reported
 from coordshard_operator.local.workers import WorkerProcess, WorkerSpec, pid_file, stop_leftovers
 from coordshard_operator.rebalancer.errors import TransientError
 from coordshard_operator.rebalancer.handoff import Checkpoint, Engine, GroupConfig
@@ -71,6 +71,10 @@ class SystemOptions:
     """Restart a worker that exits by itself (not killed, not stopped) after this many
     seconds, doubling per crash in a row up to 30 s, as a kubelet does; None: never.
     Default 1."""
+    stop_grace_s: float = 5.0
+    """On ``close``, how long each worker (and the embedded nats-server, and the
+    rebalancer and load tasks) gets to stop after SIGTERM before it is killed, seconds;
+    default 5. It bounds how long stopping takes, whatever state the workers are in."""
 
 
 class LocalSystem:
@@ -107,7 +111,7 @@ class LocalSystem:
 
     async def __aenter__(self) -> Self:
         try:
-            await self._start()
+            await self.start()
         except BaseException:
             await self.close()
             raise
@@ -118,7 +122,9 @@ class LocalSystem:
     ) -> None:
         await self.close()
 
-    async def _start(self) -> None:
+    async def start(self) -> None:
+        """Start everything and wait until it converged (``__aenter__`` does this; whoever
+        calls it instead calls ``close`` afterwards, also when it failed or was cancelled)."""
         o = self.options
         self.data_dir.mkdir(parents=True, exist_ok=True)
         logs = self.data_dir / "logs"
@@ -130,12 +136,13 @@ class LocalSystem:
                 self.data_dir,
             )
         if not o.nats_url:
-            if o.cluster > 1:
-                self.servers = await asyncio.to_thread(
-                    start_cluster, self.data_dir / "nats", size=o.cluster
-                )
-            else:
-                self.servers = [await asyncio.to_thread(start_server, self.data_dir / "nats")]
+            starting = asyncio.ensure_future(asyncio.to_thread(self._start_servers))
+            try:
+                self.servers = await asyncio.shield(starting)
+            except asyncio.CancelledError:
+                # The thread starts them all the same; close() must know them to stop them.
+                self.servers = await starting
+                raise
             for server in self.servers:
                 assert server.process is not None
                 pid_file(logs, server.name).write_text(f"{server.process.pid}\n")
@@ -179,6 +186,11 @@ class LocalSystem:
         self.client = CoordinateClient(self.nc, shards=o.shards, timeout=o.command_timeout_s)
         await self.client.start()
         self.started = time.monotonic()
+
+    def _start_servers(self) -> list[NatsServer]:
+        if self.options.cluster > 1:
+            return start_cluster(self.data_dir / "nats", size=self.options.cluster)
+        return [start_server(self.data_dir / "nats")]
 
     def start_rebalancer(self) -> None:
         """(Re)start the rebalancing loop, e.g. after a test crashed it."""
@@ -259,20 +271,31 @@ class LocalSystem:
         )
 
     async def close(self) -> None:
-        """Stop load, rebalancer, workers, the connection and the servers."""
+        """Stop load, rebalancer, workers, the connection and the servers.
+
+        Bounded: each worker gets SIGTERM, then SIGKILL after ``stop_grace_s`` (a frozen
+        or wedged worker must not hold the rest up), and so does the nats-server.
+        """
+        grace = self.options.stop_grace_s
         if self._load is not None:
             self._load[1].set()
             self._load[2].cancel()
         self.stop.set()
         tasks = [t for t in (self._rebalancer, self._load[2] if self._load else None) if t]
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await asyncio.gather(*(w.stop() for w in self.workers.values()), return_exceptions=True)
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=grace)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(
+            *(w.stop(grace=grace) for w in self.workers.values()), return_exceptions=True
+        )
         if self.client is not None:
             await self.client.close()
         if self.nc is not None and not self.nc.is_closed:
             await self.nc.close()
         for server in self.servers:
-            await asyncio.to_thread(server.stop)
+            await asyncio.to_thread(server.stop, timeout=grace)
 
 
 async def _retry_transient(call: Any, *, timeout: float = 30.0) -> None:
@@ -321,12 +344,12 @@ def summarize(
         "rebalances": len(group.rebalances),
         "rebalance_ms": {
             "p50": round(statistics.median(rebalance_ms), 1) if rebalance_ms else 0.0,
-            "p99": round(percentile(rebalance_ms, 0.99), 1),
+            "p99": reported(rebalance_ms, 0.99, ndigits=1),  # None: fewer than 100
             "max": round(max(rebalance_ms), 1) if rebalance_ms else 0.0,
         },
         "latency_ms": {
             "p50": round(percentile(ledger.latencies_ms, 0.5), 1),
-            "p99": round(percentile(ledger.latencies_ms, 0.99), 1),
+            "p99": reported(ledger.latencies_ms, 0.99, ndigits=1),
         },
         "throughput_per_s": round(ledger.succeeded / elapsed, 1) if elapsed > 0 else 0.0,
         "reconcile_errors": group.errors,

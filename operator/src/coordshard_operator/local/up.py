@@ -9,6 +9,12 @@ live view shows who owns what; ``--duration S --json`` runs unattended and
 prints one JSON summary. The exit code is 1 if the independent check finds a
 lost or twice-applied command.
 
+Ctrl-C (SIGINT) stops the load and checks the store before exiting; a second
+Ctrl-C, or SIGTERM at any time, stops everything at once and checks nothing:
+each worker gets SIGTERM, then SIGKILL after ``--stop-grace``, the embedded nats-server
+is stopped, and the exit code is 128 + the signal's number (143 for SIGTERM).
+Nothing a wedged worker does can hold that up.
+
 The data (nats-server's JetStream store, the SQLite store, logs, pid files) is
 kept between runs: in ``--data-dir``, or by default in the per-user data
 directory (``local.datadir``), printed at start. ``--throwaway`` runs in a
@@ -29,22 +35,70 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from coordshard_client.naming import DEFAULT_GROUP, DEFAULT_STREAM
 from coordshard_operator.local.datadir import default_data_dir
 from coordshard_operator.local.load import Ledger, LoadGenerator
 from coordshard_operator.local.membership import is_member
+from coordshard_operator.local.quantiles import percentile
 from coordshard_operator.local.system import LocalSystem, SystemOptions
 from coordshard_operator.local.view import Snapshot, WorkerRow, render
 from coordshard_operator.local.workers import WorkerProcess
 from coordshard_operator.rebalancer.errors import NatsServerTooOldError, StreamMismatchError
 
-__all__ = ["UpOptions", "add_parser", "run_up"]
+__all__ = ["TerminatedError", "UpOptions", "add_parser", "run_up"]
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class TerminatedError(Exception):
+    """``up`` was told to stop at once (SIGTERM, or a second SIGINT): everything was
+    stopped and nothing checked. ``signum``: that signal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"terminated by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+class _Signals:
+    """SIGINT once: stop and check (``interrupted``); SIGTERM, or SIGINT again: stop
+    now (``terminated``, with the signal in ``signum``)."""
+
+    def __init__(self) -> None:
+        self.interrupted = asyncio.Event()
+        self.terminated = asyncio.Event()
+        self.signum = 0
+
+    def on_signal(self, signum: int) -> None:
+        if signum == signal.SIGINT and not self.interrupted.is_set():
+            sys.stderr.write(
+                "coordshard up: stopping (Ctrl-C again, or SIGTERM, to stop without the check)\n"
+            )
+        elif not self.terminated.is_set():
+            self.signum = signum
+            self.terminated.set()
+        self.interrupted.set()
+
+    async def unless_terminated(self, work: Awaitable[T]) -> T:
+        """``work``'s result, or TerminatedError once ``terminated`` is set (``work`` is
+        cancelled and awaited first)."""
+        task = asyncio.ensure_future(work)
+        stop = asyncio.create_task(self.terminated.wait())
+        try:
+            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            raise TerminatedError(self.signum)
+        return task.result()
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +163,13 @@ def add_parser(sub: Any) -> None:
         help="how long a dead or unready worker keeps its shards (default 0)",
     )
     p.add_argument(
+        "--stop-grace",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="when stopping, how long a worker gets after SIGTERM before SIGKILL (default 5)",
+    )
+    p.add_argument(
         "--duration",
         type=float,
         default=0.0,
@@ -157,6 +218,9 @@ def _run_command(args: argparse.Namespace) -> int:
     if args.workers < 1 or args.shards < 1:
         sys.stderr.write("coordshard up: error: --workers and --shards must be >= 1\n")
         return 2
+    if args.stop_grace < 0:
+        sys.stderr.write("coordshard up: error: --stop-grace must be >= 0\n")
+        return 2
     if args.restart_in_place and not (args.chaos > 0 and args.grace > args.restart_delay):
         sys.stderr.write(
             "coordshard up: error: --restart-in-place needs --chaos and a --grace longer "
@@ -173,6 +237,7 @@ def _run_command(args: argparse.Namespace) -> int:
             database_url=args.db,
             systems=args.systems,
             seed=args.seed,
+            stop_grace_s=args.stop_grace,
         ),
         load=args.load,
         chaos_s=args.chaos,
@@ -194,6 +259,9 @@ def _run_command(args: argparse.Namespace) -> int:
         summary = asyncio.run(run_up(options))
     except KeyboardInterrupt:
         return 130
+    except TerminatedError as e:
+        sys.stderr.write(f"coordshard up: {e}: workers and nats-server stopped, nothing checked\n")
+        return 128 + e.signum
     except (NatsServerTooOldError, StreamMismatchError) as e:
         # What no retry fixes: say it in one line, not a traceback (nothing was created).
         sys.stderr.write(f"coordshard up: error: {e}\n")
@@ -218,7 +286,12 @@ def _kept_stream_hint(options: UpOptions) -> str:
 
 
 async def run_up(options: UpOptions) -> dict[str, Any]:
-    """Run local mode until the duration ends or SIGINT/SIGTERM; return the summary."""
+    """Run local mode until the duration ends or SIGINT; return the summary.
+
+    Raises:
+        TerminatedError: SIGTERM, or a second SIGINT; everything was stopped, nothing
+            checked.
+    """
     if options.throwaway:
         data_dir = Path(tempfile.mkdtemp(prefix="coordshard-up-"))
         sys.stderr.write(f"coordshard up: throwaway run in {data_dir} (deleted at exit)\n")
@@ -227,35 +300,50 @@ async def run_up(options: UpOptions) -> dict[str, Any]:
         sys.stderr.write(
             f"coordshard up: data in {data_dir} (kept; --throwaway for a run that keeps nothing)\n"
         )
-    interrupted = asyncio.Event()
+    signals = _Signals()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, interrupted.set)
+        loop.add_signal_handler(sig, signals.on_signal, sig)
+    system = LocalSystem(options.system, data_dir)
     try:
-        async with LocalSystem(options.system, data_dir) as system:
-            generator = system.start_load(rate=options.load) if options.load > 0 else None
-            side: list[asyncio.Task[None]] = []
-            if options.chaos_s > 0:
-                side.append(asyncio.create_task(_chaos(system, options, interrupted)))
-            if options.view:
-                side.append(asyncio.create_task(_view(system, generator, interrupted)))
-            else:
-                every = 10.0 if options.json else 5.0
-                side.append(asyncio.create_task(_progress(system, generator, interrupted, every)))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(interrupted.wait(), options.duration_s or None)
-            for task in side:
-                task.cancel()
-            await asyncio.gather(*side, return_exceptions=True)
-            sys.stderr.write("stopping load, restarting dead workers, checking the store...\n")
-            summary = await system.finish()
-            summary["data_dir"] = None if options.throwaway else str(data_dir)
-            return summary
+        # Starting and serving can be cut short; closing cannot, and it is bounded
+        # (LocalSystem.close), so a terminated run still leaves no process behind.
+        try:
+            await signals.unless_terminated(system.start())
+            summary = await signals.unless_terminated(_serve(system, options, signals.interrupted))
+        finally:
+            await system.close()
+        summary["data_dir"] = None if options.throwaway else str(data_dir)
+        return summary
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         if options.throwaway:
             shutil.rmtree(data_dir, ignore_errors=True)
+
+
+async def _serve(
+    system: LocalSystem, options: UpOptions, interrupted: asyncio.Event
+) -> dict[str, Any]:
+    """Load, chaos and the view until the duration ends or SIGINT; then the check."""
+    generator = system.start_load(rate=options.load) if options.load > 0 else None
+    side: list[asyncio.Task[None]] = []
+    if options.chaos_s > 0:
+        side.append(asyncio.create_task(_chaos(system, options, interrupted)))
+    if options.view:
+        side.append(asyncio.create_task(_view(system, generator, interrupted)))
+    else:
+        every = 10.0 if options.json else 5.0
+        side.append(asyncio.create_task(_progress(system, generator, interrupted, every)))
+    try:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(interrupted.wait(), options.duration_s or None)
+    finally:
+        for task in side:
+            task.cancel()
+        await asyncio.gather(*side, return_exceptions=True)
+    sys.stderr.write("stopping load, restarting dead workers, checking the store...\n")
+    return await system.finish()
 
 
 async def _chaos(system: LocalSystem, options: UpOptions, stop: asyncio.Event) -> None:
@@ -314,8 +402,8 @@ def _snapshot(system: LocalSystem, generator: LoadGenerator | None) -> Snapshot:
         workers=rows,
         unassigned=group.shards - sum(len(s) for s in group.assignment.values()),
         rate_per_s=len(window) / 5.0,
-        p50_ms=ordered[len(ordered) // 2] if ordered else 0.0,
-        p99_ms=ordered[int(len(ordered) * 0.99)] if ordered else 0.0,
+        p50_ms=percentile(ordered, 0.5),
+        p99_ms=percentile(ordered, 0.99),
         in_flight=led.in_flight,
         published=led.published,
         succeeded=led.succeeded,
@@ -353,6 +441,11 @@ async def _progress(
         )
 
 
+def _or_dash(value: float | None) -> str:
+    """A percentile of the summary, "-" where there were too few samples to give one."""
+    return "-" if value is None else str(value)
+
+
 def _summary_text(summary: dict[str, Any]) -> str:
     verdict = "OK: nothing lost, nothing applied twice" if summary["ok"] else "FAILED"
     lines = [
@@ -367,9 +460,9 @@ def _summary_text(summary: dict[str, Any]) -> str:
         + ", "
         f"{summary['unknown']} unknown",
         f"  throughput {summary['throughput_per_s']}/s, latency p50 "
-        f"{summary['latency_ms']['p50']} ms, p99 {summary['latency_ms']['p99']} ms",
+        f"{summary['latency_ms']['p50']} ms, p99 {_or_dash(summary['latency_ms']['p99'])} ms",
         f"  rebalance ms p50 {summary['rebalance_ms']['p50']}, p99 "
-        f"{summary['rebalance_ms']['p99']}, max {summary['rebalance_ms']['max']}",
+        f"{_or_dash(summary['rebalance_ms']['p99'])}, max {summary['rebalance_ms']['max']}",
         f"  check: {summary['points_checked']} points, lost {summary['lost']}, "
         f"duplicate effects {summary['duplicate_effects']}, stale reads {summary['stale_reads']}",
     ]
