@@ -139,3 +139,22 @@ def test_the_lazy_command_list_matches_the_modules_it_names() -> None:
         helps = {c.dest: c.help for c in sub._choices_actions}
         assert helps[name] == cmd.help, name
         assert sub.choices[name].get_default("run") is not None, name
+
+
+def test_blocks_layout_prints_the_lane_steps_of_a_crash(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, out, _ = run(capsys, "plan", "--shards", "4096", "--members", "a,b,c", "--json")
+    first = json.loads(out)
+    assert code == 0 and first["blocks"] == 512
+    assert all(len(new["blocks"]) <= 32 for new in first["lanes"]["create"])
+    prev = tmp_path / "prev.json"
+    prev.write_text(out)
+    code, out, _ = run(
+        capsys, "plan", "--shards", "4096", "--members", "a,b", "--previous", str(prev), "--json"
+    )
+    lanes = json.loads(out)["lanes"]
+    assert {f["member"] for f in lanes["fence"]} == {"c"}
+    assert lanes["retire"] == []  # the survivors' lanes are left alone
+    gained = sorted(b for new in lanes["create"] for b in new["blocks"])
+    assert gained == sorted({s % 512 for s in first["assignment"]["c"]})

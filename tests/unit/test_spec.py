@@ -98,3 +98,12 @@ def test_shards_are_immutable_once_in_force() -> None:
     spec.check_immutable(8, s)
     with pytest.raises(InvalidSpecError, match="immutable"):
         spec.check_immutable(16, s)
+
+
+@pytest.mark.parametrize(("shards", "ok"), [(512, True), (4096, True), (1000, True), (521, False)])
+def test_shards_above_512_need_a_divisor_from_256_to_512(shards: int, ok: bool) -> None:
+    if ok:
+        assert spec.parse(body(shards=shards)).shards == shards
+    else:
+        with pytest.raises(InvalidSpecError, match="no divisor from 256 to 512"):
+            spec.parse(body(shards=shards))

@@ -26,7 +26,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from coordshard_client import CoordinateClient
-from coordshard_client.subjects import shard_filter
+from coordshard_client.subjects import block_filter, parse_subject, shard_of
 from coordshard_operator.cli.worker import worker_argv
 from coordshard_operator.kube import crd
 from coordshard_operator.local.natsserver import NatsServer, free_port
@@ -59,12 +59,17 @@ async def consumers(nc: Client) -> dict[str, ConsumerInfo]:
 
 
 async def filters(nc: Client) -> dict[str, list[str]]:
-    """Member id -> its consumer's filter subjects."""
-    return {m: sorted(i.config.filter_subjects or []) for m, i in (await consumers(nc)).items()}
+    """Member id -> the filter subjects of all its consumers (lanes)."""
+    js = nc.jetstream()
+    held: dict[str, list[str]] = {}
+    for info in await js.consumers_info(STREAM):
+        held.setdefault(member_of(info), []).extend(info.config.filter_subjects or [])
+    return {m: sorted(f) for m, f in held.items()}
 
 
 def expected_filters(ranges: str) -> list[str]:
-    return sorted(shard_filter(s) for s in parse_ranges(ranges))
+    """A new stream stores under blocks; with N <= 512 a block is one shard."""
+    return sorted(block_filter(s) for s in parse_ranges(ranges))
 
 
 def assigned(cluster: Cluster, name: str = "orders") -> dict[str, str]:
@@ -116,13 +121,14 @@ async def test_a_deleted_pods_shards_move_and_nothing_published_is_lost(
     cluster.add_cr(shards=4)
     await wait_until(lambda: len(assigned(cluster)) == 2, what="both pods assigned")
     js = client.jetstream()
+    ids = {shard_of(f"sys-{i}", 4): f"sys-{i}" for i in range(40)}  # the stream's block is the id's
     for shard in range(4):
-        await js.publish(f"coordinate.cmd.{shard}.sys.before", b"x")
+        await js.publish(f"coordinate.cmd.{shard}.{ids[shard]}.before", b"x")
     survivor = cluster.consumer("w-0")
     epoch = cluster.status()["epoch"]
     cluster.delete_pod("w-1")
     for shard in range(4):
-        await js.publish(f"coordinate.cmd.{shard}.sys.during", b"x")
+        await js.publish(f"coordinate.cmd.{shard}.{ids[shard]}.during", b"x")
     await wait_until(lambda: list(assigned(cluster)) == ["w-0"], what="w-0 owns everything")
     status = cluster.status()
     assert status["assignment"] == {"w-0": "0-3"} and status["epoch"] > epoch
@@ -133,15 +139,20 @@ async def test_a_deleted_pods_shards_move_and_nothing_published_is_lost(
         lambda: any("from w-1 to w-0" in m for m in cluster.events("ShardsMoved")),
         what="a ShardsMoved Event from w-1 to w-0",
     )
-    sub = await js.pull_subscribe_bind((await consumers(client))[survivor].name, stream=STREAM)
+    lanes = [i.name for i in await js.consumers_info(STREAM) if member_of(i) == survivor]
+    subs = [await js.pull_subscribe_bind(name, stream=STREAM) for name in lanes]
     got: list[str] = []
     while len(got) < 8:
-        batch = await sub.fetch(8, timeout=5)
-        got += [m.subject for m in batch]
-        for m in batch:
-            await m.ack()
+        for sub in subs:  # its own lane and the lane its gained shards came on
+            try:
+                batch = await sub.fetch(8, timeout=0.5)
+            except nats.errors.TimeoutError:
+                continue
+            got += [str(parse_subject(m.subject)) for m in batch]  # stored under its block
+            for m in batch:
+                await m.ack()
     assert sorted(got) == sorted(
-        f"coordinate.cmd.{s}.sys.{op}" for s in range(4) for op in ("before", "during")
+        f"coordinate.cmd.{s}.{ids[s]}.{op}" for s in range(4) for op in ("before", "during")
     )
 
 

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 async def test_a_member_back_after_a_fence_gets_a_new_name_from_a_restarted_engine(
     js: JetStreamContext, stream_name: str, restart_epoch: int
 ) -> None:
-    config = GroupConfig(stream=stream_name, group="g", shards=4)
+    config = GroupConfig(stream=stream_name, group="g", shards=4, layout="shards")
     a = MemberInfo.of(group="g", member="a", incarnation="1")
     b = MemberInfo.of(group="g", member="b", incarnation="1")
     both = {a.consumer: a, b.consumer: b}

@@ -16,7 +16,7 @@ from nats.js import JetStreamContext
 from coordshard_operator.benchmarks.workload import Ledger, Publisher, SimWorker
 from coordshard_operator.local.natsserver import NatsServer
 from coordshard_operator.rebalancer.errors import JetStreamApiError
-from coordshard_operator.rebalancer.handoff import Engine, GroupConfig, MemberInfo
+from coordshard_operator.rebalancer.handoff import Engine, GroupConfig, Layout, MemberInfo
 from coordshard_operator.rebalancer.jetstream import RetryPolicy
 from coordshard_operator.rebalancer.planning import plan
 
@@ -80,8 +80,9 @@ async def ensure_stream(engine: Engine, *, timeout: float = 30.0) -> None:
             await asyncio.sleep(0.2)
 
 
+@pytest.mark.parametrize(("layout", "kill_at"), [("shards", "reset"), ("blocks", "fenced")])
 async def test_r3_churn_and_a_leader_kill_during_a_handoff_lose_nothing(
-    cluster_nc: Client, nats_cluster: list[NatsServer], fleet: Fleet
+    cluster_nc: Client, nats_cluster: list[NatsServer], fleet: Fleet, layout: Layout, kill_at: str
 ) -> None:
     js = cluster_nc.jetstream(timeout=2)
     await wait_for_cluster(js)
@@ -92,12 +93,13 @@ async def test_r3_churn_and_a_leader_kill_during_a_handoff_lose_nothing(
         shards=SHARDS,
         replicas=3,
         drain_timeout_s=1.0,
+        layout=layout,
         retry=RetryPolicy(deadline_s=30.0),
     )
     killed: list[str] = []
 
     async def kill_leader(step: str) -> None:
-        if killed or not step.startswith("reset"):
+        if killed or not step.startswith(kill_at):
             return
         info = await js.stream_info("R3")
         assert info.cluster is not None and info.cluster.leader
@@ -130,8 +132,12 @@ async def test_r3_churn_and_a_leader_kill_during_a_handoff_lose_nothing(
     async def converge(epoch: int) -> None:
         nonlocal bound, undrained
         observed = await engine.observe()
-        p = plan(shards=SHARDS, members=list(live), previous=observed.assignment)
-        report = await engine.apply(p.balance.assignment, members=live, epoch=epoch)
+        p = plan(
+            shards=SHARDS, members=list(live), previous=observed.assignment, blocks=engine.blocks
+        )
+        report = await engine.apply(
+            p.balance.assignment, members=live, epoch=epoch, observed=observed
+        )
         bound += sum(f.in_flight for f in report.fenced)
         undrained += sum(u.num_ack_pending for u in report.undrained)
         bound += sum(u.num_ack_pending for u in report.undrained)

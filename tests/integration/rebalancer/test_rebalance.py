@@ -20,7 +20,7 @@ class Crash(Exception):
 async def test_pass_that_died_after_the_last_grow_is_finished_by_the_next(
     js: JetStreamContext,
 ) -> None:
-    config = GroupConfig(shards=8, pause_s=60.0)
+    config = GroupConfig(shards=8, pause_s=60.0, layout="shards")
     a = MemberInfo.of(group=config.group, member="a", incarnation="1")
     b = MemberInfo.of(group=config.group, member="b", incarnation="1")
 
@@ -51,7 +51,7 @@ async def test_pass_that_died_after_the_last_grow_is_finished_by_the_next(
 async def test_the_engine_runs_the_planned_steps_and_a_pass_reads_nats_once(
     js: JetStreamContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config = GroupConfig(shards=12)
+    config = GroupConfig(shards=12, layout="shards")
     a, b, c, d = (
         MemberInfo.of(group=config.group, member=m, incarnation="1") for m in ("a", "b", "c", "d")
     )

@@ -38,7 +38,12 @@ async def test_a_gainer_whose_reset_did_not_take_still_gets_the_leftovers(
         cursors[step] = info.delivered.stream_seq or 0
 
     config = GroupConfig(
-        stream=stream_name, subject_prefix=PREFIX, group="g", shards=2, drain_timeout_s=1.0
+        stream=stream_name,
+        subject_prefix=PREFIX,
+        group="g",
+        shards=2,
+        drain_timeout_s=1.0,
+        layout="shards",  # the rewind is the shards layout's step
     )
     engine = Engine(js, config, checkpoint=look)
     await engine.ensure_stream()

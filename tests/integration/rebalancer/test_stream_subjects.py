@@ -42,7 +42,9 @@ BAD_SUBJECTS = [
 
 
 def config(stream: str, shards: int = SHARDS) -> GroupConfig:
-    return GroupConfig(stream=stream, subject_prefix=PREFIX, group="g", shards=shards)
+    return GroupConfig(
+        stream=stream, subject_prefix=PREFIX, group="g", shards=shards, layout="shards"
+    )
 
 
 def one_member() -> dict[str, MemberInfo]:

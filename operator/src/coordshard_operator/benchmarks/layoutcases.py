@@ -15,6 +15,9 @@
   ``shard % K`` whenever K divides N; a block is the shards ``b, b + K, ...``.
 - ``per shard``: one consumer per shard (lanes with F = 1), on a stream whose
   ``max_consumers`` is raised past nats-server's default of 1000.
+- ``engine``: the product's engine on a new stream, i.e. the blocks layout it
+  builds from ``server blocks`` (``rebalancer.lanehandoff``), driven through
+  ``passes.run_pass`` as the membership sources drive it.
 
 All of them place work with the product's planner (``planning.plan``), over
 shards or, for blocks, over blocks, so the same number of units moves.
@@ -36,9 +39,10 @@ from coordshard_client.subjects import shard_filter, shard_of
 from coordshard_operator.benchmarks.layoutrig import Requests, Workers, chunks
 from coordshard_operator.rebalancer.handoff import Engine, GroupConfig, MemberInfo
 from coordshard_operator.rebalancer.jetstream import consumer_config, stream_config
+from coordshard_operator.rebalancer.passes import run_pass
 from coordshard_operator.rebalancer.planning import plan
 
-__all__ = ["PREFIX", "Lanes", "Layout", "Shape", "Today", "layout_named"]
+__all__ = ["PREFIX", "EngineBlocks", "Lanes", "Layout", "Shape", "Today", "layout_named"]
 
 PREFIX = "lay.cmd"
 GROUP = "lay"
@@ -119,7 +123,7 @@ class Today:
 
     async def create_stream(self, js: JetStreamContext) -> None:
         config = GroupConfig(stream=self.stream, subject_prefix=PREFIX, group=GROUP,
-                             shards=self.shards)  # fmt: skip
+                             shards=self.shards, layout="shards")  # fmt: skip
         self.engine = Engine(js, config)
         for m in self.members:
             info = MemberInfo.of(group=GROUP, member=m, incarnation="1")
@@ -318,6 +322,93 @@ class Lanes:
             for m, c, run in grants))  # fmt: skip
 
 
+@dataclass
+class EngineBlocks:
+    """The product's engine on a blocks stream: lanes granted on a crash, learned from
+    the consumer-created advisory by the workers."""
+
+    stream: str
+    shards: int
+    members: list[str]
+    name: str = "engine"
+    shard_token: int = 4
+    """``<prefix>.b.<block>.<shard>.<id>.<op>``: the stored form."""
+    pull_expiry_s: float = 0.1
+    engine: Engine | None = None
+    live: dict[str, MemberInfo] = field(default_factory=dict)
+    lanes: dict[str, tuple[str, tuple[int, ...]]] = field(default_factory=dict)
+    """Lane name → (member id, shards)."""
+    filters: dict[str, int] = field(default_factory=dict)
+    """Lane name → its filter (block) count."""
+    _ids: list[str] = field(default_factory=list)
+    epoch: int = 0
+
+    def __post_init__(self) -> None:
+        self._ids = _ids_per_shard(self.shards)
+
+    def subject(self, shard: int, key: int) -> str:
+        return f"{PREFIX}.{shard}.{self._ids[shard]}.k{key}"
+
+    async def create_stream(self, js: JetStreamContext) -> None:
+        config = GroupConfig(stream=self.stream, subject_prefix=PREFIX, group=GROUP,
+                             shards=self.shards)  # fmt: skip
+        self.engine = Engine(js, config)
+        for m in self.members:
+            info = MemberInfo.of(group=GROUP, member=m, incarnation="1")
+            self.live[info.consumer] = info
+        await self.engine.ensure_stream()
+
+    async def _converge(self) -> None:
+        assert self.engine is not None
+        self.epoch += 1
+        await run_pass(self.engine, shards=self.shards, members=self.live, epoch=self.epoch)
+        observed = await self.engine.observe()
+        self.lanes = {n: (observed.owner(n), c.shards) for n, c in observed.consumers.items()}
+        self.filters = {n: len(c.blocks) for n, c in observed.consumers.items()}
+
+    def _member_of(self, lane: str) -> str | None:
+        stem = lane.rsplit("_g", 1)[0]
+        info = self.live.get(stem)
+        return info.member if info is not None else None
+
+    async def setup(self, js: JetStreamContext, workers: Workers) -> None:
+        await self._converge()
+        for lane in self.lanes:
+            member = self._member_of(lane)
+            assert member is not None
+            await workers.start(member, lane)
+        workers.resolve = self._member_of
+
+    def owned(self, member: str) -> set[int]:
+        ids = {mid for mid, info in self.live.items() if info.member == member}
+        return {s for mid, shards in self.lanes.values() if mid in ids for s in shards}
+
+    def shape(self) -> Shape:
+        filters = list(self.filters.values())
+        per: dict[str, int] = {}
+        for mid, _ in self.lanes.values():
+            per[mid] = per.get(mid, 0) + 1
+        most = max(per.values(), default=0)
+        return Shape(len(filters), sum(filters), max(filters, default=0), most)
+
+    def consumers_of(self, members: Iterable[str]) -> list[str]:
+        wanted = set(members)
+        return [n for n in self.lanes if self._member_of(n) in wanted]
+
+    async def hand_off(
+        self, js: JetStreamContext, victim: str, req: Requests, workers: Workers
+    ) -> None:
+        assert self.engine is not None
+        self.live = {c: i for c, i in self.live.items() if i.member != victim}
+        api = self.engine.api
+        req.wrap(api, ENGINE_CALLS)
+        try:
+            await self._converge()
+        finally:
+            for name in ENGINE_CALLS:  # drop the instance wrappers
+                delattr(api, name)
+
+
 def _ids_per_shard(shards: int) -> list[str]:
     found: dict[int, str] = {}
     j = 0
@@ -328,9 +419,12 @@ def _ids_per_shard(shards: int) -> list[str]:
 
 
 def layout_named(name: str, *, stream: str, shards: int, members: list[str]) -> Layout:
-    """``today``, ``lanes16``, ``blocks16``, ``xblocks16``, ``pershard`` → a fresh layout."""
+    """``today``, ``engine``, ``lanes16``, ``blocks16``, ``xblocks16``, ``pershard`` → a
+    fresh layout."""
     if name == "today":
         return Today(stream, shards, members)
+    if name == "engine":
+        return EngineBlocks(stream, shards, members)
     if name == "pershard":
         return Lanes(stream, shards, members, per_consumer=1)
     if name.startswith("lanes"):
@@ -339,4 +433,6 @@ def layout_named(name: str, *, stream: str, shards: int, members: list[str]) -> 
         return Lanes(stream, shards, members, per_consumer=64, block=int(name[7:]), transform=True)
     if name.startswith("blocks"):
         return Lanes(stream, shards, members, per_consumer=64, block=int(name[6:]))
-    raise ValueError(f"unknown layout {name!r}: today, lanesF, blocksB, xblocksB or pershard")
+    raise ValueError(
+        f"unknown layout {name!r}: today, engine, lanesF, blocksB, xblocksB or pershard"
+    )

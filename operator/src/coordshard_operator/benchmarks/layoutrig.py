@@ -211,6 +211,9 @@ class Workers:
         """Expiry of each pull request, seconds."""
         self.members: dict[str, Member] = {}
         self._expected: dict[str, str] = {}
+        self.resolve: Callable[[str], str | None] | None = None
+        """For a consumer nobody ``expect``ed: the member it was made for, or None
+        (the product's engine names its lanes ``<member id>_g<generation>``)."""
         self._advisories: Subscription | None = None
 
     async def listen(self) -> None:
@@ -220,6 +223,8 @@ class Workers:
     async def _on_created(self, msg: Msg) -> None:
         consumer = json.loads(msg.data).get("consumer", msg.subject.rsplit(".", 1)[-1])
         member = self._expected.pop(consumer, None)
+        if member is None and self.resolve is not None:
+            member = self.resolve(consumer)
         if member is not None:
             await self.start(member, consumer)
 

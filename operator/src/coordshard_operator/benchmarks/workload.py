@@ -1,7 +1,8 @@
 """Simulated workers and a publisher: the load the handoff benchmark and tests drive.
 
 A ``SimWorker`` behaves like a real worker as far as the engine is concerned:
-it waits for its consumer to exist (workers never create consumers), pulls,
+it waits for its consumers to exist (workers never create consumers; it
+serves every one of its member's, so several lanes on a blocks stream), pulls,
 records ``(consumer, shard, stream sequence)`` for every message it processes,
 and acks with ``ack_sync``. An ack that fails, or a consumer that vanished,
 means "possibly fenced": it asks whether its consumer still exists. A
@@ -98,11 +99,15 @@ class Ledger:
 
 
 class SimWorker:
-    """An in-process pull worker bound to the newest consumer of one member.
+    """An in-process pull worker bound to every consumer (lane) of one member.
 
-    ``consumer`` is the member id (``coordshard_client.naming.member_id``); the
-    consumer's own name has a generation the engine picks, and is found by
-    listing the stream's consumers. The ledger records the member id.
+    ``consumer`` is the member id (``coordshard_client.naming.member_id``); its
+    consumers are named ``<member id>_g<generation>``. It lists them once at the
+    start and learns of each new one from JetStream's consumer-created advisory
+    (no polling), and serves each on its own pull loop until that consumer is
+    gone. The ledger records the member id. Stored subjects may carry a block
+    token (``<prefix>.b.<block>.<shard>.<id>.<op>``): the shard is the third
+    token from the end either way.
     """
 
     def __init__(
@@ -120,7 +125,7 @@ class SimWorker:
         self.stream = stream
         self.member = consumer
         self.consumer = consumer
-        """The consumer bound to (the member id until one is found)."""
+        """The consumer bound last (the member id until one is found)."""
         self.ledger = ledger
         self.batch = batch
         self.fetch_timeout_s = fetch_timeout_s
@@ -132,56 +137,85 @@ class SimWorker:
         """Awaited with (consumer, stream sequence) after processing, before the ack
         (tests inject failures here)."""
         self._task: asyncio.Task[None] | None = None
+        self._lanes: dict[str, asyncio.Task[None]] = {}
+        """Consumer name → the pull loop serving it."""
 
     def start(self) -> SimWorker:
-        self._task = asyncio.create_task(self._run(), name=f"worker {self.consumer}")
+        self._task = asyncio.create_task(self._run(), name=f"worker {self.member}")
         return self
 
-    async def _exists(self) -> bool:
-        """Whether our consumer exists; raises on a transient failure (no answer)."""
+    @property
+    def lanes(self) -> list[str]:
+        """The consumers being served now."""
+        return sorted(n for n, t in self._lanes.items() if not t.done())
+
+    async def _exists(self, name: str) -> bool:
+        """Whether the consumer exists; raises on a transient failure (no answer)."""
         try:
-            await self.js.consumer_info(self.stream, self.consumer, timeout=1)
+            await self.js.consumer_info(self.stream, name, timeout=1)
         except nats.js.errors.NotFoundError:
             return False
         return True
 
-    async def _find(self) -> bool:
-        """Whether a consumer of ours exists, naming the newest ``self.consumer``;
-        raises on a transient failure (no answer)."""
-        ours = [
-            (g, i.name)
-            for i in await self.js.consumers_info(self.stream)
-            if (g := generation_of(i.name, member=self.member)) is not None
-        ]
-        if not ours:
-            return False
-        self.consumer = max(ours)[1]
-        return True
+    def _ours(self, name: str) -> bool:
+        return generation_of(name, member=self.member) is not None
 
-    async def _gone(self) -> bool:
-        """Whether our consumer is known to be deleted; no answer counts as not gone."""
-        try:
-            return not await self._exists()
-        except (TimeoutError, nats.errors.Error):
-            return False
+    def _serve(self, name: str) -> None:
+        task = self._lanes.get(name)
+        if task is None or task.done():
+            self.consumer = name
+            self._lanes[name] = asyncio.create_task(self._lane(name), name=f"lane {name}")
 
     async def _run(self) -> None:
+        nc = self.js._nc
+        created = asyncio.Queue[str]()
+
+        async def on_created(msg: Msg) -> None:
+            created.put_nowait(msg.subject.rsplit(".", 1)[-1])
+
+        advisory = f"$JS.EVENT.ADVISORY.CONSUMER.CREATED.{self.stream}.*"
+        sub = await nc.subscribe(advisory, cb=on_created)
+        try:
+            while True:  # the first listing; after it, the advisories
+                try:
+                    for info in await self.js.consumers_info(self.stream):
+                        if self._ours(info.name):
+                            self._serve(info.name)
+                    break
+                except (TimeoutError, nats.errors.Error):
+                    await asyncio.sleep(0.02)  # back off, then list again
+            while True:
+                name = await created.get()
+                if self._ours(name):
+                    self._serve(name)
+        finally:
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
+
+    async def _lane(self, name: str) -> None:
+        """Serve one consumer until it is gone (deleted: the fence, or a retired lane)."""
         while True:
             try:
-                if not await self._find():
-                    await asyncio.sleep(0.01)  # polling for the consumer to appear
-                    continue
-                sub = await self.js.pull_subscribe_bind(durable=self.consumer, stream=self.stream)
+                sub = await self.js.pull_subscribe_bind(durable=name, stream=self.stream)
                 try:
-                    await self._pull(sub)
+                    if await self._pull(sub, name):
+                        return
                 finally:
                     with contextlib.suppress(nats.errors.Error):
                         await sub.unsubscribe()
             except (TimeoutError, nats.errors.Error):
-                await asyncio.sleep(0.02)  # back off, then look for the consumer again
+                await asyncio.sleep(0.02)  # back off, then bind again
 
-    async def _pull(self, sub: JetStreamContext.PullSubscription) -> None:
-        """Serve ``sub`` until our consumer is gone (only then are deliveries dropped)."""
+    async def _gone(self, name: str) -> bool:
+        """Whether the consumer is known to be deleted; no answer counts as not gone."""
+        try:
+            return not await self._exists(name)
+        except (TimeoutError, nats.errors.Error):
+            return False
+
+    async def _pull(self, sub: JetStreamContext.PullSubscription, name: str) -> bool:
+        """Serve ``sub`` until its consumer is gone (only then are deliveries dropped);
+        True when it is."""
         loop = asyncio.get_running_loop()
         while True:
             try:
@@ -194,8 +228,8 @@ class SimWorker:
                 await asyncio.sleep(0.02)
                 msgs = []
             if not msgs:
-                if await self._gone():
-                    return
+                if await self._gone(name):
+                    return True
                 continue
             for msg in msgs:
                 seq = msg.metadata.sequence.stream
@@ -206,15 +240,15 @@ class SimWorker:
                     self.ledger.redelivered.add(seq)
                 self.ledger.last_seen[(self.member, shard)] = loop.time()
                 if self._on_processed is not None:
-                    await self._on_processed(self.consumer, seq)
-                result = await self._ack(msg)
+                    await self._on_processed(name, seq)
+                result = await self._ack(msg, name)
                 if result == "fenced":
-                    return
+                    return True
                 self.in_hand.discard(seq)
                 if result == "dropped":
                     break  # the rest of the batch comes again, in order
 
-    async def _ack(self, msg: Msg) -> AckResult:
+    async def _ack(self, msg: Msg, name: str) -> AckResult:
         """Ack ``msg``; after a failure, retry while the delivery is still outstanding.
 
         Acks are idempotent (a repeated ``ack_sync`` is answered). An ack for a
@@ -238,7 +272,7 @@ class SimWorker:
                     self.fenced_acks += 1
                     self.ledger.failed_acks += 1
             try:
-                info = await self.js.consumer_info(self.stream, self.consumer, timeout=1)
+                info = await self.js.consumer_info(self.stream, name, timeout=1)
             except nats.js.errors.NotFoundError:
                 return "fenced"
             except (TimeoutError, nats.errors.Error):
@@ -259,6 +293,9 @@ class SimWorker:
     async def stop(self) -> None:
         await _cancel(self._task)
         self._task = None
+        for task in list(self._lanes.values()):
+            await _cancel(task)
+        self._lanes.clear()
 
 
 async def _cancel(task: asyncio.Task[None] | None) -> None:

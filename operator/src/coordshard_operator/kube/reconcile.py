@@ -161,7 +161,7 @@ async def _converge(
     removed = done.swept.messages if done.swept else 0
     balance = done.plan.balance
     planned = {mid: live[mid] for mid in done.members}
-    pod_of = {name: c.member for name, c in done.observed.consumers.items()}
+    pod_of = done.observed.pods
     pod_of |= {mid: p.name for mid, p in planned.items()}
     moved = len(balance.moves)
     before_pods = {m["pod"] for m in previous.get("members") or []}

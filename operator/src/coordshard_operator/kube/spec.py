@@ -19,6 +19,7 @@ from coordshard_client.subjects import (
     DEFAULT_REPLY_PREFIX,
     MAX_SHARDS,
     InvalidSubjectError,
+    blocks_of,
     validate_prefix,
 )
 from coordshard_operator.kube.errors import InvalidSpecError
@@ -132,6 +133,10 @@ def parse(body: Mapping[str, Any]) -> Spec:
     if "shards" not in raw:
         raise InvalidSpecError("is required", field="shards")
     shards = _int(raw["shards"], field="shards", lo=1, hi=MAX_SHARDS)
+    try:
+        blocks_of(shards)  # the blocks layout's rule: K blocks, K dividing N, 256 <= K <= 512
+    except ValueError as e:
+        raise InvalidSpecError(str(e), field="shards") from e
     stream = str(raw.get("stream") or DEFAULT_STREAM)
     try:
         validate_name(stream, what="stream")

@@ -11,7 +11,9 @@ The rules, in the order they are applied:
 3. Targets: every member should own ``N // n`` or ``N // n + 1`` shards (more
    only where pins force it). The ``+1`` slots go to the members that already
    own the most, so a join or a leave never shuffles the survivors.
-4. A member above its target releases its lowest-ranked unpinned shards.
+4. A member above its target releases its lowest-ranked unpinned shards (or, given
+   ``release_order``, its shards in that order: the blocks layout passes each
+   member's smallest lanes first, so a join retires as few lanes as it can).
 5. Shards with no live owner (the departed members', released ones, never
    assigned ones) go to members below target, in shard order, round-robin over
    those members in rank order.
@@ -29,7 +31,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -161,6 +163,7 @@ def assign_shards(
     previous: AssignmentLike | None = None,
     pins: Mapping[int, str] | None = None,
     hold: Iterable[str] = (),
+    release_order: Mapping[str, Sequence[int]] | None = None,
 ) -> Balance:
     """Assign ``shards`` shards (0..N-1) to the live ``members``.
 
@@ -171,6 +174,8 @@ def assign_shards(
             that are gone. Empty or None on the first run.
         pins: optional shard → member placements that override balance.
         hold: live members that keep exactly what they own and take nothing.
+        release_order: optional member → its shards in the order it should give
+            them up when above target (shards not listed go last, by rank).
 
     Returns:
         The new assignment (every live member, each with sorted shards), the
@@ -219,11 +224,17 @@ def assign_shards(
     target = _targets(shards, live, load, pinned_count, held)
 
     # Rule 4: over-target members release their lowest-ranked unpinned shards.
+    order = release_order or {}
     for m in live:
         excess = len(holding[m]) - target[m]
         if excess > 0:
-            releasable = sorted((_shard_rank(s, m), s) for s in holding[m] if s not in active_pins)
-            holding[m].difference_update(s for _, s in releasable[:excess])
+            first = {s: i for i, s in enumerate(order.get(m, ()))}
+            releasable = sorted(
+                (first.get(s, len(first)), _shard_rank(s, m), s)
+                for s in holding[m]
+                if s not in active_pins
+            )
+            holding[m].difference_update(s for _, _, s in releasable[:excess])
 
     # Rule 5: hand every ownerless shard to an under-target member.
     owned_now = {s for owned in holding.values() for s in owned}

@@ -54,37 +54,50 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
 
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerInfo, StreamConfig
+from nats.js.api import ConsumerInfo, StreamConfig, StreamInfo
 
-from coordshard_client.naming import (
-    DEFAULT_GROUP,
-    DEFAULT_STREAM,
-    consumer_name,
-    generation_of,
-    member_id,
-    validate_name,
-)
+from coordshard_client.naming import consumer_name, generation_of, member_id
 from coordshard_client.subjects import (
-    DEFAULT_PREFIX,
-    DEFAULT_SHARDS,
-    MAX_SHARDS,
+    parse_block_filter,
     shard_filter,
+    shards_of_block,
     shards_of_filters,
-    validate_prefix,
 )
 from coordshard_operator.rebalancer.balancing import AssignmentLike
-from coordshard_operator.rebalancer.errors import ConfigError, JetStreamUnavailableError
+from coordshard_operator.rebalancer.errors import (
+    ConfigError,
+    JetStreamUnavailableError,
+    StreamMissingError,
+)
 from coordshard_operator.rebalancer.jetstream import (
     JetStreamApi,
-    RetryPolicy,
+    check_stream,
     consumer_config,
     stream_config,
+    stream_layout,
 )
+from coordshard_operator.rebalancer.lanehandoff import apply_lanes, drain, lane_states, want_blocks
+from coordshard_operator.rebalancer.lanes import plan_lanes, release_order
 from coordshard_operator.rebalancer.planning import plan_handoff
+from coordshard_operator.rebalancer.state import (
+    MAX_DELIVER,
+    META_EPOCH,
+    META_GROUP,
+    META_INCARNATION,
+    META_MEMBER,
+    Checkpoint,
+    ConsumerState,
+    Fenced,
+    GroupConfig,
+    Layout,
+    MemberInfo,
+    Observed,
+    Report,
+    Undrained,
+)
 from coordshard_operator.rebalancer.strays import Swept, sweep
 
 __all__ = [
@@ -93,10 +106,12 @@ __all__ = [
     "META_GROUP",
     "META_INCARNATION",
     "META_MEMBER",
+    "Checkpoint",
     "ConsumerState",
     "Engine",
     "Fenced",
     "GroupConfig",
+    "Layout",
     "MemberInfo",
     "Observed",
     "Report",
@@ -105,184 +120,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-META_GROUP = "coordshard.group"
-META_MEMBER = "coordshard.member"
-META_INCARNATION = "coordshard.incarnation"
-META_EPOCH = "coordshard.epoch"
-
-MAX_DELIVER = 20
-"""The last resort against a message no worker can settle (one that kills or wedges
-it before the ack). A valid command is redelivered only when its worker stopped or
-died before acking it (a held batch is kept with ``in_progress``, which is no new
-delivery), so 20 is far past any run of restarts; with the default ``ack_wait`` of
-30 s it is at least 10 minutes of tries."""
-
 REWIND_ATTEMPTS = 3
 """Resets sent before a consumer whose cursor will not go back is given up on."""
-
-Checkpoint = Callable[[str], Awaitable[None]]
-"""Called with a step name after every protocol step (tests inject crashes here)."""
-
-
-@dataclass(frozen=True, slots=True)
-class GroupConfig:
-    """One consumer group over one command stream."""
-
-    stream: str = DEFAULT_STREAM
-    """Stream name; default ``COORDINATE``."""
-    subject_prefix: str = DEFAULT_PREFIX
-    """Commands are on ``<prefix>.<shard>.<system_id>.<op>``; default ``coordinate.cmd``."""
-    group: str = DEFAULT_GROUP
-    """Group name, the first part of every consumer name; default ``coordinate``."""
-    shards: int = DEFAULT_SHARDS
-    """Shard count N, fixed for the stream's lifetime; default ``subjects.DEFAULT_SHARDS``."""
-    replicas: int = 1
-    """Stream replicas, 1 or 3; default 1. Consumers inherit it."""
-    ack_wait_s: float = 30.0
-    """Seconds before an unacked delivery is redelivered; default 30."""
-    max_ack_pending: int = 1000
-    """Most unacked deliveries per consumer; default 1000."""
-    max_deliver: int = MAX_DELIVER
-    """Deliveries of one message before its consumer gives up on it; default 20. The
-    server then sends its max-deliveries advisory, on which the worker moves the
-    message into the dead-letter store (``coordshard_service.advisories``)."""
-    duplicate_window_s: float = 120.0
-    """Stream duplicate window for ``Nats-Msg-Id`` publisher retries, seconds; default 120."""
-    drain_timeout_s: float = 2.0
-    """How long a paused consumer may take to reach zero in-flight acks, seconds; default 2.
-    Past it the handoff goes on and the report counts the possible duplicates."""
-    pause_s: float = 30.0
-    """Deadline of every pause, seconds; default 30. Bounds how long a consumer stays
-    paused if the engine dies mid-handoff and nothing reconciles again."""
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    """Retries of transient JetStream failures."""
-
-    def __post_init__(self) -> None:
-        try:
-            validate_name(self.stream, what="stream")
-            validate_name(self.group, what="group")
-            validate_prefix(self.subject_prefix)
-        except ValueError as e:
-            raise ConfigError(str(e)) from e
-        if not 1 <= self.shards <= MAX_SHARDS:
-            raise ConfigError(f"shards must be 1..{MAX_SHARDS}, got {self.shards}")
-        if self.replicas not in (1, 3, 5):
-            raise ConfigError(f"replicas must be 1, 3 or 5, got {self.replicas}")
-        if self.max_deliver < 2:
-            raise ConfigError(f"max_deliver must be at least 2, got {self.max_deliver}")
-        if self.drain_timeout_s <= 0 or self.pause_s <= self.drain_timeout_s:
-            raise ConfigError("need 0 < drain_timeout_s < pause_s")
-
-
-@dataclass(frozen=True, slots=True)
-class MemberInfo:
-    """A live member incarnation; ``consumer`` is its member id, the planner's id for it
-    and the stem of its consumers' names (``coordshard_client.naming``)."""
-
-    consumer: str
-    member: str
-    incarnation: str
-
-    @classmethod
-    def of(cls, *, group: str, member: str, incarnation: str) -> MemberInfo:
-        """The member with its id derived as workers derive it."""
-        name = member_id(group=group, member=member, incarnation=incarnation)
-        return cls(consumer=name, member=member, incarnation=incarnation)
-
-
-@dataclass(frozen=True, slots=True)
-class ConsumerState:
-    """One of the group's consumers as NATS reports it."""
-
-    name: str
-    """The consumer's own name (``<member id>_g<generation>``)."""
-    shards: tuple[int, ...]
-    member: str
-    incarnation: str
-    epoch: int
-    num_ack_pending: int
-    num_pending: int
-    ack_floor_seq: int
-    delivered_seq: int
-    paused: bool
-    max_deliver: int = -1
-    """As configured; -1 (the server's "unlimited") on consumers made before it was set."""
-    generation: int = 0
-    """From its name; 0 for a consumer named exactly its member id (made before generations)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Observed:
-    """The group's consumers and the stream's sequence range."""
-
-    consumers: Mapping[str, ConsumerState]
-    """Member id → its consumer (a consumer with no member of ours is keyed by its name)."""
-    first_seq: int
-    last_seq: int
-
-    @property
-    def generation(self) -> int:
-        """The highest generation or epoch any consumer of the group carries."""
-        return max((max(c.generation, c.epoch) for c in self.consumers.values()), default=0)
-
-    @property
-    def assignment(self) -> dict[str, tuple[int, ...]]:
-        """Member id → shards: the assignment in force (``plan``'s ``previous``)."""
-        return {name: c.shards for name, c in sorted(self.consumers.items())}
-
-
-@dataclass(frozen=True, slots=True)
-class Fenced:
-    """A dead member's consumer, deleted before its shards went elsewhere."""
-
-    consumer: str
-    """The member id (``Observed.consumers``' key)."""
-    shards: tuple[int, ...]
-    in_flight: int
-    """Deliveries it had not acked: the most duplicates its shards' new owners can see."""
-    duplicate_range: tuple[int, int] | None
-    """Stream sequences (first, last) that may be processed twice, or None."""
-    name: str = ""
-    """The deleted consumer's own name."""
-
-
-@dataclass(frozen=True, slots=True)
-class Undrained:
-    """A paused consumer that still had in-flight deliveries when its drain bound ran out."""
-
-    consumer: str
-    num_ack_pending: int
-
-
-@dataclass(frozen=True, slots=True)
-class Report:
-    """What one reconcile did. Empty (``changed`` false) when already converged."""
-
-    epoch: int
-    fenced: tuple[Fenced, ...] = ()
-    narrowed: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
-    """Live consumer → shards taken from it (emptied ones are also in ``removed``)."""
-    grown: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
-    """Consumer → shards given to it (created consumers included)."""
-    created: tuple[str, ...] = ()
-    """Member ids given a new consumer (its name is in ``created_names``)."""
-    created_names: tuple[str, ...] = ()
-    """The names of the consumers created, in ``created``'s order."""
-    removed: tuple[str, ...] = ()
-    """Live consumers deleted because their member has no shards left."""
-    undrained: tuple[Undrained, ...] = ()
-    resumed: tuple[str, ...] = ()
-    consumer_updates: int = 0
-    """Consumer-changing JetStream requests sent (0 when converged)."""
-    duration_s: float = 0.0
-
-    @property
-    def moved_shards(self) -> tuple[int, ...]:
-        return tuple(sorted({s for shards in self.grown.values() for s in shards}))
-
-    @property
-    def changed(self) -> bool:
-        return self.consumer_updates > 0
 
 
 class Engine:
@@ -305,6 +144,29 @@ class Engine:
         """The stream's subjects as the last ``observe`` read them."""
         self._generation = 0
         """The highest generation this engine has created or observed."""
+        self.layout: Layout | None = None
+        """The layout of the stream as last read (None before the first read): an
+        existing stream keeps the one it was made with, whatever ``config.layout`` says."""
+
+    @property
+    def blocks(self) -> int | None:
+        """K when the stream stores under blocks (the planner's ``blocks=``), else None."""
+        return self.config.blocks if self._layout() == "blocks" else None
+
+    def _layout(self) -> Layout:
+        return self.layout or self.config.layout
+
+    def _read_layout(self, stream: StreamInfo) -> None:
+        c = self.config
+        blocks = c.blocks if c.layout == "blocks" or stream.config.subject_transform else None
+        found = stream_layout(stream.config, subject_prefix=c.subject_prefix, blocks=blocks)
+        if found != self.layout and found != c.layout:
+            logger.warning(
+                "stream %s has no block transform: it keeps the shards layout (one consumer "
+                "per member, a filter per shard); migrating an existing stream is not built",
+                c.stream,
+            )
+        self.layout = found
 
     async def _step(self, name: str) -> None:
         if self._checkpoint is not None:
@@ -318,6 +180,7 @@ class Engine:
             shards=c.shards,
             replicas=c.replicas,
             duplicate_window_s=c.duplicate_window_s,
+            blocks=c.blocks if self._layout() == "blocks" else None,
         )
 
     async def ensure_stream(self) -> None:
@@ -328,8 +191,18 @@ class Engine:
         count other than ours), or a rewrite the server refuses, raises
         StreamMismatchError; a stream that records no shard count gets ours. After a
         write the next ``sweep_strays`` looks for messages stored under the old subjects.
+        A new stream gets ``config.layout``; an existing one keeps its own (no transform
+        is ever added to a stream that may hold messages).
         """
+        try:
+            existing = await self.api.stream_info(self.config.stream)
+        except StreamMissingError:
+            self.layout = None
+        else:
+            check_stream(existing.config, self._stream_config())
+            self._read_layout(existing)
         info, written = await self.api.ensure_stream(self._stream_config())
+        self._read_layout(info)
         self._stream_subjects = info.config.subjects
         if written:
             self._swept = False
@@ -347,7 +220,9 @@ class Engine:
         if self._swept:
             return None
         c = self.config
-        swept = await sweep(self.api, stream=c.stream, prefix=c.subject_prefix, shards=c.shards)
+        swept = await sweep(
+            self.api, stream=c.stream, prefix=c.subject_prefix, shards=c.shards, blocks=self.blocks
+        )
         self._swept = swept.complete
         return swept
 
@@ -357,13 +232,25 @@ class Engine:
         if meta.get(META_GROUP) != self.config.group:
             return None
         filters = cfg.filter_subjects or ([cfg.filter_subject] if cfg.filter_subject else [])
-        shards = shards_of_filters(filters, prefix=self.config.subject_prefix)
+        blocks: tuple[int, ...] = ()
+        if self._layout() == "blocks":
+            found = [parse_block_filter(f, prefix=self.config.subject_prefix) for f in filters]
+            blocks = tuple(sorted(b for b in found if b is not None))
+            k = self.config.blocks
+            shards: tuple[int, ...] | None = None
+            if filters and len(blocks) == len(found) and all(b < k for b in blocks):
+                shards = tuple(sorted(s for b in blocks
+                                      for s in shards_of_block(b, shards=self.config.shards,
+                                                               blocks=k)))  # fmt: skip
+        else:
+            shards = shards_of_filters(filters, prefix=self.config.subject_prefix)
         if shards is None:
             logger.warning("consumer %s has filters we did not write: %s", info.name, filters)
             return None
         member = meta.get(META_MEMBER, "")
         incarnation = meta.get(META_INCARNATION, "")
         generation = 0
+        stem = ""
         if member and incarnation:
             stem = member_id(group=self.config.group, member=member, incarnation=incarnation)
             generation = generation_of(info.name, member=stem) or 0
@@ -380,6 +267,8 @@ class Engine:
             delivered_seq=info.delivered.stream_seq if info.delivered else 0,
             paused=bool(info.paused),
             max_deliver=cfg.max_deliver if cfg.max_deliver is not None else -1,
+            blocks=blocks,
+            member_id=stem,
         )
 
     async def observe(self) -> Observed:
@@ -387,12 +276,23 @@ class Engine:
 
         A consumer whose metadata names no member, or a second consumer of one
         member (the older generation), is keyed by its own name: no live member
-        has that id, so ``apply`` fences it.
+        has that id, so ``apply`` fences it. On a blocks stream every lane is keyed
+        by its own name (``Observed.owner`` gives its member id).
         """
-        infos = await self.api.consumers(self.config.stream)
         stream = await self.api.stream_info(self.config.stream)
+        self._read_layout(stream)
+        infos = await self.api.consumers(self.config.stream)
         self._stream_subjects = stream.config.subjects
         states = [s for s in map(self._state, infos) if s is not None]
+        if self._layout() == "blocks":
+            lanes = Observed(
+                consumers={s.name: s for s in sorted(states, key=lambda s: s.name)},
+                first_seq=stream.state.first_seq,
+                last_seq=stream.state.last_seq,
+                layout="blocks",
+            )
+            self._generation = max(self._generation, lanes.generation)
+            return lanes
         consumers: dict[str, ConsumerState] = {}
         for s in sorted(states, key=lambda s: (-s.generation, s.name)):
             key = s.name
@@ -469,17 +369,8 @@ class Engine:
 
     async def _drain(self, member: str, name: str) -> Undrained | None:
         """Wait (bounded) until a paused consumer has no delivery left unacked."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.config.drain_timeout_s
-        while True:
-            info = await self.api.consumer_info(self.config.stream, name)
-            pending = 0 if info is None else info.num_ack_pending or 0
-            if pending == 0:
-                return None
-            if loop.time() > deadline:
-                logger.warning("consumer %s still has %d in flight; going on", name, pending)
-                return Undrained(member, pending)
-            await asyncio.sleep(0.005)  # polling a condition with a deadline
+        c = self.config
+        return await drain(self.api, c.stream, name, member_id=member, timeout_s=c.drain_timeout_s)
 
     async def _rewind(self, name: str, first_seq: int) -> None:
         """Reset a paused consumer to ``first_seq`` and check that its cursor is there.
@@ -510,12 +401,33 @@ class Engine:
         )
 
     def drifted(self, observed: Observed) -> list[str]:
-        """The group's consumers whose settings differ from the config's (not their filters)."""
+        """The group's consumers whose settings differ from the config's (not their filters).
+
+        Always none on a blocks stream: its lanes are all made by this engine with
+        today's settings (a lane is replaced, never updated)."""
+        if observed.layout == "blocks":
+            return []
         return sorted(
             name
             for name, c in observed.consumers.items()
             if c.max_deliver != self.config.max_deliver
         )
+
+    def release_order(self, observed: Observed) -> dict[str, list[int]] | None:
+        """The planner's ``release_order`` (blocks layout: smallest lanes first), or None."""
+        if observed.layout != "blocks":
+            return None
+        return release_order(lane_states(observed))
+
+    def settled(self, observed: Observed, desired: AssignmentLike) -> bool:
+        """Whether ``apply(desired)`` would send nothing: no consumer paused or drifted,
+        and on a blocks stream no lane to fence, retire, create or merge."""
+        if any(c.paused for c in observed.consumers.values()) or self.drifted(observed):
+            return False
+        if observed.layout != "blocks":
+            return True
+        want = want_blocks({m: tuple(s) for m, s in desired.items()}, config=self.config)
+        return plan_lanes(lane_states(observed), want, live=desired).converged
 
     async def apply(
         self,
@@ -543,6 +455,8 @@ class Engine:
         want = self._validate(desired, members)
         if observed is None:
             observed = await self.observe()
+        if observed.layout == "blocks":
+            return await self._apply_lanes(want, members, epoch, observed, started, before)
         actual = {n: frozenset(c.shards) for n, c in observed.consumers.items()}
         steps = plan_handoff(observed.assignment, want, live=members)
         fence = [st.member for st in steps if st.action == "fence"]
@@ -652,6 +566,52 @@ class Engine:
                 epoch,
                 [f.consumer for f in fenced],
                 list(report.moved_shards),
+                report.duration_s * 1000,
+            )
+        return report
+
+    async def _apply_lanes(
+        self,
+        want: Mapping[str, frozenset[int]],
+        members: Mapping[str, MemberInfo],
+        epoch: int,
+        observed: Observed,
+        started: float,
+        before: int,
+    ) -> Report:
+        """``apply`` on a blocks stream (``lanehandoff``)."""
+        blocks = want_blocks({m: tuple(sorted(s)) for m, s in want.items()}, config=self.config)
+        done = await apply_lanes(
+            self.api,
+            self.config,
+            observed,
+            blocks,
+            members=members,
+            epoch=epoch,
+            next_generation=self._next_generation,
+            step=self._step,
+        )
+        report = Report(
+            epoch=epoch,
+            fenced=done.fenced,
+            narrowed=done.narrowed,
+            grown=done.grown,
+            created=tuple(m for m, _ in done.created),
+            created_names=tuple(n for _, n in done.created),
+            retired=done.retired,
+            undrained=done.undrained,
+            resumed=done.resumed,
+            consumer_updates=self.api.mutations - before,
+            duration_s=time.perf_counter() - started,
+        )
+        if report.changed:
+            logger.info(
+                "epoch %d: fenced %d lane(s), retired %d, created %d; moved %d shard(s) in %.1f ms",
+                epoch,
+                len(done.fenced),
+                len(done.retired),
+                len(done.created),
+                len(report.moved_shards),
                 report.duration_s * 1000,
             )
         return report

@@ -20,7 +20,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import nats.errors
 import nats.js.errors
@@ -34,6 +34,7 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
     StreamInfo,
+    SubjectTransform,
 )
 
 from coordshard_client.serverversion import (
@@ -41,7 +42,12 @@ from coordshard_client.serverversion import (
     announced_version,
     server_version_problem,
 )
-from coordshard_client.subjects import STREAM_META_SHARDS, recorded_shards, stream_subjects
+from coordshard_client.subjects import (
+    STREAM_META_SHARDS,
+    block_transform,
+    recorded_shards,
+    stream_subjects,
+)
 from coordshard_operator.rebalancer.errors import (
     JetStreamApiError,
     JetStreamUnavailableError,
@@ -52,11 +58,18 @@ from coordshard_operator.rebalancer.errors import (
     TransientError,
 )
 
-__all__ = ["JetStreamApi", "RetryPolicy"]
+__all__ = ["MAX_CONSUMERS", "JetStreamApi", "RetryPolicy", "stream_layout"]
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+MAX_CONSUMERS = 4096
+"""``max_consumers`` of a blocks stream. nats-server 2.15's default is 1000 per stream;
+512 members own at least one block each (K >= 256) and have at most
+``ceil(blocks / 32) + 1`` = 2 lanes each after a quiet pass (1024 in all); lanes
+granted by crashes before the next quiet pass merges them, and a member's retired
+and re-created lanes in flight, stay far below 4096."""
 
 STREAM_NOT_FOUND = 10059
 CONSUMER_NOT_FOUND = 10014
@@ -362,15 +375,27 @@ def _short(subjects: list[str] | None) -> str:
 
 
 def stream_config(
-    *, name: str, subject_prefix: str, shards: int, replicas: int, duplicate_window_s: float
+    *,
+    name: str,
+    subject_prefix: str,
+    shards: int,
+    replicas: int,
+    duplicate_window_s: float,
+    blocks: int | None = None,
 ) -> StreamConfig:
     """The command stream: work-queue retention over the shards' own subjects, file storage.
 
     The subjects are ``subjects.stream_subjects``: one per shard, so a publish on
     a subject no consumer can own is refused by the server instead of stored. The
     metadata records the shard count (``subjects.STREAM_META_SHARDS``), which
-    clients and workers read and check theirs against.
+    clients and workers read and check theirs against. ``blocks``: K for a stream
+    that stores under blocks: it gets the block transform
+    (``subjects.block_transform``) and ``max_consumers`` = ``MAX_CONSUMERS``.
     """
+    transform = None
+    if blocks is not None:
+        src, dest = block_transform(blocks, prefix=subject_prefix)
+        transform = SubjectTransform(src=src, dest=dest)
     return StreamConfig(
         name=name,
         subjects=stream_subjects(shards, prefix=subject_prefix),
@@ -379,6 +404,33 @@ def stream_config(
         num_replicas=replicas,
         duplicate_window=duplicate_window_s,
         metadata={STREAM_META_SHARDS: str(shards)},
+        subject_transform=transform,
+        max_consumers=None if blocks is None else MAX_CONSUMERS,
+    )
+
+
+def stream_layout(
+    actual: StreamConfig, *, subject_prefix: str, blocks: int | None
+) -> Literal["blocks", "shards"]:
+    """The layout an existing stream was made with: ``blocks`` when it has our block
+    transform for ``blocks`` blocks, ``shards`` when it has no transform.
+
+    Raises StreamMismatchError for any other transform (another K, or not ours): the
+    messages it stored are under subjects no consumer of ours would match.
+    """
+    transform = actual.subject_transform
+    if transform is None or not (transform.src or transform.dest):
+        return "shards"
+    if blocks is not None:
+        src, dest = block_transform(blocks, prefix=subject_prefix)
+        if (transform.src, transform.dest) == (src, dest):
+            return "blocks"
+    name = actual.name or ""
+    raise StreamMismatchError(
+        f"stream {name} stores under the transform {transform.src} -> {transform.dest}, "
+        f"not the block transform of this group (blocks={blocks}); it is left unchanged: "
+        "fix or remove it by hand",
+        stream=name,
     )
 
 

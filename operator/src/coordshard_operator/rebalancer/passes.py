@@ -4,7 +4,10 @@ observe (the consumers in NATS, read once) → sweep (messages no shard owns,
 see ``strays``; free once the stream is clean) → plan (pure) → apply (the
 engine, handed the same reading), and only when something has to change: the
 plan moves shards, a dead member still has a consumer, a consumer is still
-paused by a pass that died before its end, or one has settings not ours. The operator and local mode
+paused by a pass that died before its end, or one has settings not ours; on a
+blocks stream also when a member's lanes are to be merged (``Engine.settled``).
+On a blocks stream the plan is over blocks (``plan(blocks=K)``), its answer in
+shards as everywhere else. The operator and local mode
 differ only in how they decide who is live; the rules on what a live member
 may own are here, once.
 """
@@ -62,7 +65,7 @@ async def run_pass(
     planned = {
         name: info
         for name, info in members.items()
-        if name not in held or name in observed.consumers
+        if name not in held or name in observed.assignment
     }
     result = plan(
         shards=shards,
@@ -70,9 +73,10 @@ async def run_pass(
         previous=observed.assignment,
         pins=pins,
         hold=sorted(held & set(planned)),
+        blocks=engine.blocks,
+        release_order=engine.release_order(observed),
     )
-    stalled = any(c.paused for c in observed.consumers.values())
-    if result.converged and not stalled and not engine.drifted(observed):
+    if result.converged and engine.settled(observed, result.balance.assignment):
         return Pass(observed, planned, result, None, swept)
     report = await engine.apply(
         result.balance.assignment, members=planned, epoch=epoch, observed=observed

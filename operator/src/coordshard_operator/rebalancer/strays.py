@@ -49,12 +49,20 @@ class Swept:
     walk): the next pass sweeps again."""
 
 
-async def sweep(api: JetStreamApi, *, stream: str, prefix: str, shards: int) -> Swept:
-    """Remove every message of ``stream`` on a subject no shard of ``shards`` owns."""
+async def sweep(
+    api: JetStreamApi, *, stream: str, prefix: str, shards: int, blocks: int | None = None
+) -> Swept:
+    """Remove every message of ``stream`` on a subject no shard of ``shards`` owns.
+
+    ``blocks``: K on a stream that stores under blocks. It must be given there: its
+    stored subjects are ``<prefix>.b.<block>.<shard>.<id>.<op>``, which the plain
+    grammar would take for strays, every one of them."""
     info = await api.stream_subjects(stream, subjects_filter=">")
     present = info.state.subjects or {}
     strays = {
-        s: n for s, n in present.items() if not is_owned_subject(s, shards=shards, prefix=prefix)
+        s: n
+        for s, n in present.items()
+        if not is_owned_subject(s, shards=shards, prefix=prefix, blocks=blocks)
     }
     complete = len(present) < SUBJECTS_PAGE
     removed = 0
