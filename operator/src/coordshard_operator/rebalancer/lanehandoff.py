@@ -48,13 +48,13 @@ from coordshard_operator.rebalancer.state import (
     Undrained,
 )
 
-__all__ = ["LaneOutcome", "apply_lanes", "drain", "lane_states", "want_blocks"]
+__all__ = ["LaneChanges", "apply_lanes", "drain", "lane_states", "want_blocks"]
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
-class LaneOutcome:
+class LaneChanges:
     """What ``apply_lanes`` did (the engine turns it into a Report)."""
 
     fenced: tuple[Fenced, ...]
@@ -125,7 +125,7 @@ async def apply_lanes(
     epoch: int,
     next_generation: Callable[[int], int],
     step: Checkpoint,
-) -> LaneOutcome:
+) -> LaneChanges:
     """Make the group's lanes match ``want`` (member id → blocks); see the module doc."""
     stream = config.stream
     lanes = lane_states(observed)
@@ -182,7 +182,7 @@ async def apply_lanes(
         gained = blocks - before.get(m, set())
         if gained:
             grown[m] = _shards(gained, config)
-    return LaneOutcome(
+    return LaneChanges(
         fenced=tuple(fenced),
         retired=retire,
         created=tuple((new.member_id, name) for new, name in created),
