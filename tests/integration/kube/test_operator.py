@@ -30,7 +30,6 @@ from coordshard_client.subjects import shard_filter
 from coordshard_operator.cli.worker import worker_argv
 from coordshard_operator.kube import crd
 from coordshard_operator.local.natsserver import NatsServer, free_port
-from coordshard_operator.rebalancer.jetstream import JetStreamApi
 from coordshard_operator.rebalancer.ranges import parse_ranges
 from coordshard_operator.testing.apiserver import ApiError
 from coordshard_operator.testing.cluster import Cluster, OperatorProcess, member_of, wait_until
@@ -310,31 +309,6 @@ async def test_two_crs_with_different_selectors_are_independent(
     assert assigned(cluster, "orders") == {"w-0": "0-1"}
 
 
-async def test_operator_restarted_after_a_crash_finishes_the_job(
-    cluster: Cluster, operator: Callable[..., OperatorProcess], client: Client
-) -> None:
-    proc = operator()
-    cluster.add_pod("w-0")
-    cluster.add_pod("w-1")
-    cluster.add_cr(shards=4)
-    await wait_until(lambda: len(assigned(cluster)) == 2, what="both pods assigned")
-    proc.kill()
-    # What a crash mid-hand-off leaves: a paused consumer (the engine pauses before it
-    # narrows or grows), a pod lost and one joined while nobody watched.
-    api = JetStreamApi(client.jetstream())
-    paused = (await consumers(client))[cluster.consumer("w-0")].name
-    await api.pause_consumer(STREAM, paused, for_s=60)
-    cluster.delete_pod("w-1")
-    cluster.add_pod("w-2")
-    operator()
-    await wait_until(
-        lambda: sorted(assigned(cluster)) == ["w-0", "w-2"], what="level-based catch-up"
-    )
-    assert set(await filters(client)) == {cluster.consumer("w-0"), cluster.consumer("w-2")}
-    info = (await consumers(client))[cluster.consumer("w-0")]
-    assert info is not None and not info.paused
-
-
 async def test_the_chart_grants_exactly_what_the_operator_uses(
     cluster: Cluster,
     operator: Callable[[], Any],
@@ -417,74 +391,6 @@ async def test_real_workers_lose_nothing_when_a_pod_crashes(
             if proc.poll() is None:
                 proc.terminate()
                 proc.wait(10)
-
-
-KOPF_PEERING_CRD = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": "kopfpeerings.kopf.dev"},
-    "spec": {
-        "group": "kopf.dev",
-        "scope": "Namespaced",
-        "names": {"kind": "KopfPeering", "plural": "kopfpeerings", "singular": "kopfpeering"},
-        "versions": [
-            {
-                "name": "v1",
-                "served": True,
-                "storage": True,
-                "schema": {
-                    "openAPIV3Schema": {
-                        "type": "object",
-                        "properties": {
-                            "status": {
-                                "type": "object",
-                                "x-kubernetes-preserve-unknown-fields": True,
-                            },
-                        },
-                    }
-                },
-            }
-        ],
-    },
-}
-
-
-async def test_a_standby_operator_takes_over_when_the_active_one_dies(
-    cluster: Cluster,
-    operator: Callable[..., OperatorProcess],
-    tmp_path: Path,
-    chart_rbac: Callable[..., set[tuple[str, str, str]]],
-) -> None:
-    """Two peered operators (as the chart's operator.standby=true runs them): one acts."""
-    api = cluster.api
-    api.create_crd(KOPF_PEERING_CRD)
-    api.create(api.find_type("kopf.dev", "kopfpeerings"), NS, {"metadata": {"name": "coordshard"}})
-    fast = {"COORDSHARD_PEERING_LIFETIME": "4"}
-    active = operator(args=("--priority=100",), env=fast, log=tmp_path / "active.log")
-    cluster.add_pod("w-0")
-    cluster.add_pod("w-1")
-    cluster.add_cr(shards=4)
-    await wait_until(lambda: len(assigned(cluster)) == 2, what="active operator assigned")
-    operator(args=("--priority=50",), env=fast, log=tmp_path / "standby.log")
-    standby_log = tmp_path / "standby.log"
-    peers = api.find_type("kopf.dev", "kopfpeerings")
-    await wait_until(
-        lambda: len(api.get(peers, NS, "coordshard").get("status") or {}) == 2,
-        what="both operators in the peering object",
-    )
-    cluster.add_pod("w-2")
-    await wait_until(lambda: len(assigned(cluster)) == 3, what="active handled the join")
-    assert "shards moved" not in standby_log.read_text()
-    active.kill()
-    cluster.delete_pod("w-1")
-    await wait_until(
-        lambda: sorted(assigned(cluster)) == ["w-0", "w-2"], timeout=30, what="standby took over"
-    )
-    assert "shards moved" in standby_log.read_text()
-    used = {(r.verb, r.group, r.resource) for r in api.requests}
-    assert used == chart_rbac(
-        "operator.standby=true", "operator.watchNamespaces={ns}", "operator.readSecrets=false"
-    )
 
 
 async def test_metrics_follow_prometheus_conventions_and_give_each_groups_lag(

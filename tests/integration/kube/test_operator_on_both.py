@@ -29,13 +29,14 @@ from coordshard_client.subjects import shard_filter
 from coordshard_operator.cli.worker import worker_argv
 from coordshard_operator.kube import crd
 from coordshard_operator.local.natsserver import NatsServer
+from coordshard_operator.rebalancer.jetstream import JetStreamApi
 from coordshard_operator.rebalancer.ranges import parse_ranges
 from coordshard_operator.testing.cluster import Cluster, OperatorProcess, member_of, wait_until
 from coordshard_operator.testing.controlplane import ControlPlane
 from coordshard_operator.testing.kubecluster import KubeCluster
 from coordshard_operator.testing.kuberest import KubeRest
 
-from .conftest import Helm
+from .conftest import Helm, load_peering_crd
 from .test_chart_on_control_plane import RBAC_KINDS, render, token_kubeconfig
 
 pytestmark = pytest.mark.integration
@@ -44,14 +45,23 @@ STREAM = "COORDINATE"
 SHARDS = 6
 
 
+StartOperator = Callable[..., OperatorProcess]
+"""``start_operator(args=("--standalone",), env=None, log=None)``: one more operator."""
+
+
 @dataclass
 class Scenario:
     backend: str
     cluster: Cluster | KubeCluster
-    start_operator: Callable[[], OperatorProcess]
+    start_operator: StartOperator
     restart_api: Callable[[], None]
     """The API server restarted with its history lost: every watch breaks, and resuming
     from any resourceVersion seen before is 410 Gone."""
+    enable_standby: Callable[[], None]
+    """What the chart's ``operator.standby=true`` adds: the namespace's KopfPeering
+    object and (on the real server) the RBAC kopf peering needs."""
+    peering: Callable[[], dict[str, Any]]
+    """The KopfPeering object's status: the peers' keep-alives, by peer id."""
 
     @property
     def namespace(self) -> str:
@@ -61,71 +71,98 @@ class Scenario:
         return str(self.cluster.pod(pod)["metadata"]["uid"])
 
 
-def _operator_env(nats_url: str) -> dict[str, str]:
-    return {"COORDSHARD_NATS_SERVERS": nats_url, "COORDSHARD_RESYNC_SECONDS": "5"}
+STANDBY_SETS = (
+    "operator.standby=true",
+    "operator.watchNamespaces={ns}",
+    "operator.readSecrets=false",
+)
+"""The chart's values for two peered replicas watching one namespace ({ns} filled in)."""
+PEERING = "coordshard"
+"""The peering object's name (the chart's, and ``coordshard operator``'s default)."""
 
 
 @pytest.fixture(params=["double", "real"])
 def scenario(
     request: pytest.FixtureRequest, nats_server: NatsServer, tmp_path: Path
 ) -> Iterator[Scenario]:
-    log = tmp_path / "operator.log"
+    default_log = tmp_path / "operator.log"
     procs: list[OperatorProcess] = []
+    applied: list[dict[str, Any]] = []
     if request.param == "double":
         cluster: Cluster | KubeCluster = request.getfixturevalue("cluster")
         assert isinstance(cluster, Cluster)
-        url = cluster.api.url
-
-        def start() -> OperatorProcess:
-            procs.append(OperatorProcess(api_url=url, nats_url=nats_server.url, log=log))
-            return procs[-1]
+        api = cluster.api
+        login: dict[str, Any] = {"api_url": api.url}
 
         def restart() -> None:
-            assert isinstance(cluster, Cluster)
-            cluster.api.compact()
-            cluster.api.close_watches()
+            api.compact()
+            api.close_watches()
+
+        def enable_standby() -> None:
+            api.create_crd(load_peering_crd("KopfPeering"))
+            peers = api.find_type("kopf.dev", "kopfpeerings")
+            api.create(peers, cluster.namespace, {"metadata": {"name": PEERING}})
+
+        def peering() -> dict[str, Any]:
+            peers = api.find_type("kopf.dev", "kopfpeerings")
+            status: dict[str, Any] = api.get(peers, cluster.namespace, PEERING).get("status")
+            return status or {}
 
     else:
         kube: KubeRest = request.getfixturevalue("kube")
         namespace: str = request.getfixturevalue("namespace")
         helm: Helm = request.getfixturevalue("helm")
         cluster = KubeCluster(kube, request.getfixturevalue("kubelet"), namespace=namespace)
-        objects = [o for o in render(helm, namespace) if o["kind"] in RBAC_KINDS]
-        for obj in objects:
-            kube.apply(obj)
+
+        def apply_chart(*sets: str, kinds: tuple[str, ...] = RBAC_KINDS) -> list[dict[str, Any]]:
+            objects = [o for o in render(helm, namespace, *sets) if o["kind"] in kinds]
+            for obj in objects:
+                kube.apply(obj)
+            applied.extend(objects)
+            return objects
+
+        objects = apply_chart()
         (account,) = [o["metadata"]["name"] for o in objects if o["kind"] == "ServiceAccount"]
         kubeconfig = token_kubeconfig(kube, namespace, account, tmp_path / "operator.kubeconfig")
-
-        def start() -> OperatorProcess:
-            procs.append(
-                OperatorProcess(
-                    api_url="",  # log in with the kubeconfig, as in a cluster without one
-                    nats_url=nats_server.url,
-                    log=log,
-                    namespaces=(namespace,),
-                    env={"KUBECONFIG": str(kubeconfig)},
-                )
-            )
-            return procs[-1]
-
+        # Log in with the kubeconfig, as in a cluster without one.
+        login = {"api_url": "", "namespaces": (namespace,), "env": {"KUBECONFIG": str(kubeconfig)}}
         plane: ControlPlane = request.getfixturevalue("control_plane")
 
         def restart() -> None:
             plane.restart_apiserver(compact=True)
 
-    yield Scenario(request.param, cluster, start, restart)
+        def enable_standby() -> None:
+            sets = [s.replace("{ns}", "{" + namespace + "}") for s in STANDBY_SETS]
+            apply_chart(*sets, kinds=(*RBAC_KINDS, "KopfPeering"))
+
+        def peering() -> dict[str, Any]:
+            path = f"/apis/kopf.dev/v1/namespaces/{namespace}/kopfpeerings/{PEERING}"
+            status: dict[str, Any] = kube.get(path).get("status") or {}
+            return status
+
+    def start(
+        *,
+        args: tuple[str, ...] = ("--standalone",),
+        env: dict[str, str] | None = None,
+        log: Path = default_log,
+    ) -> OperatorProcess:
+        kw = {**login, "env": {**login.get("env", {}), **(env or {})}}
+        procs.append(OperatorProcess(nats_url=nats_server.url, log=log, args=args, **kw))
+        return procs[-1]
+
+    yield Scenario(request.param, cluster, start, restart, enable_standby, peering)
     for proc in procs:
         proc.stop(timeout=5)
     if isinstance(cluster, KubeCluster):
-        for obj in objects:
+        for obj in applied:
             if obj["kind"] in ("ClusterRole", "ClusterRoleBinding"):
                 kube.request("DELETE", kube.path_of(obj))
         for cr in kube.get(cluster.crs_path)["items"]:  # the operator's finalizer would hold it
             kube.patch(
                 f"{cluster.crs_path}/{cr['metadata']['name']}", {"metadata": {"finalizers": None}}
             )
-    if log.exists():  # shown by pytest only when the test failed
-        sys.stdout.write(log.read_text()[-6000:])
+    for log in sorted(tmp_path.glob("operator*.log")):
+        sys.stdout.write(f"--- {log.name}\n{log.read_text()[-6000:]}")  # shown on failure
 
 
 def start_worker(scenario: Scenario, pod: str, *, nats_url: str, db: str, log: Path) -> Any:
@@ -292,6 +329,78 @@ async def test_the_operator_follows_pods_after_an_api_server_restart_lost_the_hi
     await wait_until(lambda: cluster.assignment() == {"w-0": "0-3"}, what="w-0 owns all")
     cluster.add_pod("w-2")
     await wait_until(lambda: sorted(cluster.assignment()) == ["w-0", "w-2"], what="w-2 joined")
+
+
+async def test_operator_restarted_after_a_crash_finishes_the_job(
+    scenario: Scenario, nats_server: NatsServer
+) -> None:
+    """Level-based catch-up: what happened while no operator ran is seen in the state."""
+    cluster = scenario.cluster
+    proc = scenario.start_operator()
+    cluster.add_pod("w-0")
+    cluster.add_pod("w-1")
+    cluster.add_cr(shards=4)
+    await wait_until(lambda: len(cluster.assignment()) == 2, what="both pods assigned")
+    proc.kill()
+    # What a crash mid-hand-off leaves: a paused consumer (the engine pauses before it
+    # narrows or grows), a pod lost and one joined while nobody watched.
+    nc = await nats.connect(nats_server.url)
+    try:
+        (paused,) = [
+            i.name
+            for i in await nc.jetstream().consumers_info(STREAM)
+            if member_of(i) == cluster.consumer("w-0")
+        ]
+        await JetStreamApi(nc.jetstream()).pause_consumer(STREAM, paused, for_s=60)
+        cluster.delete_pod("w-1")
+        cluster.add_pod("w-2")
+        scenario.start_operator()
+        await wait_until(
+            lambda: sorted(cluster.assignment()) == ["w-0", "w-2"], what="level-based catch-up"
+        )
+        assert set(await held_filters(nats_server.url)) == {
+            cluster.consumer("w-0"),
+            cluster.consumer("w-2"),
+        }
+        infos = await nc.jetstream().consumers_info(STREAM)
+        (info,) = [i for i in infos if member_of(i) == cluster.consumer("w-0")]
+        assert not info.paused
+    finally:
+        await nc.close()
+
+
+async def test_a_standby_operator_takes_over_when_the_active_one_dies(
+    scenario: Scenario,
+    tmp_path: Path,
+    chart_rbac: Callable[..., set[tuple[str, str, str]]],
+) -> None:
+    """Two peered operators (as the chart's operator.standby=true runs them): one acts.
+    On the real server they run as the chart's ServiceAccount with the standby RBAC."""
+    cluster = scenario.cluster
+    scenario.enable_standby()
+    fast = {"COORDSHARD_PEERING_LIFETIME": "4"}
+    active_log, standby_log = tmp_path / "operator-active.log", tmp_path / "operator-standby.log"
+    active = scenario.start_operator(args=("--priority=100",), env=fast, log=active_log)
+    cluster.add_pod("w-0")
+    cluster.add_pod("w-1")
+    cluster.add_cr(shards=4)
+    await wait_until(lambda: len(cluster.assignment()) == 2, what="active operator assigned")
+    scenario.start_operator(args=("--priority=50",), env=fast, log=standby_log)
+    await wait_until(
+        lambda: len(scenario.peering()) == 2, what="both operators in the peering object"
+    )
+    cluster.add_pod("w-2")
+    await wait_until(lambda: len(cluster.assignment()) == 3, what="active handled the join")
+    assert "shards moved" not in standby_log.read_text()
+    active.kill()
+    cluster.delete_pod("w-1")
+    await wait_until(
+        lambda: sorted(cluster.assignment()) == ["w-0", "w-2"], timeout=30, what="standby took over"
+    )
+    assert "shards moved" in standby_log.read_text()
+    if isinstance(cluster, Cluster):  # the double records requests; the real server enforces
+        used = {(r.verb, r.group, r.resource) for r in cluster.api.requests}
+        assert used == chart_rbac(*STANDBY_SETS)  # the double's namespace is "ns"
 
 
 def statefulset(name: str, replicas: int) -> dict[str, Any]:
