@@ -171,26 +171,6 @@ async def test_not_ready_within_grace_keeps_shards_and_past_grace_moves_them(
     await wait_until(lambda: len(assigned(cluster)) == 2, what="w-1 back")
 
 
-async def test_a_container_restarted_in_place_keeps_its_consumer_and_shards(
-    cluster: Cluster, operator: Callable[[], Any], client: Client
-) -> None:
-    operator()
-    cluster.add_pod("w-0")
-    cluster.add_pod("w-1")
-    cluster.add_cr(shards=4, grace=30)
-    await wait_until(lambda: len(assigned(cluster)) == 2, what="both pods assigned")
-    before, consumers = assigned(cluster), await filters(client)
-    cluster.restart_container("w-1")
-    await wait_until(
-        lambda: any("w-1" in m for m in cluster.events(crd.EVENT_RESTARTED_IN_PLACE)),
-        what="a RestartedInPlace Event naming w-1",
-    )
-    assert assigned(cluster) == before and await filters(client) == consumers
-    restarts = {m["pod"]: m["restarts"] for m in cluster.status()["members"]}
-    assert restarts == {"w-0": 0, "w-1": 1}
-    assert len(cluster.events(crd.EVENT_RESTARTED_IN_PLACE)) == 1
-
-
 async def test_a_spec_edit_is_applied_at_once(
     cluster: Cluster, operator: Callable[..., OperatorProcess]
 ) -> None:

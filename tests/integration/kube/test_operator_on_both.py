@@ -403,6 +403,28 @@ async def test_a_standby_operator_takes_over_when_the_active_one_dies(
         assert used == chart_rbac(*STANDBY_SETS)  # the double's namespace is "ns"
 
 
+async def test_a_container_restarted_in_place_keeps_its_consumer_and_shards(
+    scenario: Scenario, nats_server: NatsServer
+) -> None:
+    """Same pod, same UID, restartCount + 1: the member is the same incarnation."""
+    cluster = scenario.cluster
+    scenario.start_operator()
+    cluster.add_pod("w-0")
+    cluster.add_pod("w-1")
+    cluster.add_cr(shards=4, grace=30)
+    await wait_until(lambda: len(cluster.assignment()) == 2, what="both pods assigned")
+    before, consumers = cluster.assignment(), await held_filters(nats_server.url)
+    cluster.restart_container("w-1")
+    await wait_until(
+        lambda: any("w-1" in m for m in cluster.events(crd.EVENT_RESTARTED_IN_PLACE)),
+        what="a RestartedInPlace Event naming w-1",
+    )
+    assert cluster.assignment() == before and await held_filters(nats_server.url) == consumers
+    restarts = {m["pod"]: m["restarts"] for m in cluster.status()["members"]}
+    assert restarts == {"w-0": 0, "w-1": 1}
+    assert len(cluster.events(crd.EVENT_RESTARTED_IN_PLACE)) == 1
+
+
 def statefulset(name: str, replicas: int) -> dict[str, Any]:
     labels = {"app": "w", crd.LABEL_WORKER: "true"}
     return {

@@ -1,7 +1,7 @@
 """``Cluster``'s counterpart on a real control plane: pods and CRs of one namespace.
 
 Owns ``KubeCluster``, with the methods of ``testing.cluster.Cluster`` a
-scenario uses (``add_pod``, ``pod``, ``set_ready``, ``delete_pod``,
+scenario uses (``add_pod``, ``pod``, ``set_ready``, ``restart_container``, ``delete_pod``,
 ``terminate_pod``, ``add_cr``, ``cr``, ``delete_cr``, ``has_cr``, ``status``,
 ``assignment``, ``condition``, ``events``, ``consumer``), so one
 scenario runs on the API-server double and on kube-apiserver alike. What
@@ -48,6 +48,10 @@ class KubeCluster:
 
     def set_ready(self, name: str, ready: bool) -> None:
         self.kubelet.set_ready(self.namespace, name, ready)
+
+    def restart_container(self, name: str, *, ready: bool = True) -> None:
+        """The worker container crashed and the kubelet started it again in the same pod."""
+        self.kubelet.restart_container(self.namespace, name, ready=ready)
 
     def terminate_pod(self, name: str) -> None:
         """Delete the pod and leave it Terminating (its kubelet never confirms)."""
