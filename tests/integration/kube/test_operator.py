@@ -31,7 +31,6 @@ from coordshard_operator.cli.worker import worker_argv
 from coordshard_operator.kube import crd
 from coordshard_operator.local.natsserver import NatsServer, free_port
 from coordshard_operator.rebalancer.ranges import parse_ranges
-from coordshard_operator.testing.apiserver import ApiError
 from coordshard_operator.testing.cluster import Cluster, OperatorProcess, member_of, wait_until
 
 pytestmark = pytest.mark.integration
@@ -169,50 +168,6 @@ async def test_not_ready_within_grace_keeps_shards_and_past_grace_moves_them(
     # The pod comes back Ready: a member again, and it gets shards back.
     cluster.set_ready("w-1", True)
     await wait_until(lambda: len(assigned(cluster)) == 2, what="w-1 back")
-
-
-async def test_a_spec_edit_is_applied_at_once(
-    cluster: Cluster, operator: Callable[..., OperatorProcess]
-) -> None:
-    operator(env={"COORDSHARD_RESYNC_SECONDS": "600"})  # only the edit can wake it
-    cluster.add_pod("w-0")
-    cluster.add_pod("w-1")
-    cluster.add_cr(shards=4)
-    await wait_until(lambda: len(assigned(cluster)) == 2, what="both pods assigned")
-    owner_of_0 = next(p for p, r in assigned(cluster).items() if 0 in parse_ranges(r))
-    other = "w-1" if owner_of_0 == "w-0" else "w-0"
-    cluster.api.patch(cluster.crs, NS, "orders", {"spec": {"pins": {"0": other}}})
-    await wait_until(lambda: 0 in parse_ranges(assigned(cluster).get(other, "")), what="pinned")
-
-
-async def test_invalid_crs_are_refused_by_the_server_or_reported(
-    cluster: Cluster, operator: Callable[..., OperatorProcess]
-) -> None:
-    operator()
-    with pytest.raises(ApiError) as refused:
-        cluster.add_cr("bad", shards=0)
-    assert refused.value.code == 422
-    cluster.add_pod("w-0")
-    cluster.add_cr("orders", shards=2)
-    cluster.add_cr("second", shards=2, app="v")  # valid for the server, but the same stream
-
-    def degraded_reasons() -> list[str]:
-        return [
-            c["reason"]
-            for name in ("orders", "second")
-            for c in cluster.status(name).get("conditions") or []
-            if c["type"] == crd.CONDITION_DEGRADED
-        ]
-
-    await wait_until(lambda: crd.REASON_INVALID_SPEC in degraded_reasons(), what="refused")
-    assert degraded_reasons().count(crd.REASON_INVALID_SPEC) == 1  # the first claim wins
-    await wait_until(  # kopf posts Events from a queue, after the status patch
-        lambda: any("is used by" in m for m in cluster.events(crd.REASON_INVALID_SPEC)),
-        what="an InvalidSpec Event",
-    )
-    with pytest.raises(ApiError) as immutable:
-        cluster.api.patch(cluster.crs, NS, "orders", {"spec": {"shards": 3}})
-    assert immutable.value.code == 422
 
 
 async def test_scale_up_and_all_pods_gone_then_back(

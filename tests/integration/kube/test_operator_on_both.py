@@ -31,10 +31,11 @@ from coordshard_operator.kube import crd
 from coordshard_operator.local.natsserver import NatsServer
 from coordshard_operator.rebalancer.jetstream import JetStreamApi
 from coordshard_operator.rebalancer.ranges import parse_ranges
+from coordshard_operator.testing.apiserver import ApiError
 from coordshard_operator.testing.cluster import Cluster, OperatorProcess, member_of, wait_until
 from coordshard_operator.testing.controlplane import ControlPlane
 from coordshard_operator.testing.kubecluster import KubeCluster
-from coordshard_operator.testing.kuberest import KubeRest
+from coordshard_operator.testing.kuberest import KubeRest, KubeRestError
 
 from .conftest import Helm, load_peering_crd
 from .test_chart_on_control_plane import RBAC_KINDS, render, token_kubeconfig
@@ -423,6 +424,57 @@ async def test_a_container_restarted_in_place_keeps_its_consumer_and_shards(
     restarts = {m["pod"]: m["restarts"] for m in cluster.status()["members"]}
     assert restarts == {"w-0": 0, "w-1": 1}
     assert len(cluster.events(crd.EVENT_RESTARTED_IN_PLACE)) == 1
+
+
+async def test_a_spec_edit_is_applied_at_once(scenario: Scenario) -> None:
+    cluster = scenario.cluster
+    scenario.start_operator(env={"COORDSHARD_RESYNC_SECONDS": "600"})  # only the edit wakes it
+    cluster.add_pod("w-0")
+    cluster.add_pod("w-1")
+    cluster.add_cr(shards=4)
+    await wait_until(lambda: len(cluster.assignment()) == 2, what="both pods assigned")
+    owner_of_0 = next(p for p, r in cluster.assignment().items() if 0 in parse_ranges(r))
+    other = "w-1" if owner_of_0 == "w-0" else "w-0"
+    cluster.patch_cr("orders", {"spec": {"pins": {"0": other}}})
+    await wait_until(lambda: 0 in parse_ranges(cluster.assignment().get(other, "")), what="pinned")
+
+
+def refusal(call: Callable[[], object]) -> int:
+    """The HTTP code the API server refused ``call`` with (either backend's client)."""
+    try:
+        call()
+    except ApiError as e:
+        return e.code
+    except KubeRestError as e:
+        return e.status
+    raise AssertionError("the API server accepted it")
+
+
+async def test_invalid_crs_are_refused_by_the_server_or_reported(scenario: Scenario) -> None:
+    cluster = scenario.cluster
+    scenario.start_operator()
+    assert refusal(lambda: cluster.add_cr("bad", shards=0)) == 422
+    cluster.add_pod("w-0")
+    cluster.add_cr("orders", shards=2)
+    cluster.add_cr("second", shards=2, app="v")  # valid for the server, but the same stream
+
+    def degraded_reasons() -> list[str]:
+        return [
+            c["reason"]
+            for name in ("orders", "second")
+            for c in cluster.status(name).get("conditions") or []
+            if c["type"] == crd.CONDITION_DEGRADED
+        ]
+
+    await wait_until(lambda: crd.REASON_INVALID_SPEC in degraded_reasons(), what="refused")
+    assert degraded_reasons().count(crd.REASON_INVALID_SPEC) == 1  # the first claim wins
+    await wait_until(  # kopf posts Events from a queue, after the status patch
+        lambda: any("is used by" in m for m in cluster.events(crd.REASON_INVALID_SPEC)),
+        what="an InvalidSpec Event",
+    )
+    (event, *_) = cluster.event_objects(crd.REASON_INVALID_SPEC)
+    assert event["type"] == "Warning" and event["involvedObject"]["kind"] == crd.KIND
+    assert refusal(lambda: cluster.patch_cr("orders", {"spec": {"shards": 3}})) == 422
 
 
 def statefulset(name: str, replicas: int) -> dict[str, Any]:

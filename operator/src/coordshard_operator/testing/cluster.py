@@ -146,6 +146,10 @@ class Cluster:
     def cr(self, name: str = "orders") -> dict[str, Any]:
         return self.api.get(self.crs, self.namespace, name)
 
+    def patch_cr(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        """A merge patch of the CR, as ``kubectl patch --type=merge`` sends it."""
+        return self.api.patch(self.crs, self.namespace, name, patch)
+
     def delete_cr(self, name: str = "orders") -> None:
         """Delete the CR (the operator's finalizer holds it until its consumers are gone)."""
         self.api.delete(self.crs, self.namespace, name)

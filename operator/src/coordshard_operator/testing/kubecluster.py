@@ -2,7 +2,7 @@
 
 Owns ``KubeCluster``, with the methods of ``testing.cluster.Cluster`` a
 scenario uses (``add_pod``, ``pod``, ``set_ready``, ``restart_container``, ``delete_pod``,
-``terminate_pod``, ``add_cr``, ``cr``, ``delete_cr``, ``has_cr``, ``status``,
+``terminate_pod``, ``add_cr``, ``cr``, ``patch_cr``, ``delete_cr``, ``has_cr``, ``status``,
 ``assignment``, ``condition``, ``events``, ``consumer``), so one
 scenario runs on the API-server double and on kube-apiserver alike. What
 differs is said where it differs: a pod here is bound to a Node and driven by
@@ -80,6 +80,10 @@ class KubeCluster:
 
     def cr(self, name: str = "orders") -> Obj:
         return self.api.get(f"{self.crs_path}/{name}")
+
+    def patch_cr(self, name: str, patch: Obj) -> Obj:
+        """A merge patch of the CR, as ``kubectl patch --type=merge`` sends it."""
+        return self.api.patch(f"{self.crs_path}/{name}", patch)
 
     def delete_cr(self, name: str = "orders") -> None:
         """Delete the CR (the operator's finalizer holds it until its consumers are gone)."""
