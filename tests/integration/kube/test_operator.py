@@ -170,27 +170,6 @@ async def test_not_ready_within_grace_keeps_shards_and_past_grace_moves_them(
     await wait_until(lambda: len(assigned(cluster)) == 2, what="w-1 back")
 
 
-async def test_scale_up_and_all_pods_gone_then_back(
-    cluster: Cluster, operator: Callable[[], Any], client: Client
-) -> None:
-    operator()
-    cluster.add_pod("w-0")
-    cluster.add_cr(shards=6)
-    await wait_until(lambda: assigned(cluster) == {"w-0": "0-5"}, what="w-0 owns all")
-    cluster.add_pod("w-1")
-    cluster.add_pod("w-2")
-    await wait_until(lambda: len(assigned(cluster)) == 3, what="three members")
-    assert sorted(m["shards"] for m in cluster.status()["members"]) == [2, 2, 2]
-    for pod in ("w-0", "w-1", "w-2"):
-        cluster.delete_pod(pod)
-    await wait_until(lambda: cluster.condition(crd.CONDITION_DEGRADED) == "True", what="Degraded")
-    status = cluster.status()
-    assert status["unassignedShards"] == "0-5" and status["assignment"] == {}
-    assert await filters(client) == {}
-    cluster.add_pod("w-0")
-    await wait_until(lambda: cluster.condition(crd.CONDITION_READY) == "True", what="recovered")
-
-
 async def test_deleting_the_cr_removes_consumers_but_keeps_the_stream(
     cluster: Cluster, operator: Callable[[], Any], client: Client
 ) -> None:

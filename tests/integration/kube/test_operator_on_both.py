@@ -477,6 +477,29 @@ async def test_invalid_crs_are_refused_by_the_server_or_reported(scenario: Scena
     assert refusal(lambda: cluster.patch_cr("orders", {"spec": {"shards": 3}})) == 422
 
 
+async def test_scale_up_and_all_pods_gone_then_back(
+    scenario: Scenario, nats_server: NatsServer
+) -> None:
+    cluster = scenario.cluster
+    scenario.start_operator()
+    cluster.add_pod("w-0")
+    cluster.add_cr(shards=6)
+    await wait_until(lambda: cluster.assignment() == {"w-0": "0-5"}, what="w-0 owns all")
+    cluster.add_pod("w-1")
+    cluster.add_pod("w-2")
+    await wait_until(lambda: len(cluster.assignment()) == 3, what="three members")
+    assert sorted(m["shards"] for m in cluster.status()["members"]) == [2, 2, 2]
+    for pod in ("w-0", "w-1", "w-2"):
+        cluster.delete_pod(pod)
+    await wait_until(lambda: cluster.condition(crd.CONDITION_DEGRADED) == "True", what="Degraded")
+    status = cluster.status()
+    assert status["unassignedShards"] == "0-5" and status["assignment"] == {}
+    assert await held_filters(nats_server.url) == {}
+    cluster.add_pod("w-0")
+    await wait_until(lambda: cluster.condition(crd.CONDITION_READY) == "True", what="recovered")
+    assert cluster.assignment() == {"w-0": "0-5"}
+
+
 def statefulset(name: str, replicas: int) -> dict[str, Any]:
     labels = {"app": "w", crd.LABEL_WORKER: "true"}
     return {
@@ -500,7 +523,7 @@ def statefulset(name: str, replicas: int) -> dict[str, Any]:
 async def test_statefulset_scale_up_and_down_on_the_real_control_plane(
     scenario: Scenario,
 ) -> None:
-    """Pods made and deleted by the real StatefulSet controller."""
+    """Pods made and deleted by the real StatefulSet controller, down to none and back."""
     cluster = scenario.cluster
     assert isinstance(cluster, KubeCluster)
     kube, kubelet, ns = cluster.api, cluster.kubelet, cluster.namespace
@@ -523,3 +546,9 @@ async def test_statefulset_scale_up_and_down_on_the_real_control_plane(
     kube.patch(f"{path}/scale", {"spec": {"replicas": 1}})
     await wait_until(members("w-0"), what="scaled down to one")
     assert cluster.assignment() == {"w-0": "0-5"}
+    kube.patch(f"{path}/scale", {"spec": {"replicas": 0}})
+    await wait_until(members(), what="scaled to zero")
+    assert cluster.status()["unassignedShards"] == "0-5"
+    kube.patch(f"{path}/scale", {"spec": {"replicas": 1}})
+    await wait_until(members("w-0"), what="back to one")
+    await wait_until(lambda: cluster.condition(crd.CONDITION_READY) == "True", what="recovered")
