@@ -153,7 +153,7 @@ def scenario(
 
     yield Scenario(request.param, cluster, start, restart, enable_standby, peering)
     for proc in procs:
-        proc.stop(timeout=5)
+        proc.stop(timeout=3)  # kopf can take longer to leave (daemons, peering); not tested here
     if isinstance(cluster, KubeCluster):
         for obj in applied:
             if obj["kind"] in ("ClusterRole", "ClusterRoleBinding"):
@@ -437,6 +437,8 @@ async def test_a_spec_edit_is_applied_at_once(scenario: Scenario) -> None:
     other = "w-1" if owner_of_0 == "w-0" else "w-0"
     cluster.patch_cr("orders", {"spec": {"pins": {"0": other}}})
     await wait_until(lambda: 0 in parse_ranges(cluster.assignment().get(other, "")), what="pinned")
+    assert cluster.cr()["metadata"]["generation"] == 2  # a spec edit, counted by the server
+    await wait_until(lambda: cluster.status()["observedGeneration"] == 2, what="observed")
 
 
 def refusal(call: Callable[[], object]) -> int:
