@@ -22,8 +22,6 @@ import nats
 import pytest
 from nats.aio.client import Client
 from nats.js.api import ConsumerInfo
-from prometheus_client.metrics_core import Metric
-from prometheus_client.parser import text_string_to_metric_families
 
 from coordshard_client import CoordinateClient
 from coordshard_client.subjects import shard_filter
@@ -305,53 +303,3 @@ async def test_real_workers_lose_nothing_when_a_pod_crashes(
             if proc.poll() is None:
                 proc.terminate()
                 proc.wait(10)
-
-
-async def test_metrics_follow_prometheus_conventions_and_give_each_groups_lag(
-    cluster: Cluster, operator: Callable[..., OperatorProcess], client: Client
-) -> None:
-    metrics = free_port()
-    operator(env={"COORDSHARD_METRICS_PORT": str(metrics), "COORDSHARD_RESYNC_SECONDS": "1"})
-    cluster.add_pod("w-0")
-    cluster.add_cr(shards=4)
-    await wait_until(lambda: len(assigned(cluster)) == 1, what="w-0 assigned")
-    js = client.jetstream()
-    for shard in range(4):
-        await js.publish(f"coordinate.cmd.{shard}.sys.lag", b"x")
-    (info,) = (await consumers(client)).values()
-    held = await js.pull_subscribe_bind(info.name, stream=STREAM)
-    assert len(await held.fetch(1, timeout=5)) == 1  # delivered, never acked
-    url = f"http://127.0.0.1:{metrics}/metrics"
-    group = {"name": "orders", "namespace": "ns"}
-
-    async def families() -> dict[str, Metric]:
-        async with aiohttp.ClientSession() as http, http.get(url) as r:
-            return {m.name: m for m in text_string_to_metric_families(await r.text())}
-
-    def lag(found: dict[str, Metric], family: str) -> float | None:
-        samples = [s.value for s in found[family].samples if s.labels == group]
-        return samples[0] if samples else None
-
-    async def lagging() -> dict[str, Metric] | None:
-        found = await families()
-        pending = lag(found, "coordshard_group_pending_messages")
-        ack_pending = lag(found, "coordshard_group_ack_pending_messages")
-        return found if (pending, ack_pending) == (3, 1) else None
-
-    found = await wait_until(lagging, what="the group's lag: 3 pending, 1 ack pending")
-    for family in found.values():
-        if family.type == "counter":
-            for sample in family.samples:
-                assert sample.name.endswith(("_total", "_created")), sample.name
-    assert not [n for n in found if "_ratio" in n]
-    assert "process_cpu_seconds" in found and "process_resident_memory_bytes" in found
-    # A deleted group leaves no series behind (a gauge would go on reporting its last lag).
-    await held.unsubscribe()
-    cluster.api.delete(cluster.crs, NS, "orders")
-    await wait_until(lambda: not cluster.api.list(cluster.crs, NS), what="CR gone")
-
-    async def forgotten() -> bool:
-        found = await families()
-        return not [f.name for f in found.values() for s in f.samples if s.labels == group]
-
-    await wait_until(forgotten, what="no series of the deleted group")

@@ -16,19 +16,23 @@ import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import nats
 import pytest
+from nats.aio.client import Client
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
 
 from coordshard_client import CoordinateClient
 from coordshard_client.subjects import shard_filter
 from coordshard_operator.cli.worker import worker_argv
 from coordshard_operator.kube import crd
-from coordshard_operator.local.natsserver import NatsServer
+from coordshard_operator.local.natsserver import NatsServer, free_port
 from coordshard_operator.rebalancer.jetstream import JetStreamApi
 from coordshard_operator.rebalancer.ranges import parse_ranges
 from coordshard_operator.testing.apiserver import ApiError
@@ -164,6 +168,13 @@ def scenario(
             )
     for log in sorted(tmp_path.glob("operator*.log")):
         sys.stdout.write(f"--- {log.name}\n{log.read_text()[-6000:]}")  # shown on failure
+
+
+@pytest.fixture
+async def client(nats_server: NatsServer) -> AsyncIterator[Client]:
+    nc = await nats.connect(nats_server.url)
+    yield nc
+    await nc.close()
 
 
 def start_worker(scenario: Scenario, pod: str, *, nats_url: str, db: str, log: Path) -> Any:
@@ -500,6 +511,59 @@ async def test_scale_up_and_all_pods_gone_then_back(
     cluster.add_pod("w-0")
     await wait_until(lambda: cluster.condition(crd.CONDITION_READY) == "True", what="recovered")
     assert cluster.assignment() == {"w-0": "0-5"}
+
+
+async def test_metrics_follow_prometheus_conventions_and_give_each_groups_lag(
+    scenario: Scenario, client: Client
+) -> None:
+    cluster = scenario.cluster
+    metrics = free_port()
+    scenario.start_operator(
+        env={"COORDSHARD_METRICS_PORT": str(metrics), "COORDSHARD_RESYNC_SECONDS": "1"}
+    )
+    cluster.add_pod("w-0")
+    cluster.add_cr(shards=4)
+    await wait_until(lambda: len(cluster.assignment()) == 1, what="w-0 assigned")
+    js = client.jetstream()
+    for shard in range(4):
+        await js.publish(f"coordinate.cmd.{shard}.sys.lag", b"x")
+    (info,) = await js.consumers_info(STREAM)
+    held = await js.pull_subscribe_bind(info.name, stream=STREAM)
+    assert len(await held.fetch(1, timeout=5)) == 1  # delivered, never acked
+    url = f"http://127.0.0.1:{metrics}/metrics"
+    group = {"name": "orders", "namespace": scenario.namespace}
+
+    async def families() -> dict[str, Metric]:
+        async with aiohttp.ClientSession() as http, http.get(url) as r:
+            return {m.name: m for m in text_string_to_metric_families(await r.text())}
+
+    def lag(found: dict[str, Metric], family: str) -> float | None:
+        samples = [s.value for s in found[family].samples if s.labels == group]
+        return samples[0] if samples else None
+
+    async def lagging() -> dict[str, Metric] | None:
+        found = await families()
+        pending = lag(found, "coordshard_group_pending_messages")
+        ack_pending = lag(found, "coordshard_group_ack_pending_messages")
+        return found if (pending, ack_pending) == (3, 1) else None
+
+    found = await wait_until(lagging, what="the group's lag: 3 pending, 1 ack pending")
+    for family in found.values():
+        if family.type == "counter":
+            for sample in family.samples:
+                assert sample.name.endswith(("_total", "_created")), sample.name
+    assert not [n for n in found if "_ratio" in n]
+    assert "process_cpu_seconds" in found and "process_resident_memory_bytes" in found
+    # A deleted group leaves no series behind (a gauge would go on reporting its last lag).
+    await held.unsubscribe()
+    cluster.delete_cr("orders")
+    await wait_until(lambda: not cluster.has_cr("orders"), what="CR gone")
+
+    async def forgotten() -> bool:
+        found = await families()
+        return not [f.name for f in found.values() for s in f.samples if s.labels == group]
+
+    await wait_until(forgotten, what="no series of the deleted group")
 
 
 def statefulset(name: str, replicas: int) -> dict[str, Any]:
