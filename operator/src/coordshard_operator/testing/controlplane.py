@@ -15,6 +15,8 @@ How it is set up, and why:
   ``system:masters``); a service-account signing key so the TokenRequest API
   mints tokens; ``--authorization-mode=Node,RBAC``; the default admission
   plugins with PodSecurity named explicitly; a service IP range; no cloud;
+  an audit log of every request a ServiceAccount makes (``AUDIT_POLICY``), so
+  a test can check what the operator asked for against the chart's RBAC;
 * kube-controller-manager, with only the controllers the tests need (the
   Deployment, ReplicaSet, StatefulSet and garbage-collection controllers,
   service accounts and their tokens, namespace deletion, the root CA
@@ -48,7 +50,7 @@ from coordshard_operator.local.natsserver import free_port
 from coordshard_operator.testing.certs import Issued, TestCa, signing_key
 from coordshard_operator.testing.kuberest import KubeRest, write_kubeconfig
 
-__all__ = ["CONTROLLERS", "ControlPlane", "ControlPlaneError"]
+__all__ = ["AUDIT_POLICY", "CONTROLLERS", "ControlPlane", "ControlPlaneError"]
 
 CONTROLLERS = (
     "deployment-controller",
@@ -72,6 +74,17 @@ alone takes several seconds to install its APIs)."""
 STOP_TIMEOUT = 10.0
 """Seconds between SIGTERM and SIGKILL."""
 ADMIN = "admin"
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived"],
+    "rules": [
+        {"level": "Metadata", "userGroups": ["system:serviceaccounts"]},
+        {"level": "None"},
+    ],
+}
+"""Who is audited: ServiceAccounts only (the operator runs as one; the admin and the
+controller-manager do not), at Metadata level (verb, resource, user, response code)."""
 
 
 class ControlPlaneError(RuntimeError):
@@ -161,6 +174,14 @@ class ControlPlane:
             self.root = None
         atexit.unregister(self.stop)
 
+    def audit_events(self, *, user: str) -> list[dict[str, Any]]:
+        """The audit log's events for ``user`` (e.g. ``system:serviceaccount:ns:name``),
+        oldest first: one per request once answered, a watch's when it started and
+        again when it ended."""
+        lines = (self._dir / "audit.log").read_text().splitlines()
+        events = [json.loads(line) for line in lines if line]
+        return [e for e in events if e["user"]["username"] == user]
+
     def logs(self, lines: int = 30) -> str:
         """The last ``lines`` of each component's log (for a failing test's report)."""
         return "\n".join(f"--- {c.name}\n{c.tail(lines)}" for c in self._components)
@@ -212,6 +233,7 @@ class ControlPlane:
         self.url = f"https://127.0.0.1:{port}"
         serving = self._ca.issue("kube-apiserver")
         sa = signing_key()
+        audit_policy = self._write("audit-policy.json", json.dumps(AUDIT_POLICY).encode())
         self._apiserver_args = [
             f"--etcd-servers={etcd}",
             "--bind-address=127.0.0.1",
@@ -228,6 +250,8 @@ class ControlPlane:
             f"--service-account-signing-key-file={self._write('sa.key', sa.private)}",
             "--authorization-mode=Node,RBAC",
             "--enable-admission-plugins=PodSecurity",  # on by default; named, as relied on
+            f"--audit-policy-file={audit_policy}",
+            f"--audit-log-path={self._dir / 'audit.log'}",
             f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
             f"--cert-dir={self._dir / 'apiserver-certs'}",
             "--v=1",
