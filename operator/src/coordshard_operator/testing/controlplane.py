@@ -43,6 +43,7 @@ import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +129,10 @@ class ControlPlane:
         self._components: list[_Component] = []
         self._etcd = ""
         self._apiserver_args: list[str] = []
+        self.unready: list[tuple[datetime, datetime]] = []
+        """(from, to) of each restart: the old apiserver stopping until the new one's
+        ``/readyz`` passed. Meanwhile it may answer before its RBAC caches are filled,
+        refusing (403) what RBAC grants."""
         self._ca = TestCa()
         self.ca = self._ca.cert
         self.admin: Issued = self._ca.issue(ADMIN, organizations=("system:masters",))
@@ -173,6 +178,12 @@ class ControlPlane:
             shutil.rmtree(self.root, ignore_errors=True)
             self.root = None
         atexit.unregister(self.stop)
+
+    def was_ready(self, stamp: str) -> bool:
+        """Whether the apiserver was ready at ``stamp`` (an audit event's RFC 3339 time):
+        outside every ``unready`` window."""
+        when = datetime.fromisoformat(stamp)
+        return not any(begin <= when <= end for begin, end in self.unready)
 
     def audit_events(self, *, user: str) -> list[dict[str, Any]]:
         """The audit log's events for ``user`` (e.g. ``system:serviceaccount:ns:name``),
@@ -269,6 +280,7 @@ class ControlPlane:
         list again, as after a long outage.
         """
         (old,) = [c for c in self._components if c.name == "kube-apiserver"]
+        stopping = datetime.now(UTC)
         old.stop()
         self._components.remove(old)
         if compact:
@@ -276,6 +288,7 @@ class ControlPlane:
         apiserver = self._spawn("kube-apiserver", self._apiserver_args)
         self._components.insert(1, self._components.pop())  # keep the stop order
         _await_ok(apiserver, f"{self.url}/readyz", _client_context(self.ca, self.admin, self._dir))
+        self.unready.append((stopping, datetime.now(UTC)))
 
     def _start_controller_manager(self) -> None:
         port = free_port()
