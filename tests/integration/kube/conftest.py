@@ -6,8 +6,8 @@ tests that speak to it over the wire, as kopf does; ``cluster`` drives pods
 and CRs in it and ``operator`` starts the real operator against it.
 
 ``control_plane`` is the real one (etcd, kube-apiserver,
-kube-controller-manager; one per session, the CRD installed and
-Established), ``kube`` an admin client of it, ``namespace`` a fresh namespace
+kube-controller-manager; one per session, our CRD and kopf's KopfPeering CRD
+installed and Established), ``kube`` an admin client of it, ``namespace`` a fresh namespace
 per test and ``kubelet`` the harness that plays the kubelet there.
 """
 
@@ -41,6 +41,7 @@ from ..conftest import missing_service
 
 ROOT = Path(__file__).parents[3]
 CRD_PATH = ROOT / "crds" / "coordinateshards.yaml"
+PEERING_CRDS_PATH = ROOT / "charts" / "coordshard" / "crds" / "kopf-peering.yaml"
 CHART = ROOT / "charts" / "coordshard"
 CONTROL_PLANE_SCRIPT = ROOT / "scripts" / "control-plane.sh"
 ESTABLISHED_TIMEOUT = 30.0
@@ -59,6 +60,14 @@ Helm = Callable[..., subprocess.CompletedProcess[str]]
 
 def load_crd() -> dict[str, Any]:
     crd: dict[str, Any] = yaml.safe_load(CRD_PATH.read_text())
+    return crd
+
+
+def load_peering_crd(kind: str) -> dict[str, Any]:
+    """kopf's peering CRD for ``kind`` (KopfPeering, ClusterKopfPeering), as the chart ships it."""
+    docs = yaml.safe_load_all(PEERING_CRDS_PATH.read_text())
+    (found,) = [d for d in docs if d["spec"]["names"]["kind"] == kind]
+    crd: dict[str, Any] = found
     return crd
 
 
@@ -107,8 +116,9 @@ def control_plane(control_plane_bin: Path) -> Iterator[ControlPlane]:
     plane.start()
     try:
         kube = plane.rest()
-        kube.apply(load_crd())
-        wait_established(kube, load_crd()["metadata"]["name"])
+        for crd in (load_crd(), load_peering_crd("KopfPeering")):  # as helm install would
+            kube.apply(crd)
+            wait_established(kube, crd["metadata"]["name"])
         yield plane
     finally:
         plane.stop()

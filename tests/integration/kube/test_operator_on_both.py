@@ -16,26 +16,32 @@ import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import nats
 import pytest
+from nats.aio.client import Client
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
 
 from coordshard_client import CoordinateClient
 from coordshard_client.subjects import block_filter
 from coordshard_operator.cli.worker import worker_argv
 from coordshard_operator.kube import crd
-from coordshard_operator.local.natsserver import NatsServer
+from coordshard_operator.local.natsserver import NatsServer, free_port
+from coordshard_operator.rebalancer.jetstream import JetStreamApi
 from coordshard_operator.rebalancer.ranges import parse_ranges
+from coordshard_operator.testing.apiserver import ApiError
 from coordshard_operator.testing.cluster import Cluster, OperatorProcess, member_of, wait_until
 from coordshard_operator.testing.controlplane import ControlPlane
 from coordshard_operator.testing.kubecluster import KubeCluster
-from coordshard_operator.testing.kuberest import KubeRest
+from coordshard_operator.testing.kuberest import KubeRest, KubeRestError
 
-from .conftest import Helm
+from .conftest import Helm, Rule, load_peering_crd, rbac_rules
 from .test_chart_on_control_plane import RBAC_KINDS, render, token_kubeconfig
 
 pytestmark = pytest.mark.integration
@@ -44,14 +50,26 @@ STREAM = "COORDINATE"
 SHARDS = 6
 
 
+StartOperator = Callable[..., OperatorProcess]
+"""``start_operator(args=("--standalone",), env=None, log=None)``: one more operator."""
+
+
 @dataclass
 class Scenario:
     backend: str
     cluster: Cluster | KubeCluster
-    start_operator: Callable[[], OperatorProcess]
+    start_operator: StartOperator
     restart_api: Callable[[], None]
     """The API server restarted with its history lost: every watch breaks, and resuming
     from any resourceVersion seen before is 410 Gone."""
+    enable_standby: Callable[[], None]
+    """What the chart's ``operator.standby=true`` adds: the namespace's KopfPeering
+    object and (on the real server) the RBAC kopf peering needs."""
+    peering: Callable[[], dict[str, Any]]
+    """The KopfPeering object's status: the peers' keep-alives, by peer id."""
+    requests: Callable[[], set[Rule]]
+    """What the operator has asked the API server for so far, as RBAC rules: the
+    double's request log, or the real server's audit log for its ServiceAccount."""
 
     @property
     def namespace(self) -> str:
@@ -61,71 +79,136 @@ class Scenario:
         return str(self.cluster.pod(pod)["metadata"]["uid"])
 
 
-def _operator_env(nats_url: str) -> dict[str, str]:
-    return {"COORDSHARD_NATS_SERVERS": nats_url, "COORDSHARD_RESYNC_SECONDS": "5"}
+STANDBY_SETS = (
+    "operator.standby=true",
+    "operator.watchNamespaces={ns}",
+    "operator.readSecrets=false",
+)
+"""The chart's values for two peered replicas watching one namespace ({ns} filled in)."""
+PEERING = "coordshard"
+"""The peering object's name (the chart's, and ``coordshard operator``'s default)."""
 
 
 @pytest.fixture(params=["double", "real"])
 def scenario(
     request: pytest.FixtureRequest, nats_server: NatsServer, tmp_path: Path
 ) -> Iterator[Scenario]:
-    log = tmp_path / "operator.log"
+    default_log = tmp_path / "operator.log"
     procs: list[OperatorProcess] = []
+    applied: list[dict[str, Any]] = []
+    granted: list[dict[str, Any]] = []
     if request.param == "double":
         cluster: Cluster | KubeCluster = request.getfixturevalue("cluster")
         assert isinstance(cluster, Cluster)
-        url = cluster.api.url
-
-        def start() -> OperatorProcess:
-            procs.append(OperatorProcess(api_url=url, nats_url=nats_server.url, log=log))
-            return procs[-1]
+        api = cluster.api
+        login: dict[str, Any] = {"api_url": api.url}
 
         def restart() -> None:
-            assert isinstance(cluster, Cluster)
-            cluster.api.compact()
-            cluster.api.close_watches()
+            api.compact()
+            api.close_watches()
+
+        def enable_standby() -> None:
+            api.create_crd(load_peering_crd("KopfPeering"))
+            peers = api.find_type("kopf.dev", "kopfpeerings")
+            api.create(peers, cluster.namespace, {"metadata": {"name": PEERING}})
+
+        def peering() -> dict[str, Any]:
+            peers = api.find_type("kopf.dev", "kopfpeerings")
+            status: dict[str, Any] = api.get(peers, cluster.namespace, PEERING).get("status")
+            return status or {}
+
+        def requests() -> set[Rule]:
+            return {(r.verb, r.group, r.resource) for r in api.requests}
 
     else:
         kube: KubeRest = request.getfixturevalue("kube")
         namespace: str = request.getfixturevalue("namespace")
         helm: Helm = request.getfixturevalue("helm")
         cluster = KubeCluster(kube, request.getfixturevalue("kubelet"), namespace=namespace)
-        objects = [o for o in render(helm, namespace) if o["kind"] in RBAC_KINDS]
-        for obj in objects:
-            kube.apply(obj)
+
+        def apply_chart(*sets: str, kinds: tuple[str, ...] = RBAC_KINDS) -> list[dict[str, Any]]:
+            objects = [o for o in render(helm, namespace, *sets) if o["kind"] in kinds]
+            for obj in objects:
+                kube.apply(obj)
+            applied.extend(objects)
+            granted[:] = objects  # the chart as last applied
+            return objects
+
+        objects = apply_chart()
         (account,) = [o["metadata"]["name"] for o in objects if o["kind"] == "ServiceAccount"]
         kubeconfig = token_kubeconfig(kube, namespace, account, tmp_path / "operator.kubeconfig")
-
-        def start() -> OperatorProcess:
-            procs.append(
-                OperatorProcess(
-                    api_url="",  # log in with the kubeconfig, as in a cluster without one
-                    nats_url=nats_server.url,
-                    log=log,
-                    namespaces=(namespace,),
-                    env={"KUBECONFIG": str(kubeconfig)},
-                )
-            )
-            return procs[-1]
-
+        # Log in with the kubeconfig, as in a cluster without one.
+        login = {"api_url": "", "namespaces": (namespace,), "env": {"KUBECONFIG": str(kubeconfig)}}
         plane: ControlPlane = request.getfixturevalue("control_plane")
 
         def restart() -> None:
             plane.restart_apiserver(compact=True)
 
-    yield Scenario(request.param, cluster, start, restart)
+        def enable_standby() -> None:
+            sets = [s.replace("{ns}", "{" + namespace + "}") for s in STANDBY_SETS]
+            apply_chart(*sets, kinds=(*RBAC_KINDS, "KopfPeering"))
+
+        def peering() -> dict[str, Any]:
+            path = f"/apis/kopf.dev/v1/namespaces/{namespace}/kopfpeerings/{PEERING}"
+            status: dict[str, Any] = kube.get(path).get("status") or {}
+            return status
+
+        user = f"system:serviceaccount:{namespace}:{account}"
+
+        def requests() -> set[Rule]:
+            return {rule_of(e) for e in plane.audit_events(user=user) if "objectRef" in e}
+
+    def start(
+        *,
+        args: tuple[str, ...] = ("--standalone",),
+        env: dict[str, str] | None = None,
+        log: Path = default_log,
+    ) -> OperatorProcess:
+        kw = {**login, "env": {**login.get("env", {}), **(env or {})}}
+        procs.append(OperatorProcess(nats_url=nats_server.url, log=log, args=args, **kw))
+        return procs[-1]
+
+    yield Scenario(request.param, cluster, start, restart, enable_standby, peering, requests)
     for proc in procs:
-        proc.stop(timeout=5)
+        proc.stop(timeout=3)  # kopf can take longer to leave (daemons, peering); not tested here
     if isinstance(cluster, KubeCluster):
-        for obj in objects:
+        # Every call the operator made is one the chart grants, and none was refused
+        # (but while a restarted apiserver was not yet ready: it refuses before its RBAC
+        # caches are filled, and the operator must retry, as it did).
+        denied = [
+            e
+            for e in plane.audit_events(user=user)
+            if e["responseStatus"]["code"] == 403 and plane.was_ready(e["stageTimestamp"])
+        ]
+        assert not denied, [
+            (e["stageTimestamp"], e["verb"], e["requestURI"], e.get("annotations")) for e in denied
+        ]
+        assert requests() <= rbac_rules(granted), requests() - rbac_rules(granted)
+        for obj in applied:
             if obj["kind"] in ("ClusterRole", "ClusterRoleBinding"):
                 kube.request("DELETE", kube.path_of(obj))
         for cr in kube.get(cluster.crs_path)["items"]:  # the operator's finalizer would hold it
             kube.patch(
                 f"{cluster.crs_path}/{cr['metadata']['name']}", {"metadata": {"finalizers": None}}
             )
-    if log.exists():  # shown by pytest only when the test failed
-        sys.stdout.write(log.read_text()[-6000:])
+    for log in sorted(tmp_path.glob("operator*.log")):
+        sys.stdout.write(f"--- {log.name}\n{log.read_text()[-6000:]}")  # shown on failure
+
+
+@pytest.fixture
+async def client(nats_server: NatsServer) -> AsyncIterator[Client]:
+    nc = await nats.connect(nats_server.url)
+    yield nc
+    await nc.close()
+
+
+def rule_of(event: dict[str, Any]) -> Rule:
+    """An audit event's request as the RBAC rule that grants it."""
+    ref = event["objectRef"]
+    resource = (
+        f"{ref['resource']}/{ref['subresource']}" if "subresource" in ref else ref["resource"]
+    )
+    return (event["verb"], ref.get("apiGroup", ""), resource)
 
 
 def start_worker(scenario: Scenario, pod: str, *, nats_url: str, db: str, log: Path) -> Any:
@@ -298,6 +381,227 @@ async def test_the_operator_follows_pods_after_an_api_server_restart_lost_the_hi
     await wait_until(lambda: sorted(cluster.assignment()) == ["w-0", "w-2"], what="w-2 joined")
 
 
+async def test_operator_restarted_after_a_crash_finishes_the_job(
+    scenario: Scenario, nats_server: NatsServer
+) -> None:
+    """Level-based catch-up: what happened while no operator ran is seen in the state."""
+    cluster = scenario.cluster
+    proc = scenario.start_operator()
+    cluster.add_pod("w-0")
+    cluster.add_pod("w-1")
+    cluster.add_cr(shards=4)
+    await wait_until(lambda: len(cluster.assignment()) == 2, what="both pods assigned")
+    proc.kill()
+    # What a crash mid-hand-off leaves: a paused consumer (the engine pauses before it
+    # narrows or grows), a pod lost and one joined while nobody watched.
+    nc = await nats.connect(nats_server.url)
+    try:
+        (paused,) = [
+            i.name
+            for i in await nc.jetstream().consumers_info(STREAM)
+            if member_of(i) == cluster.consumer("w-0")
+        ]
+        await JetStreamApi(nc.jetstream()).pause_consumer(STREAM, paused, for_s=60)
+        cluster.delete_pod("w-1")
+        cluster.add_pod("w-2")
+        scenario.start_operator()
+        await wait_until(
+            lambda: sorted(cluster.assignment()) == ["w-0", "w-2"], what="level-based catch-up"
+        )
+        assert set(await held_filters(nats_server.url)) == {
+            cluster.consumer("w-0"),
+            cluster.consumer("w-2"),
+        }
+        infos = await nc.jetstream().consumers_info(STREAM)
+        (info,) = [i for i in infos if member_of(i) == cluster.consumer("w-0")]
+        assert not info.paused
+    finally:
+        await nc.close()
+
+
+async def test_a_standby_operator_takes_over_when_the_active_one_dies(
+    scenario: Scenario,
+    tmp_path: Path,
+    chart_rbac: Callable[..., set[tuple[str, str, str]]],
+) -> None:
+    """Two peered operators (as the chart's operator.standby=true runs them): one acts.
+    On the real server they run as the chart's ServiceAccount with the standby RBAC."""
+    cluster = scenario.cluster
+    scenario.enable_standby()
+    fast = {"COORDSHARD_PEERING_LIFETIME": "4"}
+    active_log, standby_log = tmp_path / "operator-active.log", tmp_path / "operator-standby.log"
+    active = scenario.start_operator(args=("--priority=100",), env=fast, log=active_log)
+    cluster.add_pod("w-0")
+    cluster.add_pod("w-1")
+    cluster.add_cr(shards=4)
+    await wait_until(lambda: len(cluster.assignment()) == 2, what="active operator assigned")
+    scenario.start_operator(args=("--priority=50",), env=fast, log=standby_log)
+    await wait_until(
+        lambda: len(scenario.peering()) == 2, what="both operators in the peering object"
+    )
+    cluster.add_pod("w-2")
+    await wait_until(lambda: len(cluster.assignment()) == 3, what="active handled the join")
+    assert "shards moved" not in standby_log.read_text()
+    active.kill()
+    cluster.delete_pod("w-1")
+    await wait_until(
+        lambda: sorted(cluster.assignment()) == ["w-0", "w-2"], timeout=30, what="standby took over"
+    )
+    assert "shards moved" in standby_log.read_text()
+    assert scenario.requests() == chart_rbac(*STANDBY_SETS)  # all granted, all used
+
+
+async def test_a_container_restarted_in_place_keeps_its_consumer_and_shards(
+    scenario: Scenario, nats_server: NatsServer
+) -> None:
+    """Same pod, same UID, restartCount + 1: the member is the same incarnation."""
+    cluster = scenario.cluster
+    scenario.start_operator()
+    cluster.add_pod("w-0")
+    cluster.add_pod("w-1")
+    cluster.add_cr(shards=4, grace=30)
+    await wait_until(lambda: len(cluster.assignment()) == 2, what="both pods assigned")
+    before, consumers = cluster.assignment(), await held_filters(nats_server.url)
+    cluster.restart_container("w-1")
+    await wait_until(
+        lambda: any("w-1" in m for m in cluster.events(crd.EVENT_RESTARTED_IN_PLACE)),
+        what="a RestartedInPlace Event naming w-1",
+    )
+    assert cluster.assignment() == before and await held_filters(nats_server.url) == consumers
+    restarts = {m["pod"]: m["restarts"] for m in cluster.status()["members"]}
+    assert restarts == {"w-0": 0, "w-1": 1}
+    assert len(cluster.events(crd.EVENT_RESTARTED_IN_PLACE)) == 1
+
+
+async def test_a_spec_edit_is_applied_at_once(scenario: Scenario) -> None:
+    cluster = scenario.cluster
+    scenario.start_operator(env={"COORDSHARD_RESYNC_SECONDS": "600"})  # only the edit wakes it
+    cluster.add_pod("w-0")
+    cluster.add_pod("w-1")
+    cluster.add_cr(shards=4)
+    await wait_until(lambda: len(cluster.assignment()) == 2, what="both pods assigned")
+    owner_of_0 = next(p for p, r in cluster.assignment().items() if 0 in parse_ranges(r))
+    other = "w-1" if owner_of_0 == "w-0" else "w-0"
+    cluster.patch_cr("orders", {"spec": {"pins": {"0": other}}})
+    await wait_until(lambda: 0 in parse_ranges(cluster.assignment().get(other, "")), what="pinned")
+    assert cluster.cr()["metadata"]["generation"] == 2  # a spec edit, counted by the server
+    await wait_until(lambda: cluster.status()["observedGeneration"] == 2, what="observed")
+
+
+def refusal(call: Callable[[], object]) -> int:
+    """The HTTP code the API server refused ``call`` with (either backend's client)."""
+    try:
+        call()
+    except ApiError as e:
+        return e.code
+    except KubeRestError as e:
+        return e.status
+    raise AssertionError("the API server accepted it")
+
+
+async def test_invalid_crs_are_refused_by_the_server_or_reported(scenario: Scenario) -> None:
+    cluster = scenario.cluster
+    scenario.start_operator()
+    assert refusal(lambda: cluster.add_cr("bad", shards=0)) == 422
+    cluster.add_pod("w-0")
+    cluster.add_cr("orders", shards=2)
+    cluster.add_cr("second", shards=2, app="v")  # valid for the server, but the same stream
+
+    def degraded_reasons() -> list[str]:
+        return [
+            c["reason"]
+            for name in ("orders", "second")
+            for c in cluster.status(name).get("conditions") or []
+            if c["type"] == crd.CONDITION_DEGRADED
+        ]
+
+    await wait_until(lambda: crd.REASON_INVALID_SPEC in degraded_reasons(), what="refused")
+    assert degraded_reasons().count(crd.REASON_INVALID_SPEC) == 1  # the first claim wins
+    await wait_until(  # kopf posts Events from a queue, after the status patch
+        lambda: any("is used by" in m for m in cluster.events(crd.REASON_INVALID_SPEC)),
+        what="an InvalidSpec Event",
+    )
+    (event, *_) = cluster.event_objects(crd.REASON_INVALID_SPEC)
+    assert event["type"] == "Warning" and event["involvedObject"]["kind"] == crd.KIND
+    assert refusal(lambda: cluster.patch_cr("orders", {"spec": {"shards": 3}})) == 422
+
+
+async def test_scale_up_and_all_pods_gone_then_back(
+    scenario: Scenario, nats_server: NatsServer
+) -> None:
+    cluster = scenario.cluster
+    scenario.start_operator()
+    cluster.add_pod("w-0")
+    cluster.add_cr(shards=6)
+    await wait_until(lambda: cluster.assignment() == {"w-0": "0-5"}, what="w-0 owns all")
+    cluster.add_pod("w-1")
+    cluster.add_pod("w-2")
+    await wait_until(lambda: len(cluster.assignment()) == 3, what="three members")
+    assert sorted(m["shards"] for m in cluster.status()["members"]) == [2, 2, 2]
+    for pod in ("w-0", "w-1", "w-2"):
+        cluster.delete_pod(pod)
+    await wait_until(lambda: cluster.condition(crd.CONDITION_DEGRADED) == "True", what="Degraded")
+    status = cluster.status()
+    assert status["unassignedShards"] == "0-5" and status["assignment"] == {}
+    assert await held_filters(nats_server.url) == {}
+    cluster.add_pod("w-0")
+    await wait_until(lambda: cluster.condition(crd.CONDITION_READY) == "True", what="recovered")
+    assert cluster.assignment() == {"w-0": "0-5"}
+
+
+async def test_metrics_follow_prometheus_conventions_and_give_each_groups_lag(
+    scenario: Scenario, client: Client
+) -> None:
+    cluster = scenario.cluster
+    metrics = free_port()
+    scenario.start_operator(
+        env={"COORDSHARD_METRICS_PORT": str(metrics), "COORDSHARD_RESYNC_SECONDS": "1"}
+    )
+    cluster.add_pod("w-0")
+    cluster.add_cr(shards=4)
+    await wait_until(lambda: len(cluster.assignment()) == 1, what="w-0 assigned")
+    js = client.jetstream()
+    for shard in range(4):
+        await js.publish(f"coordinate.cmd.{shard}.sys.lag", b"x")
+    (info,) = await js.consumers_info(STREAM)
+    held = await js.pull_subscribe_bind(info.name, stream=STREAM)
+    assert len(await held.fetch(1, timeout=5)) == 1  # delivered, never acked
+    url = f"http://127.0.0.1:{metrics}/metrics"
+    group = {"name": "orders", "namespace": scenario.namespace}
+
+    async def families() -> dict[str, Metric]:
+        async with aiohttp.ClientSession() as http, http.get(url) as r:
+            return {m.name: m for m in text_string_to_metric_families(await r.text())}
+
+    def lag(found: dict[str, Metric], family: str) -> float | None:
+        samples = [s.value for s in found[family].samples if s.labels == group]
+        return samples[0] if samples else None
+
+    async def lagging() -> dict[str, Metric] | None:
+        found = await families()
+        pending = lag(found, "coordshard_group_pending_messages")
+        ack_pending = lag(found, "coordshard_group_ack_pending_messages")
+        return found if (pending, ack_pending) == (3, 1) else None
+
+    found = await wait_until(lagging, what="the group's lag: 3 pending, 1 ack pending")
+    for family in found.values():
+        if family.type == "counter":
+            for sample in family.samples:
+                assert sample.name.endswith(("_total", "_created")), sample.name
+    assert not [n for n in found if "_ratio" in n]
+    assert "process_cpu_seconds" in found and "process_resident_memory_bytes" in found
+    # A deleted group leaves no series behind (a gauge would go on reporting its last lag).
+    await held.unsubscribe()
+    cluster.delete_cr("orders")
+    await wait_until(lambda: not cluster.has_cr("orders"), what="CR gone")
+
+    async def forgotten() -> bool:
+        found = await families()
+        return not [f.name for f in found.values() for s in f.samples if s.labels == group]
+
+    await wait_until(forgotten, what="no series of the deleted group")
+
+
 def statefulset(name: str, replicas: int) -> dict[str, Any]:
     labels = {"app": "w", crd.LABEL_WORKER: "true"}
     return {
@@ -321,7 +625,7 @@ def statefulset(name: str, replicas: int) -> dict[str, Any]:
 async def test_statefulset_scale_up_and_down_on_the_real_control_plane(
     scenario: Scenario,
 ) -> None:
-    """Pods made and deleted by the real StatefulSet controller."""
+    """Pods made and deleted by the real StatefulSet controller, down to none and back."""
     cluster = scenario.cluster
     assert isinstance(cluster, KubeCluster)
     kube, kubelet, ns = cluster.api, cluster.kubelet, cluster.namespace
@@ -344,3 +648,9 @@ async def test_statefulset_scale_up_and_down_on_the_real_control_plane(
     kube.patch(f"{path}/scale", {"spec": {"replicas": 1}})
     await wait_until(members("w-0"), what="scaled down to one")
     assert cluster.assignment() == {"w-0": "0-5"}
+    kube.patch(f"{path}/scale", {"spec": {"replicas": 0}})
+    await wait_until(members(), what="scaled to zero")
+    assert cluster.status()["unassignedShards"] == "0-5"
+    kube.patch(f"{path}/scale", {"spec": {"replicas": 1}})
+    await wait_until(members("w-0"), what="back to one")
+    await wait_until(lambda: cluster.condition(crd.CONDITION_READY) == "True", what="recovered")

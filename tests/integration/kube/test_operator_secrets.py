@@ -2,15 +2,19 @@
 
 A real nats-server that requires an nkey user, one that requires TLS (a CA
 and server certificate made here), and one that requires a client
-certificate too (mutual TLS); the CR names Secrets in the
-double; the operator reads them over the API and must create the consumers.
+certificate too (mutual TLS); the CR names Secrets in its namespace, on the
+API-server double and on the real control plane (where the operator reads
+them as the chart's ServiceAccount, through its ``get secrets`` grant), and
+the operator must create the consumers. The two TLS tests run on the double
+only: they differ from the nkey test on NATS's side alone, and reading a
+Secret, a changed one and a deleted one are checked on both backends by the
+nkey and release tests (the suite's time is kept for what can differ).
 Missing or wrong Secrets must give Degraded plus a Warning Event, no crash,
 and a fixed Secret must be picked up by the next reconcile.
 """
 
 from __future__ import annotations
 
-import base64
 import ssl
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,35 +25,24 @@ import pytest
 
 from coordshard_operator.kube import crd
 from coordshard_operator.local.natsserver import NatsServer, start_server
-from coordshard_operator.testing.apiserver import ApiError
 from coordshard_operator.testing.certs import TestCa, server_tls
-from coordshard_operator.testing.cluster import Cluster, OperatorProcess, member_of, wait_until
+from coordshard_operator.testing.cluster import Cluster, member_of, wait_until
+from coordshard_operator.testing.kubecluster import KubeCluster
 from coordshard_operator.testing.users import authorization, new_user_seed
+
+from . import test_operator_on_both
+from .test_operator_on_both import Scenario
+
+scenario = test_operator_on_both.scenario  # the fixture: one test, two backends
 
 pytestmark = pytest.mark.integration
 
-NS = "ns"
 
-
-def condition_reason(cluster: Cluster, type_: str) -> str | None:
+def condition_reason(cluster: Cluster | KubeCluster, type_: str) -> str | None:
     for c in cluster.status().get("conditions") or []:
         if c["type"] == type_:
             return str(c["reason"])
     return None
-
-
-def put_secret(cluster: Cluster, name: str, data: dict[str, bytes]) -> None:
-    secrets = cluster.api.find_type("", "secrets")
-    body = {
-        "metadata": {"name": name},
-        "data": {k: base64.b64encode(v).decode() for k, v in data.items()},
-    }
-    try:
-        cluster.api.get(secrets, NS, name)
-    except ApiError:
-        cluster.api.create(secrets, NS, body)
-    else:
-        cluster.api.patch(secrets, NS, name, {"data": body["data"]})
 
 
 async def consumer_names(url: str, **connect: Any) -> set[str]:
@@ -71,14 +64,14 @@ def nkey_server(tmp_path: Path) -> Iterator[tuple[NatsServer, bytes]]:
 
 
 async def test_an_nkey_seed_from_a_secret_connects_and_bad_secrets_degrade(
-    cluster: Cluster,
-    operator: Callable[..., OperatorProcess],
+    scenario: Scenario,
     nkey_server: tuple[NatsServer, bytes],
     chart_rbac: Callable[..., set[tuple[str, str, str]]],
     tmp_path: Path,
 ) -> None:
     server, seed = nkey_server
-    proc = operator()
+    cluster = scenario.cluster
+    proc = scenario.start_operator()
     cluster.add_pod("w-0")
     cluster.add_cr(shards=4, nats={"servers": [server.url], "nkeySecretRef": {"name": "nats-user"}})
     await wait_until(
@@ -87,18 +80,21 @@ async def test_an_nkey_seed_from_a_secret_connects_and_bad_secrets_degrade(
     )
     assert cluster.condition(crd.CONDITION_DEGRADED) == "True"
     await wait_until(  # kopf posts Events from a queue, after the status patch
-        lambda: any("ns/nats-user" in m for m in cluster.events(crd.REASON_SECRET_UNAVAILABLE)),
+        lambda: any(
+            f"{scenario.namespace}/nats-user" in m
+            for m in cluster.events(crd.REASON_SECRET_UNAVAILABLE)
+        ),
         what="a Warning Event naming the Secret",
     )
 
-    put_secret(cluster, "nats-user", {"other": b"x"})
+    cluster.put_secret("nats-user", {"other": b"x"})
     await wait_until(
         lambda: any("nkey.seed" in m for m in cluster.events(crd.REASON_SECRET_UNAVAILABLE)),
         what="an Event naming the missing key",
     )
 
     wrong = new_user_seed()
-    put_secret(cluster, "nats-user", {"nkey.seed": wrong})
+    cluster.put_secret("nats-user", {"nkey.seed": wrong})
     await wait_until(
         lambda: condition_reason(cluster, crd.CONDITION_DEGRADED) == crd.REASON_NATS_AUTH_FAILED,
         what="Degraded: NATS refused the seed",
@@ -106,7 +102,7 @@ async def test_an_nkey_seed_from_a_secret_connects_and_bad_secrets_degrade(
     await wait_until(lambda: cluster.events(crd.REASON_NATS_AUTH_FAILED), what="an auth Event")
     assert proc.running()
 
-    put_secret(cluster, "nats-user", {"nkey.seed": seed})  # a new resourceVersion
+    cluster.put_secret("nats-user", {"nkey.seed": seed})  # a new resourceVersion
     await wait_until(
         lambda: cluster.condition(crd.CONDITION_READY) == "True", what="Ready", timeout=20
     )
@@ -114,22 +110,23 @@ async def test_an_nkey_seed_from_a_secret_connects_and_bad_secrets_degrade(
         cluster.consumer("w-0")
     }
     assert proc.running()
-    text = (cluster.api.requests, cluster.status(), cluster.events(crd.REASON_NATS_AUTH_FAILED))
+    text = (cluster.status(), cluster.events(crd.REASON_NATS_AUTH_FAILED))
     text += ((tmp_path / "operator.log").read_text(),)
+    if isinstance(cluster, Cluster):
+        text += (cluster.api.requests,)
+    assert scenario.requests() == chart_rbac()  # the default chart's `get secrets` is used
     assert seed.decode() not in repr(text) and wrong.decode() not in repr(text)
-    used = {(r.verb, r.group, r.resource) for r in cluster.api.requests}
-    assert used == chart_rbac()  # the default chart grants `get secrets`, and it is used
 
 
-async def test_tls_with_the_ca_from_a_secret(
-    cluster: Cluster, operator: Callable[..., OperatorProcess], tmp_path: Path
-) -> None:
+@pytest.mark.parametrize("scenario", ["double"], indirect=True)  # NATS's side only
+async def test_tls_with_the_ca_from_a_secret(scenario: Scenario, tmp_path: Path) -> None:
+    cluster = scenario.cluster
     ca = TestCa()
     tls = server_tls(ca, tmp_path, verify=False)
     server = start_server(tmp_path / "tls-nats", extra_config=tls)
     try:
-        operator()
-        put_secret(cluster, "nats-tls", {crd.SECRET_CA: ca.cert})
+        scenario.start_operator()
+        cluster.put_secret("nats-tls", {crd.SECRET_CA: ca.cert})
         cluster.add_pod("w-0")
         cluster.add_cr(
             shards=4, nats={"servers": [server.url], "tlsSecretRef": {"name": "nats-tls"}}
@@ -141,9 +138,11 @@ async def test_tls_with_the_ca_from_a_secret(
         server.kill()
 
 
+@pytest.mark.parametrize("scenario", ["double"], indirect=True)  # NATS's side only
 async def test_mutual_tls_with_the_client_pair_from_a_secret(
-    cluster: Cluster, operator: Callable[..., OperatorProcess], tmp_path: Path
+    scenario: Scenario, tmp_path: Path
 ) -> None:
+    cluster = scenario.cluster
     ca = TestCa()
     client = ca.issue("coordshard-operator")
     (tmp_path / "client.crt").write_bytes(client.cert)
@@ -156,9 +155,8 @@ async def test_mutual_tls_with_the_client_pair_from_a_secret(
         # (TLS 1.3: the alert, or a broken pipe when the server hangs up first.)
         with pytest.raises((ssl.SSLError, BrokenPipeError, ConnectionResetError)):
             await nats.connect(server.url, tls=trust_only, allow_reconnect=False, connect_timeout=2)
-        operator()
-        put_secret(
-            cluster,
+        scenario.start_operator()
+        cluster.put_secret(
             "nats-mtls",
             {
                 crd.SECRET_CA: ca.cert,
@@ -179,21 +177,20 @@ async def test_mutual_tls_with_the_client_pair_from_a_secret(
 
 
 async def test_a_cr_whose_secret_is_gone_is_released_after_the_timeout_and_says_so(
-    cluster: Cluster,
-    operator: Callable[..., OperatorProcess],
-    nkey_server: tuple[NatsServer, bytes],
+    scenario: Scenario, nkey_server: tuple[NatsServer, bytes]
 ) -> None:
     # As when a namespace is deleted: its Secrets go with the CR, and a finalizer
     # that waited for them for ever would keep the namespace Terminating.
     server, seed = nkey_server
-    operator(env={"COORDSHARD_RELEASE_TIMEOUT_SECONDS": "2"})
-    put_secret(cluster, "nats-user", {"nkey.seed": seed})
+    cluster = scenario.cluster
+    scenario.start_operator(env={"COORDSHARD_RELEASE_TIMEOUT_SECONDS": "2"})
+    cluster.put_secret("nats-user", {"nkey.seed": seed})
     cluster.add_pod("w-0")
     cluster.add_cr(shards=4, nats={"servers": [server.url], "nkeySecretRef": {"name": "nats-user"}})
     await wait_until(lambda: cluster.condition(crd.CONDITION_READY) == "True", what="Ready")
-    cluster.api.delete(cluster.api.find_type("", "secrets"), NS, "nats-user")
-    cluster.api.delete(cluster.crs, NS, "orders")
-    await wait_until(lambda: not cluster.api.list(cluster.crs, NS), what="CR gone", timeout=30)
+    cluster.delete_secret("nats-user")
+    cluster.delete_cr("orders")
+    await wait_until(lambda: not cluster.has_cr("orders"), what="CR gone", timeout=30)
     await wait_until(
         lambda: any("nats-user" in m for m in cluster.events(crd.EVENT_CONSUMERS_LEFT)),
         what="a Warning Event saying the consumers stay",

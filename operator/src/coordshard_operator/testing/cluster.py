@@ -9,6 +9,7 @@ PID). Shared by the tests and by ``coordshard bench operator``.
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import subprocess
 import sys
@@ -129,6 +130,18 @@ class Cluster:
         """Delete the pod, its kubelet confirming at once (grace 0): it is gone."""
         self.api.delete(self.pods, self.namespace, name, grace_period=0)
 
+    def put_secret(self, name: str, data: Mapping[str, bytes]) -> None:
+        """Create the Secret, or replace its data (a new resourceVersion)."""
+        secrets = self.api.find_type("", "secrets")
+        encoded = {k: base64.b64encode(v).decode() for k, v in data.items()}
+        if any(o["metadata"]["name"] == name for o in self.api.list(secrets, self.namespace)):
+            self.api.patch(secrets, self.namespace, name, {"data": encoded})
+        else:
+            self.api.create(secrets, self.namespace, {"metadata": {"name": name}, "data": encoded})
+
+    def delete_secret(self, name: str) -> None:
+        self.api.delete(self.api.find_type("", "secrets"), self.namespace, name)
+
     def add_cr(
         self, name: str = "orders", *, shards: int = 8, grace: int = 0, app: str = "w", **spec: Any
     ) -> dict[str, Any]:
@@ -145,6 +158,10 @@ class Cluster:
 
     def cr(self, name: str = "orders") -> dict[str, Any]:
         return self.api.get(self.crs, self.namespace, name)
+
+    def patch_cr(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        """A merge patch of the CR, as ``kubectl patch --type=merge`` sends it."""
+        return self.api.patch(self.crs, self.namespace, name, patch)
 
     def delete_cr(self, name: str = "orders") -> None:
         """Delete the CR (the operator's finalizer holds it until its consumers are gone)."""

@@ -15,6 +15,8 @@ How it is set up, and why:
   ``system:masters``); a service-account signing key so the TokenRequest API
   mints tokens; ``--authorization-mode=Node,RBAC``; the default admission
   plugins with PodSecurity named explicitly; a service IP range; no cloud;
+  an audit log of every request a ServiceAccount makes (``AUDIT_POLICY``), so
+  a test can check what the operator asked for against the chart's RBAC;
 * kube-controller-manager, with only the controllers the tests need (the
   Deployment, ReplicaSet, StatefulSet and garbage-collection controllers,
   service accounts and their tokens, namespace deletion, the root CA
@@ -41,6 +43,7 @@ import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +51,7 @@ from coordshard_operator.local.natsserver import free_port
 from coordshard_operator.testing.certs import Issued, TestCa, signing_key
 from coordshard_operator.testing.kuberest import KubeRest, write_kubeconfig
 
-__all__ = ["CONTROLLERS", "ControlPlane", "ControlPlaneError"]
+__all__ = ["AUDIT_POLICY", "CONTROLLERS", "ControlPlane", "ControlPlaneError"]
 
 CONTROLLERS = (
     "deployment-controller",
@@ -72,6 +75,17 @@ alone takes several seconds to install its APIs)."""
 STOP_TIMEOUT = 10.0
 """Seconds between SIGTERM and SIGKILL."""
 ADMIN = "admin"
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived"],
+    "rules": [
+        {"level": "Metadata", "userGroups": ["system:serviceaccounts"]},
+        {"level": "None"},
+    ],
+}
+"""Who is audited: ServiceAccounts only (the operator runs as one; the admin and the
+controller-manager do not), at Metadata level (verb, resource, user, response code)."""
 
 
 class ControlPlaneError(RuntimeError):
@@ -115,6 +129,10 @@ class ControlPlane:
         self._components: list[_Component] = []
         self._etcd = ""
         self._apiserver_args: list[str] = []
+        self.unready: list[tuple[datetime, datetime]] = []
+        """(from, to) of each restart: the old apiserver stopping until the new one's
+        ``/readyz`` passed. Meanwhile it may answer before its RBAC caches are filled,
+        refusing (403) what RBAC grants."""
         self._ca = TestCa()
         self.ca = self._ca.cert
         self.admin: Issued = self._ca.issue(ADMIN, organizations=("system:masters",))
@@ -160,6 +178,20 @@ class ControlPlane:
             shutil.rmtree(self.root, ignore_errors=True)
             self.root = None
         atexit.unregister(self.stop)
+
+    def was_ready(self, stamp: str) -> bool:
+        """Whether the apiserver was ready at ``stamp`` (an audit event's RFC 3339 time):
+        outside every ``unready`` window."""
+        when = datetime.fromisoformat(stamp)
+        return not any(begin <= when <= end for begin, end in self.unready)
+
+    def audit_events(self, *, user: str) -> list[dict[str, Any]]:
+        """The audit log's events for ``user`` (e.g. ``system:serviceaccount:ns:name``),
+        oldest first: one per request once answered, a watch's when it started and
+        again when it ended."""
+        lines = (self._dir / "audit.log").read_text().splitlines()
+        events = [json.loads(line) for line in lines if line]
+        return [e for e in events if e["user"]["username"] == user]
 
     def logs(self, lines: int = 30) -> str:
         """The last ``lines`` of each component's log (for a failing test's report)."""
@@ -212,6 +244,7 @@ class ControlPlane:
         self.url = f"https://127.0.0.1:{port}"
         serving = self._ca.issue("kube-apiserver")
         sa = signing_key()
+        audit_policy = self._write("audit-policy.json", json.dumps(AUDIT_POLICY).encode())
         self._apiserver_args = [
             f"--etcd-servers={etcd}",
             "--bind-address=127.0.0.1",
@@ -228,6 +261,8 @@ class ControlPlane:
             f"--service-account-signing-key-file={self._write('sa.key', sa.private)}",
             "--authorization-mode=Node,RBAC",
             "--enable-admission-plugins=PodSecurity",  # on by default; named, as relied on
+            f"--audit-policy-file={audit_policy}",
+            f"--audit-log-path={self._dir / 'audit.log'}",
             f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
             f"--cert-dir={self._dir / 'apiserver-certs'}",
             "--v=1",
@@ -245,6 +280,7 @@ class ControlPlane:
         list again, as after a long outage.
         """
         (old,) = [c for c in self._components if c.name == "kube-apiserver"]
+        stopping = datetime.now(UTC)
         old.stop()
         self._components.remove(old)
         if compact:
@@ -252,6 +288,7 @@ class ControlPlane:
         apiserver = self._spawn("kube-apiserver", self._apiserver_args)
         self._components.insert(1, self._components.pop())  # keep the stop order
         _await_ok(apiserver, f"{self.url}/readyz", _client_context(self.ca, self.admin, self._dir))
+        self.unready.append((stopping, datetime.now(UTC)))
 
     def _start_controller_manager(self) -> None:
         port = free_port()

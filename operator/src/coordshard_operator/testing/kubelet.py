@@ -4,7 +4,8 @@ Owns ``Kubelet``: a Node it registers (Ready, as a kubelet reports it), and
 for each pod what the missing components would do, through the same API
 calls: the scheduler's ``binding`` subresource (``spec.nodeName``), the
 kubelet's status writes (``Running`` with ``Ready``/``ContainersReady``
-conditions and container statuses, readiness flipped later), and the end of
+conditions and container statuses, readiness flipped later, a container
+restarted in place), and the end of
 a graceful deletion (``DELETE`` with ``gracePeriodSeconds=0`` and the pod's
 UID as precondition, as the kubelet sends once the containers are gone). Why
 by hand: there is no container runtime here; which containers really run
@@ -111,6 +112,34 @@ class Kubelet:
         body = self.api.get(f"{_pods(namespace)}/{pod}")
         statuses = [
             {**c, "ready": ready} for c in body.get("status", {}).get("containerStatuses") or []
+        ]
+        patch = {"status": {"conditions": self._conditions(ready), "containerStatuses": statuses}}
+        return self.api.patch(f"{_pods(namespace)}/{pod}/status", patch)
+
+    def restart_container(self, namespace: str, pod: str, *, ready: bool = True) -> Obj:
+        """The pod's containers crashed and were started again in the same pod, as the
+        kubelet reports it: same UID, ``restartCount`` + 1, a new container ID, the old
+        run in ``lastState``, and Ready (unless ``ready=False``)."""
+        body = self.api.get(f"{_pods(namespace)}/{pod}")
+        started = _now()
+        statuses = [
+            {
+                **c,
+                "ready": ready,
+                "restartCount": int(c.get("restartCount") or 0) + 1,
+                "containerID": f"{c['containerID']}-r{int(c.get('restartCount') or 0) + 1}",
+                "lastState": {
+                    "terminated": {
+                        "exitCode": 137,
+                        "reason": "Error",
+                        "startedAt": c["state"]["running"]["startedAt"],
+                        "finishedAt": started,
+                        "containerID": c["containerID"],
+                    }
+                },
+                "state": {"running": {"startedAt": started}},
+            }
+            for c in body["status"]["containerStatuses"]
         ]
         patch = {"status": {"conditions": self._conditions(ready), "containerStatuses": statuses}}
         return self.api.patch(f"{_pods(namespace)}/{pod}/status", patch)
