@@ -28,11 +28,12 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Final
+from typing import Final, NewType
 
 __all__ = [
     "DEFAULT_GROUP",
     "DEFAULT_STREAM",
+    "MemberId",
     "consumer_name",
     "generation_of",
     "member_id",
@@ -58,7 +59,12 @@ def validate_name(value: str, *, what: str) -> str:
     return value
 
 
-def member_id(*, group: str, member: str, incarnation: str) -> str:
+MemberId = NewType("MemberId", str)
+"""One member incarnation's id (``member_id``): what the planner assigns shards to and the
+stem of its consumers' names. Not a pod name, not a consumer name."""
+
+
+def member_id(*, group: str, member: str, incarnation: str) -> MemberId:
     """The id of one member incarnation: the planner's member id and its consumers' stem.
 
     ``<group>_<member>_<10 hex of blake2b(incarnation)>``, with characters NATS
@@ -72,7 +78,7 @@ def member_id(*, group: str, member: str, incarnation: str) -> str:
     digest = hashlib.blake2b(incarnation.encode(), digest_size=5).hexdigest()
     safe_member = _UNSAFE.sub("-", member)
     room = MAX_NAME - GENERATION_ROOM - len(group) - len(digest) - 2
-    return f"{group}_{safe_member[:room]}_{digest}"
+    return MemberId(f"{group}_{safe_member[:room]}_{digest}")
 
 
 def consumer_name(member: str, *, generation: int) -> str:

@@ -25,7 +25,7 @@ import nats
 import pytest
 
 from coordshard_client import CoordinateClient
-from coordshard_client.subjects import shard_filter
+from coordshard_client.subjects import block_filter
 from coordshard_operator.cli.worker import worker_argv
 from coordshard_operator.kube import crd
 from coordshard_operator.local.natsserver import NatsServer
@@ -147,7 +147,7 @@ def start_worker(scenario: Scenario, pod: str, *, nats_url: str, db: str, log: P
 
 
 async def held_filters(url: str) -> dict[str, list[str]]:
-    """Member id -> its consumer's filter subjects, as NATS holds them."""
+    """Member id -> its lanes' filter subjects, as NATS holds them."""
     nc = await nats.connect(url)
     try:
         infos = await nc.jetstream().consumers_info(STREAM)
@@ -155,7 +155,10 @@ async def held_filters(url: str) -> dict[str, list[str]]:
         return {}
     finally:
         await nc.close()
-    return {member_of(i): sorted(i.config.filter_subjects or []) for i in infos}
+    held: dict[str, list[str]] = {}
+    for i in infos:
+        held.setdefault(member_of(i), []).extend(i.config.filter_subjects or [])
+    return {m: sorted(filters) for m, filters in held.items()}
 
 
 async def test_three_ready_pods_get_consumers_and_a_crashed_pods_shards_move(
@@ -180,7 +183,8 @@ async def test_three_ready_pods_get_consumers_and_a_crashed_pods_shards_move(
         status = cluster.status()
         assert status["memberCount"] == 3 and status["unassignedShards"] == ""
         assert await held_filters(nats_server.url) == {
-            cluster.consumer(pod): sorted(shard_filter(s) for s in parse_ranges(ranges))
+            # N <= 512: a block is one shard (subjects.blocks_of)
+            cluster.consumer(pod): sorted(block_filter(s) for s in parse_ranges(ranges))
             for pod, ranges in status["assignment"].items()
         }
         async with CoordinateClient.connect(

@@ -88,18 +88,18 @@ async def test_kill9_one_worker_then_two_at_once(tmp_path: Path) -> None:
         assert system.group is not None
         load = system.start_load(rate=RATE)
         await more_successes(load, 100)
-        victim = system.workers["worker-0"].consumer
+        victim = system.workers["worker-0"].member_id
         system.kill("worker-0")
         await until(lambda: victim not in system.group.assignment, what="worker-0 fenced")
         await system.wait_converged()
         await more_successes(load, 100)
-        gone = {system.workers[n].consumer for n in ("worker-1", "worker-2")}
+        gone = {system.workers[n].member_id for n in ("worker-1", "worker-2")}
         system.kill("worker-1")
         system.kill("worker-2")
         await until(lambda: not gone & set(system.group.assignment), what="two workers fenced")
         await system.wait_converged()
         # The last worker standing owns every shard.
-        assert list(system.group.assignment) == [system.workers["worker-3"].consumer]
+        assert list(system.group.assignment) == [system.workers["worker-3"].member_id]
         await more_successes(load, 100)
         summary = await system.finish()
     assert_clean(summary)
@@ -114,11 +114,11 @@ async def test_stopped_worker_past_grace_is_fenced_and_rejoins_on_wake(tmp_path:
         await more_successes(load, 100)
         zombie = system.workers["worker-1"]
         await stop_outside_a_write(zombie, system.data_dir / "store.db")
-        await until(lambda: zombie.consumer not in system.group.assignment, what="zombie fenced")
+        await until(lambda: zombie.member_id not in system.group.assignment, what="zombie fenced")
         await more_successes(load, 100)
         zombie.signal(signal.SIGCONT)
         # Awake, it answers its probe again and is given shards again.
-        await until(lambda: bool(system.group.assignment.get(zombie.consumer)), what="rejoin")
+        await until(lambda: bool(system.group.assignment.get(zombie.member_id)), what="rejoin")
         await more_successes(load, 100)
         summary = await system.finish()
     assert_clean(summary)

@@ -24,12 +24,12 @@ async def test_a_crashed_worker_comes_back_as_a_new_incarnation_and_gets_shards(
         assert system.group is not None
         await system.wait_converged()
         worker = system.workers["worker-0"]
-        crashed = worker.consumer
+        crashed = worker.member_id
         worker.signal(signal.SIGABRT)  # a crash, not a kill by chaos nor a stop
         await until(lambda: crashed not in system.group.assignment, what="the crash handled")
         await until(lambda: worker.generation == 2 and worker.state.ready, what="restarted")
         await system.wait_converged()
-        assert worker.consumer != crashed and system.group.assignment.get(worker.consumer)
+        assert worker.member_id != crashed and system.group.assignment.get(worker.member_id)
         assert worker.crashes == 0  # ready again: the back-off starts over
         assert system.kills == []  # not counted as a chaos kill
 
@@ -60,7 +60,7 @@ async def test_a_worker_restarted_in_place_keeps_its_consumer_and_shards_and_los
         assert system.group is not None
         await system.wait_converged()
         worker = system.workers["worker-0"]
-        consumer = worker.consumer
+        consumer = worker.member_id
         shards = list(system.group.assignment[consumer])
         load = system.start_load(rate=150.0)
         await more_successes(load, 100)
@@ -69,7 +69,7 @@ async def test_a_worker_restarted_in_place_keeps_its_consumer_and_shards_and_los
         await worker.start(in_place=True)
         await until(lambda: worker.state.ready, what="ready again")
         await more_successes(load, 100)
-        assert (worker.consumer, worker.generation, worker.restarts) == (consumer, 1, 1)
+        assert (worker.member_id, worker.generation, worker.restarts) == (consumer, 1, 1)
         assert list(system.group.assignment[consumer]) == shards
         summary = await system.finish()
         assert summary["lost"] == 0 and summary["duplicate_effects"] == 0, summary

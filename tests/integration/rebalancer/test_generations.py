@@ -25,28 +25,26 @@ async def test_a_member_back_after_a_fence_gets_a_new_name_from_a_restarted_engi
     config = GroupConfig(stream=stream_name, group="g", shards=4, layout="shards")
     a = MemberInfo.of(group="g", member="a", incarnation="1")
     b = MemberInfo.of(group="g", member="b", incarnation="1")
-    both = {a.consumer: a, b.consumer: b}
+    both = {a.id: a, b.id: b}
     names: list[str] = []
 
     async def fence_a_and_bring_it_back(engine: Engine, epoch: int) -> None:
-        fenced = await engine.apply({b.consumer: range(4)}, members={b.consumer: b}, epoch=epoch)
-        assert [f.consumer for f in fenced.fenced] == [a.consumer]
-        back = await engine.apply(
-            {a.consumer: (0, 1), b.consumer: (2, 3)}, members=both, epoch=epoch + 1
-        )
-        assert back.created == (a.consumer,)
+        fenced = await engine.apply({b.id: range(4)}, members={b.id: b}, epoch=epoch)
+        assert [f.consumer for f in fenced.fenced] == [a.id]
+        back = await engine.apply({a.id: (0, 1), b.id: (2, 3)}, members=both, epoch=epoch + 1)
+        assert back.created == (a.id,)
         names.extend(back.created_names)
 
     engine = Engine(js, config)
     await engine.ensure_stream()
-    first = await engine.apply({a.consumer: (0, 1), b.consumer: (2, 3)}, members=both, epoch=1)
+    first = await engine.apply({a.id: (0, 1), b.id: (2, 3)}, members=both, epoch=1)
     names.extend(first.created_names)
-    assert first.created_names == (consumer_name(a.consumer, generation=1), f"{b.consumer}_g1")
+    assert first.created_names == (consumer_name(a.id, generation=1), f"{b.id}_g1")
     await fence_a_and_bring_it_back(engine, 2)
-    assert names[-1] == consumer_name(a.consumer, generation=3), "named after its epoch"
+    assert names[-1] == consumer_name(a.id, generation=3), "named after its epoch"
 
     await fence_a_and_bring_it_back(Engine(js, config), restart_epoch)
     assert len(names) == len(set(names)), names
     observed = await Engine(js, config).observe()
-    assert observed.consumers[a.consumer].name == names[-1]
+    assert observed.consumers[a.id].name == names[-1]
     assert observed.generation >= 4

@@ -131,9 +131,9 @@ async def test_desired_assignment_is_validated(js: JetStreamContext, stream_name
     engine = Engine(js, config(stream_name))
     await engine.ensure_stream()
     a, b = member("a"), member("b")
-    live = {a.consumer: a, b.consumer: b}
+    live = {a.id: a, b.id: b}
     with pytest.raises(ConfigError, match="both"):
-        await engine.apply({a.consumer: (1,), b.consumer: (1,)}, members=live, epoch=1)
+        await engine.apply({a.id: (1,), b.id: (1,)}, members=live, epoch=1)
     with pytest.raises(ConfigError, match="not a live member"):
         await engine.apply({"ghost": (1,)}, members=live, epoch=1)
 
@@ -144,7 +144,7 @@ async def test_second_reconcile_changes_nothing(
 ) -> None:
     engine = Engine(js, config(stream_name, layout=layout))
     await engine.ensure_stream()
-    live = {m.consumer: m for m in (member("a"), member("b"), member("c"))}
+    live = {m.id: m for m in (member("a"), member("b"), member("c"))}
     first = await converge(engine, live, epoch=1)
     assert set(first.created) == set(live)
     before = {
@@ -173,7 +173,7 @@ async def test_member_without_shards_has_no_consumer(
 ) -> None:
     engine = Engine(js, config(stream_name, layout=layout, shards=2))
     await engine.ensure_stream()
-    live = {m.consumer: m for m in (member("a"), member("b"), member("c"))}
+    live = {m.id: m for m in (member("a"), member("b"), member("c"))}
     await converge(engine, live, epoch=1)
     observed = await engine.observe()
     assert len(observed.consumers) == 2
@@ -187,7 +187,7 @@ async def test_remove_group_keeps_the_messages(
 ) -> None:
     engine = Engine(js, config(stream_name, layout=layout))
     await engine.ensure_stream()
-    await converge(engine, {member("a").consumer: member("a")}, epoch=1)
+    await converge(engine, {member("a").id: member("a")}, epoch=1)
     await js.publish(f"{PREFIX}.3.sys.op", b"x")
     await engine.remove_group()
     assert (await engine.observe()).consumers == {}
@@ -201,16 +201,16 @@ async def test_fenced_zombie_can_neither_fetch_nor_ack(
     engine = Engine(js, config(stream_name, layout=layout, shards=4))
     await engine.ensure_stream()
     a, b = member("a"), member("b")
-    await engine.apply({a.consumer: (0, 1, 2, 3)}, members={a.consumer: a}, epoch=1)
+    await engine.apply({a.id: (0, 1, 2, 3)}, members={a.id: a}, epoch=1)
     await js.publish(f"{PREFIX}.2.sys.op", b"held")
     await js.publish(f"{PREFIX}.2.sys.op", b"later")
-    zombie = await js.pull_subscribe_bind(durable=f"{a.consumer}_g1", stream=stream_name)
+    zombie = await js.pull_subscribe_bind(durable=f"{a.id}_g1", stream=stream_name)
     [held] = await zombie.fetch(1, timeout=2)
 
     # a is declared dead while its process still runs; b takes its shards.
-    report = await engine.apply({b.consumer: (0, 1, 2, 3)}, members={b.consumer: b}, epoch=2)
+    report = await engine.apply({b.id: (0, 1, 2, 3)}, members={b.id: b}, epoch=2)
 
-    assert [f.consumer for f in report.fenced] == [a.consumer]
+    assert [f.consumer for f in report.fenced] == [a.id]
     assert report.fenced[0].duplicate_range == (1, 1)
     with pytest.raises(nats.errors.Error):
         await held.ack_sync(timeout=1)
@@ -231,7 +231,7 @@ async def test_crash_moves_orphan_shards_with_nothing_lost(
     engine = Engine(js, config(stream_name, layout=layout))
     await engine.ensure_stream()
     ledger = Ledger()
-    live = {m.consumer: m for m in (member("a"), member("b"), member("c"))}
+    live = {m.id: m for m in (member("a"), member("b"), member("c"))}
     workers = {
         n: fleet.add(SimWorker(js, stream=stream_name, consumer=n, ledger=ledger).start())
         for n in live
@@ -240,7 +240,7 @@ async def test_crash_moves_orphan_shards_with_nothing_lost(
     publisher = fleet.add(Publisher(js, prefix=PREFIX, shards=SHARDS, ledger=ledger).start())
     await wait_for(lambda: len(ledger.processed) > 300, what="traffic")
 
-    victim = member("b").consumer
+    victim = member("b").id
     await workers.pop(victim).crash()
     del live[victim]
     report = await converge(engine, live, epoch=2)
@@ -278,14 +278,14 @@ async def run_scenario(
         nonlocal generation
         generation += 1
         info = member(name, generation)
-        live[info.consumer] = info
-        workers[info.consumer] = fleet.add(
-            SimWorker(js, stream=stream, consumer=info.consumer, ledger=ledger).start()
+        live[info.id] = info
+        workers[info.id] = fleet.add(
+            SimWorker(js, stream=stream, consumer=info.id, ledger=ledger).start()
         )
 
     async def crash(consumer: str) -> str:
         await workers.pop(consumer).crash()
-        return live.pop(consumer).member
+        return live.pop(consumer).name
 
     for _ in range(3):
         join(next(names))
@@ -348,25 +348,25 @@ async def test_reconcile_resumes_after_a_crash_between_any_two_steps(
         setup = Engine(js, config(stream, shards=12, layout=layout))
         await setup.ensure_stream()
         ledger = Ledger()
-        live = {m.consumer: m for m in (member("a"), member("b"), member("c"))}
+        live = {m.id: m for m in (member("a"), member("b"), member("c"))}
         workers = {
             n: fleet.add(SimWorker(js, stream=stream, consumer=n, ledger=ledger).start())
             for n in live
         }
         a, b, c, d = (member(x) for x in "abcd")
-        start = {a.consumer: (0, 1, 2, 3), b.consumer: (4, 5, 6, 7), c.consumer: (8, 9, 10, 11)}
+        start = {a.id: (0, 1, 2, 3), b.id: (4, 5, 6, 7), c.id: (8, 9, 10, 11)}
         await setup.apply(start, members=live, epoch=1)
         publisher = fleet.add(Publisher(js, prefix=PREFIX, shards=12, ledger=ledger).start())
         await wait_for(lambda: len(ledger.processed) > 100, what="traffic")  # noqa: B023
         # c crashes and d joins; a loses 3 to b and gains 8, 9; d gets 10, 11:
         # a fence, a narrow, resets, grows and a create in one reconcile.
-        await workers.pop(c.consumer).crash()
-        del live[c.consumer]
-        live[d.consumer] = d
-        workers[d.consumer] = fleet.add(
-            SimWorker(js, stream=stream, consumer=d.consumer, ledger=ledger).start()
+        await workers.pop(c.id).crash()
+        del live[c.id]
+        live[d.id] = d
+        workers[d.id] = fleet.add(
+            SimWorker(js, stream=stream, consumer=d.id, ledger=ledger).start()
         )
-        target = {a.consumer: (0, 1, 2, 8, 9), b.consumer: (3, 4, 5, 6, 7), d.consumer: (10, 11)}
+        target = {a.id: (0, 1, 2, 8, 9), b.id: (3, 4, 5, 6, 7), d.id: (10, 11)}
         steps: list[str] = []
 
         async def die_after(step: str, steps: list[str] = steps, k: int = k) -> None:
@@ -431,7 +431,7 @@ async def test_a_worker_holding_deliveries_across_a_reset_gets_them_again_in_ord
     engine = Engine(js, config(stream_name))
     await engine.ensure_stream()
     m = member("a")
-    await engine.apply({m.consumer: range(SHARDS)}, members={m.consumer: m}, epoch=0)
+    await engine.apply({m.id: range(SHARDS)}, members={m.id: m}, epoch=0)
     ledger = Ledger()
     publisher = Publisher(js, prefix=PREFIX, shards=SHARDS, ledger=ledger)
     for _ in range(50):
@@ -446,7 +446,7 @@ async def test_a_worker_holding_deliveries_across_a_reset_gets_them_again_in_ord
 
     worker = fleet.add(
         SimWorker(
-            js, stream=stream_name, consumer=m.consumer, ledger=ledger, on_processed=reset_once
+            js, stream=stream_name, consumer=m.id, ledger=ledger, on_processed=reset_once
         ).start()
     )
     await wait_for(lambda: not ledger.missing(), timeout=15)

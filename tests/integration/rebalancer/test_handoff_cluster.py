@@ -119,9 +119,9 @@ async def test_r3_churn_and_a_leader_kill_during_a_handoff_lose_nothing(
         nonlocal generation
         generation += 1
         info = MemberInfo.of(group="g", member=name, incarnation=str(generation))
-        live[info.consumer] = info
-        workers[info.consumer] = fleet.add(
-            SimWorker(js, stream="R3", consumer=info.consumer, ledger=ledger).start()
+        live[info.id] = info
+        workers[info.id] = fleet.add(
+            SimWorker(js, stream="R3", consumer=info.id, ledger=ledger).start()
         )
 
     for name in ("a", "b", "c"):
@@ -149,7 +149,7 @@ async def test_r3_churn_and_a_leader_kill_during_a_handoff_lose_nothing(
         await wait_until(lambda: len(ledger.processed) > seen + 100)  # noqa: B023
         victim = rng.choice(sorted(live))
         await workers.pop(victim).crash()
-        name = live.pop(victim).member
+        name = live.pop(victim).name
         if epoch % 2:
             join(name)  # a restart: same member, new incarnation
         await converge(epoch)
@@ -203,7 +203,7 @@ async def test_a_worker_keeps_its_deliveries_in_order_through_a_consumer_leader_
     engine = Engine(js, config)
     await ensure_stream(engine)
     member = MemberInfo.of(group="g", member="a", incarnation="1")
-    await engine.apply({member.consumer: range(SHARDS)}, members={member.consumer: member}, epoch=0)
+    await engine.apply({member.id: range(SHARDS)}, members={member.id: member}, epoch=0)
     ledger = Ledger()
     publisher = Publisher(js, prefix=PREFIX, shards=SHARDS, ledger=ledger)
     for _ in range(100):
@@ -223,7 +223,7 @@ async def test_a_worker_keeps_its_deliveries_in_order_through_a_consumer_leader_
         SimWorker(
             js,
             stream="R3K",
-            consumer=member.consumer,
+            consumer=member.id,
             ledger=ledger,
             on_processed=kill_consumer_leader,
         ).start()

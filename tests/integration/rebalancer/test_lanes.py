@@ -76,11 +76,11 @@ class Group:
         engine.api.pause_consumer = pause  # type: ignore[method-assign]
 
     def join(self, info: MemberInfo) -> None:
-        self.live[info.consumer] = info
+        self.live[info.id] = info
         stream = self.engine.config.stream
-        worker = SimWorker(self.js, stream=stream, consumer=info.consumer, ledger=self.ledger,
+        worker = SimWorker(self.js, stream=stream, consumer=info.id, ledger=self.ledger,
                            fetch_timeout_s=0.5)  # fmt: skip
-        self.workers[info.consumer] = self.fleet.add(worker.start())
+        self.workers[info.id] = self.fleet.add(worker.start())
 
     async def crash(self, member_id: str) -> None:
         await self.workers.pop(member_id).crash()
@@ -151,7 +151,7 @@ async def test_a_crash_hands_off_on_new_lanes_and_leaves_the_survivors_alone(
                                     keys=4000, burst=50).start())  # fmt: skip
     await wait_for(lambda: len(group.ledger.processed) > 300, what="traffic")
 
-    victim = member(f"m{members // 2}").consumer
+    victim = member(f"m{members // 2}").id
     await group.crash(victim)
     report = await group.converge()
 
@@ -196,7 +196,7 @@ async def test_a_join_moves_blocks_retiring_only_the_lanes_that_held_them(
 
     assert report is not None and not report.fenced
     after = await group.lanes()
-    moved = {b for n, blocks in after.items() if n.startswith(joiner.consumer) for b in blocks}
+    moved = {b for n, blocks in after.items() if n.startswith(joiner.id) for b in blocks}
     assert len(moved) == BLOCKS // 65
     assert set(group.paused) == set(report.retired)
     assert all(set(before[n]) & moved for n in report.retired)  # only the lanes that held them
@@ -217,7 +217,7 @@ async def test_a_fenced_zombie_can_neither_fetch_nor_ack_on_any_lane(
     engine = Engine(js, config(stream_name))
     await engine.ensure_stream()
     a, b = member("a"), member("b")
-    await run_pass(engine, shards=SHARDS, members={a.consumer: a}, epoch=1)
+    await run_pass(engine, shards=SHARDS, members={a.id: a}, epoch=1)
     lanes = await Group(js, engine, Fleet()).lanes()
     assert len(lanes) == BLOCKS // LANE_BLOCKS
     await js.publish(f"{PREFIX}.7.sys.op", b"held")  # any shard: a owns all of them
@@ -225,7 +225,7 @@ async def test_a_fenced_zombie_can_neither_fetch_nor_ack_on_any_lane(
     held = [m for got in await asyncio.gather(*(fetch(z, 0.5) for z in zombies)) for m in got]
     assert len(held) == 1
 
-    done = await run_pass(engine, shards=SHARDS, members={b.consumer: b}, epoch=2)
+    done = await run_pass(engine, shards=SHARDS, members={b.id: b}, epoch=2)
 
     assert done.report is not None
     assert {f.name for f in done.report.fenced} == set(lanes)
@@ -258,7 +258,7 @@ async def test_the_first_sweep_leaves_commands_stored_under_blocks_alone(
         key = f"sys-{i}"
         await js.publish(f"{PREFIX}.{shard_of(key, SHARDS)}.{key}.op", b"x")
     a = member("a")
-    done = await run_pass(engine, shards=SHARDS, members={a.consumer: a}, epoch=1)
+    done = await run_pass(engine, shards=SHARDS, members={a.id: a}, epoch=1)
     assert done.swept is not None and done.swept.messages == 0
     assert (await js.stream_info(stream_name)).state.messages == 20
 
@@ -276,7 +276,7 @@ async def test_an_existing_stream_without_the_transform_keeps_the_shards_layout(
     assert info.config.subject_transform is None  # never added to a stream with messages
     assert engine.layout == "shards" and engine.blocks is None
     a = member("a")
-    await run_pass(engine, shards=64, members={a.consumer: a}, epoch=1)
+    await run_pass(engine, shards=64, members={a.id: a}, epoch=1)
     [lane] = await js.consumers_info(stream_name)
     assert len(lane.config.filter_subjects or []) == 64  # one consumer, a filter per shard
     sub = await js.pull_subscribe_bind(durable=lane.name, stream=stream_name)
@@ -305,7 +305,7 @@ async def test_a_pass_that_died_after_any_step_is_finished_by_the_next(
         publisher = fleet.add(Publisher(js, prefix=PREFIX, shards=SHARDS, ledger=group.ledger,
                                         keys=2000).start())  # fmt: skip
         await wait_for(lambda: len(group.ledger.processed) > 100, what="traffic")  # noqa: B023
-        await group.crash(c.consumer)
+        await group.crash(c.id)
         group.join(d)
         group.join(e)
         steps: list[str] = []
@@ -350,7 +350,7 @@ async def test_a_quiet_pass_merges_the_lanes_that_crashes_left(
 ) -> None:
     engine = Engine(js, config(stream_name))
     await engine.ensure_stream()
-    live = {m.consumer: m for m in (member(f"m{i}") for i in range(16))}
+    live = {m.id: m for m in (member(f"m{i}") for i in range(16))}
     await run_pass(engine, shards=SHARDS, members=live, epoch=1)
     merged: Report | None = None
     epoch = 1

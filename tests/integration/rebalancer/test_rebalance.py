@@ -30,22 +30,22 @@ async def test_pass_that_died_after_the_last_grow_is_finished_by_the_next(
 
     engine = Engine(js, config)
     await engine.ensure_stream()
-    first = await run_pass(engine, shards=8, members={a.consumer: a, b.consumer: b}, epoch=1)
+    first = await run_pass(engine, shards=8, members={a.id: a, b.id: b}, epoch=1)
     assert first.changed
 
     crashing = Engine(js, config, checkpoint=die_after_grow)
     with pytest.raises(Crash):
-        await run_pass(crashing, shards=8, members={a.consumer: a}, epoch=2)
+        await run_pass(crashing, shards=8, members={a.id: a}, epoch=2)
     stuck = await engine.observe()
-    assert stuck.assignment == {a.consumer: tuple(range(8))}, "grown, then died"
-    assert stuck.consumers[a.consumer].paused, "left paused: the plan alone looks converged"
+    assert stuck.assignment == {a.id: tuple(range(8))}, "grown, then died"
+    assert stuck.consumers[a.id].paused, "left paused: the plan alone looks converged"
 
-    again = await run_pass(engine, shards=8, members={a.consumer: a}, epoch=3)
+    again = await run_pass(engine, shards=8, members={a.id: a}, epoch=3)
     assert again.plan.converged and again.report is not None
-    assert a.consumer in again.report.resumed
-    assert not (await engine.observe()).consumers[a.consumer].paused
+    assert a.id in again.report.resumed
+    assert not (await engine.observe()).consumers[a.id].paused
     # And now it really is converged: a third pass does nothing.
-    assert (await run_pass(engine, shards=8, members={a.consumer: a}, epoch=4)).report is None
+    assert (await run_pass(engine, shards=8, members={a.id: a}, epoch=4)).report is None
 
 
 async def test_the_engine_runs_the_planned_steps_and_a_pass_reads_nats_once(
@@ -66,23 +66,23 @@ async def test_the_engine_runs_the_planned_steps_and_a_pass_reads_nats_once(
         return await listing(stream)
 
     monkeypatch.setattr(engine.api, "consumers", counted)
-    await run_pass(engine, shards=12, members={m.consumer: m for m in (a, b, c)}, epoch=1)
+    await run_pass(engine, shards=12, members={m.id: m for m in (a, b, c)}, epoch=1)
     assert reads == 1
 
     # c is lost and d joins in the same pass: a fence, narrows and grows at once.
-    done = await run_pass(engine, shards=12, members={m.consumer: m for m in (a, b, d)}, epoch=2)
+    done = await run_pass(engine, shards=12, members={m.id: m for m in (a, b, d)}, epoch=2)
     assert reads == 2
     assert done.report is not None
     steps = done.plan.steps
     assert (
         [f.consumer for f in done.report.fenced]
         == [st.member for st in steps if st.action == "fence"]
-        == [c.consumer]
+        == [c.id]
     )
     assert dict(done.report.narrowed) == {
         st.member: st.changed for st in steps if st.action == "narrow"
     }
     assert dict(done.report.grown) == {st.member: st.changed for st in steps if st.action == "grow"}
-    assert d.consumer in done.report.grown
+    assert d.id in done.report.grown
     in_force = (await engine.observe()).assignment
     assert in_force == {m: s for m, s in done.plan.balance.assignment.items() if s}

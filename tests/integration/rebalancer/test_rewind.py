@@ -31,7 +31,7 @@ async def test_a_gainer_whose_reset_did_not_take_still_gets_the_leftovers(
 ) -> None:
     cursors: dict[str, int] = {}
     a, b = _member("a"), _member("b")
-    a_name = f"{a.consumer}_g1"  # made by the first apply, at epoch 1
+    a_name = f"{a.id}_g1"  # made by the first apply, at epoch 1
 
     async def look(step: str) -> None:
         info = await js.consumer_info(stream_name, a_name)
@@ -47,8 +47,8 @@ async def test_a_gainer_whose_reset_did_not_take_still_gets_the_leftovers(
     )
     engine = Engine(js, config, checkpoint=look)
     await engine.ensure_stream()
-    both = {a.consumer: a, b.consumer: b}
-    await engine.apply({a.consumer: (0,), b.consumer: (1,)}, members=both, epoch=1)
+    both = {a.id: a, b.id: b}
+    await engine.apply({a.id: (0,), b.id: (1,)}, members=both, epoch=1)
     # b never pulls: its shard's messages are the leftovers. a serves shard 0
     # published after them, so its cursor is past them.
     for i in range(LEFTOVERS):
@@ -71,12 +71,12 @@ async def test_a_gainer_whose_reset_did_not_take_still_gets_the_leftovers(
     monkeypatch.setattr(engine.api, "reset_consumer", reset_that_may_not_take)
 
     # b dies; a gains shard 1.
-    report = await engine.apply({a.consumer: (0, 1)}, members={a.consumer: a}, epoch=2)
+    report = await engine.apply({a.id: (0, 1)}, members={a.id: a}, epoch=2)
 
-    assert [f.consumer for f in report.fenced] == [b.consumer]
-    assert report.grown == {a.consumer: (1,)}
+    assert [f.consumer for f in report.fenced] == [b.id]
+    assert report.grown == {a.id: (1,)}
     # The fault took: right after the grow the cursor was past the leftovers.
-    assert cursors[f"grown {a.consumer}"] > LEFTOVERS, cursors
+    assert cursors[f"grown {a.id}"] > LEFTOVERS, cursors
     gainer = await js.pull_subscribe_bind(durable=a_name, stream=stream_name)
     info = await js.consumer_info(stream_name, a_name)
     assert info.num_pending == LEFTOVERS, "the leftovers are stranded behind the cursor"

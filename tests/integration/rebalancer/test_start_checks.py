@@ -43,7 +43,7 @@ async def test_an_old_server_is_refused_before_anything_is_created(
         assert "consumer reset (CONSUMER.RESET) needs 2.14.0" in str(refused.value)
         m = MemberInfo.of(group="g", member="a", incarnation="1")
         with pytest.raises(NatsServerTooOldError):
-            await engine.apply({m.consumer: tuple(range(8))}, members={m.consumer: m}, epoch=1)
+            await engine.apply({m.id: tuple(range(8))}, members={m.id: m}, epoch=1)
         assert (await js.account_info()).streams == 0
         assert (await js.account_info()).consumers == 0
     finally:
@@ -85,5 +85,5 @@ async def test_a_stream_made_before_the_count_was_recorded_is_adopted(
     assert info.config.subjects == stream_subjects(8, prefix=PREFIX)
     assert info.state.messages == 1
     m = MemberInfo.of(group="g", member="a", incarnation="1")
-    done = await run_pass(engine, shards=8, members={m.consumer: m}, epoch=1)
+    done = await run_pass(engine, shards=8, members={m.id: m}, epoch=1)
     assert done.swept is None or done.swept.messages == 0

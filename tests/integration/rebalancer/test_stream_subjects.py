@@ -49,7 +49,7 @@ def config(stream: str, shards: int = SHARDS) -> GroupConfig:
 
 def one_member() -> dict[str, MemberInfo]:
     m = MemberInfo.of(group="g", member="a", incarnation="1")
-    return {m.consumer: m}
+    return {m.id: m}
 
 
 async def subjects_present(js: JetStreamContext, stream: str) -> dict[str, int]:

@@ -42,7 +42,7 @@ async def test_engine_crash_handoff_to_a_live_worker_applies_every_command_once(
     await engine.ensure_stream()
     a = MemberInfo.of(group=GROUP, member="a", incarnation="1")
     b = MemberInfo.of(group=GROUP, member="b", incarnation="1")
-    await run_pass(engine, shards=SHARDS, members={a.consumer: a, b.consumer: b}, epoch=1)
+    await run_pass(engine, shards=SHARDS, members={a.id: a, b.id: b}, epoch=1)
 
     proc = spawn_worker(
         nats_server, stream=stream_name, database_url=database_url, member="a", log=tmp_path / "a"
@@ -61,7 +61,7 @@ async def test_engine_crash_handoff_to_a_live_worker_applies_every_command_once(
             proc.wait(10)
             assert load.done() < 800, "everything finished before the kill"
 
-            done = await run_pass(engine, shards=SHARDS, members={b.consumer: b}, epoch=2)
+            done = await run_pass(engine, shards=SHARDS, members={b.id: b}, epoch=2)
             assert done.changed
             await wait_until(lambda: survivor.worker.shards == set(range(SHARDS)), timeout=10)
             await load.check_applied_once()

@@ -129,13 +129,11 @@ async def test_consumer_names_never_repeat_across_freeze_wake_kill_and_rebalance
     async def converge(members: list[MemberInfo], epoch: int, on: Engine) -> str | None:
         """One pass; the name of the consumer it created for the first member, if any."""
         made.clear()
-        done = await run_pass(
-            on, shards=SHARDS, members={m.consumer: m for m in members}, epoch=epoch
-        )
+        done = await run_pass(on, shards=SHARDS, members={m.id: m for m in members}, epoch=epoch)
         assert done.report is not None
         reported.extend(done.report.created_names)
         by_member = dict(zip(done.report.created, done.report.created_names, strict=True))
-        name = by_member.get(members[0].consumer)
+        name = by_member.get(members[0].id)
         if name is not None:
             await wait_until(lambda: name in created)
         return name

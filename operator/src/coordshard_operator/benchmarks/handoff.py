@@ -69,9 +69,9 @@ async def _trials(
 
     def join(n: int) -> None:
         info = MemberInfo.of(group="b", member=f"m{n}", incarnation="1")
-        live[info.consumer] = info
-        workers[info.consumer] = SimWorker(
-            js, stream="BENCH", consumer=info.consumer, ledger=ledger, fetch_timeout_s=fetch_s
+        live[info.id] = info
+        workers[info.id] = SimWorker(
+            js, stream="BENCH", consumer=info.id, ledger=ledger, fetch_timeout_s=fetch_s
         ).start()
 
     async def converge(epoch: int) -> dict[str, tuple[int, ...]]:

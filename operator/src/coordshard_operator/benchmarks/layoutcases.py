@@ -127,11 +127,11 @@ class Today:
         self.engine = Engine(js, config)
         for m in self.members:
             info = MemberInfo.of(group=GROUP, member=m, incarnation="1")
-            self.live[info.consumer] = info
+            self.live[info.id] = info
         await self.engine.ensure_stream()
 
     def _member(self, consumer: str) -> str:
-        return self.live[consumer].member
+        return self.live[consumer].name
 
     async def _converge(self, epoch: int) -> None:
         assert self.engine is not None
@@ -165,7 +165,7 @@ class Today:
         self, js: JetStreamContext, victim: str, req: Requests, workers: Workers
     ) -> None:
         assert self.engine is not None
-        self.live = {c: i for c, i in self.live.items() if i.member != victim}
+        self.live = {c: i for c, i in self.live.items() if i.name != victim}
         api = self.engine.api
         req.wrap(api, ENGINE_CALLS)
         try:
@@ -355,7 +355,7 @@ class EngineBlocks:
         self.engine = Engine(js, config)
         for m in self.members:
             info = MemberInfo.of(group=GROUP, member=m, incarnation="1")
-            self.live[info.consumer] = info
+            self.live[info.id] = info
         await self.engine.ensure_stream()
 
     async def _converge(self) -> None:
@@ -369,7 +369,7 @@ class EngineBlocks:
     def _member_of(self, lane: str) -> str | None:
         stem = lane.rsplit("_g", 1)[0]
         info = self.live.get(stem)
-        return info.member if info is not None else None
+        return info.name if info is not None else None
 
     async def setup(self, js: JetStreamContext, workers: Workers) -> None:
         await self._converge()
@@ -380,7 +380,7 @@ class EngineBlocks:
         workers.resolve = self._member_of
 
     def owned(self, member: str) -> set[int]:
-        ids = {mid for mid, info in self.live.items() if info.member == member}
+        ids = {mid for mid, info in self.live.items() if info.name == member}
         return {s for mid, shards in self.lanes.values() if mid in ids for s in shards}
 
     def shape(self) -> Shape:
@@ -399,7 +399,7 @@ class EngineBlocks:
         self, js: JetStreamContext, victim: str, req: Requests, workers: Workers
     ) -> None:
         assert self.engine is not None
-        self.live = {c: i for c, i in self.live.items() if i.member != victim}
+        self.live = {c: i for c, i in self.live.items() if i.name != victim}
         api = self.engine.api
         req.wrap(api, ENGINE_CALLS)
         try:

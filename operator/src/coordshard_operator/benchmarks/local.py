@@ -75,7 +75,7 @@ async def measure(trials: int, data_dir: Path) -> tuple[list[float], list[float]
         for trial in range(trials):
             await system.wait_converged()
             victim = system.workers[rng.choice(sorted(system.workers))]
-            shards = system.group.assignment.get(victim.consumer, ())
+            shards = system.group.assignment.get(victim.member_id, ())
             if not shards:
                 continue
             killed_at = time.monotonic()

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from coordshard_client.naming import member_id
+from coordshard_client.naming import MemberId, member_id
 
 __all__ = ["Membership", "PodState", "matches", "membership", "pod_state"]
 
@@ -47,7 +47,7 @@ class PodState:
     """Sum of the containers' ``restartCount``: a container restarted in place keeps
     the pod's uid, so its consumer; the worker rewinds it on bind (see the service)."""
 
-    def member_id(self, group: str) -> str:
+    def member_id(self, group: str) -> MemberId:
         """The consumer name of this incarnation in ``group``."""
         return member_id(group=group, member=self.name, incarnation=self.uid)
 

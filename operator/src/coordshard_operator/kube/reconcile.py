@@ -140,7 +140,7 @@ async def _converge(
         now=now,
     )
     group = desired.group
-    live = {p.member_id(group): p for p in (*seen.members, *seen.held)}
+    live: dict[str, PodState] = {p.member_id(group): p for p in (*seen.members, *seen.held)}
     ready_ids = {p.member_id(group) for p in seen.members}
     epoch = int(previous.get("epoch") or 0)
     started = time.perf_counter()
@@ -148,7 +148,7 @@ async def _converge(
         engine,
         shards=desired.shards,
         members={
-            mid: MemberInfo(consumer=mid, member=p.name, incarnation=p.uid)
+            mid: MemberInfo.of(group=group, member=p.name, incarnation=p.uid)
             for mid, p in live.items()
         },
         epoch=epoch + 1,

@@ -14,6 +14,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from coordshard_client.naming import MemberId
 from coordshard_operator.local.membership import held, members, next_change
 from coordshard_operator.local.workers import WorkerProcess
 from coordshard_operator.rebalancer.errors import CoordshardError
@@ -68,18 +69,16 @@ class LocalGroup:
         self.errors = 0
 
     def _member_infos(self, live: list[str]) -> dict[str, MemberInfo]:
-        by_consumer = {w.consumer: w for w in self.workers.values()}
+        by_id = {w.member_id: w for w in self.workers.values()}
         return {
-            m: MemberInfo(
-                consumer=m, member=by_consumer[m].name, incarnation=by_consumer[m].incarnation
-            )
+            m: MemberInfo(id=MemberId(m), name=by_id[m].name, incarnation=by_id[m].incarnation)
             for m in live
         }
 
     async def pass_once(self) -> Change | None:
         """One observe → plan → apply pass; returns what changed, if anything."""
         started = time.monotonic()
-        states = [w.state for w in self.workers.values() if w.consumer]
+        states = [w.state for w in self.workers.values() if w.member_id]
         live = members(states, now=started, grace=self.grace)
         self.live = live
         done = await run_pass(
@@ -95,7 +94,7 @@ class LocalGroup:
         if report is None or not report.changed:
             return None
         self.epoch += 1
-        names = {w.consumer: w.name for w in self.workers.values()}
+        names = {w.member_id: w.name for w in self.workers.values()}
         lost = sorted(names.get(m, m) for m in before - set(live))
         joined = sorted(names.get(m, m) for m in set(live) - before)
         reason = "; ".join(
@@ -137,7 +136,7 @@ class LocalGroup:
                 logger.warning("reconcile failed, retrying: %s", e)
             now = time.monotonic()
             due = next_change(
-                [w.state for w in self.workers.values() if w.consumer], now=now, grace=self.grace
+                [w.state for w in self.workers.values() if w.member_id], now=now, grace=self.grace
             )
             wait = RESYNC_S if due is None else max(0.0, min(RESYNC_S, due - now + 0.001))
             waiters = [asyncio.ensure_future(self.wake.wait()), asyncio.ensure_future(stop.wait())]

@@ -19,8 +19,9 @@ __all__ = ["WorkerState", "held", "members", "next_change"]
 class WorkerState:
     """What the supervisor last saw of one worker incarnation."""
 
-    consumer: str
-    """The consumer name of this incarnation: the planner's member id."""
+    member_id: str
+    """This incarnation's member id (``naming.member_id``): the planner's id for it and
+    the stem of the names of the consumers the rebalancer makes for it."""
     exited_at: float | None = None
     """Monotonic time the process exited, None while it runs."""
     ready: bool = False
@@ -45,14 +46,14 @@ def is_member(state: WorkerState, *, now: float, grace: float) -> bool:
 
 def members(states: Iterable[WorkerState], *, now: float, grace: float) -> list[str]:
     """The member ids among ``states`` at ``now``, sorted."""
-    return sorted(s.consumer for s in states if is_member(s, now=now, grace=grace))
+    return sorted(s.member_id for s in states if is_member(s, now=now, grace=grace))
 
 
 def held(states: Iterable[WorkerState], *, now: float, grace: float) -> list[str]:
     """Members that are not ready now (exited or unready, within grace): they keep their
     shards and are given no new ones."""
     return sorted(
-        s.consumer
+        s.member_id
         for s in states
         if is_member(s, now=now, grace=grace) and (s.exited_at is not None or not s.ready)
     )

@@ -209,7 +209,7 @@ class LocalSystem:
         deadline = time.monotonic() + timeout
         while True:
             running = {
-                w.consumer
+                w.member_id
                 for w in self.workers.values()
                 if w.process is not None and w.process.returncode is None
             }

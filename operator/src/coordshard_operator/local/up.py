@@ -396,7 +396,7 @@ def _snapshot(system: LocalSystem, generator: LoadGenerator | None) -> Snapshot:
             label = "ready"
         if label != "dead" and not is_member(st, now=now, grace=group.grace):
             label = label if label != "ready" else "joining"
-        rows.append(WorkerRow(w.name, w.pid, label, group.assignment.get(w.consumer, ())))
+        rows.append(WorkerRow(w.name, w.pid, label, group.assignment.get(w.member_id, ())))
     return Snapshot(
         elapsed_s=now - started,
         workers=rows,

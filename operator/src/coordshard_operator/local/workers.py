@@ -79,15 +79,15 @@ class WorkerProcess:
         self.incarnation = ""
         self.port = 0
         self.process: asyncio.subprocess.Process | None = None
-        self.state = WorkerState(consumer="")
+        self.state = WorkerState(member_id="")
         self.wake = wake
         """Set whenever the state changes; the rebalancer clears it after reading."""
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
-    def consumer(self) -> str:
-        """The consumer name of the running incarnation ("" before the first start)."""
-        return self.state.consumer
+    def member_id(self) -> str:
+        """The member id of the running incarnation ("" before the first start)."""
+        return self.state.member_id
 
     @property
     def running(self) -> bool:
@@ -148,15 +148,15 @@ class WorkerProcess:
                 start_new_session=True,
             )
         pid_file(s.log_dir, self.name).write_text(f"{self.process.pid}\n")
-        consumer = member_id(group=s.group, member=self.name, incarnation=self.incarnation)
+        mid = member_id(group=s.group, member=self.name, incarnation=self.incarnation)
         if in_place:
             down = previous.exited_at or previous.not_ready_since or time.monotonic()
             self._set(
-                WorkerState(consumer=consumer, was_ready=previous.was_ready, not_ready_since=down)
+                WorkerState(member_id=mid, was_ready=previous.was_ready, not_ready_since=down)
             )
         else:
-            self._set(WorkerState(consumer=consumer))
-        logger.info("started worker %s pid=%s consumer=%s", self.name, self.pid, consumer)
+            self._set(WorkerState(member_id=mid))
+        logger.info("started worker %s pid=%s member id=%s", self.name, self.pid, mid)
         self._tasks = [
             asyncio.create_task(self._watch_exit(self.process)),
             asyncio.create_task(self._probe(self.process, self.port)),
@@ -186,7 +186,7 @@ class WorkerProcess:
                     self._restart = asyncio.create_task(self._restart_after(delay, process))
             self._set(
                 WorkerState(
-                    consumer=self.state.consumer,
+                    member_id=self.state.member_id,
                     exited_at=time.monotonic(),
                     was_ready=self.state.was_ready,
                 )
@@ -213,11 +213,11 @@ class WorkerProcess:
                 st = self.state
                 if ready:
                     self.crashes = 0
-                    self._set(WorkerState(consumer=st.consumer, ready=True, was_ready=True))
+                    self._set(WorkerState(member_id=st.member_id, ready=True, was_ready=True))
                 elif st.ready or (st.was_ready and st.not_ready_since is None):
                     self._set(
                         WorkerState(
-                            consumer=st.consumer,
+                            member_id=st.member_id,
                             was_ready=st.was_ready,
                             not_ready_since=time.monotonic(),
                         )

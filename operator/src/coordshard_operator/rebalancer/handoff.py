@@ -344,8 +344,8 @@ class Engine:
             if shards:
                 want[name] = frozenset(shards)
         for name, info in members.items():
-            if info.consumer != name:
-                raise ConfigError(f"members key {name} differs from its consumer {info.consumer}")
+            if info.id != name:
+                raise ConfigError(f"members key {name} differs from its consumer {info.id}")
         return want
 
     async def _put(self, name: str, shards: Iterable[int], member: MemberInfo, epoch: int) -> None:
@@ -360,7 +360,7 @@ class Engine:
                 max_deliver=c.max_deliver,
                 metadata={
                     META_GROUP: c.group,
-                    META_MEMBER: member.member,
+                    META_MEMBER: member.name,
                     META_INCARNATION: member.incarnation,
                     META_EPOCH: str(epoch),
                 },

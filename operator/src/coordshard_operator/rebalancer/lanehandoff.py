@@ -219,7 +219,7 @@ async def _create(
             max_deliver=config.max_deliver,
             metadata={
                 META_GROUP: config.group,
-                META_MEMBER: member.member,
+                META_MEMBER: member.name,
                 META_INCARNATION: member.incarnation,
                 META_EPOCH: str(epoch),
             },

@@ -18,7 +18,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from coordshard_client.naming import DEFAULT_GROUP, DEFAULT_STREAM, member_id, validate_name
+from coordshard_client.naming import (
+    DEFAULT_GROUP,
+    DEFAULT_STREAM,
+    MemberId,
+    member_id,
+    validate_name,
+)
 from coordshard_client.subjects import (
     DEFAULT_PREFIX,
     DEFAULT_SHARDS,
@@ -133,18 +139,21 @@ class GroupConfig:
 
 @dataclass(frozen=True, slots=True)
 class MemberInfo:
-    """A live member incarnation; ``consumer`` is its member id, the planner's id for it
-    and the stem of its consumers' names (``coordshard_client.naming``)."""
+    """A live member incarnation."""
 
-    consumer: str
-    member: str
+    id: MemberId
+    """The planner's id for it and the stem of its consumers' names
+    (``coordshard_client.naming.member_id``)."""
+    name: str
+    """The member's own name: its pod's in Kubernetes, its worker's in local mode."""
     incarnation: str
+    """What tells two lives of one name apart: the pod's UID, a worker's start."""
 
     @classmethod
     def of(cls, *, group: str, member: str, incarnation: str) -> MemberInfo:
         """The member with its id derived as workers derive it."""
-        name = member_id(group=group, member=member, incarnation=incarnation)
-        return cls(consumer=name, member=member, incarnation=incarnation)
+        mid = member_id(group=group, member=member, incarnation=incarnation)
+        return cls(id=mid, name=member, incarnation=incarnation)
 
 
 @dataclass(frozen=True, slots=True)
