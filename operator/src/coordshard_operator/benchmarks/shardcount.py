@@ -49,7 +49,7 @@ async def group_at(nc: Client, url: str, tmp: Path, db: str, *, shards: int) -> 
     await engine.ensure_stream()
     names = [f"n{shards}-w{i}" for i in range(WORKERS)]
     infos = [MemberInfo.of(group=GROUP, member=n, incarnation="bench") for n in names]
-    await run_pass(engine, shards=shards, members={i.consumer: i for i in infos}, epoch=1)
+    await run_pass(engine, shards=shards, members={i.id: i for i in infos}, epoch=1)
     ports = [free_port() for _ in names]
     procs = [spawn_worker(url, n, db, port, tmp / f"{n}.log", shards=shards)
              for n, port in zip(names, ports, strict=True)]  # fmt: skip
@@ -63,7 +63,7 @@ async def group_at(nc: Client, url: str, tmp: Path, db: str, *, shards: int) -> 
                 await client.create_point(system_id=s, point_id=p, coordinates=(0, 0))
             await closed_loop(client, targets, 1000, 500)
             gc.collect()
-            yield Rig(client, targets, procs, ports, [i.consumer for i in infos])
+            yield Rig(client, targets, procs, ports, [i.id for i in infos])
     finally:
         for proc in procs:
             proc.terminate()
