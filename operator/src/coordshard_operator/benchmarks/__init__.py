@@ -19,11 +19,13 @@ SUITES: dict[str, str] = {
     "local": "coordshard_operator.benchmarks.local",
     "stream-subjects": "coordshard_operator.benchmarks.streamsubjects",
     "layouts": "coordshard_operator.benchmarks.layouts",
+    "scale": "coordshard_operator.benchmarks.scale",
 }
 """Suite name → module path (imported only when the suite runs)."""
 
-NAMED_ONLY: frozenset[str] = frozenset({"layouts"})
-"""Suites too long for a run that names none (``layouts`` sweeps for 30+ minutes)."""
+NAMED_ONLY: frozenset[str] = frozenset({"layouts", "scale"})
+"""Suites too long for a run that names none (``layouts`` sweeps for 30+ minutes,
+``scale`` for hours at its defaults)."""
 
 
 @dataclass

@@ -31,7 +31,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -44,7 +44,7 @@ from coordshard_operator.benchmarks.layoutrig import Deliveries, Requests, Worke
 from coordshard_operator.local.natsserver import start_server
 from coordshard_operator.rebalancer.errors import TransientError
 
-__all__ = ["DEFAULT_LAYOUTS", "Settings", "TrialResult", "measure", "run"]
+__all__ = ["DEFAULT_LAYOUTS", "Cell", "Settings", "TrialResult", "measure", "run", "sweep"]
 
 DEFAULT_LAYOUTS = ("today", "lanes16", "lanes64", "blocks16", "pershard")
 WINDOW_S = 0.5
@@ -66,6 +66,8 @@ class Settings:
     batch: int = 256
     """Messages per pull request: one pull covers a new lane's every shard, so the
     hand-off time is not the harness's own (single process) processing rate."""
+    window_s: float = WINDOW_S
+    """Length of the steady and the after-crash delivery windows, seconds."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,8 @@ class TrialResult:
     touched: int
     after_ratio: float
     shape: Shape
+    after_per_s: float = 0.0
+    """Deliveries per second in the window after the crash."""
 
 
 async def _publish_backlog(js: nats.js.JetStreamContext, layout: Layout, *, shards: int,
@@ -122,10 +126,12 @@ async def _trial(nc: Client, url: str, layout: Layout, *, stream: str, members: 
         feeder = asyncio.create_task(_feed(nc, layout, shards=shards, rate=s.rate))
         await asyncio.sleep(WARMUP_S)  # a measurement window, not synchronisation
         w0 = time.monotonic()
-        await asyncio.sleep(WINDOW_S)
-        steady = log.rate(w0, w0 + WINDOW_S)
+        await asyncio.sleep(s.window_s)
+        steady = log.rate(w0, w0 + s.window_s)
 
-        victim, survivors = members[0], members[1:]
+        # The first member that owns something (with more members than units some own none).
+        victim = next((m for m in members if layout.owned(m)), members[0])
+        survivors = [m for m in members if m != victim]
         orphans = layout.owned(victim)
         kept = layout.consumers_of(survivors)
         await workers.members[victim].crash()
@@ -149,10 +155,10 @@ async def _trial(nc: Client, url: str, layout: Layout, *, stream: str, members: 
             handoff_ms = (max(log.first.values()) - t0) * 1000
         except TimeoutError:
             handoff_ms = float("nan")
-        left = t0 + WINDOW_S - time.monotonic()
+        left = t0 + s.window_s - time.monotonic()
         if left > 0:
             await asyncio.sleep(left)  # the rest of the after-crash window
-        after = log.rate(t0, t0 + WINDOW_S)
+        after = log.rate(t0, t0 + s.window_s)
         return TrialResult(
             layout=layout.name,
             shards=shards,
@@ -167,6 +173,7 @@ async def _trial(nc: Client, url: str, layout: Layout, *, stream: str, members: 
             touched=req.touched(kept),
             after_ratio=round(after / steady, 2) if steady else 0.0,
             shape=layout.shape(),
+            after_per_s=round(after),
         )
     finally:
         if feeder is not None:
@@ -234,10 +241,13 @@ async def _cell(url: str, shards: int, members: int, s: Settings,
     return results
 
 
-def measure(s: Settings, *, progress: bool = True, out: Path | None = None) -> Table:
-    """Sweep every cell; print each cell's rows as soon as it is done."""
-    table = Table(list(COLUMNS))
-    raw: list[dict[str, object]] = []
+Cell = dict[str, list[TrialResult]]
+"""One cell's trials: layout name → its trials, in order."""
+
+
+def sweep(s: Settings, *, progress: bool = True) -> Iterator[tuple[int, int, Cell]]:
+    """Every cell (shards, members) of ``s`` in turn, each on a fresh nats-server:
+    ``(shards, members, trials by layout)`` as soon as the cell is done."""
     for n in s.shards:
         for m in s.members:
             with tempfile.TemporaryDirectory(prefix="bench-layouts-") as tmp:
@@ -246,19 +256,27 @@ def measure(s: Settings, *, progress: bool = True, out: Path | None = None) -> T
                     cell = asyncio.run(_cell(server.url, n, m, s, progress))
                 finally:
                     server.kill()
-            for name in s.layouts:
-                table.rows.append(row(cell[name]))
-                raw += [asdict(r) for r in cell[name]]
-            if progress:
-                sys.stderr.write(Table(list(COLUMNS), table.rows[-len(s.layouts) :]).markdown())
-                sys.stderr.write("\n")
-            if out is not None:
-                out.mkdir(parents=True, exist_ok=True)
-                (out / "layouts-trials.json").write_text(json.dumps(raw, indent=1) + "\n")
+            yield n, m, cell
+
+
+def measure(s: Settings, *, progress: bool = True, out: Path | None = None) -> Table:
+    """Sweep every cell; print each cell's rows as soon as it is done."""
+    table = Table(list(COLUMNS))
+    raw: list[dict[str, object]] = []
+    for _, _, cell in sweep(s, progress=progress):
+        for name in s.layouts:
+            table.rows.append(row(cell[name]))
+            raw += [asdict(r) for r in cell[name]]
+        if progress:
+            sys.stderr.write(Table(list(COLUMNS), table.rows[-len(s.layouts) :]).markdown())
+            sys.stderr.write("\n")
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "layouts-trials.json").write_text(json.dumps(raw, indent=1) + "\n")
     table.notes.append(
         f"{s.trials} trials per layout and cell, interleaved; backlog {s.backlog} messages "
         f"over all shards, {s.rate}/s published meanwhile; pull batch {s.batch}, expiry "
-        f"100 ms (1 s per shard); windows of {WINDOW_S * 1000:.0f} ms. Cells: median / p90."
+        f"100 ms (1 s per shard); windows of {s.window_s * 1000:.0f} ms. Cells: median / p90."
     )
     return table
 

@@ -212,7 +212,49 @@ def _sqlite_lock(data: dict[str, Any], out: Path) -> list[Path]:
     )
 
 
+def _scale(data: dict[str, Any], out: Path) -> list[Path]:
+    """Failover p50 against N, one line per layout and member count; delivered/s against N."""
+    columns, rows = data["columns"], data["rows"]
+    if not rows:
+        return []
+    plt = _pyplot()
+    col = {name: i for i, name in enumerate(columns)}
+    series = sorted({(r[col["layout"]], r[col["members"]]) for r in rows})
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for layout, members in series:
+        pts = sorted((r[col["shards"]], r[col["failover p50 ms"]]) for r in rows
+                     if (r[col["layout"]], r[col["members"]]) == (layout, members)
+                     and r[col["failover p50 ms"]] is not None)  # fmt: skip
+        style = "-o" if layout == "engine" else "--s"
+        ax.plot(
+            [p[0] for p in pts], [p[1] for p in pts], style, label=f"{layout}, {members} members"
+        )
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("shards N")
+    ax.set_ylabel("failover p50, ms (every orphan delivering)")
+    ax.axhline(100, color="grey", lw=0.8, ls=":")
+    ax.set_title("member lost → orphans delivering (dotted: 100 ms)")
+    ax.legend(fontsize=7)
+    written = _save(plt, fig, out / "bench-scale-failover.png")
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for layout, members in series:
+        rates = sorted((r[col["shards"]], r[col["steady/s"]], r[col["after/s"]]) for r in rows
+                     if (r[col["layout"]], r[col["members"]]) == (layout, members))  # fmt: skip
+        (line,) = ax.plot([p[0] for p in rates], [p[1] for p in rates], "-o",
+                          label=f"{layout}, {members} members: steady")  # fmt: skip
+        ax.plot([p[0] for p in rates], [p[2] for p in rates], ":x", color=line.get_color(),
+                label=f"{layout}, {members} members: the window after the crash")  # fmt: skip
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("shards N")
+    ax.set_ylabel("group deliveries/s (median of trials)")
+    ax.set_title("delivered/s, steady and after the crash")
+    ax.legend(fontsize=6)
+    return written + _save(plt, fig, out / "bench-scale-delivered.png")
+
+
 _DRAW: dict[str, Callable[[dict[str, Any], Path], list[Path]]] = {
+    "scale": _scale,
     "plan": _plan,
     "local": _local,
     "handoff": _handoff,

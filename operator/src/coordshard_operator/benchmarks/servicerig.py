@@ -117,10 +117,11 @@ async def assign(nc: Client, member: str, shards: list[int]) -> str:
     return name
 
 
-def spawn_worker(url: str, member: str, db: str, port: int, log: Path) -> subprocess.Popen[bytes]:
+def spawn_worker(url: str, member: str, db: str, port: int, log: Path, *,
+                 shards: int = SHARDS) -> subprocess.Popen[bytes]:  # fmt: skip
     args = [
         sys.executable, "-m", "coordshard_service", "--nats-url", url, "--pod-name", member,
-        "--pod-uid", "bench", "--database-url", db, "--shards", str(SHARDS),
+        "--pod-uid", "bench", "--database-url", db, "--shards", str(shards),
         "--http-host", "127.0.0.1", "--http-port", str(port), "--log-level", "WARNING",
     ]  # fmt: skip
     with log.open("wb") as sink:

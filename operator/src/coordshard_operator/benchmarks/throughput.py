@@ -47,6 +47,7 @@ from coordshard_operator.benchmarks.servicerig import (
     SHARDS,
     STREAM,
     CpuMeter,
+    Setup,
     assign,
     batches,
     closed_loop,
@@ -62,6 +63,7 @@ from coordshard_operator.benchmarks.servicerig import (
     store_note,
     two_workers,
 )
+from coordshard_operator.benchmarks.shardcount import WORKERS, measure_counts
 from coordshard_operator.local.quantiles import reported
 
 
@@ -134,6 +136,7 @@ async def _run(args: argparse.Namespace) -> Table:
         meter = CpuMeter({"client": os.getpid(), "nats-server": server.process.pid})
         ceiling = await _ceiling(nc, n_ceiling, size)
         ceiling_cpu = meter.per_command_us(n_ceiling)
+        table.samples["ceiling_cpu_us"] = list(ceiling_cpu.values())
         table.rows.append(
             [
                 "ceiling (raw nats-py)",
@@ -144,78 +147,123 @@ async def _run(args: argparse.Namespace) -> Table:
                 f"publish_async + fetch(500) + ack, {size} B; {cpu_note(ceiling_cpu)}",
             ]
         )
-        async with two_workers(nc, server.url, setup.tmp, db) as rig:
-            client, targets, procs, ports = rig.client, rig.targets, rig.procs, rig.ports
-            meter = CpuMeter(process_pids(rig, server, db))
-            before_peak = batches(ports)
-            peak, lat = await closed_loop(client, targets, n_peak, 1000)
-            peak_cpu = meter.per_command_us(n_peak)
-            after_peak = batches(ports)
-            peak_batch = mean_batch(before_peak, after_peak)
-            table.samples["peak_ms"] = lat
-            table.samples["ceiling_cpu_us"] = list(ceiling_cpu.values())
-            table.samples["peak_cpu_us"] = list(peak_cpu.values())
-            table.rows.append(
-                [
-                    "peak (2 workers, SDK)",
-                    n_peak,
-                    round(peak),
-                    percentile(lat, 0.5),
-                    reported(lat, 0.99),
-                    f"{peak / ceiling:.0%} of ceiling; 1000 in flight; {cpu_note(peak_cpu)}; "
-                    + peak_batch,
-                ]
-            )
-            meter = CpuMeter(meter.pids)
-            got, lat = await paced(client, targets, peak / 2, half_seconds)
-            half_cpu = meter.per_command_us(len(lat))
-            half_batch = mean_batch(after_peak, batches(ports))
-            busy = sum(half_cpu.values()) * got / 1e6
-            table.samples["half_ms"] = lat
-            table.rows.append(
-                [
-                    "half of peak, paced",
-                    len(lat),
-                    round(got),
-                    percentile(lat, 0.5),
-                    reported(lat, 0.99),
-                    f"target {peak / 2:.0f}/s for {half_seconds:.0f}s; "
-                    f"{cpu_note(half_cpu)}; {busy:.2f} cores busy; {half_batch}",
-                ]
-            )
-            # Memory: hand every shard to w1 (no messages pending, so no reset is needed).
-            await nc.jetstream().delete_consumer(STREAM, rig.consumers[1])
-            await assign(nc, "w1", list(range(SHARDS)))
-            big = [f"big-{i}" for i in range(10)]
-            for s in big:
-                await client.create_system(system_id=s, name=s, dimension=2)
-            seeded = _seed_points(db, big, cached_points // len(big))
-            started = time.perf_counter()
-
-            async def reader(first: int) -> None:
-                for s, p in seeded[first::500]:
-                    await client.get_point(system_id=s, point_id=p)
-
-            await asyncio.gather(*(reader(w) for w in range(500)))
-            reads = len(seeded) / (time.perf_counter() - started)
-            entries = metric(ports[0], "coordshard_worker_cache_entries")
-            table.rows.append(
-                [
-                    "memory (1 worker)",
-                    len(seeded),
-                    round(reads),
-                    "",
-                    "",
-                    f"worker RSS {rss_mb(procs[0].pid):.0f} MB "
-                    f"with {entries:.0f} cached entries (get_point rate shown)",
-                ]
-            )
+        if counts := _counts(args):
+            await _by_count(table, setup, counts, n_peak, ceiling)
+        else:
+            await _phases(table, setup, args, ceiling, n_peak, half_seconds, cached_points)
     table.notes.append(
         f"Machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}; nats-server "
-        f"({gomaxprocs_note(nats_procs(args))}), both workers and the client share it. "
+        f"({gomaxprocs_note(nats_procs(args))}), the workers and the client share it. "
         + store_note(db)
     )
     return table
+
+
+def _counts(args: argparse.Namespace) -> list[int]:
+    """``--shards``: the shard counts to compare end to end ([]: the 16-shard phases)."""
+    text = getattr(args, "shards", None)
+    return [int(v) for v in text.split(",") if v.strip()] if text else []
+
+
+async def _by_count(
+    table: Table, setup: Setup, counts: list[int], commands: int, ceiling: float
+) -> None:
+    """One row per shard count (3 workers, closed loop) and the ratio to the first."""
+    results = await measure_counts(
+        setup.nc, setup.server.url, setup.tmp, setup.db, counts=counts, commands=commands
+    )
+    first = results[0][1]
+    for n, rate, lat in results:
+        table.samples[f"shards_{n}_ms"] = lat
+        table.rows.append(
+            [
+                f"N={n} ({WORKERS} workers, SDK)",
+                commands,
+                round(rate),
+                percentile(lat, 0.5),
+                reported(lat, 0.99),
+                f"{rate / first:.2f} of N={counts[0]}; {rate / ceiling:.0%} of ceiling; "
+                "1000 in flight; a new (blocks) stream, consumers placed by run_pass",
+            ]
+        )
+
+
+async def _phases(
+    table: Table,
+    setup: Setup,
+    args: argparse.Namespace,
+    ceiling: float,
+    n_peak: int,
+    half_seconds: float,
+    cached_points: int,
+) -> None:
+    """Peak, half of peak and memory: two workers on 16 shards."""
+    nc, server, db = setup.nc, setup.server, setup.db
+    async with two_workers(nc, server.url, setup.tmp, db) as rig:
+        client, targets, procs, ports = rig.client, rig.targets, rig.procs, rig.ports
+        meter = CpuMeter(process_pids(rig, server, db))
+        before_peak = batches(ports)
+        peak, lat = await closed_loop(client, targets, n_peak, 1000)
+        peak_cpu = meter.per_command_us(n_peak)
+        after_peak = batches(ports)
+        peak_batch = mean_batch(before_peak, after_peak)
+        table.samples["peak_ms"] = lat
+        table.samples["peak_cpu_us"] = list(peak_cpu.values())
+        table.rows.append(
+            [
+                "peak (2 workers, SDK)",
+                n_peak,
+                round(peak),
+                percentile(lat, 0.5),
+                reported(lat, 0.99),
+                f"{peak / ceiling:.0%} of ceiling; 1000 in flight; {cpu_note(peak_cpu)}; "
+                + peak_batch,
+            ]
+        )
+        meter = CpuMeter(meter.pids)
+        got, lat = await paced(client, targets, peak / 2, half_seconds)
+        half_cpu = meter.per_command_us(len(lat))
+        half_batch = mean_batch(after_peak, batches(ports))
+        busy = sum(half_cpu.values()) * got / 1e6
+        table.samples["half_ms"] = lat
+        table.rows.append(
+            [
+                "half of peak, paced",
+                len(lat),
+                round(got),
+                percentile(lat, 0.5),
+                reported(lat, 0.99),
+                f"target {peak / 2:.0f}/s for {half_seconds:.0f}s; "
+                f"{cpu_note(half_cpu)}; {busy:.2f} cores busy; {half_batch}",
+            ]
+        )
+        # Memory: hand every shard to w1 (no messages pending, so no reset is needed).
+        await nc.jetstream().delete_consumer(STREAM, rig.consumers[1])
+        await assign(nc, "w1", list(range(SHARDS)))
+        big = [f"big-{i}" for i in range(10)]
+        for s in big:
+            await client.create_system(system_id=s, name=s, dimension=2)
+        seeded = _seed_points(db, big, cached_points // len(big))
+        started = time.perf_counter()
+
+        async def reader(first: int) -> None:
+            for s, p in seeded[first::500]:
+                await client.get_point(system_id=s, point_id=p)
+
+        await asyncio.gather(*(reader(w) for w in range(500)))
+        reads = len(seeded) / (time.perf_counter() - started)
+        entries = metric(ports[0], "coordshard_worker_cache_entries")
+        table.rows.append(
+            [
+                "memory (1 worker)",
+                len(seeded),
+                round(reads),
+                "",
+                "",
+                f"worker RSS {rss_mb(procs[0].pid):.0f} MB "
+                f"with {entries:.0f} cached entries (get_point rate shown)",
+            ]
+        )
 
 
 def run(args: argparse.Namespace) -> Table:

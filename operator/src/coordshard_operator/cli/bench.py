@@ -52,31 +52,36 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--shards",
         metavar="N,N,...",
-        help="stream-subjects and layouts suites: the shard counts to measure, "
-        "comma-separated (default 16,256,1024,4096; layouts: 1024,4096)",
+        help="stream-subjects, layouts, scale and throughput suites: the shard counts to "
+        "measure, comma-separated (default 16,256,1024,4096; layouts: 1024,4096; scale: "
+        "64,1024,4096; throughput: none, i.e. its 16-shard phases only)",
     )
     p.add_argument(
         "--members",
         metavar="M,M,...",
-        help="layouts suite: the member counts to measure, comma-separated (default 3,16,64)",
+        help="layouts and scale suites: the member counts to measure, comma-separated "
+        "(default 3,16,64; scale: 3,16,64,256)",
     )
     p.add_argument(
         "--layouts",
         metavar="NAME,...",
-        help="layouts suite: which of today, lanesF (e.g. lanes16), blocksB (e.g. "
-        "blocks16), pershard (default today,lanes16,lanes64,blocks16,pershard)",
+        help="layouts and scale suites: which of engine, today, lanesF (e.g. lanes16), "
+        "blocksB (e.g. blocks16), xblocksB, pershard (default "
+        "today,lanes16,lanes64,blocks16,pershard; scale: engine,today)",
     )
     p.add_argument(
         "--trials",
         type=int,
         metavar="N",
-        help="layouts suite: trials per layout and cell (default 5; --quick: 1)",
+        help="layouts and scale suites: trials per layout and cell (default 5; --quick: "
+        "1, scale 3)",
     )
     p.add_argument(
         "--backlog",
         type=int,
         metavar="N",
-        help="layouts suite: messages waiting, spread over all shards (default 20000)",
+        help="layouts and scale suites: messages waiting, spread over all shards "
+        "(default 20000; scale: 100000)",
     )
     p.add_argument(
         "--out",

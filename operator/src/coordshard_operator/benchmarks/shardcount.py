@@ -1,0 +1,87 @@
+"""``bench throughput --shards``: end-to-end commands/s at several shard counts, one run.
+
+Issue 12's row "end-to-end commands/s at N=4096 vs N=16, 3 workers, same run,
+>= 0.9". For each N in turn: a fresh stream made by the product's engine (the
+layout a new stream gets: server-computed blocks), three worker processes,
+their consumers placed by one ``run_pass`` as the membership sources would,
+then the same closed loop as the peak phase (1000 callers). The stream is
+deleted between counts; the store is shared (the systems are named per N).
+The ratio printed is each N's rate against the first N's.
+"""
+
+from __future__ import annotations
+
+import gc
+import subprocess
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from nats.aio.client import Client
+
+from coordshard_client import CoordinateClient
+from coordshard_operator.benchmarks.servicerig import (
+    CONFIG,
+    GROUP,
+    Rig,
+    closed_loop,
+    spawn_worker,
+)
+from coordshard_operator.local.natsserver import free_port
+from coordshard_operator.rebalancer.handoff import Engine, GroupConfig, MemberInfo
+from coordshard_operator.rebalancer.passes import run_pass
+
+__all__ = ["WORKERS", "measure_counts"]
+
+WORKERS = 3
+SYSTEMS = 256
+POINTS = 4
+"""Targets: 256 systems of 4 points, so at any N the load is spread over many shards."""
+
+
+@asynccontextmanager
+async def group_at(nc: Client, url: str, tmp: Path, db: str, *, shards: int) -> AsyncIterator[Rig]:
+    """A stream of ``shards`` shards, three workers serving it, and a warmed-up client."""
+    config = GroupConfig(stream=CONFIG.stream, subject_prefix=CONFIG.subject_prefix,
+                         group=GROUP, shards=shards,
+                         max_ack_pending=CONFIG.max_ack_pending)  # fmt: skip
+    engine = Engine(nc.jetstream(), config)
+    await engine.ensure_stream()
+    names = [f"n{shards}-w{i}" for i in range(WORKERS)]
+    infos = [MemberInfo.of(group=GROUP, member=n, incarnation="bench") for n in names]
+    await run_pass(engine, shards=shards, members={i.id: i for i in infos}, epoch=1)
+    ports = [free_port() for _ in names]
+    procs = [spawn_worker(url, n, db, port, tmp / f"{n}.log", shards=shards)
+             for n, port in zip(names, ports, strict=True)]  # fmt: skip
+    try:
+        async with CoordinateClient(nc, shards=shards, timeout=60) as client:
+            systems = [f"n{shards}-sys-{i:03d}" for i in range(SYSTEMS)]
+            for s in systems:
+                await client.create_system(system_id=s, name=s, dimension=2)
+            targets = [(s, f"p{j}") for s in systems for j in range(POINTS)]
+            for s, p in targets:
+                await client.create_point(system_id=s, point_id=p, coordinates=(0, 0))
+            await closed_loop(client, targets, 1000, 500)
+            gc.collect()
+            yield Rig(client, targets, procs, ports, [i.id for i in infos])
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        await nc.jetstream().delete_stream(config.stream)
+
+
+async def measure_counts(
+    nc: Client, url: str, tmp: Path, db: str, *, counts: list[int], commands: int
+) -> list[tuple[int, float, list[float]]]:
+    """``(N, commands/s, latencies ms)`` for each N of ``counts``, in order."""
+    results = []
+    for n in counts:
+        async with group_at(nc, url, tmp, db, shards=n) as rig:
+            rate, lat = await closed_loop(rig.client, rig.targets, commands, 1000)
+        results.append((n, rate, lat))
+    return results
