@@ -79,7 +79,9 @@ STREAM_UPDATE_TIMEOUT_S = 30.0
 """Timeout of a stream create or update, seconds: with 4096 subjects the server takes
 seconds to check them (docs/benchmarks.md), far past one ordinary request's."""
 # 503s and these codes mean "no leader / not ready yet": wait and retry.
-_RETRY_ERR_CODES = frozenset({10008, 10023})  # cluster not ready, insufficient resources
+# 10005, "no suitable peers for placement", is what a cluster answers an R3 create
+# while a node is still joining or restarting: not a stream of the wrong shape.
+_RETRY_ERR_CODES = frozenset({10005, 10008, 10023})  # no peers yet, not ready, resources
 
 
 @dataclass(frozen=True, slots=True)
