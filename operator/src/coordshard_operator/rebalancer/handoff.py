@@ -704,5 +704,6 @@ class Engine:
     async def remove_group(self) -> None:
         """Delete every consumer of the group; the stream and its messages stay."""
         observed = await self.observe()
-        for c in sorted(observed.consumers.values(), key=lambda c: c.name):
+        every = [*observed.consumers.values(), *observed.contested.values()]
+        for c in sorted(every, key=lambda c: c.name):
             await self.api.delete_consumer(self.config.stream, c.name)
