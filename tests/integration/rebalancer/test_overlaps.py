@@ -117,3 +117,23 @@ async def test_a_recovered_overlap_is_retired_before_anything_is_granted(
     assert all(not claim.startswith(f"{twin}:") for claim in claims)
     # The older claim stood: a keeps what it had, nothing else moved.
     assert done.plan.balance.assignment == first.plan.balance.assignment
+
+
+async def test_removing_the_group_deletes_a_contested_consumer_too(
+    nats_server: NatsServer,
+) -> None:
+    first, _ = await one_pass(nats_server, "blocks", epoch=1)
+    assert first.report is not None
+    b = next(m for m in MEMBERS.values() if m.member == "b")
+    nats_server.stop()
+    clone(nats_server, first.report.created_names[0], owner=b, generation=9)
+    nats_server.start()
+    nc = await nats.connect(nats_server.url)
+    try:
+        await wait_for_jetstream(nc)
+        engine = Engine(nc.jetstream(), config("blocks"))
+        await engine.ensure_stream()
+        await engine.remove_group()
+        assert await nc.jetstream().consumers_info(STREAM) == []
+    finally:
+        await nc.close()
