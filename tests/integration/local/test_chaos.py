@@ -285,7 +285,7 @@ async def test_kill9_at_4096_shards_on_blocks_keeps_outcomes_arriving(tmp_path: 
         await more_successes(load, 100)
         for name in ("worker-0", "worker-1"):
             victim = system.workers[name]
-            gone = victim.consumer
+            gone = victim.member_id
             failover.set()
             at_kill = load.ledger.succeeded
             epoch = system.group.epoch

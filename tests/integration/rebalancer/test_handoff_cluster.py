@@ -250,7 +250,7 @@ async def test_a_consumer_list_with_consumers_missing_is_not_taken_for_the_whole
     # unique", or, while the stream recovers, made: the R3 chaos test's flake).
     js = cluster_nc.jetstream(timeout=6)
     await wait_for_cluster(js)
-    members = {m.consumer: m for m in (MemberInfo.of(group="g", member=n, incarnation="1")
+    members = {m.id: m for m in (MemberInfo.of(group="g", member=n, incarnation="1")
                                  for n in ("a", "b"))}  # fmt: skip
     config = GroupConfig(
         stream="R1MISS",

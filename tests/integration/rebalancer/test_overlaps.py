@@ -39,7 +39,7 @@ pytestmark = pytest.mark.integration
 
 SHARDS = 16
 STREAM = "OVL"
-MEMBERS = {m.consumer: m for m in (MemberInfo.of(group="g", member=n, incarnation="1")
+MEMBERS = {m.id: m for m in (MemberInfo.of(group="g", member=n, incarnation="1")
                                    for n in ("a", "b"))}  # fmt: skip
 
 
@@ -52,7 +52,7 @@ def config(layout: Layout) -> GroupConfig:
 def clone(server: NatsServer, source: str, *, owner: MemberInfo, generation: int) -> str:
     """Copy consumer ``source`` in the stopped server's store as ``owner``'s, newer."""
     obs = server.store_dir / "jetstream" / "$G" / "streams" / STREAM / "obs"
-    name = consumer_name(owner.consumer, generation=generation)
+    name = consumer_name(owner.id, generation=generation)
     target = obs / name
     target.mkdir()
     for f in (obs / source).iterdir():
@@ -63,7 +63,7 @@ def clone(server: NatsServer, source: str, *, owner: MemberInfo, generation: int
     meta["Name"] = meta["name"] = meta["durable_name"] = name
     meta["metadata"] = {
         **meta["metadata"],
-        META_MEMBER: owner.member,
+        META_MEMBER: owner.name,
         META_INCARNATION: owner.incarnation,
     }
     meta_file.write_text(json.dumps(meta))
@@ -98,14 +98,14 @@ async def test_a_recovered_overlap_is_retired_before_anything_is_granted(
 ) -> None:
     first, _ = await one_pass(nats_server, layout, epoch=1)
     assert first.report is not None and first.report.created_names
-    a = next(m for m in MEMBERS.values() if m.member == "a")
+    a = next(m for m in MEMBERS.values() if m.name == "a")
     made = zip(first.report.created, first.report.created_names, strict=True)
-    source = next(name for mid, name in made if mid == a.consumer)
+    source = next(name for mid, name in made if mid == a.id)
     nats_server.stop()
     twin = clone(
         nats_server,
         source,
-        owner=next(m for m in MEMBERS.values() if m.member == owner),
+        owner=next(m for m in MEMBERS.values() if m.name == owner),
         generation=9,
     )
     nats_server.start()
@@ -124,7 +124,7 @@ async def test_removing_the_group_deletes_a_contested_consumer_too(
 ) -> None:
     first, _ = await one_pass(nats_server, "blocks", epoch=1)
     assert first.report is not None
-    b = next(m for m in MEMBERS.values() if m.member == "b")
+    b = next(m for m in MEMBERS.values() if m.name == "b")
     nats_server.stop()
     clone(nats_server, first.report.created_names[0], owner=b, generation=9)
     nats_server.start()
