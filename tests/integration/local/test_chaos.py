@@ -258,3 +258,47 @@ async def test_burst_of_malformed_messages_is_answered_and_dead_lettered(tmp_pat
     assert len(letters) == 5 * len(bad)
     assert all(letter.reason for letter in letters)
     assert_clean(summary)
+
+
+async def test_kill9_at_4096_shards_on_blocks_keeps_outcomes_arriving(tmp_path: Path) -> None:
+    # Issue 12's chaos test in local mode at N = 4096: the stream stores under
+    # K = 512 blocks, members own blocks on lanes of at most 32 filters. Each
+    # kill's pass is held at its "fenced" step (the dead member's lanes deleted,
+    # its blocks not granted yet) until 20 more commands succeed: the survivors'
+    # lanes are never touched by a crash hand-off, so their outcomes keep arriving
+    # during the failover, and a pass that stopped them would time out here.
+    failover = asyncio.Event()
+    during: list[int] = []
+
+    async def checkpoint(step: str) -> None:
+        if failover.is_set() and step == "fenced":
+            failover.clear()
+            before = load.ledger.succeeded
+            await more_successes(load, 20)
+            during.append(load.ledger.succeeded - before)
+
+    options = SystemOptions(workers=3, shards=4096, systems=36)
+    async with LocalSystem(options, tmp_path, checkpoint=checkpoint) as system:
+        assert system.group is not None
+        assert system.engine is not None and system.engine.blocks == 512
+        load = system.start_load(rate=RATE)
+        await more_successes(load, 100)
+        for name in ("worker-0", "worker-1"):
+            victim = system.workers[name]
+            gone = victim.member_id
+            failover.set()
+            at_kill = load.ledger.succeeded
+            epoch = system.group.epoch
+            system.kill(name)
+            await until(lambda: gone not in system.group.assignment, what=f"{name} fenced")  # noqa: B023
+            await until(lambda: system.group.epoch > epoch, what=f"{name}'s rebalance")  # noqa: B023
+            # Counted from the kill to the end of the pass that moved its blocks.
+            assert load.ledger.succeeded - at_kill >= 20
+            await system.wait_converged()
+            await victim.start()  # back as a new incarnation: a join of 4096 / 3 shards
+            await system.wait_converged()
+            await more_successes(load, 50)
+        summary = await system.finish()
+    assert len(during) == 2, during  # both kills' passes were held and outcomes came
+    assert_clean(summary)
+    assert summary["kills"] == 2

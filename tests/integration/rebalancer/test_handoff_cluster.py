@@ -15,9 +15,10 @@ from nats.js import JetStreamContext
 
 from coordshard_operator.benchmarks.workload import Ledger, Publisher, SimWorker
 from coordshard_operator.local.natsserver import NatsServer
-from coordshard_operator.rebalancer.errors import JetStreamApiError
+from coordshard_operator.rebalancer.errors import JetStreamApiError, TransientError
 from coordshard_operator.rebalancer.handoff import Engine, GroupConfig, Layout, MemberInfo
 from coordshard_operator.rebalancer.jetstream import RetryPolicy
+from coordshard_operator.rebalancer.passes import run_pass
 from coordshard_operator.rebalancer.planning import plan
 
 from .conftest import Fleet
@@ -235,3 +236,39 @@ async def test_a_worker_keeps_its_deliveries_in_order_through_a_consumer_leader_
     await worker.stop()
     assert ledger.failed_acks >= 1, "the kill did not make an ack fail"
     assert not ledger.out_of_order()
+
+
+async def test_a_consumer_list_with_consumers_missing_is_not_taken_for_the_whole_list(
+    cluster_nc: Client, nats_cluster: list[NatsServer]
+) -> None:
+    # A clustered server lists only the consumers whose leaders answer in time and
+    # names the others in "missing" (nats-py drops it). Here every lane's leader is
+    # down (an R1 stream on the killed node), and the list came back empty, as a
+    # success. Under R3 the same happens to the lanes whose leaders are being
+    # elected after a kill: a pass read a live member's lane as gone and granted
+    # its blocks to another member beside it (refused with "filtered consumer not
+    # unique", or, while the stream recovers, made: the R3 chaos test's flake).
+    js = cluster_nc.jetstream(timeout=6)
+    await wait_for_cluster(js)
+    members = {m.id: m for m in (MemberInfo.of(group="g", member=n, incarnation="1")
+                                 for n in ("a", "b"))}  # fmt: skip
+    config = GroupConfig(
+        stream="R1MISS",
+        subject_prefix=PREFIX,
+        group="g",
+        shards=SHARDS,
+        retry=RetryPolicy(deadline_s=1.0),
+    )
+    engine = Engine(js, config)
+    await ensure_stream(engine)
+    first = await run_pass(engine, shards=SHARDS, members=members, epoch=1)
+    assert first.report is not None and len(first.report.created_names) == 2
+    info = await js.stream_info("R1MISS")
+    assert info.cluster is not None and info.cluster.leader
+    host = next(n for n in nats_cluster if n.name == info.cluster.leader)
+    host.kill()
+    await wait_for_cluster(js)  # a meta leader answers (the killed node may have been it)
+    # The stream's own info is gone with its node too, so ask for the list itself,
+    # as ``observe`` does once the stream answers (under R3 it goes on answering).
+    with pytest.raises(TransientError, match="did not answer"):
+        await engine.api.consumers("R1MISS")

@@ -9,6 +9,10 @@ stream, recorded in its metadata; a client or worker reads it from there.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from dataclasses import replace
+
 import nats
 import pytest
 from nats.js import JetStreamContext
@@ -19,6 +23,8 @@ from coordshard_operator.local.natsserver import NatsServer
 from coordshard_operator.rebalancer.errors import NatsServerTooOldError, StreamMismatchError
 from coordshard_operator.rebalancer.handoff import Engine, GroupConfig, MemberInfo
 from coordshard_operator.rebalancer.passes import run_pass
+
+from ..conftest import wait_for_jetstream
 
 pytestmark = pytest.mark.integration
 
@@ -87,3 +93,32 @@ async def test_a_stream_made_before_the_count_was_recorded_is_adopted(
     m = MemberInfo.of(group="g", member="a", incarnation="1")
     done = await run_pass(engine, shards=8, members={m.id: m}, epoch=1)
     assert done.swept is None or done.swept.messages == 0
+
+
+async def test_an_r3_stream_waits_for_its_third_peer_instead_of_being_refused(
+    nats_cluster: list[NatsServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    # "no suitable peers for placement" (10005) is what a cluster answers while a
+    # node is still joining or restarting: local mode's R3 chaos test met it at
+    # start on a loaded machine, and it was taken for a stream mismatch ("fix or
+    # remove the stream by hand") and ended `coordshard up`.
+    late = nats_cluster[2]
+    late.stop()
+    nc = await nats.connect(nats_cluster[0].url, max_reconnect_attempts=-1)
+    try:
+        await wait_for_jetstream(nc)
+        engine = Engine(nc.jetstream(), replace(config("R3LATE"), replicas=3))
+        caplog.set_level(logging.INFO, logger="coordshard_operator.rebalancer.jetstream")
+        creating = asyncio.ensure_future(engine.ensure_stream())
+        deadline = asyncio.get_running_loop().time() + 20
+        while not any("no suitable peers" in r.getMessage() for r in caplog.records):
+            if creating.done() or asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(0.02)  # polling the log, with a deadline
+        late.start()
+        await asyncio.wait_for(creating, 30)
+        assert any("no suitable peers" in r.getMessage() for r in caplog.records)  # it waited
+        info = await nc.jetstream().stream_info("R3LATE")
+        assert info.config.num_replicas == 3
+    finally:
+        await nc.close()

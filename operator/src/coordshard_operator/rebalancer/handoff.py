@@ -55,6 +55,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerInfo, StreamConfig, StreamInfo
@@ -69,10 +70,12 @@ from coordshard_client.subjects import (
 from coordshard_operator.rebalancer.balancing import AssignmentLike
 from coordshard_operator.rebalancer.errors import (
     ConfigError,
+    JetStreamApiError,
     JetStreamUnavailableError,
     StreamMissingError,
 )
 from coordshard_operator.rebalancer.jetstream import (
+    CONSUMER_NOT_FOUND,
     JetStreamApi,
     check_stream,
     consumer_config,
@@ -81,6 +84,7 @@ from coordshard_operator.rebalancer.jetstream import (
 )
 from coordshard_operator.rebalancer.lanehandoff import apply_lanes, drain, lane_states, want_blocks
 from coordshard_operator.rebalancer.lanes import plan_lanes, release_order
+from coordshard_operator.rebalancer.overlaps import Claim, contested
 from coordshard_operator.rebalancer.planning import plan_handoff
 from coordshard_operator.rebalancer.state import (
     MAX_DELIVER,
@@ -122,6 +126,10 @@ logger = logging.getLogger(__name__)
 
 REWIND_ATTEMPTS = 3
 """Resets sent before a consumer whose cursor will not go back is given up on."""
+OVERLAP_READS = 3
+"""Readings of the consumers, in all, before two that claim one shard are believed."""
+OVERLAP_REREAD_S = 0.25
+"""Seconds between two of those readings: a new leader applies what it missed in less."""
 
 
 class Engine:
@@ -278,18 +286,35 @@ class Engine:
         member (the older generation), is keyed by its own name: no live member
         has that id, so ``apply`` fences it. On a blocks stream every lane is keyed
         by its own name (``Observed.owner`` gives its member id).
+
+        A reading in which two consumers claim one shard is taken again, up to
+        ``OVERLAP_READS`` times in all (a list answered across a leader change can
+        show a consumer already deleted); an overlap still there is the server's
+        own, and its newer consumers are ``Observed.contested`` (``overlaps``).
         """
-        stream = await self.api.stream_info(self.config.stream)
-        self._read_layout(stream)
-        infos = await self.api.consumers(self.config.stream)
-        self._stream_subjects = stream.config.subjects
-        states = [s for s in map(self._state, infos) if s is not None]
+        for attempt in range(1, OVERLAP_READS + 1):
+            stream, states = await self._read()
+            losers = contested(Claim(s.name, s.shards, s.generation, s.epoch) for s in states)
+            if not losers or attempt == OVERLAP_READS:
+                break
+            logger.info("consumers %s overlap older ones; reading again", list(losers))
+            await asyncio.sleep(OVERLAP_REREAD_S)  # backoff: no event says a list is current
+        if losers:
+            logger.warning(
+                "stream %s holds consumers that claim shards older ones claim: %s; "
+                "retiring them before anything is granted",
+                self.config.stream,
+                list(losers),
+            )
+        extra = {s.name: s for s in states if s.name in losers}
+        states = [s for s in states if s.name not in extra]
         if self._layout() == "blocks":
             lanes = Observed(
                 consumers={s.name: s for s in sorted(states, key=lambda s: s.name)},
                 first_seq=stream.state.first_seq,
                 last_seq=stream.state.last_seq,
                 layout="blocks",
+                contested=extra,
             )
             self._generation = max(self._generation, lanes.generation)
             return lanes
@@ -305,9 +330,18 @@ class Engine:
             consumers=consumers,
             first_seq=stream.state.first_seq,
             last_seq=stream.state.last_seq,
+            contested=extra,
         )
         self._generation = max(self._generation, observed.generation)
         return observed
+
+    async def _read(self) -> tuple[StreamInfo, list[ConsumerState]]:
+        """One reading: the stream's info, then every consumer of the group."""
+        stream = await self.api.stream_info(self.config.stream)
+        self._read_layout(stream)
+        infos = await self.api.consumers(self.config.stream)
+        self._stream_subjects = stream.config.subjects
+        return stream, [s for s in map(self._state, infos) if s is not None]
 
     def _next_generation(self, epoch: int) -> int:
         """The generation of the consumers one ``apply`` creates: its epoch, or one past
@@ -422,6 +456,8 @@ class Engine:
     def settled(self, observed: Observed, desired: AssignmentLike) -> bool:
         """Whether ``apply(desired)`` would send nothing: no consumer paused or drifted,
         and on a blocks stream no lane to fence, retire, create or merge."""
+        if observed.contested:
+            return False
         if any(c.paused for c in observed.consumers.values()) or self.drifted(observed):
             return False
         if observed.layout != "blocks":
@@ -441,22 +477,71 @@ class Engine:
 
         The difference is ``planning.plan_handoff`` of the consumers in force and
         ``desired`` — the steps ``coordshard plan`` prints — executed in this
-        order: fence dead members → pause and drain losers and gainers → narrow
-        losers (delete those left with nothing) → reset, grow and reset again each
-        existing gainer, create new ones → resume everything of the group that is
-        paused. ``observed``: the pass's own reading of the consumers (read here
-        when not given), so one pass reads them once. Nothing is done on a server
+        order: retire contested consumers (``overlaps``) → fence dead members →
+        pause and drain losers and gainers → narrow losers (delete those left with
+        nothing) → reset, grow and reset again each existing gainer, create new
+        ones → resume everything of the group that is paused (a blocks stream:
+        ``lanehandoff``, after the same first step). ``observed``: the pass's own
+        reading of the consumers (read here when not given), so one pass reads
+        them once. Nothing is done on a server
         too old for the protocol (NatsServerTooOldError).
         """
         self.api.check_server()
         started = time.perf_counter()
         before = self.api.mutations
-        stream = self.config.stream
         want = self._validate(desired, members)
         if observed is None:
             observed = await self.observe()
+        contested_undrained = await self._retire_contested(observed)
         if observed.layout == "blocks":
-            return await self._apply_lanes(want, members, epoch, observed, started, before)
+            report = await self._apply_lanes(want, members, epoch, observed, started, before)
+        else:
+            report = await self._apply_shards(want, members, epoch, observed, started, before)
+        if not observed.contested:
+            return report
+        return replace(
+            report,
+            contested=tuple(sorted(observed.contested)),
+            undrained=(*contested_undrained, *report.undrained),
+        )
+
+    async def _retire_contested(self, observed: Observed) -> tuple[Undrained, ...]:
+        """Pause, drain and delete every consumer ``observe`` found contested.
+
+        Before anything else: they deliver shards an older consumer delivers too. One
+        already gone (the reading was stale after all) counts as retired.
+        """
+        names = sorted(observed.contested)
+        if not names:
+            return ()
+        stream = self.config.stream
+        await asyncio.gather(*(self._pause_if_there(n) for n in names))
+        drained = await asyncio.gather(
+            *(self._drain(observed.contested[n].member_id or n, n) for n in names)
+        )
+        await asyncio.gather(*(self.api.delete_consumer(stream, n) for n in names))
+        logger.info("retired %d contested consumer(s): %s", len(names), names)
+        await self._step("contested")
+        return tuple(u for u in drained if u is not None)
+
+    async def _pause_if_there(self, name: str) -> None:
+        try:
+            await self.api.pause_consumer(self.config.stream, name, for_s=self.config.pause_s)
+        except JetStreamApiError as e:
+            if e.err_code != CONSUMER_NOT_FOUND:
+                raise
+
+    async def _apply_shards(
+        self,
+        want: Mapping[str, frozenset[int]],
+        members: Mapping[str, MemberInfo],
+        epoch: int,
+        observed: Observed,
+        started: float,
+        before: int,
+    ) -> Report:
+        """``apply`` on a stream of the shards layout."""
+        stream = self.config.stream
         actual = {n: frozenset(c.shards) for n, c in observed.consumers.items()}
         steps = plan_handoff(observed.assignment, want, live=members)
         fence = [st.member for st in steps if st.action == "fence"]
@@ -619,5 +704,6 @@ class Engine:
     async def remove_group(self) -> None:
         """Delete every consumer of the group; the stream and its messages stay."""
         observed = await self.observe()
-        for c in sorted(observed.consumers.values(), key=lambda c: c.name):
+        every = [*observed.consumers.values(), *observed.contested.values()]
+        for c in sorted(every, key=lambda c: c.name):
             await self.api.delete_consumer(self.config.stream, c.name)

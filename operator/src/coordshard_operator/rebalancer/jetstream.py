@@ -16,11 +16,12 @@ whose request may have landed is safe.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import nats.errors
 import nats.js.errors
@@ -79,7 +80,9 @@ STREAM_UPDATE_TIMEOUT_S = 30.0
 """Timeout of a stream create or update, seconds: with 4096 subjects the server takes
 seconds to check them (docs/benchmarks.md), far past one ordinary request's."""
 # 503s and these codes mean "no leader / not ready yet": wait and retry.
-_RETRY_ERR_CODES = frozenset({10008, 10023})  # cluster not ready, insufficient resources
+# 10005, "no suitable peers for placement", is what a cluster answers an R3 create
+# while a node is still joining or restarting: not a stream of the wrong shape.
+_RETRY_ERR_CODES = frozenset({10005, 10008, 10023})  # no peers yet, not ready, resources
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,9 +154,11 @@ class JetStreamApi:
                 return await op()
             except Exception as e:
                 mapped = _map_error(e, what=what, consumer=consumer, stream=stream)
-                if mapped is e:
-                    raise
+                if mapped is e and not isinstance(e, TransientError):
+                    raise  # a TransientError raised by ``op`` itself is retried as well
                 if not isinstance(mapped, TransientError) or loop.time() + delay > deadline:
+                    if mapped is e:
+                        raise
                     raise mapped from e
                 logger.info("retrying %s in %.2fs: %s", what, delay, mapped)
                 await asyncio.sleep(delay)  # backoff, not synchronisation
@@ -286,12 +291,33 @@ class JetStreamApi:
     # -- consumers ------------------------------------------------------------
 
     async def consumers(self, stream: str) -> list[ConsumerInfo]:
+        """Every consumer of the stream, or JetStreamUnavailableError (retried first).
+
+        A clustered server answers the list with the consumers whose leaders replied
+        in time and names the others in ``missing`` (their leaders are being elected,
+        or are on a node that is down): a success that is not the whole list. nats-py
+        drops ``missing``; taken as the whole list, it shows a live member's lane as
+        gone, and the plan grants its blocks to another member beside it. So the
+        request is made here, and a list with any consumer missing is transient.
+        """
+        subject = f"{self._js._prefix}.CONSUMER.LIST.{stream}"
+
         async def op() -> list[ConsumerInfo]:
             found: list[ConsumerInfo] = []
             while True:
-                page: list[ConsumerInfo] = await self._js.consumers_info(stream, offset=len(found))
-                found.extend(page)
-                if len(page) < 256:
+                request = json.dumps({"offset": len(found)}).encode()
+                msg = await self._js._nc.request(subject, request, timeout=self._js._timeout)
+                page: dict[str, Any] = json.loads(msg.data)
+                if "error" in page:
+                    raise nats.js.errors.APIError.from_error(page["error"])
+                missing = page.get("missing") or []
+                if missing:
+                    raise JetStreamUnavailableError(
+                        f"list consumers of {stream}: {len(missing)} of them did not answer "
+                        f"(no leader yet?): {sorted(missing)[:5]}"
+                    )
+                found.extend(ConsumerInfo.from_response(c) for c in page.get("consumers") or [])
+                if not page.get("consumers") or len(found) >= page.get("total", 0):
                     return found
 
         return await self._call(f"list consumers of {stream}", op, stream=stream)

@@ -191,11 +191,16 @@ class Observed:
     first_seq: int
     last_seq: int
     layout: Layout = "shards"
+    contested: Mapping[str, ConsumerState] = field(default_factory=dict)
+    """Consumer name → a consumer that claims a shard an older consumer of the group
+    claims too (``overlaps``): left out of ``consumers`` and ``assignment``, and
+    retired by ``Engine.apply`` before anything is granted."""
 
     @property
     def generation(self) -> int:
         """The highest generation or epoch any consumer of the group carries."""
-        return max((max(c.generation, c.epoch) for c in self.consumers.values()), default=0)
+        every = [*self.consumers.values(), *self.contested.values()]
+        return max((max(c.generation, c.epoch) for c in every), default=0)
 
     def owner(self, key: str) -> str:
         """The member id ``consumers[key]`` counts for (its own key when unknown)."""
@@ -260,6 +265,9 @@ class Report:
     """Blocks layout: the names of the live lanes paused, drained and deleted."""
     undrained: tuple[Undrained, ...] = ()
     resumed: tuple[str, ...] = ()
+    contested: tuple[str, ...] = ()
+    """The names of the consumers retired first because an older consumer of the group
+    claimed a shard of theirs (``overlaps``)."""
     consumer_updates: int = 0
     """Consumer-changing JetStream requests sent (0 when converged)."""
     duration_s: float = 0.0
