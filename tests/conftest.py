@@ -20,6 +20,13 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import Phase, settings
+
+# scripts/mutants.py runs with --hypothesis-profile=mutants: a counterexample found
+# is a kill, and shrinking it (minutes on a loaded machine) adds nothing.
+settings.register_profile(
+    "mutants", phases=[Phase.explicit, Phase.reuse, Phase.generate], database=None
+)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
