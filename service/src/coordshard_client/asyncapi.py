@@ -32,7 +32,7 @@ from coordshard_client.messages import (
     Outcome,
 )
 from coordshard_client.naming import DEFAULT_STREAM
-from coordshard_client.subjects import DEFAULT_PREFIX, STREAM_META_SHARDS
+from coordshard_client.subjects import BLOCK_TOKEN, DEFAULT_PREFIX, STREAM_META_SHARDS
 
 __all__ = ["COMMAND_MODELS", "document"]
 
@@ -136,7 +136,12 @@ def document(*, prefix: str = DEFAULT_PREFIX) -> dict[str, Any]:
             "title": f"{op} commands",
             "description": f"JetStream stream {DEFAULT_STREAM!r} (WorkQueue) captures "
             f"{prefix}.<s>.*.* for each shard s < N (a publish to any other shard gets no "
-            "ack); a worker owning the shard consumes it.",
+            "ack); a worker owning the shard consumes it. A stream made with the blocks "
+            "layout (every new one) stores the message, by its own subject transform, as "
+            f"{prefix}.{BLOCK_TOKEN}.<block>.<shard>.<system_id>.<op>, block = partition(K, "
+            "system_id) = shard mod K, K = blocks_of(N) (N up to 512, else the largest "
+            "divisor of N up to 512): consumers and stream readers see that form; "
+            "publishers never do.",
             "parameters": {
                 "shard": {
                     "description": "FNV-1a 32-bit of the UTF-8 system id, modulo the "

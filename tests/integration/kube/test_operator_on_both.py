@@ -654,3 +654,49 @@ async def test_statefulset_scale_up_and_down_on_the_real_control_plane(
     kube.patch(f"{path}/scale", {"spec": {"replicas": 1}})
     await wait_until(members("w-0"), what="back to one")
     await wait_until(lambda: cluster.condition(crd.CONDITION_READY) == "True", what="recovered")
+
+
+async def test_a_stream_lost_under_a_running_group_is_made_again_and_served(
+    scenario: Scenario, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """Deleted by hand, or gone with a server's storage: the next pass creates it again
+    (Warning StreamRecreated), gives every pod lanes again, and the workers serve it."""
+    cluster = scenario.cluster
+    scenario.start_operator(env={"COORDSHARD_RESYNC_SECONDS": "1"})
+    db = f"sqlite:///{tmp_path / 'store.db'}"
+    cluster.add_cr(shards=SHARDS)
+    workers = {}
+    for pod in ("w-0", "w-1"):
+        cluster.add_pod(pod)
+        workers[pod] = start_worker(
+            scenario, pod, nats_url=nats_server.url, db=db, log=tmp_path / f"{pod}.log"
+        )
+    try:
+        await wait_until(lambda: len(cluster.assignment()) == 2, what="both pods assigned")
+        async with CoordinateClient.connect(
+            servers=[nats_server.url], shards=SHARDS, timeout=20
+        ) as client:
+            await client.create_system(system_id="before", name="before", dimension=2)
+            nc = await nats.connect(nats_server.url)
+            try:
+                await nc.jetstream().delete_stream(STREAM)
+            finally:
+                await nc.close()
+            await wait_until(
+                lambda: cluster.events(crd.EVENT_STREAM_RECREATED), what="a StreamRecreated Event"
+            )
+            await wait_until(
+                lambda: len(cluster.assignment()) == 2, what="both pods assigned again"
+            )
+            for i in range(12):  # over the 6 shards: every one is owned again
+                sid = f"after-{i}"
+                await client.create_system(system_id=sid, name=sid, dimension=2)
+                assert (await client.get_system(system_id=sid)).system_id == sid
+        assert len(cluster.events(crd.EVENT_STREAM_RECREATED)) == 1
+        assert sorted(await held_filters(nats_server.url)) == sorted(
+            cluster.consumer(p) for p in ("w-0", "w-1")
+        )
+    finally:
+        for w in workers.values():
+            w.kill()
+            w.wait()

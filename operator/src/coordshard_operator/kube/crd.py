@@ -102,6 +102,9 @@ EVENT_POD_NOT_READY_PAST_GRACE: Final = "PodNotReadyPastGrace"
 EVENT_UNOWNED_REMOVED: Final = REASON_UNOWNED_REMOVED
 EVENT_CONSUMERS_LEFT: Final = "ConsumersLeftBehind"
 EVENT_RESTARTED_IN_PLACE: Final = "RestartedInPlace"
+EVENT_STREAM_RECREATED: Final = "StreamRecreated"
+"""Warning: the stream was gone (deleted, or a server that lost its storage) and the
+operator created it again; what it held was lost."""
 """Warning: a deleted CR's consumers could not be removed within the release timeout."""
 
 REPORTING_COMPONENT: Final = "coordshard-operator"

@@ -169,6 +169,7 @@ async def _converge(
     gone = before_pods - now_pods
     why = "pod lost: " + ", ".join(sorted(gone)) if gone else "rebalance"
     notices = [
+        *_recreated(desired.stream, done.observed.recreated),
         *_past_grace(seen.lost, before_pods, desired.grace_period_seconds),
         *_membership(now_pods - before_pods, gone),
         *_shard_moves(balance.moves, pod_of, why),
@@ -258,6 +259,16 @@ def _restarts(pods: Iterable[PodState], before: Iterable[Mapping[str, Any]]) -> 
                 )
             )
     return notices
+
+
+def _recreated(stream: str, recreated: bool) -> list[Notice]:
+    if not recreated:
+        return []
+    message = (
+        f"stream {stream} was gone (deleted, or NATS lost its storage); created it again. "
+        "Commands it held were lost; every shard was assigned afresh"
+    )
+    return [Notice("Warning", crd.EVENT_STREAM_RECREATED, message)]
 
 
 def _unowned(subjects: Iterable[str], removed: int) -> list[Notice]:

@@ -291,9 +291,28 @@ class Engine:
         ``OVERLAP_READS`` times in all (a list answered across a leader change can
         show a consumer already deleted); an overlap still there is the server's
         own, and its newer consumers are ``Observed.contested`` (``overlaps``).
+
+        A stream this engine has read before and that is gone now is created again
+        (``ensure_stream``, in ``config.layout``) and read empty: ``Observed.recreated``;
+        one it never read is StreamMissingError.
         """
+        recreated = False
         for attempt in range(1, OVERLAP_READS + 1):
-            stream, states = await self._read()
+            try:
+                stream, states = await self._read()
+            except StreamMissingError:
+                if recreated or self.layout is None:
+                    raise  # never there for this engine: ensure_stream's to make
+                # The stream went (deleted by hand, or a server that lost its storage):
+                # make it again, in config.layout, so publishers and workers can go on.
+                # Its messages and consumers are gone; every shard is planned afresh.
+                logger.warning(
+                    "stream %s is gone; creating it again (what it held is lost)",
+                    self.config.stream,
+                )
+                await self.ensure_stream()
+                recreated = True
+                stream, states = await self._read()
             losers = contested(Claim(s.name, s.shards, s.generation, s.epoch) for s in states)
             if not losers or attempt == OVERLAP_READS:
                 break
@@ -315,6 +334,7 @@ class Engine:
                 last_seq=stream.state.last_seq,
                 layout="blocks",
                 contested=extra,
+                recreated=recreated,
             )
             self._generation = max(self._generation, lanes.generation)
             return lanes
@@ -331,6 +351,7 @@ class Engine:
             first_seq=stream.state.first_seq,
             last_seq=stream.state.last_seq,
             contested=extra,
+            recreated=recreated,
         )
         self._generation = max(self._generation, observed.generation)
         return observed

@@ -195,6 +195,8 @@ class Observed:
     """Consumer name → a consumer that claims a shard an older consumer of the group
     claims too (``overlaps``): left out of ``consumers`` and ``assignment``, and
     retired by ``Engine.apply`` before anything is granted."""
+    recreated: bool = False
+    """The stream was gone and this reading created it again: what it held is lost."""
 
     @property
     def generation(self) -> int:
