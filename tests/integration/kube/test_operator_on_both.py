@@ -52,7 +52,8 @@ SHARDS = 6
 
 
 StartOperator = Callable[..., OperatorProcess]
-"""``start_operator(args=("--standalone",), env=None, log=None)``: one more operator."""
+"""``start_operator(args=("--standalone",), env=None, log=None, nats_url=None)``: one more
+operator (``nats_url``: the default NATS servers, else the ``nats_server`` fixture's)."""
 
 
 @dataclass
@@ -176,9 +177,11 @@ def scenario(
         args: tuple[str, ...] = ("--standalone",),
         env: dict[str, str] | None = None,
         log: Path = default_log,
+        nats_url: str | None = None,
     ) -> OperatorProcess:
         kw = {**login, "env": {**login.get("env", {}), **(env or {})}}
-        procs.append(OperatorProcess(nats_url=nats_server.url, log=log, args=args, **kw))
+        url = nats_url or nats_server.url
+        procs.append(OperatorProcess(nats_url=url, log=log, args=args, **kw))
         return procs[-1]
 
     yield Scenario(
