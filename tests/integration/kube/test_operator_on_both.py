@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import nats
@@ -29,7 +30,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from coordshard_client import CoordinateClient
-from coordshard_client.subjects import block_filter
+from coordshard_client.subjects import block_filter, parse_subject, shard_of
 from coordshard_operator.cli.worker import worker_argv
 from coordshard_operator.kube import crd
 from coordshard_operator.local.natsserver import NatsServer, free_port
@@ -51,7 +52,8 @@ SHARDS = 6
 
 
 StartOperator = Callable[..., OperatorProcess]
-"""``start_operator(args=("--standalone",), env=None, log=None)``: one more operator."""
+"""``start_operator(args=("--standalone",), env=None, log=None, nats_url=None)``: one more
+operator (``nats_url``: the default NATS servers, else the ``nats_server`` fixture's)."""
 
 
 @dataclass
@@ -70,6 +72,8 @@ class Scenario:
     requests: Callable[[], set[Rule]]
     """What the operator has asked the API server for so far, as RBAC rules: the
     double's request log, or the real server's audit log for its ServiceAccount."""
+    pod_selectors: Callable[[], list[str | None]]
+    """The label selector of each pod list and watch the operator made (None: none)."""
 
     @property
     def namespace(self) -> str:
@@ -120,6 +124,9 @@ def scenario(
         def requests() -> set[Rule]:
             return {(r.verb, r.group, r.resource) for r in api.requests}
 
+        def pod_selectors() -> list[str | None]:
+            return [r.label_selector for r in api.requests if r.resource == "pods"]
+
     else:
         kube: KubeRest = request.getfixturevalue("kube")
         namespace: str = request.getfixturevalue("namespace")
@@ -158,17 +165,28 @@ def scenario(
         def requests() -> set[Rule]:
             return {rule_of(e) for e in plane.audit_events(user=user) if "objectRef" in e}
 
+        def pod_selectors() -> list[str | None]:
+            return [
+                parse_qs(urlsplit(e["requestURI"]).query).get("labelSelector", [None])[0]
+                for e in plane.audit_events(user=user)
+                if e.get("objectRef", {}).get("resource") == "pods"
+            ]
+
     def start(
         *,
         args: tuple[str, ...] = ("--standalone",),
         env: dict[str, str] | None = None,
         log: Path = default_log,
+        nats_url: str | None = None,
     ) -> OperatorProcess:
         kw = {**login, "env": {**login.get("env", {}), **(env or {})}}
-        procs.append(OperatorProcess(nats_url=nats_server.url, log=log, args=args, **kw))
+        url = nats_url or nats_server.url
+        procs.append(OperatorProcess(nats_url=url, log=log, args=args, **kw))
         return procs[-1]
 
-    yield Scenario(request.param, cluster, start, restart, enable_standby, peering, requests)
+    yield Scenario(
+        request.param, cluster, start, restart, enable_standby, peering, requests, pod_selectors
+    )
     for proc in procs:
         proc.stop(timeout=3)  # kopf can take longer to leave (daemons, peering); not tested here
     if isinstance(cluster, KubeCluster):
@@ -325,28 +343,86 @@ async def test_a_pod_left_terminating_loses_its_shards_at_once(scenario: Scenari
     )
 
 
-async def test_not_ready_past_grace_moves_shards_and_ready_again_gets_them_back(
+async def test_a_deleted_pods_shards_move_and_every_message_reaches_the_new_owner(
+    scenario: Scenario, nats_server: NatsServer, client: Client
+) -> None:
+    """Raw deliveries, no worker: what was published before and during the hand-off
+    is delivered, each message once, on the survivor's lanes."""
+    cluster = scenario.cluster
+    scenario.start_operator()
+    cluster.add_pod("w-0")
+    cluster.add_pod("w-1")
+    cluster.add_cr(shards=4)
+    await wait_until(lambda: len(cluster.assignment()) == 2, what="both pods assigned")
+    js = client.jetstream()
+    ids = {shard_of(f"sys-{i}", 4): f"sys-{i}" for i in range(40)}  # the stream's block is the id's
+    for shard in range(4):
+        await js.publish(f"coordinate.cmd.{shard}.{ids[shard]}.before", b"x")
+    survivor = cluster.consumer("w-0")
+    epoch = cluster.status()["epoch"]
+    cluster.delete_pod("w-1")
+    for shard in range(4):
+        await js.publish(f"coordinate.cmd.{shard}.{ids[shard]}.during", b"x")
+    await wait_until(lambda: list(cluster.assignment()) == ["w-0"], what="w-0 owns everything")
+    status = cluster.status()
+    assert status["assignment"] == {"w-0": "0-3"} and status["epoch"] > epoch
+    assert status["lastRebalance"]["shardsMoved"] == 2
+    assert await held_filters(nats_server.url) == {
+        survivor: sorted(block_filter(s) for s in range(4))
+    }
+    lanes = [i.name for i in await js.consumers_info(STREAM) if member_of(i) == survivor]
+    subs = [await js.pull_subscribe_bind(name, stream=STREAM) for name in lanes]
+    got: list[str] = []
+    async with asyncio.timeout(15):
+        while len(got) < 8:
+            for sub in subs:  # its own lane and the lane its gained shards came on
+                try:
+                    batch = await sub.fetch(8, timeout=0.5)
+                except nats.errors.TimeoutError:
+                    continue
+                got += [str(parse_subject(m.subject)) for m in batch]  # stored under its block
+                for m in batch:
+                    await m.ack()
+    assert sorted(got) == sorted(
+        f"coordinate.cmd.{s}.{ids[s]}.{op}" for s in range(4) for op in ("before", "during")
+    )
+
+
+async def test_not_ready_within_grace_keeps_shards_past_grace_moves_them_ready_gets_them_back(
     scenario: Scenario,
 ) -> None:
     cluster = scenario.cluster
     scenario.start_operator()
     cluster.add_pod("w-0")
     cluster.add_pod("w-1")
-    cluster.add_cr(shards=4, grace=2)
+    cluster.add_cr(shards=4, grace=3)
     await wait_until(lambda: len(cluster.assignment()) == 2, what="both pods assigned")
+    before = cluster.assignment()
     cluster.set_ready("w-1", False)
+    await wait_until(
+        lambda: any(m["pod"] == "w-1" and not m["ready"] for m in cluster.status()["members"]),
+        what="w-1 seen NotReady",
+    )
+    assert cluster.assignment() == before  # within the grace period nothing moves
+    assert cluster.condition(crd.CONDITION_READY) == "True"
     await wait_until(lambda: cluster.assignment() == {"w-0": "0-3"}, what="moved past grace")
     await wait_until(
         lambda: any("w-1" in m for m in cluster.events(crd.EVENT_POD_NOT_READY_PAST_GRACE)),
         what="a PodNotReadyPastGrace Event naming w-1",
     )
+    assert len(cluster.events(crd.EVENT_POD_NOT_READY_PAST_GRACE)) == 1
     cluster.set_ready("w-1", True)
     await wait_until(lambda: len(cluster.assignment()) == 2, what="w-1 back")
 
 
-async def test_two_crs_in_one_namespace_and_a_deleted_cr_releases_its_consumers(
-    scenario: Scenario, nats_server: NatsServer
+async def test_two_crs_in_one_namespace_and_a_deleted_cr_releases_its_consumers_not_its_stream(
+    scenario: Scenario,
+    nats_server: NatsServer,
+    client: Client,
+    chart_rbac: Callable[..., set[Rule]],
 ) -> None:
+    """Also: what the operator asked the API server for is exactly what the chart grants
+    (without Secret refs): every grant used, nothing else asked."""
     cluster = scenario.cluster
     scenario.start_operator()
     cluster.add_pod("w-0")
@@ -357,10 +433,16 @@ async def test_two_crs_in_one_namespace_and_a_deleted_cr_releases_its_consumers(
     await wait_until(lambda: cluster.assignment("billing") == {"x-0": "0-2"}, what="billing")
     assert crd.FINALIZER in cluster.cr("orders")["metadata"]["finalizers"]
     assert await held_filters(nats_server.url)
+    await client.jetstream().publish("coordinate.cmd.0.sys.op", b"x")
     cluster.delete_cr("orders")
     await wait_until(lambda: not cluster.has_cr("orders"), what="orders gone (finalizer removed)")
     assert await held_filters(nats_server.url) == {}
     assert cluster.assignment("billing") == {"x-0": "0-2"}
+    assert (await client.jetstream().stream_info(STREAM)).state.messages == 1  # data kept
+    # The stream is free again for another CoordinateShards.
+    cluster.add_cr("successor", shards=2)
+    await wait_until(lambda: cluster.assignment("successor") == {"w-0": "0-1"}, what="successor")
+    assert scenario.requests() == chart_rbac("operator.readSecrets=false")
 
 
 async def test_the_operator_follows_pods_after_an_api_server_restart_lost_the_history(
@@ -549,17 +631,29 @@ async def test_scale_up_and_all_pods_gone_then_back(
     assert cluster.assignment() == {"w-0": "0-5"}
 
 
-async def test_metrics_follow_prometheus_conventions_and_give_each_groups_lag(
+async def test_liveness_status_and_metrics_and_each_groups_lag(
     scenario: Scenario, client: Client
 ) -> None:
+    """The first pass's status and Event, the liveness endpoint, pods read only through
+    the worker label selector, and metrics that follow Prometheus' conventions."""
     cluster = scenario.cluster
-    metrics = free_port()
+    metrics, health = free_port(), free_port()
     scenario.start_operator(
-        env={"COORDSHARD_METRICS_PORT": str(metrics), "COORDSHARD_RESYNC_SECONDS": "1"}
+        args=("--standalone", f"--liveness=http://127.0.0.1:{health}/healthz"),
+        env={"COORDSHARD_METRICS_PORT": str(metrics), "COORDSHARD_RESYNC_SECONDS": "1"},
     )
     cluster.add_pod("w-0")
     cluster.add_cr(shards=4)
     await wait_until(lambda: len(cluster.assignment()) == 1, what="w-0 assigned")
+    await wait_until(lambda: cluster.condition(crd.CONDITION_READY) == "True", what="Ready")
+    status = cluster.status()
+    assert status["observedGeneration"] == 1 and status["shards"] == 4
+    assert status["memberCount"] == 1 and status["unassignedShards"] == ""
+    await wait_until(lambda: cluster.events("MembersChanged"), what="a MembersChanged Event")
+    selectors = scenario.pod_selectors()
+    assert selectors and set(selectors) == {crd.LABEL_WORKER}
+    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{health}/healthz") as r:
+        assert r.status == 200
     js = client.jetstream()
     for shard in range(4):
         await js.publish(f"coordinate.cmd.{shard}.sys.lag", b"x")
@@ -584,6 +678,13 @@ async def test_metrics_follow_prometheus_conventions_and_give_each_groups_lag(
         return found if (pending, ack_pending) == (3, 1) else None
 
     found = await wait_until(lagging, what="the group's lag: 3 pending, 1 ack pending")
+    moved = [
+        s.value
+        for s in found["coordshard_rebalance_moved_shards"].samples
+        if s.name.endswith("_total") and s.labels == group
+    ]
+    assert moved and moved[0] >= 4  # 4 at first
+    assert lag(found, "coordshard_unassigned_shards") == 0
     for family in found.values():
         if family.type == "counter":
             for sample in family.samples:

@@ -5,10 +5,7 @@ and server certificate made here), and one that requires a client
 certificate too (mutual TLS); the CR names Secrets in its namespace, on the
 API-server double and on the real control plane (where the operator reads
 them as the chart's ServiceAccount, through its ``get secrets`` grant), and
-the operator must create the consumers. The two TLS tests run on the double
-only: they differ from the nkey test on NATS's side alone, and reading a
-Secret, a changed one and a deleted one are checked on both backends by the
-nkey and release tests (the suite's time is kept for what can differ).
+the operator must create the consumers.
 Missing or wrong Secrets must give Degraded plus a Warning Event, no crash,
 and a fixed Secret must be picked up by the next reconcile.
 """
@@ -118,7 +115,6 @@ async def test_an_nkey_seed_from_a_secret_connects_and_bad_secrets_degrade(
     assert seed.decode() not in repr(text) and wrong.decode() not in repr(text)
 
 
-@pytest.mark.parametrize("scenario", ["double"], indirect=True)  # NATS's side only
 async def test_tls_with_the_ca_from_a_secret(scenario: Scenario, tmp_path: Path) -> None:
     cluster = scenario.cluster
     ca = TestCa()
@@ -138,7 +134,6 @@ async def test_tls_with_the_ca_from_a_secret(scenario: Scenario, tmp_path: Path)
         server.kill()
 
 
-@pytest.mark.parametrize("scenario", ["double"], indirect=True)  # NATS's side only
 async def test_mutual_tls_with_the_client_pair_from_a_secret(
     scenario: Scenario, tmp_path: Path
 ) -> None:

@@ -11,8 +11,6 @@ creates nothing, pass after pass.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from pathlib import Path
 
 import aiohttp
 import nats
@@ -22,9 +20,13 @@ from nats.js.api import RetentionPolicy, StreamConfig
 from coordshard_client.subjects import STREAM_META_SHARDS, stream_subjects
 from coordshard_operator.kube import crd
 from coordshard_operator.local.natsserver import NatsServer, free_port
-from coordshard_operator.testing.cluster import Cluster, OperatorProcess, wait_until
+from coordshard_operator.testing.cluster import wait_until
 
 from ..conftest import streams_and_consumers
+from . import test_operator_on_both
+from .test_operator_on_both import Scenario
+
+scenario = test_operator_on_both.scenario  # the fixture: one test, two backends
 
 pytestmark = pytest.mark.integration
 
@@ -37,50 +39,39 @@ async def reconcile_errors(http: aiohttp.ClientSession, url: str) -> float:
 
 
 async def test_an_old_server_gives_one_condition_one_event_and_no_consumer(
-    cluster: Cluster, old_nats_server: NatsServer, tmp_path: Path
+    scenario: Scenario, old_nats_server: NatsServer
 ) -> None:
+    cluster = scenario.cluster
     metrics = free_port()
-    proc = OperatorProcess(
-        api_url=cluster.api.url,
+    scenario.start_operator(
         nats_url=old_nats_server.url,
-        log=tmp_path / "operator.log",
         env={"COORDSHARD_RESYNC_SECONDS": "1", "COORDSHARD_METRICS_PORT": str(metrics)},
     )
-    try:
-        cluster.add_pod("w-0")
-        cluster.add_cr(shards=4)
+    cluster.add_pod("w-0")
+    cluster.add_cr(shards=4)
 
-        def degraded() -> dict[str, str] | None:
-            for c in cluster.status().get("conditions") or []:
-                if c["type"] == crd.CONDITION_DEGRADED and c["status"] == "True":
-                    return dict(c)
-            return None
+    def degraded() -> dict[str, str] | None:
+        for c in cluster.status().get("conditions") or []:
+            if c["type"] == crd.CONDITION_DEGRADED and c["status"] == "True":
+                return dict(c)
+        return None
 
-        condition = await wait_until(degraded, timeout=30, what="Degraded")
-        assert condition["reason"] == crd.REASON_NATS_SERVER_TOO_OLD
-        assert re.search(r"nats-server 2\.9\.\d+ is too old.*needs 2\.14\.0", condition["message"])
-        url = f"http://127.0.0.1:{metrics}/metrics"
-        async with aiohttp.ClientSession() as http:
-            # Several passes, each refused: still one condition, one Event.
-            await wait_until(
-                lambda: reconcile_errors(http, url), timeout=30, what="a failed reconcile"
-            )
-            first = await reconcile_errors(http, url)
-            await wait_until(
-                lambda: _more(http, url, first + 2), timeout=30, what="two more passes"
-            )
-        events = await wait_until(
-            lambda: cluster.events(crd.REASON_NATS_SERVER_TOO_OLD), what="the Event"
-        )
-        assert len(events) == 1 and "needs 2.14.0" in events[0]
-        assert cluster.events(crd.EVENT_SHARDS_MOVED) == []
-        assert degraded() == condition  # not rewritten pass after pass
-        assert await streams_and_consumers(old_nats_server.url) == (0, 0)
-    finally:
-        proc.stop(timeout=3)
-        log = tmp_path / "operator.log"
-        if log.exists():
-            print(log.read_text()[-4000:])
+    condition = await wait_until(degraded, timeout=30, what="Degraded")
+    assert condition["reason"] == crd.REASON_NATS_SERVER_TOO_OLD
+    assert re.search(r"nats-server 2\.9\.\d+ is too old.*needs 2\.14\.0", condition["message"])
+    url = f"http://127.0.0.1:{metrics}/metrics"
+    async with aiohttp.ClientSession() as http:
+        # Several passes, each refused: still one condition, one Event.
+        await wait_until(lambda: reconcile_errors(http, url), timeout=30, what="a failed reconcile")
+        first = await reconcile_errors(http, url)
+        await wait_until(lambda: _more(http, url, first + 2), timeout=30, what="two more passes")
+    events = await wait_until(
+        lambda: cluster.events(crd.REASON_NATS_SERVER_TOO_OLD), what="the Event"
+    )
+    assert len(events) == 1 and "needs 2.14.0" in events[0]
+    assert cluster.events(crd.EVENT_SHARDS_MOVED) == []
+    assert degraded() == condition  # not rewritten pass after pass
+    assert await streams_and_consumers(old_nats_server.url) == (0, 0)
 
 
 async def _more(http: aiohttp.ClientSession, url: str, at_least: float) -> bool:
@@ -88,8 +79,9 @@ async def _more(http: aiohttp.ClientSession, url: str, at_least: float) -> bool:
 
 
 async def test_a_stream_recording_another_shard_count_is_degraded_and_left_alone(
-    cluster: Cluster, operator: Callable[..., OperatorProcess], nats_server: NatsServer
+    scenario: Scenario, nats_server: NatsServer
 ) -> None:
+    cluster = scenario.cluster
     nc = await nats.connect(nats_server.url, max_reconnect_attempts=1)
     try:
         js = nc.jetstream()
@@ -101,7 +93,7 @@ async def test_a_stream_recording_another_shard_count_is_degraded_and_left_alone
                 metadata={STREAM_META_SHARDS: "8"},
             )
         )
-        operator()
+        scenario.start_operator()
         cluster.add_pod("w-0")
         cluster.add_cr(shards=4)
         await wait_until(

@@ -57,6 +57,10 @@ class Runtime:
     wakers: dict[CrKey, asyncio.Event] = field(default_factory=dict)
     connections: dict[tuple[tuple[str, ...], tuple[str, ...]], Client] = field(default_factory=dict)
     """(servers, auth identity) -> client."""
+    connecting: dict[tuple[tuple[str, ...], tuple[str, ...]], asyncio.Lock] = field(
+        default_factory=dict
+    )
+    """(servers, auth identity) -> the lock one connect at a time holds (``connection``)."""
     auth_of: dict[CrKey, tuple[str, ...]] = field(default_factory=dict)
     """The auth identity each CR last connected with."""
     engines: dict[tuple[Any, ...], Engine] = field(default_factory=dict)
@@ -133,11 +137,29 @@ class Runtime:
     # --- NATS ----------------------------------------------------------------
 
     async def connection(self, servers: tuple[str, ...], auth: NatsAuth = NO_AUTH) -> Client:
+        """The one client for ``servers`` under ``auth``, connected now if it is not.
+
+        One connect at a time per key: CRs whose daemons start together (an
+        operator starting, or resumed by peering) would otherwise each connect
+        and the one stored last would replace the others unclosed; their
+        tasks then outlive the cleanup handler and kopf waits 5 s for them at
+        exit. A client replaced because it lost its connection is closed (it
+        would go on reconnecting for ever).
+        """
         servers = servers or tuple(s.strip() for s in self.settings.nats_servers.split(","))
         key = (servers, auth.identity)
-        client = self.connections.get(key)
-        if client is not None and client.is_connected:
-            return client
+        async with self.connecting.setdefault(key, asyncio.Lock()):
+            client = self.connections.get(key)
+            if client is not None and client.is_connected:
+                return client
+            fresh = await self._connect(servers, auth)
+            self.connections[key] = fresh
+            if client is not None and not client.is_closed:
+                await client.close()
+            return fresh
+
+    async def _connect(self, servers: tuple[str, ...], auth: NatsAuth) -> Client:
+        """A new connected client; closed again when it fails or the caller is cancelled."""
         where = ", ".join(servers)
         client = Client()
         last_error: list[Exception] = []
@@ -167,6 +189,11 @@ class Runtime:
                 timeout=_CONNECT_DEADLINE_S,
                 return_when=asyncio.FIRST_COMPLETED,
             )
+        except asyncio.CancelledError:
+            # The daemon is stopping: the connect must not go on (and succeed) unowned.
+            connecting.cancel()
+            await asyncio.shield(client.close())
+            raise
         finally:
             waiting.cancel()
         failure: BaseException | None = None
@@ -187,7 +214,6 @@ class Runtime:
             if not isinstance(failure, (NatsError, OSError, TimeoutError, ssl.SSLError)):
                 raise failure
             raise NatsUnavailableError(f"connecting to {where}: {cause}") from failure
-        self.connections[key] = client
         return client
 
     async def _switch_auth(self, cr: CrKey, identity: tuple[str, ...]) -> None:
