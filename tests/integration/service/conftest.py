@@ -132,15 +132,16 @@ class Provisioner:
     group: str = GROUP
     shards: int = SHARDS
 
-    async def create_stream(self) -> None:
-        await self.js.add_stream(
-            StreamConfig(
-                name=self.stream,
-                subjects=stream_subjects(self.shards, prefix=self.prefix),
-                retention=RetentionPolicy.WORK_QUEUE,
-                duplicate_window=120.0,
-            )
+    def stream_config(self) -> StreamConfig:
+        return StreamConfig(
+            name=self.stream,
+            subjects=stream_subjects(self.shards, prefix=self.prefix),
+            retention=RetentionPolicy.WORK_QUEUE,
+            duplicate_window=120.0,
         )
+
+    async def create_stream(self) -> None:
+        await self.js.add_stream(self.stream_config())
 
     async def assign(
         self,
@@ -153,20 +154,28 @@ class Provisioner:
     ) -> str:
         """Create or rewrite a member's consumer to own exactly ``shards``."""
         name = member_id(group=self.group, member=member, incarnation=incarnation)
+        filters = [shard_filter(s, prefix=self.prefix) for s in shards]
+        await self.put_consumer(name, filters, ack_wait=ack_wait, max_deliver=max_deliver)
+        self.consumers[member] = name
+        return name
+
+    async def put_consumer(
+        self, name: str, filters: list[str], *, ack_wait: float = 30.0, max_deliver: int = -1
+    ) -> None:
+        """Create (or rewrite) the durable pull consumer ``name`` over ``filters``, deliver
+        all, explicit ack: the kind the engine makes."""
         await self.js.add_consumer(
             self.stream,
             ConsumerConfig(
                 durable_name=name,
                 ack_policy=AckPolicy.EXPLICIT,
                 deliver_policy=DeliverPolicy.ALL,
-                filter_subjects=[shard_filter(s, prefix=self.prefix) for s in shards] or None,
+                filter_subjects=filters or None,
                 ack_wait=ack_wait,
                 max_deliver=max_deliver,
                 max_ack_pending=10_000,
             ),
         )
-        self.consumers[member] = name
-        return name
 
     async def delete(self, name: str) -> None:
         await self.js.delete_consumer(self.stream, name)
