@@ -14,7 +14,8 @@ import os
 import ssl
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -370,3 +371,51 @@ async def wait_settled(
         return info.num_ack_pending == 0 and info.num_pending == 0
 
     await poll(settled, timeout=timeout, what=f"consumer {consumer} to settle")
+
+
+class RawPublisher:
+    """Publishes raw bytes as subjects over a bare TCP connection, as a hostile client
+    would: nats-py takes only str subjects (and reads every one as strict UTF-8)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    async def publish(
+        self,
+        subject: bytes,
+        body: bytes,
+        *,
+        reply: str = "",
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        """PUB, or HPUB when ``headers`` is given (even empty); ``reply`` gets the stream's
+        PubAck."""
+        to = b" " + reply.encode() if reply else b""
+        if headers is None:
+            line = b"PUB %s%s %d\r\n" % (subject, to, len(body))
+            self.writer.write(line + body + b"\r\n")
+        else:
+            head = b"NATS/1.0\r\n" + b"".join(f"{k}: {v}\r\n".encode() for k, v in headers.items())
+            head += b"\r\n"
+            line = b"HPUB %s%s %d %d\r\n" % (subject, to, len(head), len(head) + len(body))
+            self.writer.write(line + head + body + b"\r\n")
+        await self.writer.drain()
+
+    async def flush(self) -> None:
+        """PING, then the server's PONG: it has read every publish before it."""
+        self.writer.write(b"PING\r\n")
+        await self.writer.drain()
+        assert await asyncio.wait_for(self.reader.readline(), 5) == b"PONG\r\n"
+
+
+@asynccontextmanager
+async def raw_publisher(server: NatsServer) -> AsyncIterator[RawPublisher]:
+    """A ``RawPublisher`` connected to ``server`` (headers on), closed afterwards."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    try:
+        assert (await reader.readline()).startswith(b"INFO ")
+        writer.write(b'CONNECT {"verbose":false,"pedantic":false,"protocol":1,"headers":true}\r\n')
+        yield RawPublisher(reader, writer)
+    finally:
+        writer.close()
+        await writer.wait_closed()
