@@ -14,7 +14,8 @@ import os
 import ssl
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -132,15 +133,16 @@ class Provisioner:
     group: str = GROUP
     shards: int = SHARDS
 
-    async def create_stream(self) -> None:
-        await self.js.add_stream(
-            StreamConfig(
-                name=self.stream,
-                subjects=stream_subjects(self.shards, prefix=self.prefix),
-                retention=RetentionPolicy.WORK_QUEUE,
-                duplicate_window=120.0,
-            )
+    def stream_config(self) -> StreamConfig:
+        return StreamConfig(
+            name=self.stream,
+            subjects=stream_subjects(self.shards, prefix=self.prefix),
+            retention=RetentionPolicy.WORK_QUEUE,
+            duplicate_window=120.0,
         )
+
+    async def create_stream(self) -> None:
+        await self.js.add_stream(self.stream_config())
 
     async def assign(
         self,
@@ -153,20 +155,28 @@ class Provisioner:
     ) -> str:
         """Create or rewrite a member's consumer to own exactly ``shards``."""
         name = member_id(group=self.group, member=member, incarnation=incarnation)
+        filters = [shard_filter(s, prefix=self.prefix) for s in shards]
+        await self.put_consumer(name, filters, ack_wait=ack_wait, max_deliver=max_deliver)
+        self.consumers[member] = name
+        return name
+
+    async def put_consumer(
+        self, name: str, filters: list[str], *, ack_wait: float = 30.0, max_deliver: int = -1
+    ) -> None:
+        """Create (or rewrite) the durable pull consumer ``name`` over ``filters``, deliver
+        all, explicit ack: the kind the engine makes."""
         await self.js.add_consumer(
             self.stream,
             ConsumerConfig(
                 durable_name=name,
                 ack_policy=AckPolicy.EXPLICIT,
                 deliver_policy=DeliverPolicy.ALL,
-                filter_subjects=[shard_filter(s, prefix=self.prefix) for s in shards] or None,
+                filter_subjects=filters or None,
                 ack_wait=ack_wait,
                 max_deliver=max_deliver,
                 max_ack_pending=10_000,
             ),
         )
-        self.consumers[member] = name
-        return name
 
     async def delete(self, name: str) -> None:
         await self.js.delete_consumer(self.stream, name)
@@ -361,3 +371,51 @@ async def wait_settled(
         return info.num_ack_pending == 0 and info.num_pending == 0
 
     await poll(settled, timeout=timeout, what=f"consumer {consumer} to settle")
+
+
+class RawPublisher:
+    """Publishes raw bytes as subjects over a bare TCP connection, as a hostile client
+    would: nats-py takes only str subjects (and reads every one as strict UTF-8)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    async def publish(
+        self,
+        subject: bytes,
+        body: bytes,
+        *,
+        reply: str = "",
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        """PUB, or HPUB when ``headers`` is given (even empty); ``reply`` gets the stream's
+        PubAck."""
+        to = b" " + reply.encode() if reply else b""
+        if headers is None:
+            line = b"PUB %s%s %d\r\n" % (subject, to, len(body))
+            self.writer.write(line + body + b"\r\n")
+        else:
+            head = b"NATS/1.0\r\n" + b"".join(f"{k}: {v}\r\n".encode() for k, v in headers.items())
+            head += b"\r\n"
+            line = b"HPUB %s%s %d %d\r\n" % (subject, to, len(head), len(head) + len(body))
+            self.writer.write(line + head + body + b"\r\n")
+        await self.writer.drain()
+
+    async def flush(self) -> None:
+        """PING, then the server's PONG: it has read every publish before it."""
+        self.writer.write(b"PING\r\n")
+        await self.writer.drain()
+        assert await asyncio.wait_for(self.reader.readline(), 5) == b"PONG\r\n"
+
+
+@asynccontextmanager
+async def raw_publisher(server: NatsServer) -> AsyncIterator[RawPublisher]:
+    """A ``RawPublisher`` connected to ``server`` (headers on), closed afterwards."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    try:
+        assert (await reader.readline()).startswith(b"INFO ")
+        writer.write(b'CONNECT {"verbose":false,"pedantic":false,"protocol":1,"headers":true}\r\n')
+        yield RawPublisher(reader, writer)
+    finally:
+        writer.close()
+        await writer.wait_closed()

@@ -11,6 +11,7 @@ created and deleted. N = K = 64, so a block is one shard.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -21,14 +22,7 @@ import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import (
-    AckPolicy,
-    ConsumerConfig,
-    DeliverPolicy,
-    RetentionPolicy,
-    StreamConfig,
-    SubjectTransform,
-)
+from nats.js.api import ConsumerConfig, RetentionPolicy, StreamConfig, SubjectTransform
 
 from coordshard_client import CoordinateClient
 from coordshard_client.messages import HEADER_REPLY, Outcome
@@ -40,7 +34,6 @@ from coordshard_client.subjects import (
     blocks_of,
     shard_filter,
     shard_of,
-    stream_subjects,
 )
 from coordshard_operator.local.natsserver import NatsServer
 from coordshard_service.decoding import owned_shards
@@ -50,6 +43,7 @@ from .conftest import (
     GROUP,
     PREFIX,
     MoveLoad,
+    Provisioner,
     RunningWorker,
     start_worker,
     wait_drained,
@@ -74,47 +68,29 @@ def system_on(shard: int) -> str:
 
 
 @dataclass
-class Lanes:
-    """Makes the block stream and a member's lanes, as the rebalancer does."""
+class Lanes(Provisioner):
+    """The engine's part for the block layout: the block stream (N = K = 64) and a
+    member's lanes, each a new consumer (``<member id>_g<generation>``)."""
 
-    js: JetStreamContext
-    stream: str
+    shards: int = N
     generation: int = 0
     names: list[str] = field(default_factory=list)
 
-    async def create_stream(self) -> None:
-        src, dest = block_transform(K, prefix=PREFIX)
-        await self.js.add_stream(
-            StreamConfig(
-                name=self.stream,
-                subjects=stream_subjects(N, prefix=PREFIX),
-                subject_transform=SubjectTransform(src=src, dest=dest),
-                retention=RetentionPolicy.WORK_QUEUE,
-                duplicate_window=120.0,
-                metadata={STREAM_META_SHARDS: str(N)},
-            )
+    def stream_config(self) -> StreamConfig:
+        src, dest = block_transform(K, prefix=self.prefix)
+        return dataclasses.replace(
+            super().stream_config(),
+            subject_transform=SubjectTransform(src=src, dest=dest),
+            metadata={STREAM_META_SHARDS: str(N)},
         )
 
     async def add(self, blocks: range, *, member: str = MEMBER) -> str:
         """A new lane of ``member`` over ``blocks`` (deliver all, as a gainer's)."""
         self.generation += 1
         name = consumer_name(member, generation=self.generation)
-        await self.js.add_consumer(
-            self.stream,
-            ConsumerConfig(
-                durable_name=name,
-                ack_policy=AckPolicy.EXPLICIT,
-                deliver_policy=DeliverPolicy.ALL,
-                filter_subjects=[block_filter(b, prefix=PREFIX) for b in blocks],
-                ack_wait=30.0,
-                max_ack_pending=10_000,
-            ),
-        )
+        await self.put_consumer(name, [block_filter(b, prefix=self.prefix) for b in blocks])
         self.names.append(name)
         return name
-
-    async def delete(self, name: str) -> None:
-        await self.js.delete_consumer(self.stream, name)
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -32,6 +31,7 @@ from .conftest import (
     SHARDS,
     Provisioner,
     RunningWorker,
+    raw_publisher,
     start_member,
     wait_drained,
     wait_until,
@@ -254,30 +254,6 @@ def mutations(rng: random.Random) -> list[Poison]:
     return out
 
 
-class RawPublisher:
-    """Publishes raw bytes as subjects (nats-py only takes str) over a plain socket,
-    with a reply subject of ours for the stream's PubAck."""
-
-    def __init__(self, server: NatsServer) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
-        self.sock.recv(65536)  # INFO
-        self.sock.sendall(
-            b'CONNECT {"verbose":false,"pedantic":false,"protocol":1,"headers":true}\r\n'
-        )
-
-    def publish(self, subject: bytes, reply: str, headers: dict[str, str], body: bytes) -> None:
-        head = (
-            b"NATS/1.0\r\n"
-            + b"".join(f"{k}: {v}\r\n".encode() for k, v in headers.items())
-            + b"\r\n"
-        )
-        line = b"HPUB %s %s %d %d\r\n" % (subject, reply.encode(), len(head), len(head) + len(body))
-        self.sock.sendall(line + head + body + b"\r\n")
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 @pytest.fixture
 async def two_workers(
     nats_server: NatsServer, provisioner: Provisioner, database_url: str
@@ -343,20 +319,18 @@ async def test_no_poison_kills_wedges_or_deafens_a_worker_and_the_stream_drains(
     await nc.flush()  # the subscriptions are in place before anything is published
     rng = random.Random(SEED)
     poisons = corpus(inbox) + mutations(rng)
-    raw = RawPublisher(nats_server)
     owned = {str(n) for n, p in enumerate(poisons) if p.owned}
-    try:
+    async with raw_publisher(nats_server) as raw:
         for n, p in enumerate(poisons):
             if p.headers.get(HEADER_REPLY) == REPLY:
                 p.headers = {**p.headers, HEADER_REPLY: f"{inbox}.r{n}"}
-            raw.publish(p.subject, f"{inbox}.ack.{n}", p.headers, p.body)
+            await raw.publish(p.subject, p.body, reply=f"{inbox}.ack.{n}", headers=p.headers)
+        await raw.flush()
         try:
             await wait_until(lambda: owned <= acks.keys(), timeout=BOUND)
         except AssertionError:
             missing = [poisons[int(n)].kind for n in owned - acks.keys()]
             raise AssertionError(f"no stream ack for: {missing}") from None
-    finally:
-        raw.close()
 
     # The stream refused what no consumer owns (no stream takes the subject, so no
     # publish ack comes; an error if one does), and took the rest.

@@ -8,7 +8,6 @@ nothing more. Published here as raw protocol, as a hostile client would.
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import pytest
@@ -17,7 +16,7 @@ from nats.js import JetStreamContext
 from coordshard_client import CoordinateClient, shard_of
 from coordshard_operator.local.natsserver import NatsServer
 
-from .conftest import PREFIX, SHARDS, RunningWorker, wait_drained, wait_until
+from .conftest import PREFIX, SHARDS, RunningWorker, raw_publisher, wait_drained, wait_until
 from .test_bad_reply import DEAD_LETTER_BOUND, dead_letters
 
 pytestmark = pytest.mark.integration
@@ -27,20 +26,6 @@ _RAW_SUBJECT = f"{PREFIX}.{_SHARD}.".encode() + b"sys\xff\xfe.get-system"
 _GET = json.dumps({"v": 1, "command": {"op": "get-system", "system_id": "sys"}}).encode()
 
 
-async def publish_raw(server: NatsServer, subject: bytes, payload: bytes) -> None:
-    """PUB over a bare TCP connection, confirmed by the server's PONG."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-    try:
-        assert (await reader.readline()).startswith(b"INFO ")
-        writer.write(b'CONNECT {"verbose":false,"pedantic":false,"protocol":1}\r\n')
-        writer.write(b"PUB %s %d\r\n%s\r\nPING\r\n" % (subject, len(payload), payload))
-        await writer.drain()
-        assert await asyncio.wait_for(reader.readline(), 5) == b"PONG\r\n"
-    finally:
-        writer.close()
-        await writer.wait_closed()
-
-
 async def test_a_subject_that_is_not_utf8_is_dead_lettered_and_the_worker_serves_on(
     one_worker: RunningWorker,
     client: CoordinateClient,
@@ -48,7 +33,9 @@ async def test_a_subject_that_is_not_utf8_is_dead_lettered_and_the_worker_serves
     nats_server: NatsServer,
 ) -> None:
     worker = one_worker.worker
-    await publish_raw(nats_server, _RAW_SUBJECT, _GET)
+    async with raw_publisher(nats_server) as raw:
+        await raw.publish(_RAW_SUBJECT, _GET)
+        await raw.flush()
 
     letters = await dead_letters(worker.store, count=1, timeout=DEAD_LETTER_BOUND)
     assert letters[0].reason.startswith("subject is not UTF-8")

@@ -28,9 +28,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, StreamConfig, SubjectTransform
@@ -41,6 +42,7 @@ from coordshard_operator.rebalancer.handoff import Engine, GroupConfig, MemberIn
 from coordshard_operator.rebalancer.jetstream import consumer_config, stream_config
 from coordshard_operator.rebalancer.passes import run_pass
 from coordshard_operator.rebalancer.planning import plan
+from coordshard_operator.rebalancer.state import Layout as StreamLayout
 
 __all__ = ["PREFIX", "EngineBlocks", "Lanes", "Layout", "Shape", "Today", "layout_named"]
 
@@ -100,35 +102,72 @@ def _metadata(member: str) -> dict[str, str]:
 
 
 @dataclass
-class Today:
-    """The engine of today, driven as the membership sources drive it."""
+class _EngineDriven(ABC):
+    """A layout the product's engine makes and hands off: ``today`` and ``engine``.
+
+    What differs is the stream layout the engine is given, how a pass converges
+    (``_converge``) and how the lanes are read back (``_lane_members``); making the
+    stream, the hand-off (timed call by call) and the survivors' consumers are one copy.
+    """
 
     stream: str
     shards: int
     members: list[str]
-    name: str = "today"
-    shard_token: int = 2
-    pull_expiry_s: float = 0.1
-    """Short, as the product's worker: a pull waiting across a reset and a grow does
-    not get the gained shards' messages until it expires (docs/handoff.md)."""
     engine: Engine | None = None
     live: dict[str, MemberInfo] = field(default_factory=dict)
-    assignment: dict[str, tuple[int, ...]] = field(default_factory=dict)
-    """Member id → its shards."""
-    names: dict[str, str] = field(default_factory=dict)
-    """Member id → the name of its consumer."""
-
-    def subject(self, shard: int, key: int) -> str:
-        return f"{PREFIX}.{shard}.k{key}.op"
+    stream_layout: ClassVar[StreamLayout]
 
     async def create_stream(self, js: JetStreamContext) -> None:
         config = GroupConfig(stream=self.stream, subject_prefix=PREFIX, group=GROUP,
-                             shards=self.shards, layout="shards")  # fmt: skip
+                             shards=self.shards, layout=self.stream_layout)  # fmt: skip
         self.engine = Engine(js, config)
         for m in self.members:
             info = MemberInfo.of(group=GROUP, member=m, incarnation="1")
             self.live[info.id] = info
         await self.engine.ensure_stream()
+
+    @abstractmethod
+    async def _converge(self, epoch: int) -> None: ...
+
+    @abstractmethod
+    def _lane_members(self) -> dict[str, str | None]:
+        """Consumer name → the name of the member it serves."""
+
+    def consumers_of(self, members: Iterable[str]) -> list[str]:
+        wanted = set(members)
+        return [n for n, m in self._lane_members().items() if m in wanted]
+
+    async def hand_off(
+        self, js: JetStreamContext, victim: str, req: Requests, workers: Workers
+    ) -> None:
+        assert self.engine is not None
+        self.live = {c: i for c, i in self.live.items() if i.name != victim}
+        api = self.engine.api
+        req.wrap(api, ENGINE_CALLS)
+        try:
+            await self._converge(2)
+        finally:
+            for name in ENGINE_CALLS:  # drop the instance wrappers
+                delattr(api, name)
+
+
+@dataclass
+class Today(_EngineDriven):
+    """The engine of today, driven as the membership sources drive it."""
+
+    name: str = "today"
+    shard_token: int = 2
+    pull_expiry_s: float = 0.1
+    """Short, as the product's worker: a pull waiting across a reset and a grow does
+    not get the gained shards' messages until it expires (docs/handoff.md)."""
+    assignment: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    """Member id → its shards."""
+    names: dict[str, str] = field(default_factory=dict)
+    """Member id → the name of its consumer."""
+    stream_layout: ClassVar[StreamLayout] = "shards"
+
+    def subject(self, shard: int, key: int) -> str:
+        return f"{PREFIX}.{shard}.k{key}.op"
 
     def _member(self, consumer: str) -> str:
         return self.live[consumer].name
@@ -157,22 +196,8 @@ class Today:
         sizes = [len(s) for s in self.assignment.values()]
         return Shape(len(sizes), sum(sizes), max(sizes, default=0), 1)
 
-    def consumers_of(self, members: Iterable[str]) -> list[str]:
-        wanted = set(members)
-        return [self.names[c] for c in self.assignment if self._member(c) in wanted]
-
-    async def hand_off(
-        self, js: JetStreamContext, victim: str, req: Requests, workers: Workers
-    ) -> None:
-        assert self.engine is not None
-        self.live = {c: i for c, i in self.live.items() if i.name != victim}
-        api = self.engine.api
-        req.wrap(api, ENGINE_CALLS)
-        try:
-            await self._converge(2)
-        finally:
-            for name in ENGINE_CALLS:  # drop the instance wrappers
-                delattr(api, name)
+    def _lane_members(self) -> dict[str, str | None]:
+        return {self.names[c]: self._member(c) for c in self.assignment}
 
 
 @dataclass
@@ -323,25 +348,20 @@ class Lanes:
 
 
 @dataclass
-class EngineBlocks:
+class EngineBlocks(_EngineDriven):
     """The product's engine on a blocks stream: lanes granted on a crash, learned from
     the consumer-created advisory by the workers."""
 
-    stream: str
-    shards: int
-    members: list[str]
     name: str = "engine"
     shard_token: int = 4
     """``<prefix>.b.<block>.<shard>.<id>.<op>``: the stored form."""
     pull_expiry_s: float = 0.1
-    engine: Engine | None = None
-    live: dict[str, MemberInfo] = field(default_factory=dict)
     lanes: dict[str, tuple[str, tuple[int, ...]]] = field(default_factory=dict)
     """Lane name → (member id, shards)."""
     filters: dict[str, int] = field(default_factory=dict)
     """Lane name → its filter (block) count."""
     _ids: list[str] = field(default_factory=list)
-    epoch: int = 0
+    stream_layout: ClassVar[StreamLayout] = "blocks"
 
     def __post_init__(self) -> None:
         self._ids = _ids_per_shard(self.shards)
@@ -349,19 +369,9 @@ class EngineBlocks:
     def subject(self, shard: int, key: int) -> str:
         return f"{PREFIX}.{shard}.{self._ids[shard]}.k{key}"
 
-    async def create_stream(self, js: JetStreamContext) -> None:
-        config = GroupConfig(stream=self.stream, subject_prefix=PREFIX, group=GROUP,
-                             shards=self.shards)  # fmt: skip
-        self.engine = Engine(js, config)
-        for m in self.members:
-            info = MemberInfo.of(group=GROUP, member=m, incarnation="1")
-            self.live[info.id] = info
-        await self.engine.ensure_stream()
-
-    async def _converge(self) -> None:
+    async def _converge(self, epoch: int) -> None:
         assert self.engine is not None
-        self.epoch += 1
-        await run_pass(self.engine, shards=self.shards, members=self.live, epoch=self.epoch)
+        await run_pass(self.engine, shards=self.shards, members=self.live, epoch=epoch)
         observed = await self.engine.observe()
         self.lanes = {n: (observed.owner(n), c.shards) for n, c in observed.consumers.items()}
         self.filters = {n: len(c.blocks) for n, c in observed.consumers.items()}
@@ -372,7 +382,7 @@ class EngineBlocks:
         return info.name if info is not None else None
 
     async def setup(self, js: JetStreamContext, workers: Workers) -> None:
-        await self._converge()
+        await self._converge(1)
         for lane in self.lanes:
             member = self._member_of(lane)
             assert member is not None
@@ -391,22 +401,8 @@ class EngineBlocks:
         most = max(per.values(), default=0)
         return Shape(len(filters), sum(filters), max(filters, default=0), most)
 
-    def consumers_of(self, members: Iterable[str]) -> list[str]:
-        wanted = set(members)
-        return [n for n in self.lanes if self._member_of(n) in wanted]
-
-    async def hand_off(
-        self, js: JetStreamContext, victim: str, req: Requests, workers: Workers
-    ) -> None:
-        assert self.engine is not None
-        self.live = {c: i for c, i in self.live.items() if i.name != victim}
-        api = self.engine.api
-        req.wrap(api, ENGINE_CALLS)
-        try:
-            await self._converge()
-        finally:
-            for name in ENGINE_CALLS:  # drop the instance wrappers
-                delattr(api, name)
+    def _lane_members(self) -> dict[str, str | None]:
+        return {n: self._member_of(n) for n in self.lanes}
 
 
 def _ids_per_shard(shards: int) -> list[str]:

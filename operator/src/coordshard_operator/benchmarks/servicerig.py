@@ -289,12 +289,43 @@ class Rig:
     consumers: list[str]
 
 
+async def seed_targets(
+    client: CoordinateClient, systems: list[str], *, points: int
+) -> list[tuple[str, str]]:
+    """Create ``systems`` of ``points`` points each, move every point once (warm-up), then
+    freeze this process's objects out of garbage collection, as a latency-minded gateway
+    would once set up; returns the (system, point) pairs.
+
+    ``gc.freeze()``, not ``gc.collect()``: a collection now leaves the long-lived objects
+    in the oldest generation, so every full collection during the measurement still walks
+    them (pauses of up to 55 ms in this process, counted as outcome latency); frozen, no
+    collection walks them again (docs/benchmarks.md, "Garbage collection").
+    """
+    for s in systems:
+        await client.create_system(system_id=s, name=s, dimension=2)
+    targets = [(s, f"p{j}") for s in systems for j in range(points)]
+    for s, p in targets:
+        await client.create_point(system_id=s, point_id=p, coordinates=(0, 0))
+    await closed_loop(client, targets, 1000, 500)
+    gc.freeze()
+    return targets
+
+
+def stop_workers(procs: list[subprocess.Popen[bytes]], *, timeout: float = 15) -> None:
+    """SIGTERM every worker, then SIGKILL those still running past ``timeout`` each."""
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 @asynccontextmanager
 async def two_workers(nc: Client, url: str, tmp: Path, db: str) -> AsyncIterator[Rig]:
     """Stream, consumers and two worker processes on the store ``db``; 1024 points
-    created and moved once (warm-up), then this process's objects frozen out of
-    garbage collection, as a latency-minded gateway would once set up (full
-    collections paused it up to 55 ms otherwise, counted as outcome latency)."""
+    created and moved once, then frozen out of garbage collection (``seed_targets``)."""
     await nc.jetstream().add_stream(
         stream_config(
             name=CONFIG.stream,
@@ -316,19 +347,7 @@ async def two_workers(nc: Client, url: str, tmp: Path, db: str) -> AsyncIterator
             procs.append(spawn_worker(url, member, db, ports[i], tmp / f"{member}.log"))
         async with CoordinateClient(nc, shards=SHARDS, timeout=60) as client:
             systems = [f"sys-{i:02d}" for i in range(64)]
-            for s in systems:
-                await client.create_system(system_id=s, name=s, dimension=2)
-            targets = [(s, f"p{j}") for s in systems for j in range(16)]
-            for s, p in targets:
-                await client.create_point(system_id=s, point_id=p, coordinates=(0, 0))
-            await closed_loop(client, targets, 1000, 500)
-            gc.freeze()
+            targets = await seed_targets(client, systems, points=16)
             yield Rig(client, targets, procs, ports, consumers)
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_workers(procs)

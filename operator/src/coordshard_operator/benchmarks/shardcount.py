@@ -11,8 +11,6 @@ The ratio printed is each N's rate against the first N's.
 
 from __future__ import annotations
 
-import gc
-import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -25,7 +23,9 @@ from coordshard_operator.benchmarks.servicerig import (
     GROUP,
     Rig,
     closed_loop,
+    seed_targets,
     spawn_worker,
+    stop_workers,
 )
 from coordshard_operator.local.natsserver import free_port
 from coordshard_operator.rebalancer.handoff import Engine, GroupConfig, MemberInfo
@@ -56,22 +56,10 @@ async def group_at(nc: Client, url: str, tmp: Path, db: str, *, shards: int) -> 
     try:
         async with CoordinateClient(nc, shards=shards, timeout=60) as client:
             systems = [f"n{shards}-sys-{i:03d}" for i in range(SYSTEMS)]
-            for s in systems:
-                await client.create_system(system_id=s, name=s, dimension=2)
-            targets = [(s, f"p{j}") for s in systems for j in range(POINTS)]
-            for s, p in targets:
-                await client.create_point(system_id=s, point_id=p, coordinates=(0, 0))
-            await closed_loop(client, targets, 1000, 500)
-            gc.collect()
+            targets = await seed_targets(client, systems, points=POINTS)
             yield Rig(client, targets, procs, ports, [i.id for i in infos])
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_workers(procs)
         await nc.jetstream().delete_stream(config.stream)
 
 

@@ -25,6 +25,7 @@ from coordshard_client.naming import member_id
 from coordshard_operator.kube import crd
 from coordshard_operator.rebalancer.handoff import META_GROUP, META_INCARNATION, META_MEMBER
 from coordshard_operator.testing.apiserver import ApiServer, ResourceType
+from coordshard_operator.testing.clusterview import ClusterView
 
 __all__ = ["NODE", "Cluster", "OperatorProcess", "member_of", "wait_until"]
 
@@ -73,7 +74,7 @@ def _container(ready: bool, restarts: int) -> dict[str, Any]:
     }
 
 
-class Cluster:
+class Cluster(ClusterView):
     """Pods and CRs of one namespace in the double."""
 
     def __init__(self, api: ApiServer, *, namespace: str = "ns") -> None:
@@ -170,33 +171,8 @@ class Cluster:
     def has_cr(self, name: str = "orders") -> bool:
         return any(o["metadata"]["name"] == name for o in self.api.list(self.crs, self.namespace))
 
-    def status(self, name: str = "orders") -> dict[str, Any]:
-        status: dict[str, Any] = self.api.get(self.crs, self.namespace, name).get("status") or {}
-        return status
-
-    def assignment(self, name: str = "orders") -> dict[str, str]:
-        """Pod -> shard ranges, from the CR's status."""
-        assignment: dict[str, str] = self.status(name).get("assignment") or {}
-        return assignment
-
-    def condition(self, type_: str, name: str = "orders") -> str | None:
-        for c in self.status(name).get("conditions") or []:
-            if c["type"] == type_:
-                return str(c["status"])
-        return None
-
-    def event_objects(self, reason: str) -> list[dict[str, Any]]:
-        events = self.api.list(self.api.find_type("", "events"), self.namespace)
-        return [e for e in events if e.get("reason") == reason]
-
-    def events(self, reason: str) -> list[str]:
-        return [e["message"] for e in self.event_objects(reason)]
-
-    def consumer(self, pod: str, group: str = "orders") -> str:
-        """The member id of ``pod``'s current incarnation in ``group`` (its consumers'
-        names add a generation: ``member_of`` maps a consumer back)."""
-        uid = self.api.get(self.pods, self.namespace, pod)["metadata"]["uid"]
-        return member_id(group=group, member=pod, incarnation=uid)
+    def all_events(self) -> list[dict[str, Any]]:
+        return self.api.list(self.api.find_type("", "events"), self.namespace)
 
 
 class OperatorProcess:

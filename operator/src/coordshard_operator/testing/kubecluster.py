@@ -5,7 +5,8 @@ scenario uses (``add_pod``, ``pod``, ``set_ready``, ``restart_container``,
 ``delete_pod``, ``terminate_pod``, ``put_secret``, ``delete_secret``,
 ``add_cr``, ``cr``, ``patch_cr``, ``delete_cr``, ``has_cr``, ``status``,
 ``assignment``, ``condition``, ``events``, ``consumer``), so one
-scenario runs on the API-server double and on kube-apiserver alike. What
+scenario runs on the API-server double and on kube-apiserver alike (the
+readers, from ``status`` on, are ``testing.clusterview.ClusterView``'s). What
 differs is said where it differs: a pod here is bound to a Node and driven by
 ``Kubelet``, so deleting it is a graceful deletion that the harness finishes
 (``delete_pod``) or leaves Terminating (``terminate_pod``).
@@ -17,17 +18,15 @@ import base64
 from collections.abc import Mapping
 from typing import Any
 
-from coordshard_client.naming import member_id
 from coordshard_operator.kube import crd
+from coordshard_operator.testing.clusterview import ClusterView, Obj
 from coordshard_operator.testing.kubelet import Kubelet
 from coordshard_operator.testing.kuberest import KubeRest
 
 __all__ = ["KubeCluster"]
 
-Obj = dict[str, Any]
 
-
-class KubeCluster:
+class KubeCluster(ClusterView):
     """Pods (played by ``kubelet``) and CoordinateShards in ``namespace``, as the admin."""
 
     def __init__(self, api: KubeRest, kubelet: Kubelet, *, namespace: str) -> None:
@@ -108,29 +107,6 @@ class KubeCluster:
     def has_cr(self, name: str = "orders") -> bool:
         return self.api.request("GET", f"{self.crs_path}/{name}")[0] == 200
 
-    def status(self, name: str = "orders") -> Obj:
-        status: Obj = self.cr(name).get("status") or {}
-        return status
-
-    def assignment(self, name: str = "orders") -> dict[str, str]:
-        """Pod -> shard ranges, from the CR's status."""
-        assignment: dict[str, str] = self.status(name).get("assignment") or {}
-        return assignment
-
-    def condition(self, type_: str, name: str = "orders") -> str | None:
-        for c in self.status(name).get("conditions") or []:
-            if c["type"] == type_:
-                return str(c["status"])
-        return None
-
-    def event_objects(self, reason: str) -> list[Obj]:
+    def all_events(self) -> list[Obj]:
         items: list[Obj] = self.api.get(f"/api/v1/namespaces/{self.namespace}/events")["items"]
-        return [e for e in items if e.get("reason") == reason]
-
-    def events(self, reason: str) -> list[str]:
-        return [e["message"] for e in self.event_objects(reason)]
-
-    def consumer(self, pod: str, group: str = "orders") -> str:
-        """The member id of ``pod``'s current incarnation in ``group``."""
-        uid = self.pod(pod)["metadata"]["uid"]
-        return member_id(group=group, member=pod, incarnation=uid)
+        return items
