@@ -1,6 +1,6 @@
 """The requests of one lane hand-off, timed on an idle stream: server cost or the rig's?
 
-``bench scale`` measured the engine's largest request at 1.5–3.9 s with a 100k
+``bench scale`` measured the engine's largest request at 1.5-3.9 s with a 100k
 backlog, but its rig runs every member's pull loop in one saturated process,
 so a reply may wait behind thousands of acks. Here nothing pulls: one fresh
 nats-server per cell, a blocks stream (``layoutcases.EngineBlocks``, the

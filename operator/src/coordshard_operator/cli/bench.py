@@ -84,6 +84,12 @@ def add_parser(sub: Any) -> None:
         "(default 20000; scale: 100000)",
     )
     p.add_argument(
+        "--member-processes",
+        action="store_true",
+        help="layouts and scale suites: run each member's pull loops in its own process "
+        "(default: all members on the rig's one event loop)",
+    )
+    p.add_argument(
         "--out",
         type=Path,
         metavar="DIR",
