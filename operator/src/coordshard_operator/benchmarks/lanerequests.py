@@ -18,6 +18,8 @@ lanes made by the engine (``run_pass``) for ``members`` members, and then,
 - ``delete``: the new lane;
 - ``create all (raw)``: the same create as one bare ``nc.request``, no nats-py
   JetStream layer, so client parsing is told apart from the server's answer;
+- ``subjects list``: the stream info listing every subject stored, which the
+  engine's stray sweep (``strays.sweep``) reads at the start of a pass;
 - ``create all F1``: one block filter instead of 32. (``deliver_policy=new``,
   the other way to tell "finding stored messages" apart, is refused on a work
   queue: err_code 10101; the backlog of 0 is the comparison instead.)
@@ -54,7 +56,7 @@ __all__ = ["COLUMNS", "KINDS", "ProbeSettings", "measure", "run"]
 
 KINDS = (
     "create all", "first delivery", "info", "stream info", "list", "delete",
-    "create all (raw)", "create all F1",
+    "create all (raw)", "create all F1", "subjects list",
 )  # fmt: skip
 COLUMNS = ["shards", "backlog", "request", "samples", "p50 ms", "p90 ms", "max ms"]
 
@@ -136,6 +138,7 @@ async def _cell(url: str, *, shards: int, backlog: int, s: ProbeSettings) -> dic
             await _timed(samples, "info", api.consumer_info(stream, name))
             await _timed(samples, "stream info", api.stream_info(stream))
             await _timed(samples, "list", api.consumers(stream))
+            await _timed(samples, "subjects list", api.stream_subjects(stream, subjects_filter=">"))
             await _timed(samples, "delete", api.delete_consumer(stream, name))
             raw = _config(f"{name}r", blocks, prefix=prefix, policy=DeliverPolicy.ALL, member="m0")
             await _timed(samples, "create all (raw)", _raw_create(nc, stream, raw))
