@@ -1,7 +1,7 @@
 """A pass grants a crash's orphans before it lists the stream's subjects for strays.
 
 The stray sweep (``strays``) reads one stream info naming every subject stored:
-~0.4 s on an idle server at 100k subjects, seconds under load, and with a full
+0.2-0.4 s on an idle server at 100k subjects, seconds under load, and with a full
 page (100k subjects) it can never prove the stream clean, so it runs on every
 pass. Run before the grants it delayed every hand-off by that much
 (docs/benchmarks.md, "Scale"); a stray is owned by no consumer, so it is

@@ -82,7 +82,7 @@ async def run_pass(
         )
     # After the grants, never before: a stray is a message no consumer can own, so
     # removing it is independent of who owns what, and its listing (one stream info
-    # naming every stored subject, ~0.4 s idle at 100k subjects and seconds under
+    # naming every stored subject, 0.2-0.4 s idle at 100k subjects and seconds under
     # load; a full page of them is never proof of a clean stream, so it runs again
     # every pass) must not delay a crash's orphans (docs/benchmarks.md, "Scale").
     swept = await engine.sweep_strays()
