@@ -20,10 +20,11 @@ SUITES: dict[str, str] = {
     "stream-subjects": "coordshard_operator.benchmarks.streamsubjects",
     "layouts": "coordshard_operator.benchmarks.layouts",
     "scale": "coordshard_operator.benchmarks.scale",
+    "lane-requests": "coordshard_operator.benchmarks.lanerequests",
 }
 """Suite name → module path (imported only when the suite runs)."""
 
-NAMED_ONLY: frozenset[str] = frozenset({"layouts", "scale"})
+NAMED_ONLY: frozenset[str] = frozenset({"layouts", "scale", "lane-requests"})
 """Suites too long for a run that names none (``layouts`` sweeps for 30+ minutes,
 ``scale`` for hours at its defaults)."""
 

@@ -51,6 +51,7 @@ GROUP = "lay"
 ENGINE_CALLS = (
     "consumers",
     "stream_info",
+    "stream_subjects",
     "consumer_info",
     "put_consumer",
     "delete_consumer",
@@ -362,6 +363,9 @@ class EngineBlocks(_EngineDriven):
     """Lane name → its filter (block) count."""
     _ids: list[str] = field(default_factory=list)
     stream_layout: ClassVar[StreamLayout] = "blocks"
+    sweep_first: bool = False
+    """Sweep the stream for strays before the pass, as every pass did before the sweep
+    moved after the grants (``engine-sweep-first``: that order, measured beside)."""
 
     def __post_init__(self) -> None:
         self._ids = _ids_per_shard(self.shards)
@@ -371,6 +375,8 @@ class EngineBlocks(_EngineDriven):
 
     async def _converge(self, epoch: int) -> None:
         assert self.engine is not None
+        if self.sweep_first:
+            await self.engine.sweep_strays()
         await run_pass(self.engine, shards=self.shards, members=self.live, epoch=epoch)
         observed = await self.engine.observe()
         self.lanes = {n: (observed.owner(n), c.shards) for n, c in observed.consumers.items()}
@@ -421,6 +427,8 @@ def layout_named(name: str, *, stream: str, shards: int, members: list[str]) -> 
         return Today(stream, shards, members)
     if name == "engine":
         return EngineBlocks(stream, shards, members)
+    if name == "engine-sweep-first":
+        return EngineBlocks(stream, shards, members, name=name, sweep_first=True)
     if name == "pershard":
         return Lanes(stream, shards, members, per_consumer=1)
     if name.startswith("lanes"):
@@ -430,5 +438,6 @@ def layout_named(name: str, *, stream: str, shards: int, members: list[str]) -> 
     if name.startswith("blocks"):
         return Lanes(stream, shards, members, per_consumer=64, block=int(name[6:]))
     raise ValueError(
-        f"unknown layout {name!r}: today, engine, lanesF, blocksB, xblocksB or pershard"
+        f"unknown layout {name!r}: today, engine, engine-sweep-first, lanesF, blocksB, "
+        "xblocksB or pershard"
     )

@@ -13,7 +13,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import nats
 from nats.aio.client import Client
@@ -21,7 +21,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 
-__all__ = ["Deliveries", "Member", "Puller", "Requests", "Workers", "chunks"]
+__all__ = ["Deliveries", "DeliverySink", "Member", "Puller", "Requests", "Workers", "chunks"]
 
 T = TypeVar("T")
 
@@ -107,10 +107,12 @@ class Deliveries:
         self.all_seen.clear()
 
     def record(self, now: float, member: str, subject: str) -> None:
+        self.record_shard(now, member, int(subject.split(".")[self.shard_token]))
+
+    def record_shard(self, now: float, member: str, shard: int) -> None:
         self.times.append(now)
         if not self.watched or member == self.victim:
             return
-        shard = int(subject.split(".")[self.shard_token])
         if shard in self.watched and shard not in self.first:
             self.first[shard] = now
             if len(self.first) == len(self.watched):
@@ -120,6 +122,13 @@ class Deliveries:
         """Deliveries per second in [start, end)."""
         n = sum(1 for t in self.times if start <= t < end)
         return n / (end - start)
+
+
+class DeliverySink(Protocol):
+    """Where a puller records each delivery: the rig's ``Deliveries``, or, in a member
+    process of ``rigprocesses``, a reporter that sends them to the rig."""
+
+    def record(self, now: float, member: str, subject: str) -> None: ...
 
 
 class Puller:
@@ -200,7 +209,7 @@ class Workers:
         *,
         url: str,
         stream: str,
-        log: Deliveries,
+        log: DeliverySink,
         batch: int,
         fetch_s: float,
     ) -> None:
@@ -228,6 +237,10 @@ class Workers:
         if member is not None:
             await self.start(member, consumer)
 
+    async def prepare(self, members: Iterable[str]) -> None:
+        """Get ready to serve ``members`` before any lane exists (here: nothing to do;
+        ``rigprocesses`` starts their processes)."""
+
     def expect(self, consumer: str, member: str) -> None:
         self._expected[consumer] = member
 
@@ -238,6 +251,10 @@ class Workers:
         if consumer not in m.pullers:
             m.pullers[consumer] = p = Puller(self, m.nc, member, consumer)
             await p.start()
+
+    async def crash(self, member: str) -> None:
+        """Kill ``member``: it stops pulling at once and acks nothing more."""
+        await self.members[member].crash()
 
     async def stop(self) -> None:
         if self._advisories is not None:

@@ -41,6 +41,7 @@ from nats.aio.client import Client
 from coordshard_operator.benchmarks import Table, percentile
 from coordshard_operator.benchmarks.layoutcases import Layout, Shape, layout_named
 from coordshard_operator.benchmarks.layoutrig import Deliveries, Requests, Workers
+from coordshard_operator.benchmarks.rigprocesses import ProcessWorkers
 from coordshard_operator.local.natsserver import start_server
 from coordshard_operator.rebalancer.errors import TransientError
 
@@ -68,6 +69,9 @@ class Settings:
     hand-off time is not the harness's own (single process) processing rate."""
     window_s: float = WINDOW_S
     """Length of the steady and the after-crash delivery windows, seconds."""
+    processes: bool = False
+    """Each member in its own process (``rigprocesses``) instead of all of them on the
+    rig's one event loop."""
 
 
 @dataclass(frozen=True)
@@ -113,13 +117,15 @@ async def _trial(nc: Client, url: str, layout: Layout, *, stream: str, members: 
                  s: Settings, shards: int) -> TrialResult:  # fmt: skip
     js = nc.jetstream(timeout=60)
     log = Deliveries(shard_token=layout.shard_token)
-    workers = Workers(nc, js, url=url, stream=stream, log=log, batch=s.batch,
-                      fetch_s=layout.pull_expiry_s)  # fmt: skip
+    kind = ProcessWorkers if s.processes else Workers
+    workers = kind(nc, js, url=url, stream=stream, log=log, batch=s.batch,
+                   fetch_s=layout.pull_expiry_s)  # fmt: skip
     await layout.create_stream(js)
     feeder: asyncio.Task[None] | None = None
     try:
         await _publish_backlog(js, layout, shards=shards, n=s.backlog)
         await workers.listen()
+        await workers.prepare(members)
         started = time.monotonic()
         await layout.setup(js, workers)
         setup_ms = (time.monotonic() - started) * 1000
@@ -134,7 +140,7 @@ async def _trial(nc: Client, url: str, layout: Layout, *, stream: str, members: 
         survivors = [m for m in members if m != victim]
         orphans = layout.owned(victim)
         kept = layout.consumers_of(survivors)
-        await workers.members[victim].crash()
+        await workers.crash(victim)
         for shard in sorted(orphans):
             await nc.publish(layout.subject(shard, -1), b"probe")
         await nc.flush()
@@ -274,8 +280,10 @@ def measure(s: Settings, *, progress: bool = True, out: Path | None = None) -> T
             out.mkdir(parents=True, exist_ok=True)
             (out / "layouts-trials.json").write_text(json.dumps(raw, indent=1) + "\n")
     table.notes.append(
-        f"{s.trials} trials per layout and cell, interleaved; backlog {s.backlog} messages "
-        f"over all shards, {s.rate}/s published meanwhile; pull batch {s.batch}, expiry "
+        f"{s.trials} trials per layout and cell, interleaved; "
+        f"{'a process per member' if s.processes else 'every member in one process'}; "
+        f"backlog {s.backlog} messages over all shards, {s.rate}/s published meanwhile; "
+        f"pull batch {s.batch}, expiry "
         f"100 ms (1 s per shard); windows of {s.window_s * 1000:.0f} ms. Cells: median / p90."
     )
     return table
@@ -294,5 +302,6 @@ def run(args: argparse.Namespace) -> Table:
         layouts=tuple((getattr(args, "layouts", None) or ",".join(base.layouts)).split(",")),
         trials=getattr(args, "trials", None) or (1 if quick else base.trials),
         backlog=getattr(args, "backlog", None) or (2_000 if quick else base.backlog),
+        processes=bool(getattr(args, "member_processes", False)),
     )
     return measure(s, out=getattr(args, "out", None))

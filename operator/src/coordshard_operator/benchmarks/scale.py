@@ -49,11 +49,13 @@ class ScaleSettings:
     backlog: int = 100_000
     window_s: float = 1.0
     """The steady and the after-crash windows: "the second after the crash"."""
+    processes: bool = False
+    """Each member in its own process (``rigprocesses``), not all on the rig's loop."""
 
     def rig(self) -> Settings:
         return Settings(shards=self.shards, members=self.members, layouts=self.layouts,
                         trials=self.trials, backlog=self.backlog,
-                        window_s=self.window_s)  # fmt: skip
+                        window_s=self.window_s, processes=self.processes)  # fmt: skip
 
 
 QUICK = ScaleSettings(shards=(64,), members=(3,), trials=3, backlog=2_000)
@@ -101,7 +103,9 @@ def measure(s: ScaleSettings, *, progress: bool = True, out: Path | None = None)
             out.mkdir(parents=True, exist_ok=True)
             (out / "scale-trials.json").write_text(json.dumps(raw, indent=1) + "\n")
     table.notes.append(
-        f"{s.trials} trials per layout and cell, interleaved; backlog {s.backlog} messages "
+        f"{s.trials} trials per layout and cell, interleaved; "
+        f"{'a process per member' if s.processes else 'every member in one process'}; "
+        f"backlog {s.backlog} messages "
         f"over all shards, publishing continuing; windows of {s.window_s:g} s. Failover: "
         "member lost → every orphan shard delivered to its new owner, one sample a trial; "
         "p99 is '-' below 100 samples (read the max). Other cells: medians, or max where named."
@@ -122,5 +126,6 @@ def run(args: argparse.Namespace) -> Table:
         layouts=tuple(layouts.split(",")) if layouts else base.layouts,
         trials=getattr(args, "trials", None) or base.trials,
         backlog=getattr(args, "backlog", None) or base.backlog,
+        processes=bool(getattr(args, "member_processes", False)),
     )
     return measure(s, out=getattr(args, "out", None))

@@ -52,9 +52,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--shards",
         metavar="N,N,...",
-        help="stream-subjects, layouts, scale and throughput suites: the shard counts to "
-        "measure, comma-separated (default 16,256,1024,4096; layouts: 1024,4096; scale: "
-        "64,1024,4096; throughput: none, i.e. its 16-shard phases only)",
+        help="stream-subjects, layouts, scale, lane-requests and throughput suites: the "
+        "shard counts to measure, comma-separated (default 16,256,1024,4096; layouts and "
+        "lane-requests: 1024,4096; scale: 64,1024,4096; throughput: none, i.e. its 16-shard "
+        "phases only)",
     )
     p.add_argument(
         "--members",
@@ -65,8 +66,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--layouts",
         metavar="NAME,...",
-        help="layouts and scale suites: which of engine, today, lanesF (e.g. lanes16), "
-        "blocksB (e.g. blocks16), xblocksB, pershard (default "
+        help="layouts and scale suites: which of engine, engine-sweep-first, today, lanesF "
+        "(e.g. lanes16), blocksB (e.g. blocks16), xblocksB, pershard (default "
         "today,lanes16,lanes64,blocks16,pershard; scale: engine,today)",
     )
     p.add_argument(
@@ -74,14 +75,21 @@ def add_parser(sub: Any) -> None:
         type=int,
         metavar="N",
         help="layouts and scale suites: trials per layout and cell (default 5; --quick: "
-        "1, scale 3)",
+        "1, scale 3); lane-requests: repeats of each request per cell (default 20)",
     )
     p.add_argument(
         "--backlog",
         type=int,
         metavar="N",
         help="layouts and scale suites: messages waiting, spread over all shards "
-        "(default 20000; scale: 100000)",
+        "(default 20000; scale: 100000); lane-requests: the one backlog to probe "
+        "(default 0, 20000 and 100000)",
+    )
+    p.add_argument(
+        "--member-processes",
+        action="store_true",
+        help="layouts and scale suites: run each member's pull loops in its own process "
+        "(default: all members on the rig's one event loop)",
     )
     p.add_argument(
         "--out",
