@@ -131,7 +131,7 @@ def _run_setting(replicas: int, trials: int, fetch_s: float) -> list[tuple[float
 
 
 def run(args: argparse.Namespace) -> Table:
-    trials = 10 if args.quick else 60
+    trials = getattr(args, "trials", None) or (10 if args.quick else 100)
     table = Table(
         [
             "setting",

@@ -93,8 +93,8 @@ async def measure(trials: int, data_dir: Path) -> tuple[list[float], list[float]
 
 
 def run(args: argparse.Namespace) -> Table:
-    trials = 10 if args.quick else 60
-    spawns = 10 if args.quick else 40
+    trials = getattr(args, "trials", None) or (10 if args.quick else 100)
+    spawns = getattr(args, "trials", None) or (10 if args.quick else 100)
     with tempfile.TemporaryDirectory(prefix="coordshard-bench-") as tmp:
         fresh, existing = asyncio.run(measure_spawns(spawns, Path(tmp) / "spawn"))
         shard_ms, kill_ms, moved = asyncio.run(measure(trials, Path(tmp) / "failover"))

@@ -188,7 +188,7 @@ async def _memory(crs: int, pods: int, workdir: Path) -> tuple[float, float]:
 
 
 def run(args: argparse.Namespace) -> Table:
-    deletions = 5 if args.quick else 30
+    deletions = getattr(args, "trials", None) or (5 if args.quick else 100)
     crs, pods = (2, 200) if args.quick else (10, 1000)
     with tempfile.TemporaryDirectory() as tmp:
         samples, lost = asyncio.run(_failover(deletions, Path(tmp)))

@@ -75,7 +75,9 @@ def add_parser(sub: Any) -> None:
         type=int,
         metavar="N",
         help="layouts and scale suites: trials per layout and cell (default 5; --quick: "
-        "1, scale 3); lane-requests: repeats of each request per cell (default 20)",
+        "1, scale 3); lane-requests: repeats of each request per cell (default 20); "
+        "handoff, operator and local: trials, pod deletions, kills and spawns "
+        "(default 100, enough for a p99; --quick: 5-10)",
     )
     p.add_argument(
         "--backlog",
