@@ -34,6 +34,7 @@ from nats.js.errors import NotFoundError, ServiceUnavailableError
 
 from coordshard_client.naming import generation_of
 from coordshard_operator.benchmarks import Table
+from coordshard_operator.benchmarks.workload import ids_per_shard
 from coordshard_operator.local.natsserver import start_server
 from coordshard_operator.local.quantiles import reported
 from coordshard_operator.rebalancer.ranges import parse_ranges
@@ -123,6 +124,7 @@ async def _failover(deletions: int, workdir: Path) -> tuple[list[float], int]:
             workers[name].start()
         await wait_until(lambda: len(cluster.assignment()) == PODS, timeout=60, what="start")
         js = nc.jetstream()
+        ids = ids_per_shard(SHARDS)
         for round_ in range(deletions):
             victim = sorted(workers)[round_ % len(workers)]
             orphans = parse_ranges(cluster.assignment()[victim])
@@ -131,7 +133,7 @@ async def _failover(deletions: int, workdir: Path) -> tuple[list[float], int]:
             cluster.delete_pod(victim)
             probes = {f"r{round_}s{s}": s for s in orphans}
             for probe, shard in probes.items():
-                await js.publish(f"coordinate.cmd.{shard}.bench.probe", probe.encode())
+                await js.publish(f"coordinate.cmd.{shard}.{ids[shard]}.probe", probe.encode())
 
             def delivered(probes: dict[str, int] = probes) -> bool:
                 return all(any(p in w.seen for w in workers.values()) for p in probes)
