@@ -21,10 +21,11 @@ SUITES: dict[str, str] = {
     "layouts": "coordshard_operator.benchmarks.layouts",
     "scale": "coordshard_operator.benchmarks.scale",
     "lane-requests": "coordshard_operator.benchmarks.lanerequests",
+    "join": "coordshard_operator.benchmarks.join",
 }
 """Suite name → module path (imported only when the suite runs)."""
 
-NAMED_ONLY: frozenset[str] = frozenset({"layouts", "scale", "lane-requests"})
+NAMED_ONLY: frozenset[str] = frozenset({"layouts", "scale", "lane-requests", "join"})
 """Suites too long for a run that names none (``layouts`` sweeps for 30+ minutes,
 ``scale`` for hours at its defaults)."""
 

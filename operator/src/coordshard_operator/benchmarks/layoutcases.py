@@ -36,8 +36,9 @@ from typing import ClassVar, Protocol
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, StreamConfig, SubjectTransform
 
-from coordshard_client.subjects import shard_filter, shard_of
+from coordshard_client.subjects import shard_filter
 from coordshard_operator.benchmarks.layoutrig import Requests, Workers, chunks
+from coordshard_operator.benchmarks.workload import ids_per_shard
 from coordshard_operator.rebalancer.handoff import Engine, GroupConfig, MemberInfo
 from coordshard_operator.rebalancer.jetstream import consumer_config, stream_config
 from coordshard_operator.rebalancer.passes import run_pass
@@ -234,7 +235,7 @@ class Lanes:
         if self.transform:
             if self.shards % self.block:
                 raise ValueError(f"server blocks need a block size dividing {self.shards}")
-            self._ids = _ids_per_shard(self.shards)
+            self._ids = ids_per_shard(self.shards)
         if not self.name:
             self.name = (f"server blocks {self.block}" if self.transform
                          else f"blocks {self.block} F{self.per_consumer}" if self.block
@@ -368,7 +369,7 @@ class EngineBlocks(_EngineDriven):
     moved after the grants (``engine-sweep-first``: that order, measured beside)."""
 
     def __post_init__(self) -> None:
-        self._ids = _ids_per_shard(self.shards)
+        self._ids = ids_per_shard(self.shards)
 
     def subject(self, shard: int, key: int) -> str:
         return f"{PREFIX}.{shard}.{self._ids[shard]}.k{key}"
@@ -409,15 +410,6 @@ class EngineBlocks(_EngineDriven):
 
     def _lane_members(self) -> dict[str, str | None]:
         return {n: self._member_of(n) for n in self.lanes}
-
-
-def _ids_per_shard(shards: int) -> list[str]:
-    found: dict[int, str] = {}
-    j = 0
-    while len(found) < shards:
-        found.setdefault(shard_of(f"s{j}", shards), f"s{j}")
-        j += 1
-    return [found[s] for s in range(shards)]
 
 
 def layout_named(name: str, *, stream: str, shards: int, members: list[str]) -> Layout:

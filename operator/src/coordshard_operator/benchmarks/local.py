@@ -26,25 +26,14 @@ from pathlib import Path
 
 from coordshard_client.errors import CoordinateError, CoordinateTimeoutError
 from coordshard_client.publisher import CoordinateClient
-from coordshard_client.subjects import shard_of
 from coordshard_operator.benchmarks import Table
 from coordshard_operator.benchmarks.spawn import measure_spawns
+from coordshard_operator.benchmarks.workload import ids_per_shard
 from coordshard_operator.local.quantiles import reported
 from coordshard_operator.local.system import LocalSystem, SystemOptions
 
 SHARDS = 16
 WORKERS = 3
-
-
-def _ids_per_shard(shards: int) -> dict[int, str]:
-    """One system id per shard."""
-    out: dict[int, str] = {}
-    i = 0
-    while len(out) < shards:
-        sid = f"bench-{i}"
-        out.setdefault(shard_of(sid, shards), sid)
-        i += 1
-    return out
 
 
 async def _first_answer(client: CoordinateClient, system_id: str, killed_at: float) -> float:
@@ -61,7 +50,7 @@ async def _first_answer(client: CoordinateClient, system_id: str, killed_at: flo
 
 async def measure(trials: int, data_dir: Path) -> tuple[list[float], list[float], list[int]]:
     """Per-shard latencies, per-kill worst latencies, shards moved per kill."""
-    ids = _ids_per_shard(SHARDS)
+    ids = ids_per_shard(SHARDS)
     rng = random.Random(7)
     shard_ms: list[float] = []
     kill_ms: list[float] = []
@@ -70,7 +59,7 @@ async def measure(trials: int, data_dir: Path) -> tuple[list[float], list[float]
     async with LocalSystem(options, data_dir) as system:
         assert system.client is not None and system.group is not None
         client = system.client
-        for sid in ids.values():
+        for sid in ids:
             await client.create_system(system_id=sid, name=sid, dimension=2)
         for trial in range(trials):
             await system.wait_converged()
@@ -93,8 +82,8 @@ async def measure(trials: int, data_dir: Path) -> tuple[list[float], list[float]
 
 
 def run(args: argparse.Namespace) -> Table:
-    trials = 10 if args.quick else 60
-    spawns = 10 if args.quick else 40
+    trials = getattr(args, "trials", None) or (10 if args.quick else 100)
+    spawns = getattr(args, "trials", None) or (10 if args.quick else 100)
     with tempfile.TemporaryDirectory(prefix="coordshard-bench-") as tmp:
         fresh, existing = asyncio.run(measure_spawns(spawns, Path(tmp) / "spawn"))
         shard_ms, kill_ms, moved = asyncio.run(measure(trials, Path(tmp) / "failover"))

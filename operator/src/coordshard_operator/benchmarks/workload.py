@@ -44,7 +44,23 @@ from nats.js import JetStreamContext
 from coordshard_client.naming import generation_of
 from coordshard_client.subjects import shard_of
 
-__all__ = ["Ledger", "Publisher", "SimWorker"]
+__all__ = ["Ledger", "Publisher", "SimWorker", "ids_per_shard"]
+
+
+def ids_per_shard(shards: int) -> list[str]:
+    """One system id per shard: ``[i]`` hashes to shard i (``shard_of``).
+
+    A benchmark publishing "on shard s" must use such an id: a stream of the blocks
+    layout stores a message under the block of its *id* (the server's partition()),
+    whatever shard token it was published with.
+    """
+    found: dict[int, str] = {}
+    j = 0
+    while len(found) < shards:
+        found.setdefault(shard_of(f"s{j}", shards), f"s{j}")
+        j += 1
+    return [found[s] for s in range(shards)]
+
 
 AckResult = Literal["acked", "dropped", "fenced"]
 

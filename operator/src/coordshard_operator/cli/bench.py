@@ -52,16 +52,16 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--shards",
         metavar="N,N,...",
-        help="stream-subjects, layouts, scale, lane-requests and throughput suites: the "
-        "shard counts to measure, comma-separated (default 16,256,1024,4096; layouts and "
-        "lane-requests: 1024,4096; scale: 64,1024,4096; throughput: none, i.e. its 16-shard "
-        "phases only)",
+        help="stream-subjects, layouts, scale, lane-requests, join and throughput suites: "
+        "the shard counts to measure, comma-separated (default 16,256,1024,4096; layouts, "
+        "lane-requests and join: 1024,4096; scale: 64,1024,4096; throughput: none, i.e. its "
+        "16-shard phases only)",
     )
     p.add_argument(
         "--members",
         metavar="M,M,...",
-        help="layouts and scale suites: the member counts to measure, comma-separated "
-        "(default 3,16,64; scale: 3,16,64,256)",
+        help="layouts, scale and join suites: the member counts to measure, comma-separated "
+        "(default 3,16,64; scale: 3,16,64,256; join: 16,64)",
     )
     p.add_argument(
         "--layouts",
@@ -75,7 +75,9 @@ def add_parser(sub: Any) -> None:
         type=int,
         metavar="N",
         help="layouts and scale suites: trials per layout and cell (default 5; --quick: "
-        "1, scale 3); lane-requests: repeats of each request per cell (default 20)",
+        "1, scale 3); lane-requests: repeats of each request per cell (default 20); "
+        "handoff, operator and local: trials, pod deletions, kills and spawns "
+        "(default 100, enough for a p99; --quick: 5-10); join: joins per cell (default 20)",
     )
     p.add_argument(
         "--backlog",
