@@ -21,6 +21,7 @@ from coordshard_client.subjects import stream_subjects
 from coordshard_operator.rebalancer.errors import StreamMismatchError
 from coordshard_operator.rebalancer.handoff import MAX_DELIVER, Engine, GroupConfig, MemberInfo
 from coordshard_operator.rebalancer.passes import run_pass
+from coordshard_operator.rebalancer.strays import WALK_LIMIT
 
 pytestmark = pytest.mark.integration
 
@@ -190,3 +191,44 @@ async def test_consumers_get_max_deliver_and_older_ones_are_brought_up_to_it(
     assert len(info.config.filter_subjects or []) == SHARDS
     again = await run_pass(engine, shards=SHARDS, members=one_member(), epoch=3)
     assert again.report is None
+
+
+@pytest.mark.parametrize("retry_s", [3600.0, 0.0], ids=["within-the-retry", "past-it"])
+async def test_a_sweep_that_could_not_finish_is_not_repeated_on_every_pass(
+    js: JetStreamContext, stream_name: str, retry_s: float
+) -> None:
+    """An incomplete sweep (here: a literal-wildcard stray with more messages than one
+    pass deletes; in production more distinct subjects than one listing returns) lists
+    the whole subject index under the stream's lock. Before, every pass did that again."""
+    await js.add_stream(
+        StreamConfig(
+            name=stream_name, subjects=[f"{PREFIX}.>"], retention=RetentionPolicy.WORK_QUEUE
+        )
+    )
+    stray = f"{PREFIX}.99.*.get-point"
+    for _ in range(WALK_LIMIT + 200):
+        await js.publish(stray, b"{}")
+    engine = Engine(js, dataclasses.replace(config(stream_name), sweep_retry_s=retry_s))
+    await engine.ensure_stream()
+
+    first = await run_pass(engine, shards=SHARDS, members=one_member(), epoch=1)
+    assert first.swept is not None and not first.swept.complete
+    assert first.swept.messages == WALK_LIMIT
+
+    listings = 0
+    real = engine.api.stream_subjects
+
+    async def counted(*args: object, **kw: object) -> object:
+        nonlocal listings
+        listings += 1
+        return await real(*args, **kw)  # type: ignore[arg-type]
+
+    engine.api.stream_subjects = counted  # type: ignore[method-assign,assignment]
+    again = await run_pass(engine, shards=SHARDS, members=one_member(), epoch=2)
+    if retry_s:
+        assert again.swept is None and listings == 0
+        assert (await subjects_present(js, stream_name)) == {stray: 200}
+    else:
+        assert again.swept is not None and again.swept.complete
+        assert again.swept.messages == 200 and listings == 1
+        assert await subjects_present(js, stream_name) == {}

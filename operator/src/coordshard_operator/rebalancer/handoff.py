@@ -148,6 +148,8 @@ class Engine:
         self._swept = False
         """Whether a sweep found the stream free of unowned messages since its
         subjects were last written (or since this engine started)."""
+        self._sweep_after = 0.0
+        """Monotonic time before which no sweep runs (set after an incomplete one)."""
         self._stream_subjects: list[str] | None = None
         """The stream's subjects as the last ``observe`` read them."""
         self._generation = 0
@@ -214,6 +216,7 @@ class Engine:
         self._stream_subjects = info.config.subjects
         if written:
             self._swept = False
+            self._sweep_after = 0.0
 
     async def sweep_strays(self) -> Swept | None:
         """Keep the stream's subjects the shards' own, and remove messages no shard owns.
@@ -221,17 +224,20 @@ class Engine:
         Level-based and cheap when nothing is wrong: the subjects read by the last
         ``observe`` are compared (a stream rewritten by hand is put back), and the
         stream is listed only until one sweep after the last write found it clean
-        (``strays``). None when no sweep ran.
+        (``strays``); after a sweep that could not see everything, not again for
+        ``config.sweep_retry_s``. None when no sweep ran.
         """
         if self._stream_subjects != self._stream_config().subjects:
             await self.ensure_stream()
-        if self._swept:
+        if self._swept or time.monotonic() < self._sweep_after:
             return None
         c = self.config
         swept = await sweep(
             self.api, stream=c.stream, prefix=c.subject_prefix, shards=c.shards, blocks=self.blocks
         )
         self._swept = swept.complete
+        if not swept.complete:
+            self._sweep_after = time.monotonic() + c.sweep_retry_s
         return swept
 
     def _state(self, info: ConsumerInfo) -> ConsumerState | None:

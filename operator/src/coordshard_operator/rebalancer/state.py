@@ -105,6 +105,12 @@ class GroupConfig:
     pause_s: float = 30.0
     """Deadline of every pause, seconds; default 30. Bounds how long a consumer stays
     paused if the engine dies mid-handoff and nothing reconciles again."""
+    sweep_retry_s: float = 60.0
+    """After a sweep for unowned messages that could not look at everything (the stream
+    holds more distinct subjects than one listing returns, or a stray too many to delete
+    at once), how long until the next; seconds, default 60. Each such listing reads the
+    whole subject index under the stream's lock (0.2 to 0.7 s at 100k subjects), so it must
+    not run on every pass."""
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     """Retries of transient JetStream failures."""
 
