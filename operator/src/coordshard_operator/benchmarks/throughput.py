@@ -41,6 +41,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StreamConfig
 
 from coordshard_client import Translate
 from coordshard_client.messages import Envelope, MovePoint
+from coordshard_client.naming import DEFAULT_GROUP
 from coordshard_operator.benchmarks import Table, percentile
 from coordshard_operator.benchmarks.scratchdb import libpq_url
 from coordshard_operator.benchmarks.servicerig import (
@@ -106,11 +107,13 @@ async def _ceiling(nc: Client, n: int, size: int) -> float:
 
 def _seed_points(db: str, systems: list[str], per_system: int) -> list[tuple[str, str]]:
     """Insert points straight into the (already migrated) store: setup, not measured."""
-    rows = [(s, f"p{j:05d}", "[0.0, 0.0]", 1) for s in systems for j in range(per_system)]
-    columns = "points (system_id, point_id, coordinates, version)"
+    rows = [
+        (DEFAULT_GROUP, s, f"p{j:05d}", "[0.0, 0.0]", 1) for s in systems for j in range(per_system)
+    ]
+    columns = "points (group_name, system_id, point_id, coordinates, version)"
     if db.startswith("sqlite"):
         with sqlite3.connect(db.removeprefix("sqlite:///"), timeout=30) as conn:
-            conn.executemany(f"INSERT INTO {columns} VALUES (?,?,?,?)", rows)
+            conn.executemany(f"INSERT INTO {columns} VALUES (?,?,?,?,?)", rows)
     else:
         with (
             psycopg.connect(libpq_url(db)) as pg,
@@ -119,7 +122,7 @@ def _seed_points(db: str, systems: list[str], per_system: int) -> list[tuple[str
         ):
             for row in rows:
                 copy.write_row(row)
-    return [(r[0], r[1]) for r in rows]
+    return [(r[1], r[2]) for r in rows]
 
 
 async def _run(args: argparse.Namespace) -> Table:
