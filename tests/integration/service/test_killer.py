@@ -25,14 +25,18 @@ import pytest
 from nats.aio.client import Client
 
 from coordshard_client import CoordinateClient, CoordinateValidationError, MoveTo
+from coordshard_client.messages import Command, CreatePoint, CreateSystem, MovePoint, Point
 from coordshard_client.subjects import shard_of
 from coordshard_operator.benchmarks.scratchdb import libpq_url
 from coordshard_operator.local.natsserver import NatsServer
 from coordshard_operator.testing.cluster import wait_until
-from coordshard_service.attempts import KILL_LIMIT
-from coordshard_service.store import Store
+from coordshard_service.attempts import KILL_LIMIT, apply_guarded
+from coordshard_service.cache import Cache
+from coordshard_service.commands import Applied, Incoming
+from coordshard_service.metrics import Metrics
+from coordshard_service.store import Attempts, Store
 
-from .conftest import GROUP, PREFIX, SHARDS, Provisioner, spawn_worker
+from .conftest import GROUP, PREFIX, SHARDS, STREAM_KEY, Provisioner, spawn_worker
 
 pytestmark = pytest.mark.integration
 
@@ -81,6 +85,7 @@ def kill(process: subprocess.Popen[bytes]) -> None:
     process.wait(10)
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 @pytest.mark.parametrize("path", ["restart-in-place", "failover"])
 async def test_a_message_that_kills_every_worker_is_dead_lettered_and_the_shard_goes_on(
     nats_server: NatsServer,
@@ -90,13 +95,13 @@ async def test_a_message_that_kills_every_worker_is_dead_lettered_and_the_shard_
     tmp_path: Path,
     path: str,
 ) -> None:
-    if not database_url.startswith("postgresql"):
-        pytest.skip("a row lock blocks a SQLite worker before its attempt is claimed")
     killer = ("sys-k", "kp")
     others = [("sys-k", "ok")]  # the killer's shard
     home = shard_of(killer[0], SHARDS)
-    others.append((next(f"sys-{i}" for i in range(99) if shard_of(f"sys-{i}", SHARDS) != home), "op"))
+    elsewhere = next(f"sys-{i}" for i in range(99) if shard_of(f"sys-{i}", SHARDS) != home)
+    others.append((elsewhere, "op"))
     members = iter(f"w{n}" for n in range(KILLS + 1))
+    spawned = iter(range(KILLS + 1))
 
     async def start() -> subprocess.Popen[bytes]:
         member = "w" if path == "restart-in-place" else next(members)
@@ -113,7 +118,7 @@ async def test_a_message_that_kills_every_worker_is_dead_lettered_and_the_shard_
             stream=provisioner.stream,
             database_url=database_url,
             member=member,
-            log=tmp_path / f"{member}-{len(list(tmp_path.glob('*.log')))}.log",
+            log=tmp_path / f"{member}-{next(spawned)}.log",
         )
 
     store = Store(database_url, group=GROUP)
@@ -136,9 +141,7 @@ async def test_a_message_that_kills_every_worker_is_dead_lettered_and_the_shard_
                 )
                 moves = [
                     asyncio.create_task(
-                        client.move_point(
-                            system_id=s, point_id=p, moves=[MoveTo(position=(k, 0))]
-                        )
+                        client.move_point(system_id=s, point_id=p, moves=[MoveTo(position=(k, 0))])
                     )
                     for k in range(1, MOVES + 1)
                     for s, p in others
@@ -167,7 +170,7 @@ async def test_a_message_that_kills_every_worker_is_dead_lettered_and_the_shard_
                 assert b'"kp"' in letter.data
                 # The rest of its shard, and the other shard, go on while the row is held.
                 await asyncio.gather(*moves)
-            with pytest.raises(CoordinateValidationError, match="killed 3 workers"):
+            with pytest.raises(CoordinateValidationError, match=f"killed {KILL_LIMIT} workers"):
                 await doomed
             point = await client.get_point(system_id=killer[0], point_id=killer[1])
             assert (point.coordinates, point.version) == ((0.0, 0.0), 1)
@@ -178,3 +181,84 @@ async def test_a_message_that_kills_every_worker_is_dead_lettered_and_the_shard_
         worker.kill()
         await asyncio.to_thread(worker.wait, 10)
         store.dispose()
+
+
+def test_claims_left_by_dead_processes_isolate_then_dead_letter_the_killer(
+    database_url: str,
+) -> None:
+    """What each process leaves in the store, on both stores: a process that dies keeps
+    its committed claim and nothing of its batch (as SIGKILL inside the batch does)."""
+    sid = "k"
+    shard = shard_of(sid, SHARDS)
+    metrics = Metrics()
+
+    def incoming(seq: int, command: Command) -> Incoming:
+        return Incoming(
+            stream_seq=seq,
+            subject=f"{PREFIX}.{shard}.{sid}.{command.op}",
+            shard=shard,
+            key=f"k-{seq}",
+            reply=None,
+            command=command,
+            data=f"raw-{seq}".encode(),
+        )
+
+    def move(x: float) -> MovePoint:
+        return MovePoint(system_id=sid, point_id="p", moves=(MoveTo(position=(x, 0)),))
+
+    items = [incoming(1, CreateSystem(system_id=sid, name="k", dimension=2))]
+    items.append(incoming(2, CreatePoint(system_id=sid, point_id="p", coordinates=(0, 0))))
+    items += [incoming(seq, move(seq)) for seq in range(3, 7)]
+    killer = 4
+
+    def process() -> Store:
+        store = Store(database_url, group=GROUP)
+        store.migrate()
+        return store
+
+    def guarded(store: Store, part: list[Incoming]) -> list[Applied]:
+        applied: list[Applied] = []
+        apply_guarded(
+            store, Cache(100), part, applied=applied, shards=SHARDS, stream=STREAM_KEY,
+            consumer="c", metrics=metrics, retention=3600,
+        )  # fmt: skip
+        return applied
+
+    def died(store: Store, his: dict[int, int], *, single: bool) -> dict[int, Attempts]:
+        found = store.claim_attempts(his, stream=STREAM_KEY, single=single)
+        store.dispose()
+        return found
+
+    # 1: dies inside the whole batch.
+    assert died(process(), {shard: 6}, single=False) == {shard: Attempts(0, 0, 0)}
+    # 2: finds one death; applies 1..3 one at a time (each commits), dies on 4 alone.
+    second = process()
+    assert [o.ok for _, o in guarded(second, items[:3])] == [True] * 3
+    assert died(second, {shard: killer}, single=True) == {shard: Attempts(1, 6, 0)}
+    # 3: two deaths, the last on 4 alone: below the limit, 4 is tried alone again; dies.
+    third = process()
+    assert third.claim_attempts({shard: 6}, stream=STREAM_KEY, single=False) == {
+        shard: Attempts(2, 6, killer)
+    }
+    died(third, {shard: killer}, single=True)
+    # 4: three deaths, the last on 4 alone: 4 is dead-lettered, 5 and 6 applied in order.
+    fourth = process()
+    try:
+        applied = guarded(fourth, items[3:])
+        assert [(i.stream_seq, i.bad is None, o.ok) for i, o in applied] == [
+            (4, False, False),
+            (5, True, True),
+            (6, True, True),
+        ]
+        [letter] = fourth.dead_letters()
+        reason = f"killed {KILL_LIMIT} workers while being applied"
+        assert (letter.stream_seq, letter.reason) == (killer, reason)
+        assert letter.data == b"raw-4"
+        # The mark passed every sequence the dead held: the count is forgotten.
+        assert fourth.claim_attempts({shard: 7}, stream=STREAM_KEY, single=False) == {
+            shard: Attempts(0, 0, 0)
+        }
+        point = applied[-1][1].result
+        assert isinstance(point, Point) and (point.coordinates, point.version) == ((6.0, 0.0), 4)
+    finally:
+        fourth.dispose()
