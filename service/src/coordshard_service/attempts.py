@@ -22,8 +22,16 @@ applied", its raw bytes kept) and terminated; the rest of the shard goes on, in
 order, exactly once. When the shard's mark passes ``suspect``, its count is
 forgotten.
 
-A claim costs one small transaction per batch (measured in docs/benchmarks.md,
-"Counting the workers a message kills"). A claim left by a process that did not
+A claim costs one small transaction per batch, about half a batch of eight's
+own cost on SQLite (docs/benchmarks.md, "Counting the workers a message
+kills"), so only batches that may hold a message a dead process was applying
+are claimed: those with a message at or below the stream's last sequence when
+their lane was bound (after a restart in place, its rewind delivers them again;
+on a failover, the gainer's new lane does). A lane in its steady state claims
+nothing. So the process that dies first, in its steady state, is not counted:
+a killer takes ``KILL_LIMIT`` + 1 processes. A claim found uncleared counts only
+while the shard's mark is below its highest sequence (what the dead held was
+not applied since). A claim left by a process that did not
 die (one frozen past the grace period while its shards moved, or one that
 stopped while the store was down with a batch in hand) is counted as a death
 too; it takes ``KILL_LIMIT`` of them on one shard without progress, the last of
@@ -58,6 +66,11 @@ def _his(items: Sequence[Incoming]) -> dict[int, int]:
         if i.command is not None:
             his[i.shard] = max(his.get(i.shard, 0), i.stream_seq)
     return his
+
+
+def _lowest(items: Sequence[Incoming]) -> int:
+    """The lowest sequence among the commands of ``items``."""
+    return min(i.stream_seq for i in items if i.command is not None)
 
 
 def _alone(item: Incoming, suspects: dict[int, Attempts]) -> bool:
@@ -104,8 +117,13 @@ def apply_guarded(
     consumer: str,
     metrics: Metrics,
     retention: float,
+    in_doubt: int,
 ) -> None:
     """``apply_isolating`` under attempt claims (see the module docstring).
+
+    ``in_doubt``: the highest stream sequence a process that died may have been
+    applying when the lane was bound (the stream's last then); a batch of later
+    messages only is applied unclaimed.
 
     Raises:
         StoreUnavailableError: the items from ``len(applied)`` on are not committed.
@@ -127,7 +145,13 @@ def apply_guarded(
         )
 
     his = _his(items)
-    found = store.claim_attempts(his, stream=stream, single=False) if his else {}
+    if not his or _lowest(items) > in_doubt:
+        apply_isolating(
+            store, cache, items, applied=applied, shards=shards, stream=stream,
+            consumer=consumer, metrics=metrics, retention=retention,
+        )  # fmt: skip
+        return
+    found = store.claim_attempts(his, stream=stream, single=False)
     suspects = {s: a for s, a in found.items() if a.deaths > 0}
     if not suspects:
         apply(items, reset=False)

@@ -134,11 +134,21 @@ class BatchSql:
 
     def _claim_attempts(self, n: int) -> str:
         """Claim ``n`` shards' attempts for a process, counting a death where another
-        process's claim was never cleared; parameters: group, stream instance, shard,
-        owner, hi, single per row. Returns shard, deaths, suspect, dead_single.
+        process's claim was never cleared and the shard's mark stayed below it;
+        parameters: group, stream instance, shard, owner, hi, single per row.
+        Returns shard, deaths, suspect, dead_single.
 
         Every SET expression reads the row as it was (SQL semantics on both stores)."""
-        stale = "shard_attempts.owner <> '' AND shard_attempts.owner <> excluded.owner"
+        mark = (
+            "COALESCE((SELECT m.high_seq FROM shard_marks m"
+            " WHERE m.group_name = shard_attempts.group_name"
+            " AND m.stream = shard_attempts.stream AND m.shard = shard_attempts.shard), 0)"
+        )
+        # Another process's claim, never cleared, over messages not applied since.
+        stale = (
+            "shard_attempts.owner <> '' AND shard_attempts.owner <> excluded.owner"
+            f" AND shard_attempts.hi > {mark}"
+        )
         values = ", ".join([f"({self._list(6)}, 0, 0, 0)"] * n)
         return (
             "INSERT INTO shard_attempts (group_name, stream, shard, owner, hi, single,"

@@ -317,6 +317,7 @@ class Lane:
                         consumer=self.consumer,
                         metrics=self.metrics,
                         retention=s.outcome_retention,
+                        in_doubt=self.stream.last_seq,
                     )
                 return applied
             except StoreUnavailableError as e:
