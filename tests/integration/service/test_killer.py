@@ -256,10 +256,21 @@ def test_claims_left_by_dead_processes_isolate_then_dead_letter_the_killer(
         assert (letter.stream_seq, letter.reason) == (killer, reason)
         assert letter.data == b"raw-4"
         # The mark passed every sequence the dead held: the count is forgotten.
-        assert fourth.claim_attempts({shard: 7}, stream=STREAM_KEY, single=False) == {
+        assert fourth.claim_attempts({shard: 6}, stream=STREAM_KEY, single=False) == {
             shard: Attempts(0, 0, 0)
         }
         point = applied[-1][1].result
         assert isinstance(point, Point) and (point.coordinates, point.version) == ((6.0, 0.0), 4)
+        # A claim left over messages applied since (by a lane past its doubt) is no death.
+        died(process(), {shard: 8}, single=False)
+        past = [incoming(seq, move(seq)) for seq in (7, 8)]
+        applied = []
+        apply_guarded(
+            fourth, Cache(100), past, applied=applied, shards=SHARDS, stream=STREAM_KEY,
+            consumer="c", metrics=metrics, retention=3600, in_doubt=0,
+        )  # fmt: skip
+        assert fourth.claim_attempts({shard: 9}, stream=STREAM_KEY, single=False) == {
+            shard: Attempts(0, 0, 0)
+        }
     finally:
         fourth.dispose()
