@@ -64,6 +64,9 @@ class BatchSql:
         self.save_outcomes: Callable[[int], str] = cache(self._save_outcomes)
         self.upsert_points: Callable[[int], str] = cache(self._upsert_points)
         self.delete_points: Callable[[int], str] = cache(self._delete_points)
+        self.claim_attempts: Callable[[int], str] = cache(self._claim_attempts)
+        self.clear_attempts: Callable[[int], str] = cache(self._clear_attempts)
+        self.reset_attempts: Callable[[int], str] = cache(self._reset_attempts)
 
     def _list(self, n: int) -> str:
         return ", ".join([self._p] * n)
@@ -127,4 +130,54 @@ class BatchSql:
         return (
             "DELETE FROM points WHERE (group_name, system_id, point_id)"
             f" IN (VALUES {self._rows(n, 3)})"
+        )
+
+    def _claim_attempts(self, n: int) -> str:
+        """Claim ``n`` shards' attempts for a process, counting a death where another
+        process's claim was never cleared and the shard's mark stayed below it;
+        parameters: group, stream instance, shard, owner, hi, single per row.
+        Returns shard, deaths, suspect, dead_single.
+
+        Every SET expression reads the row as it was (SQL semantics on both stores)."""
+        mark = (
+            "COALESCE((SELECT m.high_seq FROM shard_marks m"
+            " WHERE m.group_name = shard_attempts.group_name"
+            " AND m.stream = shard_attempts.stream AND m.shard = shard_attempts.shard), 0)"
+        )
+        # Another process's claim, never cleared, over messages not applied since.
+        stale = (
+            "shard_attempts.owner <> '' AND shard_attempts.owner <> excluded.owner"
+            f" AND shard_attempts.hi > {mark}"
+        )
+        values = ", ".join([f"({self._list(6)}, 0, 0, 0)"] * n)
+        return (
+            "INSERT INTO shard_attempts (group_name, stream, shard, owner, hi, single,"
+            f" deaths, suspect, dead_single) VALUES {values}"
+            " ON CONFLICT (group_name, stream, shard) DO UPDATE SET"
+            " owner = excluded.owner, hi = excluded.hi, single = excluded.single,"
+            f" deaths = shard_attempts.deaths + CASE WHEN {stale} THEN 1 ELSE 0 END,"
+            f" suspect = CASE WHEN {stale} AND shard_attempts.hi > shard_attempts.suspect"
+            " THEN shard_attempts.hi ELSE shard_attempts.suspect END,"
+            f" dead_single = CASE WHEN {stale} THEN shard_attempts.single * shard_attempts.hi"
+            " ELSE shard_attempts.dead_single END"
+            " RETURNING shard, deaths, suspect, dead_single"
+        )
+
+    def _clear_attempts(self, n: int) -> str:
+        """Clear a process's claims of ``n`` shards; parameters: the group, the stream
+        instance, the owner, then the shards."""
+        return (
+            f"UPDATE shard_attempts SET owner = '' WHERE group_name = {self._p}"
+            f" AND stream = {self._p} AND owner = {self._p} AND shard IN ({self._list(n)})"
+        )
+
+    def _reset_attempts(self, n: int) -> str:
+        """Forget the dead attempts of those of ``n`` shards whose mark has passed every
+        sequence they held; parameters: the group, the stream instance, then the shards."""
+        return (
+            "UPDATE shard_attempts SET deaths = 0, suspect = 0, dead_single = 0"
+            f" WHERE group_name = {self._p} AND stream = {self._p}"
+            f" AND shard IN ({self._list(n)}) AND deaths > 0 AND suspect <= ("
+            "SELECT m.high_seq FROM shard_marks m WHERE m.group_name = shard_attempts.group_name"
+            " AND m.stream = shard_attempts.stream AND m.shard = shard_attempts.shard)"
         )

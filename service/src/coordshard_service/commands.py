@@ -284,13 +284,17 @@ def apply_batch(
     consumer: str,
     metrics: Metrics,
     retention: float = DEFAULT_RETENTION,
+    owner: str | None = None,
+    reset: bool = False,
 ) -> list[Outcome]:
     """Apply ``items`` in order in one transaction; return one outcome per item.
 
     ``stream``: the stream instance the items were delivered from
     (``consumerstate.StreamInstance.key``). ``retention``: how long stored outcomes
     are kept (seconds); it tells a late delivery below its shard's mark from one
-    applied long ago.
+    applied long ago. ``owner``: the process whose attempt claims of these shards
+    (``attempts``) commit cleared with the batch; ``reset``: forget their dead
+    attempts where the marks now pass them.
 
     Raises:
         StoreUnavailableError: nothing was committed; the caller naks the batch.
@@ -315,6 +319,8 @@ def apply_batch(
             cache.clear()  # it may hold reads of writes that are now rolled back
             raise
         tx.set_marks(marks)
+        if owner is not None:
+            tx.clear_attempts([i.shard for i in items], owner=owner, reset=reset)
     view.commit_to_cache()
     for shard, mark in marks.items():
         cache.advance(shard, mark)
@@ -337,6 +343,8 @@ def apply_isolating(
     consumer: str,
     metrics: Metrics,
     retention: float = DEFAULT_RETENTION,
+    owner: str | None = None,
+    reset: bool = False,
 ) -> None:
     """Apply ``items`` in order as ``apply_batch`` does, isolating what the database refuses.
 
@@ -363,6 +371,8 @@ def apply_isolating(
                     consumer=consumer,
                     metrics=metrics,
                     retention=retention,
+                    owner=owner,
+                    reset=reset,
                 ),
                 strict=True,
             )

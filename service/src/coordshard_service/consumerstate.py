@@ -91,6 +91,9 @@ class StreamInstance:
     shards: int | None = None
     """The shard count the stream's metadata records (``subjects.STREAM_META_SHARDS``);
     None for a stream made before it was recorded."""
+    last_seq: int = 0
+    """The stream's last sequence when it was read: a lane bound then may get, up to
+    here, messages a process that died was applying (``attempts``)."""
 
     @property
     def key(self) -> str:
@@ -238,7 +241,9 @@ async def stream_instance(js: JetStreamContext, stream: str) -> StreamInstance:
     if info.created is None:  # servers older than the 2.14 we require
         raise NatsUnavailableError(f"stream {stream}: the server reports no creation time")
     shards = recorded_shards(info.config.metadata)
-    return StreamInstance(stream, info.created, info.state.first_seq, shards)
+    return StreamInstance(
+        stream, info.created, info.state.first_seq, shards, last_seq=info.state.last_seq
+    )
 
 
 async def rewind(js: JetStreamContext, *, stream: StreamInstance, consumer: str) -> int:

@@ -55,8 +55,9 @@ from nats.js.api import ConsumerInfo
 
 from coordshard_client.messages import Outcome
 from coordshard_service import consumerstate
+from coordshard_service.attempts import apply_guarded
 from coordshard_service.cache import Cache
-from coordshard_service.commands import Applied, Incoming, apply_isolating
+from coordshard_service.commands import Applied, Incoming
 from coordshard_service.consumerstate import ConsumerState, StreamInstance
 from coordshard_service.decoding import decode, owned_shards
 from coordshard_service.errors import (
@@ -306,7 +307,7 @@ class Lane:
             try:
                 async with host.applying:
                     await asyncio.to_thread(
-                        apply_isolating,
+                        apply_guarded,
                         host.store,
                         host.cache,
                         items[len(applied) :],
@@ -316,6 +317,7 @@ class Lane:
                         consumer=self.consumer,
                         metrics=self.metrics,
                         retention=s.outcome_retention,
+                        in_doubt=self.stream.last_seq,
                     )
                 return applied
             except StoreUnavailableError as e:

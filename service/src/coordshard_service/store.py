@@ -27,6 +27,7 @@ import json
 import logging
 import sqlite3
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, NamedTuple
@@ -42,7 +43,7 @@ from coordshard_service.batchsql import BatchSql, chunks
 from coordshard_service.errors import StoreRefusedError, StoreUnavailableError
 from coordshard_service.walcheckpoint import WalCheckpointer
 
-__all__ = ["DeadLetter", "SavedOutcome", "Store", "StoreTx", "metadata", "storable"]
+__all__ = ["Attempts", "DeadLetter", "SavedOutcome", "Store", "StoreTx", "metadata", "storable"]
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +113,32 @@ dead_letters = sa.Table(
     sa.Column("consumer", sa.String(200), nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
 )
+
+
+shard_attempts = sa.Table(
+    "shard_attempts",
+    metadata,
+    sa.Column("group_name", sa.String(128), primary_key=True),
+    sa.Column("stream", sa.String(300), primary_key=True),
+    sa.Column("shard", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("owner", sa.String(64), nullable=False),
+    sa.Column("hi", sa.BigInteger, nullable=False),
+    sa.Column("single", sa.Integer, nullable=False),
+    sa.Column("deaths", sa.Integer, nullable=False),
+    sa.Column("suspect", sa.BigInteger, nullable=False),
+    sa.Column("dead_single", sa.BigInteger, nullable=False),
+)
+"""Each shard's batch in flight and the dead attempts before it (``attempts``)."""
+
+
+class Attempts(NamedTuple):
+    """What a shard's claim found: the processes that died applying it since its mark
+    last passed ``suspect`` (the highest sequence they held), and the one message the
+    last of them was applying alone (0 if it was applying a batch)."""
+
+    deaths: int
+    suspect: int
+    dead_single: int
 
 
 class SavedOutcome(NamedTuple):
@@ -239,6 +266,9 @@ class Store:
         shards moved. SQLite has no such bound: its lock belongs to the frozen process."""
         self.url = url
         self.group = group
+        self.owner = uuid.uuid4().hex
+        """This process's name in the shards' attempt claims (``attempts``): a claim of
+        another owner found uncleared is a process that died applying it."""
         self.checkpointer: WalCheckpointer | None = None
         """SQLite on a file: checkpoints its write-ahead log (see ``walcheckpoint``)."""
         try:
@@ -332,6 +362,20 @@ class Store:
             if isinstance(cause, (dbapi.DataError, dbapi.IntegrityError, UnicodeEncodeError)):
                 raise StoreRefusedError(f"refused by {self._safe_url()}: {e}") from e
             raise StoreUnavailableError(f"transaction on {self._safe_url()}: {e}") from e
+
+    def claim_attempts(
+        self, his: Mapping[int, int], *, stream: str, single: bool
+    ) -> dict[int, Attempts]:
+        """``StoreTx.claim_attempts`` for this process, committed on its own before the
+        batch it announces is applied (so a crash inside that batch leaves it behind).
+
+        On PostgreSQL it commits without waiting for the WAL flush: a claim must outlive
+        the worker, which it does once committed, not a crash of the database server
+        (losing one there loses one count), and a flush per batch doubles the batch's."""
+        with self.transaction(stream=stream) as tx:
+            if self.engine.dialect.name == "postgresql":
+                tx.commit_unflushed()
+            return tx.claim_attempts(his, owner=self.owner, single=single)
 
     def dead_letters(self) -> list[DeadLetter]:
         """Every message this group kept, oldest first (for inspection and tests)."""
@@ -503,6 +547,37 @@ class StoreTx:
             params = [v for pair in chunk for v in pair] + [self._group, self._stream]
             params += [shard for shard, _ in chunk]
             self._cursor.execute(self._sql.set_marks(len(chunk)), params)
+
+    def claim_attempts(
+        self, his: Mapping[int, int], *, owner: str, single: bool
+    ) -> dict[int, Attempts]:
+        """Record that ``owner`` applies each shard up to ``his[shard]`` (``single``: one
+        message alone); a claim of another process found uncleared is a death."""
+        found: dict[int, Attempts] = {}
+        rows = [(self._group, self._stream, s, owner, hi, int(single)) for s, hi in his.items()]
+        for chunk in chunks(sorted(rows, key=lambda r: r[2])):
+            self._cursor.execute(
+                self._sql.claim_attempts(len(chunk)), [v for row in chunk for v in row]
+            )
+            for shard, deaths, suspect, dead_single in self._cursor.fetchall():
+                found[int(shard)] = Attempts(int(deaths), int(suspect), int(dead_single))
+        return found
+
+    def commit_unflushed(self) -> None:
+        """PostgreSQL: this transaction's commit does not wait for its WAL flush."""
+        self._cursor.execute("SET LOCAL synchronous_commit = off")
+
+    def clear_attempts(self, shards: Sequence[int], *, owner: str, reset: bool) -> None:
+        """Clear ``owner``'s claims of ``shards`` (their batch commits with this
+        transaction); ``reset``: also forget dead attempts the marks have passed."""
+        for chunk in chunks(sorted(set(shards))):
+            self._cursor.execute(
+                self._sql.clear_attempts(len(chunk)), [self._group, self._stream, owner, *chunk]
+            )
+            if reset:
+                self._cursor.execute(
+                    self._sql.reset_attempts(len(chunk)), [self._group, self._stream, *chunk]
+                )
 
     def outcome_by_seq(self, shard: int, seq: int) -> str | None:
         row = self._conn.execute(

@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection, Engine
 
 __all__ = ["HEAD", "current", "upgrade"]
 
-HEAD = "0003"
+HEAD = "0004"
 """The newest revision."""
 MIGRATION_LOCK = 0x636F6F7264  # "coord"
 """PostgreSQL advisory lock key held by a migrating worker until it commits."""
