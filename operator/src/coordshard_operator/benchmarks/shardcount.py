@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from nats.aio.client import Client
@@ -22,6 +23,8 @@ from coordshard_operator.benchmarks.servicerig import (
     CONFIG,
     GROUP,
     Rig,
+    batch_mean,
+    batches,
     closed_loop,
     seed_targets,
     spawn_worker,
@@ -31,7 +34,7 @@ from coordshard_operator.local.natsserver import free_port
 from coordshard_operator.rebalancer.handoff import Engine, GroupConfig, MemberInfo
 from coordshard_operator.rebalancer.passes import run_pass
 
-__all__ = ["WORKERS", "measure_counts"]
+__all__ = ["WORKERS", "Count", "measure_counts"]
 
 WORKERS = 3
 SYSTEMS = 256
@@ -63,13 +66,29 @@ async def group_at(nc: Client, url: str, tmp: Path, db: str, *, shards: int) -> 
         await nc.jetstream().delete_stream(config.stream)
 
 
+@dataclass(frozen=True, slots=True)
+class Count:
+    """One N's closed loop: the rate, the latencies, and how the workers saw it."""
+
+    shards: int
+    rate: float
+    latencies: list[float]
+    mean_batch: float | None
+    """Messages per store batch over the loop (from the workers' /metrics)."""
+    lanes: int
+    """Consumers the group's workers serve (one pull loop each)."""
+
+
 async def measure_counts(
     nc: Client, url: str, tmp: Path, db: str, *, counts: list[int], commands: int
-) -> list[tuple[int, float, list[float]]]:
-    """``(N, commands/s, latencies ms)`` for each N of ``counts``, in order."""
+) -> list[Count]:
+    """One ``Count`` for each N of ``counts``, in order."""
     results = []
     for n in counts:
         async with group_at(nc, url, tmp, db, shards=n) as rig:
+            lanes = len(await nc.jetstream().consumers_info(CONFIG.stream))
+            before = batches(rig.ports)
             rate, lat = await closed_loop(rig.client, rig.targets, commands, 1000)
-        results.append((n, rate, lat))
+            mean = batch_mean(before, batches(rig.ports))
+        results.append(Count(n, rate, lat, mean, lanes))
     return results

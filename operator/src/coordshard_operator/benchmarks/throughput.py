@@ -173,18 +173,20 @@ async def _by_count(
     results = await measure_counts(
         setup.nc, setup.server.url, setup.tmp, setup.db, counts=counts, commands=commands
     )
-    first = results[0][1]
-    for n, rate, lat in results:
-        table.samples[f"shards_{n}_ms"] = lat
+    first = results[0].rate
+    for c in results:
+        table.samples[f"shards_{c.shards}_ms"] = c.latencies
+        batch = f"mean batch {c.mean_batch:.1f}" if c.mean_batch is not None else "no batches"
         table.rows.append(
             [
-                f"N={n} ({WORKERS} workers, SDK)",
+                f"N={c.shards} ({WORKERS} workers, SDK)",
                 commands,
-                round(rate),
-                percentile(lat, 0.5),
-                reported(lat, 0.99),
-                f"{rate / first:.2f} of N={counts[0]}; {rate / ceiling:.0%} of ceiling; "
-                "1000 in flight; a new (blocks) stream, consumers placed by run_pass",
+                round(c.rate),
+                percentile(c.latencies, 0.5),
+                reported(c.latencies, 0.99),
+                f"{c.rate / first:.2f} of N={counts[0]}; {c.rate / ceiling:.0%} of ceiling; "
+                f"1000 in flight; {batch}; {c.lanes} lanes; a new (blocks) stream, consumers "
+                "placed by run_pass",
             ]
         )
 
