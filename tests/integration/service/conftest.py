@@ -27,14 +27,16 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StreamConfig
 
 from coordshard_client import CoordinateClient, Translate, shard_filter
+from coordshard_client.messages import Command
 from coordshard_client.naming import member_id
-from coordshard_client.subjects import stream_subjects
+from coordshard_client.subjects import shard_of, stream_subjects
 from coordshard_operator.benchmarks.scratchdb import scratch_database
 from coordshard_operator.local.natsserver import NatsServer, start_server
 from coordshard_operator.testing.certs import TestCa, server_tls
 from coordshard_operator.testing.cluster import wait_until as poll
 from coordshard_operator.testing.users import authorization, new_user_seed
 from coordshard_service import app, consumerstate
+from coordshard_service.commands import Incoming
 from coordshard_service.health import HealthServer
 from coordshard_service.settings import ServiceSettings
 from coordshard_service.worker import Worker
@@ -47,6 +49,21 @@ GROUP = "coordinate"
 STREAM_KEY = "TEST@2000-01-01T00:00:00.000000Z"
 """A stream instance key for store tests that fetch from no stream."""
 PG_ADMIN = os.environ.get("COORDSHARD_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def delivery(system_id: str, seq: int, command: Command, **fields: Any) -> Incoming:
+    """``command`` as the worker decodes it from stream sequence ``seq``: on ``system_id``'s
+    shard of ``SHARDS``, keyed ``k-<seq>``, no reply; ``fields``: other ``Incoming`` fields."""
+    shard = shard_of(system_id, SHARDS)
+    return Incoming(
+        stream_seq=seq,
+        subject=f"{PREFIX}.{shard}.{system_id}.{command.op}",
+        shard=shard,
+        key=f"k-{seq}",
+        reply=None,
+        command=command,
+        **fields,
+    )
 
 
 def require_postgres() -> None:

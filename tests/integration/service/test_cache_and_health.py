@@ -26,11 +26,11 @@ from coordshard_service.metrics import Metrics
 from coordshard_service.store import Store
 
 from .conftest import (
-    PREFIX,
     SHARDS,
     STREAM_KEY,
     Provisioner,
     RunningWorker,
+    delivery,
     start_member,
     start_worker,
     wait_until,
@@ -180,18 +180,10 @@ def test_a_pod_whose_shard_was_written_elsewhere_meanwhile_reads_the_store_not_i
     store = Store(database_url)
     store.migrate()
     sid = "roamer"
-    shard = shard_of(sid, SHARDS)
     metrics = Metrics()
 
     def incoming(seq: int, command: Command) -> Incoming:
-        return Incoming(
-            stream_seq=seq,
-            subject=f"{PREFIX}.{shard}.{sid}.{command.op}",
-            shard=shard,
-            key=f"k-{seq}",
-            reply=None,
-            command=command,
-        )
+        return delivery(sid, seq, command)
 
     def move(seq: int, dx: float) -> Incoming:
         return incoming(

@@ -28,7 +28,6 @@ from coordshard_client.messages import (
     Outcome,
     Point,
 )
-from coordshard_client.subjects import shard_of
 from coordshard_operator.local.natsserver import NatsServer
 from coordshard_service.cache import Cache
 from coordshard_service.commands import Incoming, apply_batch
@@ -44,6 +43,7 @@ from .conftest import (
     MoveLoad,
     Provisioner,
     RunningWorker,
+    delivery,
     spawn_worker,
     start_member,
     start_worker,
@@ -360,19 +360,10 @@ def test_a_late_delivery_below_the_mark_is_applied_once_an_old_unknown_one_refus
     store.migrate()
     metrics = Metrics()
     sid = "late"
-    shard = shard_of(sid, SHARDS)
     now = time.time()
 
     def incoming(seq: int, command: Command, *, age: float = 0.0) -> Incoming:
-        return Incoming(
-            stream_seq=seq,
-            subject=f"{PREFIX}.{shard}.{sid}.{command.op}",
-            shard=shard,
-            key=f"k-{seq}",
-            reply=None,
-            command=command,
-            published_at=now - age,
-        )
+        return delivery(sid, seq, command, published_at=now - age)
 
     def apply(*items: Incoming) -> list[Outcome]:
         return apply_batch(

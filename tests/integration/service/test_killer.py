@@ -36,7 +36,7 @@ from coordshard_service.commands import Applied, Incoming
 from coordshard_service.metrics import Metrics
 from coordshard_service.store import Attempts, Store
 
-from .conftest import GROUP, PREFIX, SHARDS, STREAM_KEY, Provisioner, spawn_worker
+from .conftest import GROUP, PREFIX, SHARDS, STREAM_KEY, Provisioner, delivery, spawn_worker
 
 pytestmark = pytest.mark.integration
 
@@ -194,15 +194,7 @@ def test_claims_left_by_dead_processes_isolate_then_dead_letter_the_killer(
     metrics = Metrics()
 
     def incoming(seq: int, command: Command) -> Incoming:
-        return Incoming(
-            stream_seq=seq,
-            subject=f"{PREFIX}.{shard}.{sid}.{command.op}",
-            shard=shard,
-            key=f"k-{seq}",
-            reply=None,
-            command=command,
-            data=f"raw-{seq}".encode(),
-        )
+        return delivery(sid, seq, command, data=f"raw-{seq}".encode())
 
     def move(x: float) -> MovePoint:
         return MovePoint(system_id=sid, point_id="p", moves=(MoveTo(position=(x, 0)),))
