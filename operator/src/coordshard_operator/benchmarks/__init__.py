@@ -7,7 +7,7 @@ from typing import Any
 
 from coordshard_operator.local.quantiles import percentile
 
-__all__ = ["NAMED_ONLY", "SUITES", "Table", "percentile"]
+__all__ = ["NAMED_ONLY", "SUITES", "Table", "int_list", "percentile"]
 
 SUITES: dict[str, str] = {
     "plan": "coordshard_operator.benchmarks.plan",
@@ -28,6 +28,11 @@ SUITES: dict[str, str] = {
 NAMED_ONLY: frozenset[str] = frozenset({"layouts", "scale", "lane-requests", "join"})
 """Suites too long for a run that names none (``layouts`` sweeps for 30+ minutes,
 ``scale`` for hours at its defaults)."""
+
+
+def int_list(text: str | None, default: tuple[int, ...] = ()) -> tuple[int, ...]:
+    """A sizes flag: ``"16,256"`` → (16, 256); ``default`` when not given."""
+    return tuple(int(v) for v in text.split(",") if v.strip()) if text else default
 
 
 @dataclass

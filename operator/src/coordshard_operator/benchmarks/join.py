@@ -32,7 +32,7 @@ from pathlib import Path
 
 import nats
 
-from coordshard_operator.benchmarks import Table
+from coordshard_operator.benchmarks import Table, int_list
 from coordshard_operator.benchmarks.layoutcases import ENGINE_CALLS
 from coordshard_operator.benchmarks.layoutrig import Requests
 from coordshard_operator.benchmarks.workload import Ledger, Publisher, SimWorker, ids_per_shard
@@ -132,14 +132,10 @@ def measure(shards: int, members: int, trials: int) -> list[dict[str, float]]:
             server.kill()
 
 
-def _cells(text: str | None, default: tuple[int, ...]) -> tuple[int, ...]:
-    return tuple(int(x) for x in text.split(",")) if text else default
-
-
 def run(args: argparse.Namespace) -> Table:
     quick = bool(args.quick)
-    shard_counts = _cells(getattr(args, "shards", None), (256,) if quick else (1024, 4096))
-    member_counts = _cells(getattr(args, "members", None), (3,) if quick else (16, 64))
+    shard_counts = int_list(getattr(args, "shards", None), (256,) if quick else (1024, 4096))
+    member_counts = int_list(getattr(args, "members", None), (3,) if quick else (16, 64))
     trials = getattr(args, "trials", None) or (3 if quick else 20)
     table = Table(
         [

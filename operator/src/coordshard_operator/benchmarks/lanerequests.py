@@ -45,7 +45,7 @@ from nats.aio.client import Client
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from coordshard_client.subjects import block_filter
-from coordshard_operator.benchmarks import Table
+from coordshard_operator.benchmarks import Table, int_list
 from coordshard_operator.benchmarks.layoutcases import EngineBlocks
 from coordshard_operator.benchmarks.layouts import _publish_backlog
 from coordshard_operator.local.natsserver import start_server
@@ -186,15 +186,11 @@ def measure(s: ProbeSettings, *, progress: bool = True) -> Table:
     return table
 
 
-def _ints(text: str | None, default: tuple[int, ...]) -> tuple[int, ...]:
-    return tuple(int(v) for v in text.split(",") if v.strip()) if text else default
-
-
 def run(args: argparse.Namespace) -> Table:
     base = QUICK if getattr(args, "quick", False) else ProbeSettings()
     backlog = getattr(args, "backlog", None)
     s = ProbeSettings(
-        shards=_ints(getattr(args, "shards", None), base.shards),
+        shards=int_list(getattr(args, "shards", None), base.shards),
         backlogs=(backlog,) if backlog is not None else base.backlogs,
         repeats=getattr(args, "trials", None) or base.repeats,
     )

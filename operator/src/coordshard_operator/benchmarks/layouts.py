@@ -38,7 +38,7 @@ from pathlib import Path
 import nats
 from nats.aio.client import Client
 
-from coordshard_operator.benchmarks import Table, percentile
+from coordshard_operator.benchmarks import Table, int_list, percentile
 from coordshard_operator.benchmarks.layoutcases import Layout, Shape, layout_named
 from coordshard_operator.benchmarks.layoutrig import Deliveries, Requests, Workers
 from coordshard_operator.benchmarks.rigprocesses import ProcessWorkers
@@ -289,16 +289,12 @@ def measure(s: Settings, *, progress: bool = True, out: Path | None = None) -> T
     return table
 
 
-def _ints(text: str | None, default: tuple[int, ...]) -> tuple[int, ...]:
-    return tuple(int(v) for v in text.split(",") if v.strip()) if text else default
-
-
 def run(args: argparse.Namespace) -> Table:
     quick = bool(getattr(args, "quick", False))
     base = Settings()
     s = Settings(
-        shards=_ints(getattr(args, "shards", None), (256,) if quick else base.shards),
-        members=_ints(getattr(args, "members", None), (3,) if quick else base.members),
+        shards=int_list(getattr(args, "shards", None), (256,) if quick else base.shards),
+        members=int_list(getattr(args, "members", None), (3,) if quick else base.members),
         layouts=tuple((getattr(args, "layouts", None) or ",".join(base.layouts)).split(",")),
         trials=getattr(args, "trials", None) or (1 if quick else base.trials),
         backlog=getattr(args, "backlog", None) or (2_000 if quick else base.backlog),

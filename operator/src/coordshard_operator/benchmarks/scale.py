@@ -26,7 +26,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from coordshard_operator.benchmarks import Table
+from coordshard_operator.benchmarks import Table, int_list
 from coordshard_operator.benchmarks.layouts import Settings, TrialResult, sweep
 from coordshard_operator.local.quantiles import reported
 
@@ -113,16 +113,12 @@ def measure(s: ScaleSettings, *, progress: bool = True, out: Path | None = None)
     return table
 
 
-def _ints(text: str | None, default: tuple[int, ...]) -> tuple[int, ...]:
-    return tuple(int(v) for v in text.split(",") if v.strip()) if text else default
-
-
 def run(args: argparse.Namespace) -> Table:
     base = QUICK if getattr(args, "quick", False) else ScaleSettings()
     layouts = getattr(args, "layouts", None)
     s = ScaleSettings(
-        shards=_ints(getattr(args, "shards", None), base.shards),
-        members=_ints(getattr(args, "members", None), base.members),
+        shards=int_list(getattr(args, "shards", None), base.shards),
+        members=int_list(getattr(args, "members", None), base.members),
         layouts=tuple(layouts.split(",")) if layouts else base.layouts,
         trials=getattr(args, "trials", None) or base.trials,
         backlog=getattr(args, "backlog", None) or base.backlog,

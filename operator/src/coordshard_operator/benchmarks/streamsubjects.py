@@ -31,18 +31,13 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StreamConfig
 
 from coordshard_client.subjects import shard_filter, stream_subjects
-from coordshard_operator.benchmarks import Table
+from coordshard_operator.benchmarks import Table, int_list
 from coordshard_operator.local.natsserver import start_server
 
 PREFIX = "bench.cmd"
 MEMBERS = 8
 DEFAULT_SHARDS = (16, 256, 1024, 4096)
 LAYOUTS = ("one wildcard", "per shard")
-
-
-def shard_counts(text: str) -> tuple[int, ...]:
-    """``--shards 16,256`` → (16, 256)."""
-    return tuple(int(v) for v in text.split(",") if v.strip())
 
 
 def _subjects(layout: str, shards: int) -> list[str]:
@@ -150,5 +145,5 @@ async def _run(shards: tuple[int, ...], *, messages: int) -> Table:
 
 
 def run(args: argparse.Namespace) -> Table:
-    shards = shard_counts(getattr(args, "shards", None) or ",".join(map(str, DEFAULT_SHARDS)))
+    shards = int_list(getattr(args, "shards", None), DEFAULT_SHARDS)
     return asyncio.run(_run(shards, messages=5_000 if args.quick else 20_000))

@@ -41,7 +41,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StreamConfig
 
 from coordshard_client import Translate
 from coordshard_client.messages import Envelope, MovePoint
-from coordshard_operator.benchmarks import Table, percentile
+from coordshard_operator.benchmarks import Table, int_list, percentile
 from coordshard_operator.benchmarks.scratchdb import libpq_url
 from coordshard_operator.benchmarks.servicerig import (
     GROUP,
@@ -162,8 +162,7 @@ async def _run(args: argparse.Namespace) -> Table:
 
 def _counts(args: argparse.Namespace) -> list[int]:
     """``--shards``: the shard counts to compare end to end ([]: the 16-shard phases)."""
-    text = getattr(args, "shards", None)
-    return [int(v) for v in text.split(",") if v.strip()] if text else []
+    return list(int_list(getattr(args, "shards", None)))
 
 
 async def _by_count(
