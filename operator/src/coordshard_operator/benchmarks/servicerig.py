@@ -179,14 +179,11 @@ def database_backends(db: str) -> list[int]:
 
 def process_pids(rig: Rig, server: NatsServer, db: str) -> dict[str, int | list[int]]:
     """The processes a command's CPU is spent in, by name: this one (the client), the
-    two workers, the nats-server, and PostgreSQL's backends when they run here."""
+    workers, the nats-server, and PostgreSQL's backends when they run here."""
     assert server.process is not None
-    pids: dict[str, int | list[int]] = {
-        "client": os.getpid(),
-        "worker 1": rig.procs[0].pid,
-        "worker 2": rig.procs[1].pid,
-        "nats-server": server.process.pid,
-    }
+    pids: dict[str, int | list[int]] = {"client": os.getpid()}
+    pids |= {f"worker {n}": p.pid for n, p in enumerate(rig.procs, start=1)}
+    pids["nats-server"] = server.process.pid
     if backends := database_backends(db):
         pids["postgres"] = backends
     return pids

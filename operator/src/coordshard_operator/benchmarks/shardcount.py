@@ -22,15 +22,17 @@ from coordshard_client import CoordinateClient
 from coordshard_operator.benchmarks.servicerig import (
     CONFIG,
     GROUP,
+    CpuMeter,
     Rig,
     batch_mean,
     batches,
     closed_loop,
+    process_pids,
     seed_targets,
     spawn_worker,
     stop_workers,
 )
-from coordshard_operator.local.natsserver import free_port
+from coordshard_operator.local.natsserver import NatsServer, free_port
 from coordshard_operator.rebalancer.handoff import Engine, GroupConfig, MemberInfo
 from coordshard_operator.rebalancer.passes import run_pass
 
@@ -43,14 +45,17 @@ POINTS = 4
 
 
 @asynccontextmanager
-async def group_at(nc: Client, url: str, tmp: Path, db: str, *, shards: int) -> AsyncIterator[Rig]:
-    """A stream of ``shards`` shards, three workers serving it, and a warmed-up client."""
+async def group_at(
+    nc: Client, url: str, tmp: Path, db: str, *, shards: int, label: str
+) -> AsyncIterator[Rig]:
+    """A stream of ``shards`` shards, three workers serving it, and a warmed-up client;
+    ``label`` names its workers and systems (unique in the shared store)."""
     config = GroupConfig(stream=CONFIG.stream, subject_prefix=CONFIG.subject_prefix,
                          group=GROUP, shards=shards,
                          max_ack_pending=CONFIG.max_ack_pending)  # fmt: skip
     engine = Engine(nc.jetstream(), config)
     await engine.ensure_stream()
-    names = [f"n{shards}-w{i}" for i in range(WORKERS)]
+    names = [f"{label}-w{i}" for i in range(WORKERS)]
     infos = [MemberInfo.of(group=GROUP, member=n, incarnation="bench") for n in names]
     await run_pass(engine, shards=shards, members={i.id: i for i in infos}, epoch=1)
     ports = [free_port() for _ in names]
@@ -58,7 +63,7 @@ async def group_at(nc: Client, url: str, tmp: Path, db: str, *, shards: int) -> 
              for n, port in zip(names, ports, strict=True)]  # fmt: skip
     try:
         async with CoordinateClient(nc, shards=shards, timeout=60) as client:
-            systems = [f"n{shards}-sys-{i:03d}" for i in range(SYSTEMS)]
+            systems = [f"{label}-sys-{i:03d}" for i in range(SYSTEMS)]
             targets = await seed_targets(client, systems, points=POINTS)
             yield Rig(client, targets, procs, ports, [i.id for i in infos])
     finally:
@@ -77,18 +82,22 @@ class Count:
     """Messages per store batch over the loop (from the workers' /metrics)."""
     lanes: int
     """Consumers the group's workers serve (one pull loop each)."""
+    cpu_us: dict[str, float]
+    """CPU µs per command of the loop, by process (``CpuMeter``)."""
 
 
 async def measure_counts(
-    nc: Client, url: str, tmp: Path, db: str, *, counts: list[int], commands: int
+    nc: Client, server: NatsServer, tmp: Path, db: str, *, counts: list[int], commands: int
 ) -> list[Count]:
     """One ``Count`` for each N of ``counts``, in order."""
     results = []
-    for n in counts:
-        async with group_at(nc, url, tmp, db, shards=n) as rig:
+    for k, n in enumerate(counts):
+        async with group_at(nc, server.url, tmp, db, shards=n, label=f"r{k}n{n}") as rig:
             lanes = len(await nc.jetstream().consumers_info(CONFIG.stream))
             before = batches(rig.ports)
+            meter = CpuMeter(process_pids(rig, server, db))
             rate, lat = await closed_loop(rig.client, rig.targets, commands, 1000)
+            cpu = meter.per_command_us(len(lat))
             mean = batch_mean(before, batches(rig.ports))
-        results.append(Count(n, rate, lat, mean, lanes))
+        results.append(Count(n, rate, lat, mean, lanes, cpu))
     return results

@@ -168,13 +168,17 @@ def _counts(args: argparse.Namespace) -> list[int]:
 async def _by_count(
     table: Table, setup: Setup, counts: list[int], commands: int, ceiling: float
 ) -> None:
-    """One row per shard count (3 workers, closed loop) and the ratio to the first."""
+    """One row per shard count (3 workers, closed loop) and its rate against the first
+    N's run before it: a count may be repeated (``16,4096,16,4096``), making pairs."""
     results = await measure_counts(
-        setup.nc, setup.server.url, setup.tmp, setup.db, counts=counts, commands=commands
+        setup.nc, setup.server, setup.tmp, setup.db, counts=counts, commands=commands
     )
-    first = results[0].rate
-    for c in results:
-        table.samples[f"shards_{c.shards}_ms"] = c.latencies
+    reference = results[0].rate
+    for k, c in enumerate(results):
+        if c.shards == counts[0]:
+            reference = c.rate
+        table.samples[f"shards_{c.shards}_run{k}_ms"] = c.latencies
+        table.samples[f"shards_{c.shards}_run{k}_cpu_us"] = list(c.cpu_us.values())
         batch = f"mean batch {c.mean_batch:.1f}" if c.mean_batch is not None else "no batches"
         table.rows.append(
             [
@@ -183,9 +187,9 @@ async def _by_count(
                 round(c.rate),
                 percentile(c.latencies, 0.5),
                 reported(c.latencies, 0.99),
-                f"{c.rate / first:.2f} of N={counts[0]}; {c.rate / ceiling:.0%} of ceiling; "
-                f"1000 in flight; {batch}; {c.lanes} lanes; a new (blocks) stream, consumers "
-                "placed by run_pass",
+                f"{c.rate / reference:.2f} of N={counts[0]}; {c.rate / ceiling:.0%} of "
+                f"ceiling; 1000 in flight; {batch}; {c.lanes} lanes; {cpu_note(c.cpu_us)}; a "
+                "new (blocks) stream, consumers placed by run_pass",
             ]
         )
 

@@ -1,0 +1,38 @@
+"""``bench throughput --shards`` measures each N of its list, a repeated N too.
+
+A count repeated to make pairs (``16,4096,16,4096``: each N's rate against the
+N=16 run beside it, on a machine whose speed drifts) named its systems by N
+alone, and the second group's seeding failed on the shared store: "system
+'n16-sys-000' already exists".
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+import pytest
+
+from coordshard_operator.benchmarks.servicerig import embedded
+from coordshard_operator.benchmarks.shardcount import WORKERS, measure_counts
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_repeated_count_is_measured_again_with_cpu_by_process() -> None:
+    async def main() -> None:
+        args = argparse.Namespace(database_url=None, nats_procs=1)
+        async with embedded(args) as setup:
+            counts = await measure_counts(
+                setup.nc, setup.server, setup.tmp, setup.db, counts=[16, 16], commands=200
+            )
+        assert [c.shards for c in counts] == [16, 16]
+        for c in counts:
+            assert c.rate > 0 and len(c.latencies) == 200
+            assert c.lanes == WORKERS
+            assert set(c.cpu_us) == {"client", "nats-server"} | {
+                f"worker {n}" for n in range(1, WORKERS + 1)
+            }
+            assert all(us > 0 for us in c.cpu_us.values())
+
+    asyncio.run(main())
