@@ -16,11 +16,14 @@ from coordshard_operator.benchmarks.scale import measure as measure_scale
 
 
 def test_the_probe_times_each_request_of_a_gain_once_per_repeat() -> None:
-    table = measure(ProbeSettings(shards=(64,), backlogs=(0, 200), repeats=2), progress=False)
+    s = ProbeSettings(shards=(64,), members=(4, 16), backlogs=(0, 200), repeats=2)
+    table = measure(s, progress=False)
     rows = [dict(zip(COLUMNS, row, strict=True)) for row in table.rows]
-    by_backlog = {b: {r["request"] for r in rows if r["backlog"] == b} for b in (0, 200)}
-    assert by_backlog[200] == set(KINDS)
-    assert by_backlog[0] == set(KINDS) - {"first delivery"}  # nothing stored to deliver
+    for m in (4, 16):
+        by_backlog = {b: {r["request"] for r in rows if (r["members"], r["backlog"]) == (m, b)}
+                      for b in (0, 200)}  # fmt: skip
+        assert by_backlog[200] == set(KINDS)
+        assert by_backlog[0] == set(KINDS) - {"first delivery"}  # nothing stored to deliver
     assert all(r["samples"] == 2 for r in rows)
     assert all(r["p50 ms"] is not None and r["p50 ms"] > 0 for r in rows)
 

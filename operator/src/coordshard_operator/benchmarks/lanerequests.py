@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import statistics
 import sys
@@ -58,14 +59,16 @@ KINDS = (
     "create all", "first delivery", "info", "stream info", "list", "delete",
     "create all (raw)", "create all F1", "subjects list",
 )  # fmt: skip
-COLUMNS = ["shards", "backlog", "request", "samples", "p50 ms", "p90 ms", "max ms"]
+COLUMNS = ["shards", "members", "backlog", "request", "samples", "p50 ms", "p90 ms", "max ms"]
 
 
 @dataclass(frozen=True)
 class ProbeSettings:
     shards: tuple[int, ...] = (1024, 4096)
     backlogs: tuple[int, ...] = (0, 20_000, 100_000)
-    members: int = 16
+    members: tuple[int, ...] = (16,)
+    """Members whose lanes the engine lays out: the lane re-created has one member's
+    blocks, up to ``LANE_BLOCKS`` filters (fewer members, more blocks each)."""
     repeats: int = 20
     """Repeats of each request per cell: 10 or more give a p90 (``quantiles.reported``)."""
 
@@ -109,11 +112,13 @@ async def _raw_create(nc: Client, stream: str, config: ConsumerConfig) -> None:
         raise RuntimeError(f"create {config.name}: {reply.data[:200]!r}")
 
 
-async def _cell(url: str, *, shards: int, backlog: int, s: ProbeSettings) -> dict[str, list[float]]:
+async def _cell(
+    url: str, *, shards: int, members: int, backlog: int, s: ProbeSettings
+) -> dict[str, list[float]]:
     nc = await nats.connect(url)
     js = nc.jetstream(timeout=60)
     stream = "PROBE"
-    layout = EngineBlocks(stream, shards, [f"m{i}" for i in range(s.members)])
+    layout = EngineBlocks(stream, shards, [f"m{i}" for i in range(members)])
     samples: dict[str, list[float]] = {}
     try:
         await layout.create_stream(js)
@@ -152,9 +157,9 @@ async def _cell(url: str, *, shards: int, backlog: int, s: ProbeSettings) -> dic
     return samples
 
 
-def _row(shards: int, backlog: int, kind: str, values: list[float]) -> list[object]:
+def _row(shards: int, members: int, backlog: int, kind: str, values: list[float]) -> list[object]:
     return [
-        shards, backlog, kind, len(values),
+        shards, members, backlog, kind, len(values),
         round(statistics.median(values), 1) if values else None,
         reported(values, 0.9, ndigits=1), round(max(values), 1) if values else None,
     ]  # fmt: skip
@@ -162,25 +167,24 @@ def _row(shards: int, backlog: int, kind: str, values: list[float]) -> list[obje
 
 def measure(s: ProbeSettings, *, progress: bool = True) -> Table:
     table = Table(list(COLUMNS))
-    for n in s.shards:
-        for b in s.backlogs:
-            with tempfile.TemporaryDirectory(prefix="bench-lane-requests-") as tmp:
-                server = start_server(Path(tmp) / "nats")
-                try:
-                    samples = asyncio.run(_cell(server.url, shards=n, backlog=b, s=s))
-                finally:
-                    server.kill()
-            rows = [_row(n, b, kind, samples[kind]) for kind in KINDS if kind in samples]
-            table.rows += rows
-            for kind in KINDS:
-                if kind in samples:
-                    table.samples[f"N={n} B={b} {kind}"] = samples[kind]
-            if progress:
-                sys.stderr.write(Table(list(COLUMNS), rows).markdown() + "\n")
-                sys.stderr.flush()
+    for n, m, b in itertools.product(s.shards, s.members, s.backlogs):
+        with tempfile.TemporaryDirectory(prefix="bench-lane-requests-") as tmp:
+            server = start_server(Path(tmp) / "nats")
+            try:
+                samples = asyncio.run(_cell(server.url, shards=n, members=m, backlog=b, s=s))
+            finally:
+                server.kill()
+        rows = [_row(n, m, b, kind, samples[kind]) for kind in KINDS if kind in samples]
+        table.rows += rows
+        for kind in KINDS:
+            if kind in samples:
+                table.samples[f"N={n} M={m} B={b} {kind}"] = samples[kind]
+        if progress:
+            sys.stderr.write(Table(list(COLUMNS), rows).markdown() + "\n")
+            sys.stderr.flush()
     table.notes.append(
         f"{s.repeats} repeats per request and cell, on an idle stream (no pull loop) of the "
-        f"blocks layout with {s.members} members' lanes; one fresh nats-server per cell. "
+        f"blocks layout, the engine's lanes for the members given; one fresh nats-server per cell. "
         "p90 is '-' below 10 samples."
     )
     return table
@@ -191,6 +195,7 @@ def run(args: argparse.Namespace) -> Table:
     backlog = getattr(args, "backlog", None)
     s = ProbeSettings(
         shards=int_list(getattr(args, "shards", None), base.shards),
+        members=int_list(getattr(args, "members", None), base.members),
         backlogs=(backlog,) if backlog is not None else base.backlogs,
         repeats=getattr(args, "trials", None) or base.repeats,
     )

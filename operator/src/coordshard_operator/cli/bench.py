@@ -60,8 +60,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--members",
         metavar="M,M,...",
-        help="layouts, scale and join suites: the member counts to measure, comma-separated "
-        "(default 3,16,64; scale: 3,16,64,256; join: 16,64)",
+        help="layouts, scale, lane-requests and join suites: the member counts to measure, "
+        "comma-separated (default 3,16,64; scale: 3,16,64,256; lane-requests: 16; join: 16,64)",
     )
     p.add_argument(
         "--layouts",
