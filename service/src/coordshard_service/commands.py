@@ -75,6 +75,9 @@ class Incoming:
     redelivered: bool = False
     published_at: float | None = None
     """When the stream stored the message (epoch seconds), if known."""
+    consumer: str = ""
+    """The consumer (lane) that delivered it, if known: a dead letter records it, and a
+    transaction may hold the batches of several lanes (``applier``)."""
 
 
 @dataclass
@@ -440,7 +443,7 @@ def _apply_one(
                 reason=item.bad.reason,
                 headers=item.headers,
                 data=item.data,
-                consumer=consumer,
+                consumer=item.consumer or consumer,
             )
         )
         return _bad_outcome(item)

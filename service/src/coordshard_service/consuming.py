@@ -6,8 +6,9 @@ worker (``worker.Worker``) binds every lane of its member and runs one
 deleted (a stream without blocks has one consumer whose filters it still
 rewrites, so a lane re-reads its filters on every empty fetch and at least
 once a second while busy). The lanes share the worker's store, cache and
-metrics, and take turns applying (``LaneHost.applying``): one batch is applied
-at a time, as with one consumer, so the cache needs no locks, and a shard
+metrics, and take turns applying (``LaneHost.applying``): one transaction at a
+time, as with one consumer, so the cache needs no locks (``applier`` joins the
+batches of lanes that wait into one transaction), and a shard
 that moves from a deleted lane to a new one of ours is applied in its stream
 order by its marks whichever lane delivers it. Per-shard order within a lane
 holds because a shard is in exactly one consumer at a time (the WorkQueue
@@ -55,7 +56,7 @@ from nats.js.api import ConsumerInfo
 
 from coordshard_client.messages import Outcome
 from coordshard_service import consumerstate
-from coordshard_service.attempts import apply_guarded
+from coordshard_service.applier import Applier
 from coordshard_service.cache import Cache
 from coordshard_service.commands import Applied, Incoming
 from coordshard_service.consumerstate import ConsumerState, StreamInstance
@@ -107,6 +108,8 @@ class LaneHost(Protocol):
     metrics: Metrics
     applying: asyncio.Lock
     """Held while a batch is applied or the cache is pruned: one at a time per worker."""
+    applier: Applier
+    """Applies the batches, joining those of several lanes that wait in one transaction."""
 
     async def shards_changed(self) -> None:
         """A lane's shards changed: drop the cache entries of shards no lane holds now."""
@@ -300,25 +303,16 @@ class Lane:
         store refuses for a data reason is not held: ``apply_isolating`` dead-letters
         it and applies the rest; after an outage part-way, only the rest is retried.
         """
-        s = self.settings
         host = self.host
         applied: list[Applied] = []
         for attempt in itertools.count():
             try:
-                async with host.applying:
-                    await asyncio.to_thread(
-                        apply_guarded,
-                        host.store,
-                        host.cache,
-                        items[len(applied) :],
-                        applied=applied,
-                        shards=s.shards,
-                        stream=self.stream.key,
-                        consumer=self.consumer,
-                        metrics=self.metrics,
-                        retention=s.outcome_retention,
-                        in_doubt=self.stream.last_seq,
-                    )
+                await host.applier.apply(
+                    items[len(applied) :],
+                    applied=applied,
+                    stream=self.stream,
+                    consumer=self.consumer,
+                )
                 return applied
             except StoreUnavailableError as e:
                 self.metrics.store_retries.inc()

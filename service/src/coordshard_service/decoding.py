@@ -129,6 +129,7 @@ def decode(
             data=msg.data,
             redelivered=meta.num_delivered > 1,
             published_at=published_at,
+            consumer=meta.consumer or "",
         )
 
     if raw_subject is not None:
@@ -181,6 +182,7 @@ def decode(
         data=msg.data,  # kept in case the store refuses it (see apply_isolating)
         redelivered=meta.num_delivered > 1,
         published_at=published_at,
+        consumer=meta.consumer or "",
     )
 
 

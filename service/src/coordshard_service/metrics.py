@@ -56,6 +56,13 @@ class Metrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
             registry=self.registry,
         )
+        self.store_batch_size = Histogram(
+            "coordshard_worker_store_batch_size",
+            "Messages per store transaction in the steady state: the batches of the lanes"
+            " that waited, applied together.",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+            registry=self.registry,
+        )
         self.redeliveries = Counter(
             "coordshard_worker_redeliveries",
             "Messages delivered more than once.",

@@ -38,6 +38,7 @@ from nats.js import JetStreamContext
 from coordshard_client.naming import generation_of
 from coordshard_client.subjects import STREAM_META_SHARDS
 from coordshard_service import consumerstate
+from coordshard_service.applier import Applier
 from coordshard_service.cache import Cache
 from coordshard_service.consumerstate import StreamInstance
 from coordshard_service.consuming import Lane
@@ -102,7 +103,9 @@ class Worker:
         """The union of the lanes' shards."""
         self.state: WorkerState = "starting"
         self.applying = asyncio.Lock()
-        """One batch applied (or the cache pruned) at a time, whichever lane it is from."""
+        """One transaction applied (or the cache pruned) at a time, whichever lane it is for."""
+        self.applier = Applier(self)
+        """Applies the lanes' batches, several waiting ones in one transaction."""
         self.progress = Progress()
         """Fed by the binding loop; each lane has its own (``stuck`` takes the worst)."""
         self._last = ""

@@ -327,3 +327,51 @@ async def test_a_stored_subject_whose_block_is_not_its_shards_is_dead_lettered(
         assert (await send(5)).ok
     finally:
         await running.shutdown()
+
+
+def _histogram(metric: object) -> tuple[float, float]:
+    """(count, sum) of a prometheus Histogram."""
+    samples = {s.name: s.value for m in metric.collect() for s in m.samples}  # type: ignore[attr-defined]
+    return samples[f"{metric._name}_count"], samples[f"{metric._name}_sum"]  # type: ignore[attr-defined]
+
+
+async def test_the_batches_of_lanes_that_wait_are_applied_in_one_transaction(
+    nats_server: NatsServer,
+    lanes: Lanes,
+    block_client: CoordinateClient,
+    js: JetStreamContext,
+    database_url: str,
+) -> None:
+    # At N=4096 a member's shards are on several lanes; one transaction per lane's
+    # batch made each transaction small (~27 messages where one lane gets ~120), and a
+    # transaction costs something of its own. Batches that wait are joined.
+    names = [await lanes.add(blocks) for blocks in THIRDS]
+    running = await start(nats_server, lanes, database_url, bind_poll=NO_POLL)
+    worker = running.worker
+    queue = worker.applier._queue
+    try:
+        await wait_until(lambda: len(worker.lanes) == 3)
+        async with worker.applying:  # the store's turn is taken: the lanes' batches wait
+            created = [
+                asyncio.create_task(
+                    block_client.create_system(system_id=system_on(s), name="n", dimension=2)
+                )
+                for s in (THIRDS[0][0], THIRDS[1][0])
+            ]
+            await wait_until(lambda: len(queue) == 2)
+            # A bad message on the third lane, queued last: its dead letter names the
+            # lane that delivered it, not the first of the transaction.
+            bad = system_on(THIRDS[2][0])
+            await js.publish(f"{PREFIX}.{THIRDS[2][0]}.{bad}.create-system", b"not json")
+            await wait_until(lambda: len(queue) == 3)
+            before = _histogram(worker.metrics.store_batch_size)
+        systems = await asyncio.wait_for(asyncio.gather(*created), 10)
+        assert [s.system_id for s in systems] == [system_on(THIRDS[0][0]), system_on(THIRDS[1][0])]
+        await wait_drained(js, lanes.stream)
+        count, total = _histogram(worker.metrics.store_batch_size)
+        assert (count - before[0], total - before[1]) == (1, 3)  # one transaction, all three
+        [letter] = worker.store.dead_letters()
+        assert letter.consumer == names[2]
+        assert worker.metrics.dead_letters._value.get() == 1
+    finally:
+        await running.shutdown()
