@@ -29,6 +29,10 @@ from prometheus_client import (
 __all__ = ["Metrics"]
 
 
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+"""Messages per batch: fetched, and per store transaction."""
+
+
 class Metrics:
     """Counters and gauges named ``coordshard_worker_<name>_<unit>``."""
 
@@ -53,14 +57,14 @@ class Metrics:
             "coordshard_worker_batch_size",
             "Messages per fetched batch. Small batches pay the per-batch costs (pull,"
             " transaction, ack_sync) over few messages.",
-            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+            buckets=BATCH_BUCKETS,
             registry=self.registry,
         )
         self.store_batch_size = Histogram(
             "coordshard_worker_store_batch_size",
             "Messages per store transaction in the steady state: the batches of the lanes"
             " that waited, applied together.",
-            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+            buckets=BATCH_BUCKETS,
             registry=self.registry,
         )
         self.redeliveries = Counter(
