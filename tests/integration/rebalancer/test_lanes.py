@@ -9,6 +9,7 @@ the moved blocks. Workers are ``SimWorker``s serving every lane of their member.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Callable, Mapping
 
 import nats.errors
@@ -368,3 +369,19 @@ async def test_a_quiet_pass_merges_the_lanes_that_crashes_left(
     lanes = await Group(js, engine, Fleet()).lanes()
     check_layout(lanes, owners_of(lanes))
     assert (await run_pass(engine, shards=SHARDS, members=live, epoch=epoch + 1)).report is None
+
+
+async def test_lanes_hold_up_to_the_groups_lane_blocks_and_stay_so(
+    js: JetStreamContext, stream_name: str
+) -> None:
+    engine = Engine(js, config(stream_name, lane_blocks=64))
+    await engine.ensure_stream()
+    members = {m.id: m for m in (member("a"), member("b"), member("c"))}
+    await run_pass(engine, shards=SHARDS, members=members, epoch=1)
+    lanes = await Group(js, engine, Fleet()).lanes()
+    # 512 blocks over 3 members: 171, 171, 170, on lanes of 64, 64 and the rest.
+    assert sorted(len(b) for b in lanes.values()) == [42, 43, 43, *[64] * 6]
+    assert sorted(Counter(owners_of(lanes).values()).values()) == [3, 3, 3]
+    again = await run_pass(engine, shards=SHARDS, members=members, epoch=2)
+    assert again.report is None  # converged at this F: nothing retired as too long
+    assert await Group(js, engine, Fleet()).lanes() == lanes

@@ -14,7 +14,7 @@ import asyncio
 import pytest
 
 from coordshard_operator.benchmarks.servicerig import embedded
-from coordshard_operator.benchmarks.shardcount import WORKERS, measure_counts
+from coordshard_operator.benchmarks.shardcount import WORKERS, measure_counts, variants
 
 pytestmark = pytest.mark.integration
 
@@ -36,3 +36,11 @@ def test_a_repeated_count_is_measured_again_with_cpu_by_process() -> None:
             assert all(us > 0 for us in c.cpu_us.values())
 
     asyncio.run(main())
+
+
+def test_each_count_runs_with_each_lane_size_that_changes_its_lanes() -> None:
+    # N=16: 16 blocks, 6 per member, one lane for any F from 6 up; N=4096: 512 blocks,
+    # 171 per member: 6 lanes at F=32, 3 at 64, 1 at 171 or more.
+    assert variants([16, 4096], [32, 64, 171, 512]) == [
+        (16, 32), (4096, 32), (4096, 64), (4096, 171),
+    ]  # fmt: skip

@@ -202,10 +202,11 @@ def metric(port: int, name: str) -> float:
     return float("nan")
 
 
-def batches(ports: list[int]) -> tuple[float, float]:
-    """(batches, messages) the workers have fetched so far, from their /metrics."""
-    count = sum(metric(p, "coordshard_worker_batch_size_count") for p in ports)
-    total = sum(metric(p, "coordshard_worker_batch_size_sum") for p in ports)
+def batches(ports: list[int], *, histogram: str = "batch_size") -> tuple[float, float]:
+    """(batches, messages) the workers have fetched so far, from their /metrics
+    (``histogram="store_batch_size"``: applied, one transaction a batch)."""
+    count = sum(metric(p, f"coordshard_worker_{histogram}_count") for p in ports)
+    total = sum(metric(p, f"coordshard_worker_{histogram}_sum") for p in ports)
     return count, total
 
 

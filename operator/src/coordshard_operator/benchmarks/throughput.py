@@ -66,6 +66,7 @@ from coordshard_operator.benchmarks.servicerig import (
 )
 from coordshard_operator.benchmarks.shardcount import WORKERS, measure_counts
 from coordshard_operator.local.quantiles import reported
+from coordshard_operator.rebalancer.lanes import LANE_BLOCKS
 
 
 def _payload_size() -> int:
@@ -149,7 +150,7 @@ async def _run(args: argparse.Namespace) -> Table:
             ]
         )
         if counts := _counts(args):
-            await _by_count(table, setup, counts, n_peak, ceiling)
+            await _by_count(table, setup, args, counts, n_peak, ceiling)
         else:
             await _phases(table, setup, args, ceiling, n_peak, half_seconds, cached_points)
     table.notes.append(
@@ -166,23 +167,33 @@ def _counts(args: argparse.Namespace) -> list[int]:
 
 
 async def _by_count(
-    table: Table, setup: Setup, counts: list[int], commands: int, ceiling: float
+    table: Table,
+    setup: Setup,
+    args: argparse.Namespace,
+    counts: list[int],
+    commands: int,
+    ceiling: float,
 ) -> None:
     """One row per shard count (3 workers, closed loop) and its rate against the first
     N's run before it: a count may be repeated (``16,4096,16,4096``), making pairs."""
     results = await measure_counts(
-        setup.nc, setup.server, setup.tmp, setup.db, counts=counts, commands=commands
-    )
+        setup.nc, setup.server, setup.tmp, setup.db, counts=counts, commands=commands,
+        lane_blocks=int_list(getattr(args, "lane_blocks", None), (LANE_BLOCKS,)),
+    )  # fmt: skip
     reference = results[0].rate
     for k, c in enumerate(results):
         if c.shards == counts[0]:
             reference = c.rate
         table.samples[f"shards_{c.shards}_run{k}_ms"] = c.latencies
         table.samples[f"shards_{c.shards}_run{k}_cpu_us"] = list(c.cpu_us.values())
-        batch = f"mean batch {c.mean_batch:.1f}" if c.mean_batch is not None else "no batches"
+        batch = (
+            f"mean batch {c.mean_batch:.1f} fetched, {c.mean_store_batch:.1f} per transaction"
+            if c.mean_batch is not None and c.mean_store_batch is not None
+            else "no batches"
+        )
         table.rows.append(
             [
-                f"N={c.shards} ({WORKERS} workers, SDK)",
+                f"N={c.shards} F={c.lane_blocks} ({WORKERS} workers, SDK)",
                 commands,
                 round(c.rate),
                 percentile(c.latencies, 0.5),

@@ -64,6 +64,12 @@ def add_parser(sub: Any) -> None:
         "comma-separated (default 3,16,64; scale: 3,16,64,256; lane-requests: 16; join: 16,64)",
     )
     p.add_argument(
+        "--lane-blocks",
+        metavar="F,F,...",
+        help="throughput suite with --shards: the most blocks per lane to compare, each N "
+        "with each F that gives it other lanes (default: the engine's, 32)",
+    )
+    p.add_argument(
         "--layouts",
         metavar="NAME,...",
         help="layouts and scale suites: which of engine, engine-sweep-first, today, lanesF "

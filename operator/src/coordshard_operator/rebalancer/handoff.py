@@ -490,7 +490,10 @@ class Engine:
         if observed.layout != "blocks":
             return True
         want = want_blocks({m: tuple(s) for m, s in desired.items()}, config=self.config)
-        return plan_lanes(lane_states(observed), want, live=desired).converged
+        planned = plan_lanes(
+            lane_states(observed), want, live=desired, per_lane=self.config.lane_blocks
+        )
+        return planned.converged
 
     async def apply(
         self,

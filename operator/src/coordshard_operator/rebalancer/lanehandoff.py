@@ -129,7 +129,7 @@ async def apply_lanes(
     """Make the group's lanes match ``want`` (member id → blocks); see the module doc."""
     stream = config.stream
     lanes = lane_states(observed)
-    planned = plan_lanes(lanes, want, live=members)
+    planned = plan_lanes(lanes, want, live=members, per_lane=config.lane_blocks)
     consumers = observed.consumers
 
     fenced = []

@@ -28,12 +28,14 @@ from coordshard_client.naming import (
 from coordshard_client.subjects import (
     DEFAULT_PREFIX,
     DEFAULT_SHARDS,
+    MAX_BLOCKS,
     MAX_SHARDS,
     blocks_of,
     validate_prefix,
 )
 from coordshard_operator.rebalancer.errors import ConfigError
 from coordshard_operator.rebalancer.jetstream import RetryPolicy
+from coordshard_operator.rebalancer.lanes import LANE_BLOCKS
 
 __all__ = [
     "MAX_DELIVER",
@@ -111,6 +113,10 @@ class GroupConfig:
     at once), how long until the next; seconds, default 60. Each such listing reads the
     whole subject index under the stream's lock (0.2 to 0.7 s at 100k subjects), so it must
     not run on every pass."""
+    lane_blocks: int = LANE_BLOCKS
+    """The most block filters on one lane (F, blocks layout); default ``lanes.LANE_BLOCKS``.
+    Fewer lanes per member pull larger batches; a longer filter list costs each lane
+    create more (docs/benchmarks.md, "End to end at N = 16 and 4096")."""
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     """Retries of transient JetStream failures."""
 
@@ -134,6 +140,8 @@ class GroupConfig:
             raise ConfigError(f"replicas must be 1, 3 or 5, got {self.replicas}")
         if self.max_deliver < 2:
             raise ConfigError(f"max_deliver must be at least 2, got {self.max_deliver}")
+        if not 1 <= self.lane_blocks <= MAX_BLOCKS:
+            raise ConfigError(f"lane_blocks must be 1..{MAX_BLOCKS}, got {self.lane_blocks}")
         if self.drain_timeout_s <= 0 or self.pause_s <= self.drain_timeout_s:
             raise ConfigError("need 0 < drain_timeout_s < pause_s")
 
