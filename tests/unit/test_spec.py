@@ -40,13 +40,14 @@ def test_full_spec_is_read_field_by_field() -> None:
                 "tlsSecretRef": {"name": "t"},
             },
             failover={"gracePeriodSeconds": 0},
-            consumer={"ackWaitSeconds": 5, "maxAckPending": 10},
+            consumer={"ackWaitSeconds": 5, "maxAckPending": 10, "laneBlocks": 64},
             pins={"3": "w-1"},
         )
     )
     assert s.nats_servers == ("nats://n:4222",)
     assert s.credentials == spec.SecretRef(name="c", key="nats.creds")
     assert s.tls_secret == "t"
+    assert s.lane_blocks == 64
     assert (s.grace_period_seconds, s.ack_wait_seconds, s.max_ack_pending) == (0, 5, 10)
     assert s.pins == {3: "w-1"}
     assert s.reply_prefix == "_INBOX.gw"
@@ -69,6 +70,7 @@ def test_full_spec_is_read_field_by_field() -> None:
             id="negative-grace",
         ),
         pytest.param({"nats": {"servers": "nats://x"}}, "nats.servers", id="servers-not-list"),
+        pytest.param({"consumer": {"laneBlocks": 513}}, "consumer.laneBlocks", id="lane-blocks"),
     ],
 )
 def test_invalid_spec_names_the_field(over: dict[str, Any], field: str) -> None:

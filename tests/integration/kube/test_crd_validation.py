@@ -134,6 +134,10 @@ INVALID = [
     ),
     pytest.param(cr(consumer={"ackWaitSeconds": 0}), "spec.consumer.ackWaitSeconds", id="ack-0"),
     pytest.param(cr(consumer={"maxAckPending": 0}), "spec.consumer.maxAckPending", id="pending-0"),
+    pytest.param(cr(consumer={"laneBlocks": 0}), "spec.consumer.laneBlocks", id="lane-blocks-0"),
+    pytest.param(
+        cr(consumer={"laneBlocks": 513}), "spec.consumer.laneBlocks", id="lane-blocks-513"
+    ),
     pytest.param(cr(pins={"a": "w-0"}), "pin keys are shard numbers", id="pin-key-not-a-number"),
     pytest.param(cr(pins={"0": 1}), "spec.pins", id="pin-value-not-a-string"),
     pytest.param(cr("o" * 33), "at most 32 characters", id="name-longer-than-32"),
@@ -174,7 +178,9 @@ def test_defaults_are_applied_inside_a_given_object(backend: Backend) -> None:
     )
     assert status == 201, created
     assert created["spec"]["failover"] == {"gracePeriodSeconds": 10}
-    assert created["spec"]["consumer"] == {"ackWaitSeconds": 30, "maxAckPending": 1000}
+    assert created["spec"]["consumer"] == {
+        "ackWaitSeconds": 30, "maxAckPending": 1000, "laneBlocks": 32,
+    }  # fmt: skip
     assert created["spec"]["nats"]["nkeySecretRef"] == {"name": "s", "key": "nkey.seed"}
 
 

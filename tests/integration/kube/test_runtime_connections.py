@@ -1,4 +1,5 @@
-"""``Runtime.connection`` against a real nats-server: one client per key, none left behind.
+"""``Runtime`` against a real nats-server: one client per key, none left behind; each
+engine configured from its spec.
 
 A client the runtime does not hold is never closed: its tasks outlive the
 operator's cleanup handler and kopf waits 5 s for them at exit
@@ -15,6 +16,7 @@ import pytest
 
 from coordshard_operator.kube.runtime import Runtime
 from coordshard_operator.kube.settings import OperatorSettings
+from coordshard_operator.kube.spec import parse as parse_spec
 from coordshard_operator.local.natsserver import NatsServer
 from coordshard_operator.testing.cluster import wait_until
 
@@ -57,3 +59,22 @@ async def test_a_connect_cancelled_midway_leaves_no_client_behind(silent_server:
         await connecting
     assert runtime.connections == {}
     await wait_until(lambda: not nats_tasks(), timeout=2, what="no nats-py task left")
+
+
+async def test_the_engine_takes_the_consumer_settings_of_its_spec(nats_server: NatsServer) -> None:
+    runtime = Runtime(settings=OperatorSettings())
+    s = parse_spec({
+        "metadata": {"name": "orders", "namespace": "ns", "generation": 1},
+        "spec": {
+            "shards": 4096,
+            "selector": {"matchLabels": {"app": "w"}},
+            "nats": {"servers": [nats_server.url]},
+            "consumer": {"ackWaitSeconds": 7, "maxAckPending": 50, "laneBlocks": 64},
+        },
+    })  # fmt: skip
+    try:
+        engine = await runtime.engine(s)
+        config = engine.config
+        assert (config.ack_wait_s, config.max_ack_pending, config.lane_blocks) == (7.0, 50, 64)
+    finally:
+        await runtime.close()

@@ -385,3 +385,9 @@ async def test_lanes_hold_up_to_the_groups_lane_blocks_and_stay_so(
     again = await run_pass(engine, shards=SHARDS, members=members, epoch=2)
     assert again.report is None  # converged at this F: nothing retired as too long
     assert await Group(js, engine, Fleet()).lanes() == lanes
+    # The spec's lane size changed back to the default: the next pass splits them.
+    default = Engine(js, config(stream_name))
+    await run_pass(default, shards=SHARDS, members=members, epoch=3)
+    split = await Group(js, default, Fleet()).lanes()
+    check_layout(split, owners_of(split))
+    assert max(len(b) for b in split.values()) == LANE_BLOCKS

@@ -250,6 +250,7 @@ class Runtime:
             replicas=self.settings.stream_replicas,
             ack_wait_s=float(spec.ack_wait_seconds),
             max_ack_pending=spec.max_ack_pending,
+            lane_blocks=spec.lane_blocks,
         )
         key = (spec.nats_servers, auth.identity, config)
         engine = self.engines.get(key)

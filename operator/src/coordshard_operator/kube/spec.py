@@ -17,12 +17,14 @@ from coordshard_client.naming import DEFAULT_STREAM, validate_name
 from coordshard_client.subjects import (
     DEFAULT_PREFIX,
     DEFAULT_REPLY_PREFIX,
+    MAX_BLOCKS,
     MAX_SHARDS,
     InvalidSubjectError,
     blocks_of,
     validate_prefix,
 )
 from coordshard_operator.kube.errors import InvalidSpecError
+from coordshard_operator.rebalancer.lanes import LANE_BLOCKS
 
 __all__ = ["SecretRef", "Spec", "check_immutable", "parse"]
 
@@ -61,6 +63,8 @@ class Spec:
     grace_period_seconds: int = DEFAULT_GRACE_SECONDS
     ack_wait_seconds: int = DEFAULT_ACK_WAIT_SECONDS
     max_ack_pending: int = DEFAULT_MAX_ACK_PENDING
+    lane_blocks: int = LANE_BLOCKS
+    """The most block filters on one lane (``GroupConfig.lane_blocks``)."""
     pins: Mapping[int, str] = field(default_factory=dict)
     """Shard -> pod name."""
 
@@ -195,6 +199,12 @@ def parse(body: Mapping[str, Any]) -> Spec:
             field="consumer.maxAckPending",
             lo=1,
             hi=100_000,
+        ),
+        lane_blocks=_int(
+            consumer.get("laneBlocks", LANE_BLOCKS),
+            field="consumer.laneBlocks",
+            lo=1,
+            hi=MAX_BLOCKS,
         ),
         pins=_pins(raw.get("pins"), shards=shards),
     )
