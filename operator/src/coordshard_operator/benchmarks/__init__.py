@@ -22,10 +22,11 @@ SUITES: dict[str, str] = {
     "scale": "coordshard_operator.benchmarks.scale",
     "lane-requests": "coordshard_operator.benchmarks.lanerequests",
     "join": "coordshard_operator.benchmarks.join",
+    "filter-cost": "coordshard_operator.benchmarks.filtercost",
 }
 """Suite name → module path (imported only when the suite runs)."""
 
-NAMED_ONLY: frozenset[str] = frozenset({"layouts", "scale", "lane-requests", "join"})
+NAMED_ONLY: frozenset[str] = frozenset({"layouts", "scale", "lane-requests", "join", "filter-cost"})
 """Suites too long for a run that names none (``layouts`` sweeps for 30+ minutes,
 ``scale`` for hours at its defaults)."""
 

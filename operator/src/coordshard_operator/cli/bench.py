@@ -83,7 +83,8 @@ def add_parser(sub: Any) -> None:
         help="layouts and scale suites: trials per layout and cell (default 5; --quick: "
         "1, scale 3); lane-requests: repeats of each request per cell (default 20); "
         "handoff, operator and local: trials, pod deletions, kills and spawns "
-        "(default 100, enough for a p99; --quick: 5-10); join: joins per cell (default 20)",
+        "(default 100, enough for a p99; --quick: 5-10); join: joins per cell (default 20); "
+        "filter-cost: runs of each case (default 2)",
     )
     p.add_argument(
         "--backlog",
@@ -91,7 +92,7 @@ def add_parser(sub: Any) -> None:
         metavar="N",
         help="layouts and scale suites: messages waiting, spread over all shards "
         "(default 20000; scale: 100000); lane-requests: the one backlog to probe "
-        "(default 0, 20000 and 100000)",
+        "(default 0, 20000 and 100000); filter-cost: messages per case (default 20000)",
     )
     p.add_argument(
         "--member-processes",
