@@ -43,6 +43,8 @@ from nats.js import JetStreamContext
 
 from coordshard_client.naming import generation_of
 from coordshard_client.subjects import shard_of
+from coordshard_operator.rebalancer.errors import StreamMissingError, TransientError
+from coordshard_operator.rebalancer.jetstream import JetStreamApi
 
 __all__ = ["Ledger", "Publisher", "SimWorker", "ids_per_shard"]
 
@@ -194,11 +196,12 @@ class SimWorker:
         try:
             while True:  # the first listing; after it, the advisories
                 try:
-                    for info in await self.js.consumers_info(self.stream):
+                    # Every page: nats-py's consumers_info returns the first 256 only.
+                    for info in await JetStreamApi(self.js).consumers(self.stream):
                         if self._ours(info.name):
                             self._serve(info.name)
                     break
-                except (TimeoutError, nats.errors.Error):
+                except (TimeoutError, nats.errors.Error, StreamMissingError, TransientError):
                     await asyncio.sleep(0.02)  # back off, then list again
             while True:
                 name = await created.get()
