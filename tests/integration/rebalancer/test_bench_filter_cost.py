@@ -1,9 +1,9 @@
 """``bench filter-cost`` at a tiny size: every case drains what it published.
 
 A smoke test so the probe does not rot; no timing is asserted. What is
-asserted: each case has one value per trial for the publish and the drain, and
-every consumer layout covers every block (a case whose filters missed a block
-would never drain, and time out).
+asserted: each case drains its backlog (a case whose filters missed a block
+would never drain, and time out) and has one value per trial, and every
+consumer layout covers every block.
 """
 
 from __future__ import annotations
@@ -21,5 +21,6 @@ def test_every_case_drains_its_backlog_once_per_trial() -> None:
     for case in CASES:
         covered = sorted(f for subjects in case.filters() for f in subjects)
         assert len(covered) == (1 if case.consumers == 0 else case.blocks)
-        [drain] = table.samples[f"{case.label} drain_us"]
-        assert drain > 0
+        # One value per trial; it may read 0 at this size (the server's CPU time is
+        # counted in 10 ms ticks): the drain finishing at all is the check here.
+        assert len(table.samples[f"{case.label} drain_us"]) == 1

@@ -33,7 +33,7 @@ def test_a_repeated_count_is_measured_again_with_cpu_by_process() -> None:
             assert set(c.cpu_us) == {"client", "nats-server"} | {
                 f"worker {n}" for n in range(1, WORKERS + 1)
             }
-            assert all(us > 0 for us in c.cpu_us.values())
+            assert sum(c.cpu_us.values()) > 0  # each read in 10 ms ticks: one may be 0
 
     asyncio.run(main())
 
