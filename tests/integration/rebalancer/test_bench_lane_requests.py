@@ -9,6 +9,8 @@ a member in another process) and counts what it delivered.
 
 from __future__ import annotations
 
+import itertools
+
 from coordshard_operator.benchmarks.lanerequests import COLUMNS, KINDS, ProbeSettings, measure
 from coordshard_operator.benchmarks.scale import COLUMNS as SCALE_COLUMNS
 from coordshard_operator.benchmarks.scale import ScaleSettings
@@ -16,12 +18,13 @@ from coordshard_operator.benchmarks.scale import measure as measure_scale
 
 
 def test_the_probe_times_each_request_of_a_gain_once_per_repeat() -> None:
-    s = ProbeSettings(shards=(64,), members=(4, 16), backlogs=(0, 200), repeats=2)
+    s = ProbeSettings(shards=(64,), members=(4, 16), lane_blocks=(8, 32), backlogs=(0, 200),
+                      repeats=2)  # fmt: skip
     table = measure(s, progress=False)
     rows = [dict(zip(COLUMNS, row, strict=True)) for row in table.rows]
-    for m in (4, 16):
-        by_backlog = {b: {r["request"] for r in rows if (r["members"], r["backlog"]) == (m, b)}
-                      for b in (0, 200)}  # fmt: skip
+    for m, f in itertools.product((4, 16), (8, 32)):
+        cell = [r for r in rows if (r["members"], r["lane blocks"]) == (m, f)]
+        by_backlog = {b: {r["request"] for r in cell if r["backlog"] == b} for b in (0, 200)}
         assert by_backlog[200] == set(KINDS)
         assert by_backlog[0] == set(KINDS) - {"first delivery"}  # nothing stored to deliver
     assert all(r["samples"] == 2 for r in rows)

@@ -52,6 +52,7 @@ from coordshard_operator.benchmarks.layouts import _publish_backlog
 from coordshard_operator.local.natsserver import start_server
 from coordshard_operator.local.quantiles import reported
 from coordshard_operator.rebalancer.jetstream import JetStreamApi, RetryPolicy, consumer_config
+from coordshard_operator.rebalancer.lanes import LANE_BLOCKS
 
 __all__ = ["COLUMNS", "KINDS", "ProbeSettings", "measure", "run"]
 
@@ -59,7 +60,17 @@ KINDS = (
     "create all", "first delivery", "info", "stream info", "list", "delete",
     "create all (raw)", "create all F1", "subjects list",
 )  # fmt: skip
-COLUMNS = ["shards", "members", "backlog", "request", "samples", "p50 ms", "p90 ms", "max ms"]
+COLUMNS = [
+    "shards",
+    "members",
+    "lane blocks",
+    "backlog",
+    "request",
+    "samples",
+    "p50 ms",
+    "p90 ms",
+    "max ms",
+]
 
 
 @dataclass(frozen=True)
@@ -69,6 +80,8 @@ class ProbeSettings:
     members: tuple[int, ...] = (16,)
     """Members whose lanes the engine lays out: the lane re-created has one member's
     blocks, up to ``LANE_BLOCKS`` filters (fewer members, more blocks each)."""
+    lane_blocks: tuple[int, ...] = (LANE_BLOCKS,)
+    """The lane sizes F to lay the lanes out at (``GroupConfig.lane_blocks``)."""
     repeats: int = 20
     """Repeats of each request per cell: 10 or more give a p90 (``quantiles.reported``)."""
 
@@ -113,12 +126,14 @@ async def _raw_create(nc: Client, stream: str, config: ConsumerConfig) -> None:
 
 
 async def _cell(
-    url: str, *, shards: int, members: int, backlog: int, s: ProbeSettings
+    url: str, *, shards: int, members: int, lane_blocks: int, backlog: int, s: ProbeSettings
 ) -> dict[str, list[float]]:
     nc = await nats.connect(url)
     js = nc.jetstream(timeout=60)
     stream = "PROBE"
-    layout = EngineBlocks(stream, shards, [f"m{i}" for i in range(members)])
+    layout = EngineBlocks(
+        stream, shards, [f"m{i}" for i in range(members)], lane_blocks=lane_blocks
+    )
     samples: dict[str, list[float]] = {}
     try:
         await layout.create_stream(js)
@@ -157,9 +172,9 @@ async def _cell(
     return samples
 
 
-def _row(shards: int, members: int, backlog: int, kind: str, values: list[float]) -> list[object]:
+def _row(cell: tuple[int, int, int, int], kind: str, values: list[float]) -> list[object]:
     return [
-        shards, members, backlog, kind, len(values),
+        *cell, kind, len(values),
         round(statistics.median(values), 1) if values else None,
         reported(values, 0.9, ndigits=1), round(max(values), 1) if values else None,
     ]  # fmt: skip
@@ -167,18 +182,20 @@ def _row(shards: int, members: int, backlog: int, kind: str, values: list[float]
 
 def measure(s: ProbeSettings, *, progress: bool = True) -> Table:
     table = Table(list(COLUMNS))
-    for n, m, b in itertools.product(s.shards, s.members, s.backlogs):
+    for n, m, f, b in itertools.product(s.shards, s.members, s.lane_blocks, s.backlogs):
         with tempfile.TemporaryDirectory(prefix="bench-lane-requests-") as tmp:
             server = start_server(Path(tmp) / "nats")
             try:
-                samples = asyncio.run(_cell(server.url, shards=n, members=m, backlog=b, s=s))
+                samples = asyncio.run(
+                    _cell(server.url, shards=n, members=m, lane_blocks=f, backlog=b, s=s)
+                )
             finally:
                 server.kill()
-        rows = [_row(n, m, b, kind, samples[kind]) for kind in KINDS if kind in samples]
+        rows = [_row((n, m, f, b), kind, samples[kind]) for kind in KINDS if kind in samples]
         table.rows += rows
         for kind in KINDS:
             if kind in samples:
-                table.samples[f"N={n} M={m} B={b} {kind}"] = samples[kind]
+                table.samples[f"N={n} M={m} F={f} B={b} {kind}"] = samples[kind]
         if progress:
             sys.stderr.write(Table(list(COLUMNS), rows).markdown() + "\n")
             sys.stderr.flush()
@@ -196,6 +213,7 @@ def run(args: argparse.Namespace) -> Table:
     s = ProbeSettings(
         shards=int_list(getattr(args, "shards", None), base.shards),
         members=int_list(getattr(args, "members", None), base.members),
+        lane_blocks=int_list(getattr(args, "lane_blocks", None), base.lane_blocks),
         backlogs=(backlog,) if backlog is not None else base.backlogs,
         repeats=getattr(args, "trials", None) or base.repeats,
     )

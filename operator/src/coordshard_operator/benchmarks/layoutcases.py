@@ -41,6 +41,7 @@ from coordshard_operator.benchmarks.layoutrig import Requests, Workers, chunks
 from coordshard_operator.benchmarks.workload import ids_per_shard
 from coordshard_operator.rebalancer.handoff import Engine, GroupConfig, MemberInfo
 from coordshard_operator.rebalancer.jetstream import consumer_config, stream_config
+from coordshard_operator.rebalancer.lanes import LANE_BLOCKS
 from coordshard_operator.rebalancer.passes import run_pass
 from coordshard_operator.rebalancer.planning import plan
 from coordshard_operator.rebalancer.state import Layout as StreamLayout
@@ -117,11 +118,14 @@ class _EngineDriven(ABC):
     members: list[str]
     engine: Engine | None = None
     live: dict[str, MemberInfo] = field(default_factory=dict)
+    lane_blocks: int = LANE_BLOCKS
+    """F, the most blocks on one lane (the group's ``lane_blocks``)."""
     stream_layout: ClassVar[StreamLayout]
 
     async def create_stream(self, js: JetStreamContext) -> None:
         config = GroupConfig(stream=self.stream, subject_prefix=PREFIX, group=GROUP,
-                             shards=self.shards, layout=self.stream_layout)  # fmt: skip
+                             shards=self.shards, layout=self.stream_layout,
+                             lane_blocks=self.lane_blocks)  # fmt: skip
         self.engine = Engine(js, config)
         for m in self.members:
             info = MemberInfo.of(group=GROUP, member=m, incarnation="1")

@@ -67,7 +67,8 @@ def add_parser(sub: Any) -> None:
         "--lane-blocks",
         metavar="F,F,...",
         help="throughput suite with --shards: the most blocks per lane to compare, each N "
-        "with each F that gives it other lanes (default: the engine's, 32)",
+        "with each F that gives it other lanes; lane-requests: the lane sizes to lay the "
+        "lanes out at (default: the engine's, 32)",
     )
     p.add_argument(
         "--layouts",
