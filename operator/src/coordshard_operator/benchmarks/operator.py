@@ -37,8 +37,6 @@ from coordshard_operator.benchmarks import Table
 from coordshard_operator.benchmarks.workload import ids_per_shard
 from coordshard_operator.local.natsserver import start_server
 from coordshard_operator.local.quantiles import reported
-from coordshard_operator.rebalancer.errors import StreamMissingError, TransientError
-from coordshard_operator.rebalancer.jetstream import JetStreamApi
 from coordshard_operator.rebalancer.ranges import parse_ranges
 from coordshard_operator.testing.apiserver import ApiServer
 from coordshard_operator.testing.cluster import Cluster, OperatorProcess, wait_until
@@ -82,10 +80,10 @@ class Worker:
         created = await self.nc.subscribe(f"$JS.EVENT.ADVISORY.CONSUMER.CREATED.{STREAM}.*")
         while True:  # the lanes made before the subscription, once the stream exists
             try:
-                for info in await JetStreamApi(js).consumers(STREAM):  # every page
-                    self._bind(info.name)
+                for name in await js.consumers_info(STREAM):
+                    self._bind(name.name)
                 break
-            except (NotFoundError, ServiceUnavailableError, StreamMissingError, TransientError):
+            except (NotFoundError, ServiceUnavailableError):
                 await asyncio.sleep(0.005)
         async for msg in created.messages:
             self._bind(msg.subject.rsplit(".", 1)[1])

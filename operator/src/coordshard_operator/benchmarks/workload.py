@@ -40,11 +40,10 @@ import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from nats.js.api import ConsumerInfo
 
 from coordshard_client.naming import generation_of
 from coordshard_client.subjects import shard_of
-from coordshard_operator.rebalancer.errors import StreamMissingError, TransientError
-from coordshard_operator.rebalancer.jetstream import JetStreamApi
 
 __all__ = ["Ledger", "Publisher", "SimWorker", "ids_per_shard"]
 
@@ -114,6 +113,14 @@ class Ledger:
         for consumer, shard, _ in self.processed:
             shards[consumer].add(shard)
         return shards
+
+
+async def every_consumer(js: JetStreamContext, stream: str) -> list[ConsumerInfo]:
+    """The stream's consumers, every page: ``consumers_info`` returns one page (256)."""
+    found: list[ConsumerInfo] = []
+    while page := await js.consumers_info(stream, offset=len(found)):
+        found.extend(page)
+    return found
 
 
 class SimWorker:
@@ -196,12 +203,11 @@ class SimWorker:
         try:
             while True:  # the first listing; after it, the advisories
                 try:
-                    # Every page: nats-py's consumers_info returns the first 256 only.
-                    for info in await JetStreamApi(self.js).consumers(self.stream):
+                    for info in await every_consumer(self.js, self.stream):
                         if self._ours(info.name):
                             self._serve(info.name)
                     break
-                except (TimeoutError, nats.errors.Error, StreamMissingError, TransientError):
+                except (TimeoutError, nats.errors.Error):
                     await asyncio.sleep(0.02)  # back off, then list again
             while True:
                 name = await created.get()
