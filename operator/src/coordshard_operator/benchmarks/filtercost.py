@@ -39,6 +39,7 @@ from nats.js.api import (
 
 from coordshard_client.subjects import block_filter, block_transform, shard_of
 from coordshard_operator.benchmarks import Table
+from coordshard_operator.benchmarks.servicerig import CpuMeter
 from coordshard_operator.local.natsserver import start_server
 
 __all__ = ["CASES", "Case", "measure", "run"]
@@ -77,11 +78,6 @@ CASES = (
 )
 
 
-def _cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / 100.0
-
-
 async def _drain(
     js: JetStreamContext, stream: str, consumer: str, total: list[int], n: int
 ) -> None:
@@ -115,7 +111,7 @@ async def _case(
                                  max_ack_pending=100_000, filter_subjects=subjects),
         )  # fmt: skip
     try:
-        started = _cpu_s(pid)
+        meter = CpuMeter({"nats-server": pid})
         pending: list[asyncio.Future[PubAck]] = []
         for i in range(n):
             sid = IDS[i % len(IDS)]
@@ -125,12 +121,12 @@ async def _case(
                 await asyncio.gather(*pending)
                 pending = []
         await asyncio.gather(*pending)
-        publish = (_cpu_s(pid) - started) / n * 1e6
-        started = _cpu_s(pid)
+        publish = meter.per_command_us(n)["nats-server"]
+        meter = CpuMeter({"nats-server": pid})
         total = [0]
         drains = (_drain(js, name, f"c{c}", total, n) for c in range(len(filters)))
         await asyncio.wait_for(asyncio.gather(*drains), 300)
-        return publish, (_cpu_s(pid) - started) / n * 1e6
+        return publish, meter.per_command_us(n)["nats-server"]
     finally:
         await js.delete_stream(name)
 
