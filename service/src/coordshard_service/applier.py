@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from coordshard_service.attempts import apply_guarded
+from coordshard_service.attempts import apply_guarded, needs_claim
 from coordshard_service.cache import Cache
 from coordshard_service.commands import Applied, Incoming, apply_isolating
 from coordshard_service.consumerstate import StreamInstance
@@ -44,7 +44,7 @@ from coordshard_service.metrics import Metrics
 from coordshard_service.settings import ServiceSettings
 from coordshard_service.store import Store
 
-__all__ = ["Applier", "ApplierHost", "in_doubt"]
+__all__ = ["Applier", "ApplierHost"]
 
 
 class ApplierHost(Protocol):
@@ -55,12 +55,6 @@ class ApplierHost(Protocol):
     cache: Cache
     metrics: Metrics
     applying: asyncio.Lock
-
-
-def in_doubt(items: Sequence[Incoming], *, last_seq: int) -> bool:
-    """Whether a batch holds a command at or below ``last_seq`` (its lane's stream's last
-    sequence at bind): one a dead process may have been applying (``attempts``)."""
-    return any(i.command is not None and i.stream_seq <= last_seq for i in items)
 
 
 @dataclass(eq=False)
@@ -94,7 +88,7 @@ class Applier:
             StoreUnavailableError: the items from ``len(applied)`` on are not committed.
         """
         host, s = self.host, self.host.settings
-        if in_doubt(items, last_seq=stream.last_seq):
+        if needs_claim(items, in_doubt=stream.last_seq):
             async with host.applying:
                 await asyncio.to_thread(
                     apply_guarded, host.store, host.cache, items, applied=applied,

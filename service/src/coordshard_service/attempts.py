@@ -50,7 +50,7 @@ from coordshard_service.errors import BadMessageError
 from coordshard_service.metrics import Metrics
 from coordshard_service.store import Attempts, Store
 
-__all__ = ["KILL_LIMIT", "apply_guarded", "segments"]
+__all__ = ["KILL_LIMIT", "apply_guarded", "needs_claim", "segments"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,9 +68,10 @@ def _his(items: Sequence[Incoming]) -> dict[int, int]:
     return his
 
 
-def _lowest(items: Sequence[Incoming]) -> int:
-    """The lowest sequence among the commands of ``items``."""
-    return min(i.stream_seq for i in items if i.command is not None)
+def needs_claim(items: Sequence[Incoming], *, in_doubt: int) -> bool:
+    """Whether a batch holds a command at or below ``in_doubt`` (its lane's stream's last
+    sequence at bind): one a dead process may have been applying, so it is claimed."""
+    return any(i.command is not None and i.stream_seq <= in_doubt for i in items)
 
 
 def _alone(item: Incoming, suspects: dict[int, Attempts]) -> bool:
@@ -144,14 +145,13 @@ def apply_guarded(
             reset=reset,
         )
 
-    his = _his(items)
-    if not his or _lowest(items) > in_doubt:
+    if not needs_claim(items, in_doubt=in_doubt):
         apply_isolating(
             store, cache, items, applied=applied, shards=shards, stream=stream,
             consumer=consumer, metrics=metrics, retention=retention,
         )  # fmt: skip
         return
-    found = store.claim_attempts(his, stream=stream, single=False)
+    found = store.claim_attempts(_his(items), stream=stream, single=False)
     suspects = {s: a for s, a in found.items() if a.deaths > 0}
     if not suspects:
         apply(items, reset=False)
