@@ -120,7 +120,10 @@ class Puller:
         while self._open is not None and self._error is None:
             self._signal.clear()
             try:
-                await asyncio.wait_for(self._signal.wait(), deadline - loop.time())
+                # Not ``wait_for``: on 3.11 it returns instead of raising when cancelled
+                # in the same turn as the answer arrives, and the lane would run on.
+                async with asyncio.timeout(deadline - loop.time()):
+                    await self._signal.wait()
             except TimeoutError:
                 logger.debug("pull request %s got no answer; taking it as lost", self._open)
                 self._open = None

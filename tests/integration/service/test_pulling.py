@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from nats.aio.client import Client
@@ -15,6 +16,7 @@ from coordshard_service.pulling import Puller, PullError
 pytestmark = pytest.mark.integration
 
 CONSUMER = "c"
+ROUNDS = 20
 
 
 @pytest.fixture
@@ -94,3 +96,39 @@ async def test_a_deleted_consumer_is_reported_not_waited_on(
     with pytest.raises(PullError) as refused:
         await asyncio.wait_for(puller.fetch(10, timeout=60), 20)
     assert refused.value.status == "503"  # no consumer answers the next request
+
+
+async def test_a_fetch_cancelled_as_its_answer_arrives_is_cancelled(
+    nc: Client, js: JetStreamContext, stream_name: str, puller: Puller
+) -> None:
+    """A lane's task is cancelled to end it (an error, a cancelled worker). On Python 3.11
+    ``asyncio.wait_for`` returns the result instead when what it waits on finishes in the
+    same turn of the loop as the cancel, and the lane then runs on, so the worker's wait
+    for it never ends. Here the cancel comes from a callback on the same delivery."""
+    fetching: asyncio.Task[list[Any]] | None = None
+    cancels: list[bool] = []
+    seen = asyncio.Event()
+
+    async def cancel_it(msg: Any) -> None:
+        if fetching is not None and msg.reply:  # a delivery, not a status or a publish ack
+            await asyncio.sleep(0)  # a turn later: the puller has had it too
+            cancels.append(fetching.cancel())  # False: the fetch had already returned
+            seen.set()
+
+    swallowed = 0
+    for i in range(ROUNDS):
+        p = Puller(nc, stream=stream_name, consumer=CONSUMER)  # nothing left from the last
+        await p.start()
+        spy = await nc.subscribe("_INBOX.>", cb=cancel_it)
+        seen.clear()
+        fetching = asyncio.create_task(p.fetch(1, timeout=30))
+        await asyncio.sleep(0)  # the request goes out first
+        await js.publish(f"{stream_name}.s.{i}", b"x")
+        done, _ = await asyncio.wait([fetching], timeout=10)
+        assert done, "the fetch neither answered nor ended"
+        await asyncio.wait_for(seen.wait(), 10)
+        swallowed += cancels[-1] and not fetching.cancelled()
+        await spy.unsubscribe()
+        await p.stop()
+    assert sum(cancels) >= ROUNDS // 10, f"only {sum(cancels)} cancels came while it waited"
+    assert swallowed == 0, f"{swallowed} of {sum(cancels)} cancels were swallowed"
