@@ -97,6 +97,7 @@ from coordshard_client.subjects import (
     command_subject,
     shards_of_stream,
 )
+from coordshard_client.tasks import cancel_and_wait
 
 __all__ = ["CoordinateClient"]
 
@@ -316,9 +317,7 @@ class CoordinateClient:
                 raise TimeoutError
             connecting.result()
         except (TimeoutError, OSError, nats.errors.Error, CoordinateCredentialsError) as e:
-            connecting.cancel()
-            with contextlib.suppress(BaseException):
-                await connecting
+            await cancel_and_wait(connecting)
             with contextlib.suppress(BaseException):
                 await nc.close()
             if isinstance(e, CoordinateCredentialsError):

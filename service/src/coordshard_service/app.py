@@ -26,6 +26,7 @@ from nats.aio.client import Client
 
 from coordshard_client.credentials import refused
 from coordshard_client.serverversion import announced_version, server_version_problem
+from coordshard_client.tasks import cancel_and_wait
 from coordshard_service.advisories import GiveUps
 from coordshard_service.cache import Cache
 from coordshard_service.errors import NatsServerTooOldError, NatsUnavailableError
@@ -138,7 +139,8 @@ async def _stop_when_orphaned(parent: int, stop: asyncio.Event) -> None:
             stop.set()
             return
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), PARENT_POLL_S)
+            async with asyncio.timeout(PARENT_POLL_S):
+                await stop.wait()
 
 
 async def run(
@@ -232,9 +234,7 @@ async def run(
         await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
         if not serving.done():
             # Deaf for good: what it holds is unacked, delivered again after ack_wait.
-            serving.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await serving
+            await cancel_and_wait(serving)
             raise NatsUnavailableError(lost.result())
         serving.result()
     finally:

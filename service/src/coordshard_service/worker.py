@@ -37,6 +37,7 @@ from nats.js import JetStreamContext
 
 from coordshard_client.naming import generation_of
 from coordshard_client.subjects import STREAM_META_SHARDS
+from coordshard_client.tasks import cancel_and_wait
 from coordshard_service import consumerstate
 from coordshard_service.applier import Applier
 from coordshard_service.cache import Cache
@@ -314,9 +315,9 @@ class Worker:
         cancellation of ``run``), and unsubscribe them."""
         tasks = list(self._tasks.values())
         if cancel:
-            for task in tasks:
-                task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+            await cancel_and_wait(*tasks)  # a cancel nats-py swallowed would wait for ever
+        else:
+            await asyncio.gather(*tasks, return_exceptions=True)
         for lane in self.lanes.values():
             await lane.close()
         self._tasks.clear()

@@ -125,7 +125,8 @@ async def _case(
         meter = CpuMeter({"nats-server": pid})
         total = [0]
         drains = (_drain(js, name, f"c{c}", total, n) for c in range(len(filters)))
-        await asyncio.wait_for(asyncio.gather(*drains), 300)
+        async with asyncio.timeout(300):
+            await asyncio.gather(*drains)
         return publish, meter.per_command_us(n)["nats-server"]
     finally:
         await js.delete_stream(name)

@@ -21,6 +21,8 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 
+from coordshard_client.tasks import cancel_and_wait
+
 __all__ = ["Deliveries", "DeliverySink", "Member", "Puller", "Requests", "Workers", "chunks"]
 
 T = TypeVar("T")
@@ -167,12 +169,8 @@ class Puller:
                 await sub.unsubscribe()
 
     async def stop(self) -> None:
-        """Cancel until done: Python 3.11's ``asyncio.wait_for`` (inside nats-py
-        requests) can swallow a cancellation that races with its result."""
-        task = self._task
-        while task is not None and not task.done():
-            task.cancel()
-            await asyncio.wait({task}, timeout=0.05)
+        if self._task is not None:
+            await cancel_and_wait(self._task, every=0.05)
 
 
 @dataclass

@@ -157,7 +157,8 @@ async def _trial(nc: Client, url: str, layout: Layout, *, stream: str, members: 
         try:
             if gave_up:
                 raise TimeoutError
-            await asyncio.wait_for(log.all_seen.wait(), HANDOFF_TIMEOUT_S)
+            async with asyncio.timeout(HANDOFF_TIMEOUT_S):
+                await log.all_seen.wait()
             handoff_ms = (max(log.first.values()) - t0) * 1000
         except TimeoutError:
             handoff_ms = float("nan")

@@ -33,6 +33,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.errors import NotFoundError, ServiceUnavailableError
 
 from coordshard_client.naming import generation_of
+from coordshard_client.tasks import cancel_and_wait
 from coordshard_operator.benchmarks import Table
 from coordshard_operator.benchmarks.workload import ids_per_shard
 from coordshard_operator.local.natsserver import start_server
@@ -66,10 +67,9 @@ class Worker:
         self.task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
-        every = [t for t in (self.task, *self.tasks.values()) if t is not None]
-        for t in every:
-            t.cancel()
-        await asyncio.gather(*every, return_exceptions=True)
+        # Not cancel() and gather(): nats-py's fetch can swallow a cancel (3.11), and a
+        # pull loop that runs on would hold the benchmark for ever.
+        await cancel_and_wait(*(t for t in (self.task, *self.tasks.values()) if t is not None))
 
     def _bind(self, name: str) -> None:
         if generation_of(name, member=self.consumer) is not None and name not in self.tasks:

@@ -88,9 +88,8 @@ class ProcessWorkers(Workers):
                 "--member", m, "--batch", str(self.batch), "--fetch-s", str(self.fetch_s),
                 "--subject", self.subject, "--shard-token", str(self.deliveries.shard_token),
             )  # fmt: skip
-        await asyncio.wait_for(
-            asyncio.gather(*(self._ready[m].wait() for m in fresh)), READY_TIMEOUT_S
-        )
+        async with asyncio.timeout(READY_TIMEOUT_S):
+            await asyncio.gather(*(self._ready[m].wait() for m in fresh))
 
     async def start(self, member: str, consumer: str) -> None:
         if consumer in self._bound.setdefault(member, set()):

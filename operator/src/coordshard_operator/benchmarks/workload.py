@@ -44,6 +44,7 @@ from nats.js.api import ConsumerInfo
 
 from coordshard_client.naming import generation_of
 from coordshard_client.subjects import shard_of
+from coordshard_client.tasks import cancel_and_wait
 
 __all__ = ["Ledger", "Publisher", "SimWorker", "ids_per_shard"]
 
@@ -324,15 +325,11 @@ class SimWorker:
 
 
 async def _cancel(task: asyncio.Task[None] | None) -> None:
-    """Cancel ``task`` and wait for it to end.
-
-    Python 3.11's ``asyncio.wait_for`` (used inside nats-py requests) can swallow
-    a cancellation that races with its result, so cancel until the task is done.
-    """
-    while task is not None and not task.done():
-        task.cancel()
-        await asyncio.wait({task}, timeout=0.05)
-    if task is not None and not task.cancelled() and task.exception() is not None:
+    """Cancel ``task``, wait for it to end, and raise what it failed with, if anything."""
+    if task is None:
+        return
+    await cancel_and_wait(task, every=0.05)
+    if not task.cancelled() and task.exception() is not None:
         raise task.exception()  # type: ignore[misc]
 
 

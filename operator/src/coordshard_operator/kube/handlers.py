@@ -206,7 +206,8 @@ async def _sleep(
     deadline = loop.time() + delay
     while not stopped and (left := deadline - loop.time()) > 0:
         try:
-            await asyncio.wait_for(wake.wait(), min(left, 1.0))
+            async with asyncio.timeout(min(left, 1.0)):
+                await wake.wait()
         except TimeoutError:
             continue
         if debounce:

@@ -26,6 +26,7 @@ import nats
 from nats.aio.client import Client
 
 from coordshard_client.publisher import CoordinateClient
+from coordshard_client.tasks import cancel_and_wait
 from coordshard_operator.local.check import Verdict, verify
 from coordshard_operator.local.group import LocalGroup
 from coordshard_operator.local.load import Ledger, LoadGenerator
@@ -283,10 +284,8 @@ class LocalSystem:
         self.stop.set()
         tasks = [t for t in (self._rebalancer, self._load[2] if self._load else None) if t]
         if tasks:
-            _, late = await asyncio.wait(tasks, timeout=grace)
-            for task in late:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.wait(tasks, timeout=grace)
+            await cancel_and_wait(*tasks)  # those still running
         await asyncio.gather(
             *(w.stop(grace=grace) for w in self.workers.values()), return_exceptions=True
         )

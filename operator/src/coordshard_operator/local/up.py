@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from coordshard_client.naming import DEFAULT_GROUP, DEFAULT_STREAM
+from coordshard_client.tasks import cancel_and_wait
 from coordshard_operator.local.datadir import default_data_dir
 from coordshard_operator.local.load import Ledger, LoadGenerator
 from coordshard_operator.local.membership import is_member
@@ -95,8 +96,7 @@ class _Signals:
         finally:
             stop.cancel()
         if not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await cancel_and_wait(task)
             raise TerminatedError(self.signum)
         return task.result()
 
@@ -337,11 +337,10 @@ async def _serve(
         side.append(asyncio.create_task(_progress(system, generator, interrupted, every)))
     try:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(interrupted.wait(), options.duration_s or None)
+            async with asyncio.timeout(options.duration_s or None):
+                await interrupted.wait()
     finally:
-        for task in side:
-            task.cancel()
-        await asyncio.gather(*side, return_exceptions=True)
+        await cancel_and_wait(*side)
     sys.stderr.write("stopping load, restarting dead workers, checking the store...\n")
     return await system.finish()
 
@@ -358,7 +357,8 @@ async def _chaos(system: LocalSystem, options: UpOptions, stop: asyncio.Event) -
     try:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), options.chaos_s)
+                async with asyncio.timeout(options.chaos_s):
+                    await stop.wait()
             if stop.is_set():
                 return
             running = sorted(
@@ -421,7 +421,8 @@ async def _view(system: LocalSystem, generator: LoadGenerator | None, stop: asyn
         sys.stdout.write("\x1b[H\x1b[2J" + screen + "\n\n(Ctrl-C to stop)\n")
         sys.stdout.flush()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), 0.5)
+            async with asyncio.timeout(0.5):
+                await stop.wait()
 
 
 async def _progress(
@@ -430,7 +431,8 @@ async def _progress(
     """Without a terminal: one progress line on stderr every few seconds."""
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), every)
+            async with asyncio.timeout(every):
+                await stop.wait()
         s = _snapshot(system, generator)
         group = system.group
         assert group is not None

@@ -25,6 +25,7 @@ from pathlib import Path
 import aiohttp
 
 from coordshard_client.naming import member_id
+from coordshard_client.tasks import cancel_and_wait
 from coordshard_operator.local.membership import WorkerState
 from coordshard_operator.local.natsserver import free_port
 
@@ -247,13 +248,12 @@ class WorkerProcess:
             self.signal(signal.SIGCONT)
             self.signal(signal.SIGTERM)
             try:
-                await asyncio.wait_for(process.wait(), grace)
+                async with asyncio.timeout(grace):
+                    await process.wait()
             except TimeoutError:
                 self.kill()
                 await process.wait()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(*self._tasks)
 
 
 def pid_file(log_dir: Path, name: str) -> Path:

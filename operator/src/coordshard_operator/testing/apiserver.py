@@ -886,9 +886,8 @@ class ApiServer:
         try:
             while (left := deadline - loop.time()) > 0:
                 try:
-                    event = await asyncio.wait_for(
-                        watch.queue.get(), min(left, self.bookmark_interval)
-                    )
+                    async with asyncio.timeout(min(left, self.bookmark_interval)):
+                        event = await watch.queue.get()
                 except TimeoutError:
                     if not bookmarks:
                         continue
