@@ -3,13 +3,15 @@
 No timing is asserted. What is: both layouts report every column, every
 orphan shard was delivered to a new owner in every trial, the p99 of three
 trials is not reported (``quantiles.reported``), and only today's engine
-pauses a survivor.
+pauses a survivor. With ``replicas`` 3 a cell runs on a 3-node cluster and the
+engine's stream is R3, as the server reports it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
+from coordshard_operator.benchmarks.layouts import Settings, sweep
 from coordshard_operator.benchmarks.scale import COLUMNS, QUICK, measure
 
 
@@ -27,3 +29,12 @@ def test_the_quick_cell_reports_the_engine_beside_today() -> None:
     assert rows["engine"]["live pause max ms"] == 0
     assert rows["today"]["live pause max ms"] > 0
     assert len(table.samples) == 2
+
+
+def test_a_cell_on_three_nodes_runs_the_engine_on_an_r3_stream() -> None:
+    settings = Settings(shards=(64,), members=(3,), layouts=("engine",), trials=1,
+                        backlog=500, window_s=0.5, replicas=3)  # fmt: skip
+    [(_, _, cell)] = list(sweep(settings, progress=False))
+    [trial] = cell["engine"]
+    assert trial.replicas == 3
+    assert trial.handoff_ms == trial.handoff_ms  # not nan: every orphan shard delivered

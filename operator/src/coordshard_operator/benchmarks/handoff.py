@@ -22,10 +22,9 @@ import tempfile
 from pathlib import Path
 
 import nats
-from nats.js import JetStreamContext
 
 from coordshard_operator.benchmarks import Table
-from coordshard_operator.benchmarks.workload import Ledger, SimWorker, ids_per_shard
+from coordshard_operator.benchmarks.workload import Ledger, SimWorker, ids_per_shard, wait_jetstream
 from coordshard_operator.local.natsserver import NatsServer, start_cluster, start_server
 from coordshard_operator.local.quantiles import reported
 from coordshard_operator.rebalancer.handoff import Engine, GroupConfig, MemberInfo
@@ -38,25 +37,12 @@ FETCH_EXPIRIES = (0.02, 0.1)
 gets the gained shards' messages after it expires and the worker pulls again."""
 
 
-async def _wait_jetstream(js: JetStreamContext) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 30
-    while True:
-        try:
-            await js.account_info()
-            return
-        except Exception:
-            if loop.time() > deadline:
-                raise
-            await asyncio.sleep(0.1)  # a fresh cluster elects a meta leader
-
-
 async def _trials(
     urls: list[str], *, replicas: int, trials: int, fetch_s: float
 ) -> list[tuple[float, float]]:
     nc = await nats.connect(urls, max_reconnect_attempts=-1)
     js = nc.jetstream(timeout=5)
-    await _wait_jetstream(js)
+    await wait_jetstream(js)
     config = GroupConfig(
         stream="BENCH", subject_prefix=PREFIX, group="b", shards=SHARDS, replicas=replicas
     )

@@ -120,12 +120,14 @@ class _EngineDriven(ABC):
     live: dict[str, MemberInfo] = field(default_factory=dict)
     lane_blocks: int = LANE_BLOCKS
     """F, the most blocks on one lane (the group's ``lane_blocks``)."""
+    replicas: int = 1
+    """The stream's replicas (its consumers inherit them): 3 on a 3-node cluster."""
     stream_layout: ClassVar[StreamLayout]
 
     async def create_stream(self, js: JetStreamContext) -> None:
         config = GroupConfig(stream=self.stream, subject_prefix=PREFIX, group=GROUP,
                              shards=self.shards, layout=self.stream_layout,
-                             lane_blocks=self.lane_blocks)  # fmt: skip
+                             lane_blocks=self.lane_blocks, replicas=self.replicas)  # fmt: skip
         self.engine = Engine(js, config)
         for m in self.members:
             info = MemberInfo.of(group=GROUP, member=m, incarnation="1")
@@ -225,6 +227,7 @@ class Lanes:
     K = shards / block, with ``partition(K)`` of the id (equal to ``shard % K`` when K
     divides N). A block is then the residue class of shards ``b, b + K, ...``."""
     name: str = ""
+    replicas: int = 1
     pull_expiry_s: float = 0.1
     """As today's, but 1 s for one consumer per shard (thousands of idle pulls)."""
     _ids: list[str] = field(default_factory=list)
@@ -275,7 +278,7 @@ class Lanes:
 
     async def create_stream(self, js: JetStreamContext) -> None:
         config: StreamConfig = stream_config(name=self.stream, subject_prefix=PREFIX,
-                                             shards=self.shards, replicas=1,
+                                             shards=self.shards, replicas=self.replicas,
                                              duplicate_window_s=120)  # fmt: skip
         if self.transform:
             k, w = self.units, "{{wildcard(%d)}}"
@@ -416,23 +419,27 @@ class EngineBlocks(_EngineDriven):
         return {n: self._member_of(n) for n in self.lanes}
 
 
-def layout_named(name: str, *, stream: str, shards: int, members: list[str]) -> Layout:
+def layout_named(
+    name: str, *, stream: str, shards: int, members: list[str], replicas: int = 1
+) -> Layout:
     """``today``, ``engine``, ``lanes16``, ``blocks16``, ``xblocks16``, ``pershard`` → a
-    fresh layout."""
+    fresh layout, its stream of ``replicas`` replicas."""
+    r = replicas
     if name == "today":
-        return Today(stream, shards, members)
+        return Today(stream, shards, members, replicas=r)
     if name == "engine":
-        return EngineBlocks(stream, shards, members)
+        return EngineBlocks(stream, shards, members, replicas=r)
     if name == "engine-sweep-first":
-        return EngineBlocks(stream, shards, members, name=name, sweep_first=True)
+        return EngineBlocks(stream, shards, members, replicas=r, name=name, sweep_first=True)
     if name == "pershard":
-        return Lanes(stream, shards, members, per_consumer=1)
+        return Lanes(stream, shards, members, per_consumer=1, replicas=r)
     if name.startswith("lanes"):
-        return Lanes(stream, shards, members, per_consumer=int(name[5:]))
+        return Lanes(stream, shards, members, per_consumer=int(name[5:]), replicas=r)
     if name.startswith("xblocks"):
-        return Lanes(stream, shards, members, per_consumer=64, block=int(name[7:]), transform=True)
+        return Lanes(stream, shards, members, per_consumer=64, block=int(name[7:]),
+                     transform=True, replicas=r)  # fmt: skip
     if name.startswith("blocks"):
-        return Lanes(stream, shards, members, per_consumer=64, block=int(name[6:]))
+        return Lanes(stream, shards, members, per_consumer=64, block=int(name[6:]), replicas=r)
     raise ValueError(
         f"unknown layout {name!r}: today, engine, engine-sweep-first, lanesF, blocksB, "
         "xblocksB or pershard"

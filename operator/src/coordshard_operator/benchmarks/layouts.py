@@ -42,7 +42,8 @@ from coordshard_operator.benchmarks import Table, int_list, percentile
 from coordshard_operator.benchmarks.layoutcases import Layout, Shape, layout_named
 from coordshard_operator.benchmarks.layoutrig import Deliveries, Requests, Workers
 from coordshard_operator.benchmarks.rigprocesses import ProcessWorkers
-from coordshard_operator.local.natsserver import start_server
+from coordshard_operator.benchmarks.workload import wait_jetstream
+from coordshard_operator.local.natsserver import start_cluster, start_server
 from coordshard_operator.rebalancer.errors import TransientError
 
 __all__ = ["DEFAULT_LAYOUTS", "Cell", "Settings", "TrialResult", "measure", "run", "sweep"]
@@ -72,6 +73,8 @@ class Settings:
     processes: bool = False
     """Each member in its own process (``rigprocesses``) instead of all of them on the
     rig's one event loop."""
+    replicas: int = 1
+    """1: one nats-server per cell; 3: a 3-node cluster per cell, the stream R3."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,8 @@ class TrialResult:
     shape: Shape
     after_per_s: float = 0.0
     """Deliveries per second in the window after the crash."""
+    replicas: int = 1
+    """The stream's replicas, as the server reported them after the layout made it."""
 
 
 async def _publish_backlog(js: nats.js.JetStreamContext, layout: Layout, *, shards: int,
@@ -121,6 +126,7 @@ async def _trial(nc: Client, url: str, layout: Layout, *, stream: str, members: 
     workers = kind(nc, js, url=url, stream=stream, log=log, batch=s.batch,
                    fetch_s=layout.pull_expiry_s)  # fmt: skip
     await layout.create_stream(js)
+    replicas = (await js.stream_info(stream)).config.num_replicas or 1
     feeder: asyncio.Task[None] | None = None
     try:
         await _publish_backlog(js, layout, shards=shards, n=s.backlog)
@@ -181,6 +187,7 @@ async def _trial(nc: Client, url: str, layout: Layout, *, stream: str, members: 
             after_ratio=round(after / steady, 2) if steady else 0.0,
             shape=layout.shape(),
             after_per_s=round(after),
+            replicas=replicas,
         )
     finally:
         if feeder is not None:
@@ -225,6 +232,7 @@ def row(results: list[TrialResult]) -> list[object]:
 async def _cell(url: str, shards: int, members: int, s: Settings,
                 progress: bool) -> dict[str, list[TrialResult]]:  # fmt: skip
     nc = await nats.connect(url)
+    await wait_jetstream(nc.jetstream())
     names = [f"m{i}" for i in range(members)]
     results: dict[str, list[TrialResult]] = {name: [] for name in s.layouts}
     try:
@@ -232,7 +240,9 @@ async def _cell(url: str, shards: int, members: int, s: Settings,
             order = list(s.layouts[t % len(s.layouts) :] + s.layouts[: t % len(s.layouts)])
             for k, name in enumerate(order):
                 stream = f"LAY{t}X{k}"
-                layout = layout_named(name, stream=stream, shards=shards, members=names)
+                layout = layout_named(
+                    name, stream=stream, shards=shards, members=names, replicas=s.replicas
+                )
                 r = await _trial(nc, url, layout, stream=stream, members=names, s=s, shards=shards)
                 results[name].append(r)
                 if progress:
@@ -253,16 +263,22 @@ Cell = dict[str, list[TrialResult]]
 
 
 def sweep(s: Settings, *, progress: bool = True) -> Iterator[tuple[int, int, Cell]]:
-    """Every cell (shards, members) of ``s`` in turn, each on a fresh nats-server:
-    ``(shards, members, trials by layout)`` as soon as the cell is done."""
+    """Every cell (shards, members) of ``s`` in turn, each on a fresh nats-server (or
+    3-node cluster, ``s.replicas`` 3): ``(shards, members, trials by layout)`` as soon as
+    the cell is done. Everything connects to the first node; the cluster routes."""
     for n in s.shards:
         for m in s.members:
             with tempfile.TemporaryDirectory(prefix="bench-layouts-") as tmp:
-                server = start_server(Path(tmp) / "nats")
+                nodes = (
+                    [start_server(Path(tmp) / "nats")]
+                    if s.replicas == 1
+                    else start_cluster(Path(tmp) / "c", size=s.replicas)
+                )
                 try:
-                    cell = asyncio.run(_cell(server.url, n, m, s, progress))
+                    cell = asyncio.run(_cell(nodes[0].url, n, m, s, progress))
                 finally:
-                    server.kill()
+                    for node in nodes:
+                        node.kill()
             yield n, m, cell
 
 
@@ -300,5 +316,6 @@ def run(args: argparse.Namespace) -> Table:
         trials=getattr(args, "trials", None) or (1 if quick else base.trials),
         backlog=getattr(args, "backlog", None) or (2_000 if quick else base.backlog),
         processes=bool(getattr(args, "member_processes", False)),
+        replicas=getattr(args, "replicas", None) or 1,
     )
     return measure(s, out=getattr(args, "out", None))

@@ -51,11 +51,13 @@ class ScaleSettings:
     """The steady and the after-crash windows: "the second after the crash"."""
     processes: bool = False
     """Each member in its own process (``rigprocesses``), not all on the rig's loop."""
+    replicas: int = 1
+    """3: each cell on a 3-node cluster, the stream and its consumers R3."""
 
     def rig(self) -> Settings:
         return Settings(shards=self.shards, members=self.members, layouts=self.layouts,
-                        trials=self.trials, backlog=self.backlog,
-                        window_s=self.window_s, processes=self.processes)  # fmt: skip
+                        trials=self.trials, backlog=self.backlog, window_s=self.window_s,
+                        processes=self.processes, replicas=self.replicas)  # fmt: skip
 
 
 QUICK = ScaleSettings(shards=(64,), members=(3,), trials=3, backlog=2_000)
@@ -103,6 +105,7 @@ def measure(s: ScaleSettings, *, progress: bool = True, out: Path | None = None)
             out.mkdir(parents=True, exist_ok=True)
             (out / "scale-trials.json").write_text(json.dumps(raw, indent=1) + "\n")
     table.notes.append(
+        f"{'R3 on a 3-node cluster' if s.replicas == 3 else 'one nats-server, R1'}; "
         f"{s.trials} trials per layout and cell, interleaved; "
         f"{'a process per member' if s.processes else 'every member in one process'}; "
         f"backlog {s.backlog} messages "
@@ -123,5 +126,6 @@ def run(args: argparse.Namespace) -> Table:
         trials=getattr(args, "trials", None) or base.trials,
         backlog=getattr(args, "backlog", None) or base.backlog,
         processes=bool(getattr(args, "member_processes", False)),
+        replicas=getattr(args, "replicas", None) or 1,
     )
     return measure(s, out=getattr(args, "out", None))

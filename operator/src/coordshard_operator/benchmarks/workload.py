@@ -46,7 +46,7 @@ from coordshard_client.naming import generation_of
 from coordshard_client.subjects import shard_of
 from coordshard_client.tasks import cancel_and_wait
 
-__all__ = ["Ledger", "Publisher", "SimWorker", "ids_per_shard"]
+__all__ = ["Ledger", "Publisher", "SimWorker", "ids_per_shard", "wait_jetstream"]
 
 
 def ids_per_shard(shards: int) -> list[str]:
@@ -385,3 +385,17 @@ class Publisher:
     async def stop(self) -> None:
         await _cancel(self._task)
         self._task = None
+
+
+async def wait_jetstream(js: JetStreamContext, *, timeout: float = 30.0) -> None:
+    """Return once JetStream answers: a fresh cluster first elects a meta leader."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            await js.account_info()
+            return
+        except Exception:
+            if loop.time() > deadline:
+                raise
+            await asyncio.sleep(0.1)  # polling a server that cannot tell us when it is ready

@@ -96,6 +96,13 @@ def add_parser(sub: Any) -> None:
         "(default 0, 20000 and 100000); filter-cost: messages per case (default 20000)",
     )
     p.add_argument(
+        "--replicas",
+        type=int,
+        choices=(1, 3),
+        help="layouts and scale suites: 3 runs each cell on a fresh 3-node cluster with "
+        "the stream R3 (default 1: one nats-server)",
+    )
+    p.add_argument(
         "--member-processes",
         action="store_true",
         help="layouts and scale suites: run each member's pull loops in its own process "
